@@ -1,0 +1,17 @@
+//! metarobust-core: the CPU hot paths of metarobust, in plain Rust with no Python in it.
+//!
+//! - [`sampler`]: N-way K-shot episode sampling over a borrowed `(N, C, H, W)` uint8 array,
+//!   counter-based so that episode `i` depends only on `(seed, i)`.
+//! - [`prototypes`]: per-class mean and robust aggregators, with the mean's backward.
+//! - [`distances`]: squared-Euclidean and cosine distances with their backward passes,
+//!   and a fused prototypes + distances kernel for episode-sized shapes.
+//!
+//! Every function checks its arguments and returns [`Error`] rather than panicking.
+
+pub mod distances;
+pub mod error;
+pub mod pool;
+pub mod prototypes;
+pub mod sampler;
+
+pub use error::{Error, Result};

@@ -1,0 +1,43 @@
+//! A rayon thread pool that survives `fork()`.
+//!
+//! rayon's global pool is unusable in a forked child (its worker threads do not exist there,
+//! so the first parallel call would hang). PyTorch DataLoader workers fork, so every parallel
+//! call goes through [`install`], which builds a fresh pool the first time it runs in a new
+//! process. The pool size follows `RAYON_NUM_THREADS` (else the number of cores).
+
+use std::sync::{Arc, Mutex};
+
+static POOL: Mutex<Option<(u32, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
+
+fn current_pool() -> Arc<rayon::ThreadPool> {
+    let pid = std::process::id();
+    let mut guard = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((owner, pool)) = guard.as_ref() {
+        if *owner == pid {
+            return Arc::clone(pool);
+        }
+        // Inherited from the parent through fork: its threads are gone, and dropping it
+        // would try to join them. Leak it on purpose.
+        if let Some((_, stale)) = guard.take() {
+            std::mem::forget(stale);
+        }
+    }
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("metarobust-{i}"))
+            .build()
+            .expect("building a rayon thread pool"),
+    );
+    *guard = Some((pid, Arc::clone(&pool)));
+    pool
+}
+
+/// Runs `op` inside this process's pool.
+pub fn install<R: Send>(op: impl FnOnce() -> R + Send) -> R {
+    current_pool().install(op)
+}
+
+/// Number of threads of this process's pool.
+pub fn num_threads() -> usize {
+    current_pool().current_num_threads()
+}

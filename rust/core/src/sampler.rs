@@ -1,0 +1,454 @@
+//! N-way K-shot episode sampling with counter-based randomness.
+//!
+//! Episode `i` draws from ChaCha8 keyed by `seed` on stream `i`, so it is a pure function of
+//! `(seed, i)`: batches can be split any way and filled by any number of threads.
+//! The dataset is borrowed as a flat `&[u8]` of `n_items * item_size` bytes, never copied.
+
+use rand::seq::{index, SliceRandom};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::error::{checked_product, value_err, Error, Result};
+use crate::pool;
+
+/// The generator of episode `episode` under `seed`.
+pub fn episode_rng(seed: u64, episode: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(episode);
+    rng
+}
+
+/// Episode shape and the class index built from the labels.
+#[derive(Debug, Clone)]
+pub struct EpisodeSampler {
+    ways: usize,
+    shots: usize,
+    queries: usize,
+    seed: u64,
+    n_items: usize,
+    item_size: usize,
+    /// Dataset class id of each eligible class, ascending.
+    class_ids: Vec<i64>,
+    /// `items[offsets[c]..offsets[c + 1]]`: item indices of eligible class `c`, ascending.
+    offsets: Vec<usize>,
+    items: Vec<u32>,
+}
+
+/// Pixel output type: raw bytes or float32 through a per-channel lookup table.
+pub trait Pixel: Copy + Send + Sync + 'static {
+    fn convert(src: &[u8], dst: &mut [Self], table: &PixelTable);
+}
+
+/// Per-channel byte-to-float table: `((v / 255) - mean[c]) / std[c]` computed in f32.
+#[derive(Debug, Clone)]
+pub struct PixelTable {
+    plane: usize,
+    tables: Vec<[f32; 256]>,
+}
+
+impl PixelTable {
+    /// `mean`/`std` hold one value or one per channel; empty means plain `v / 255`.
+    pub fn new(channels: usize, plane: usize, mean: &[f32], std: &[f32]) -> Result<Self> {
+        let pick = |v: &[f32], name: &str, default: f32| -> Result<Vec<f32>> {
+            match v.len() {
+                0 => Ok(vec![default; channels]),
+                1 => Ok(vec![v[0]; channels]),
+                n if n == channels => Ok(v.to_vec()),
+                n => value_err(format!(
+                    "{name}: expected 1 or {channels} values (one per channel), got {n}"
+                )),
+            }
+        };
+        let mean = pick(mean, "mean", 0.0)?;
+        let std = pick(std, "std", 1.0)?;
+        for (c, (&m, &s)) in mean.iter().zip(&std).enumerate() {
+            if !m.is_finite() {
+                return value_err(format!("mean: channel {c} is {m}; must be finite"));
+            }
+            if !(s.is_finite() && s > 0.0) {
+                return value_err(format!("std: channel {c} is {s}; must be finite and > 0"));
+            }
+        }
+        let tables = mean
+            .iter()
+            .zip(&std)
+            .map(|(&m, &s)| {
+                let mut t = [0f32; 256];
+                for (v, slot) in t.iter_mut().enumerate() {
+                    *slot = ((v as f32) / 255.0 - m) / s;
+                }
+                t
+            })
+            .collect();
+        Ok(Self { plane, tables })
+    }
+}
+
+impl Pixel for u8 {
+    fn convert(src: &[u8], dst: &mut [u8], _: &PixelTable) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl Pixel for f32 {
+    fn convert(src: &[u8], dst: &mut [f32], table: &PixelTable) {
+        for ((s, d), t) in src
+            .chunks(table.plane)
+            .zip(dst.chunks_mut(table.plane))
+            .zip(&table.tables)
+        {
+            for (x, y) in s.iter().zip(d.iter_mut()) {
+                *y = t[*x as usize];
+            }
+        }
+    }
+}
+
+/// Output buffers of a batch of `count` episodes (shapes in the field docs).
+pub struct BatchOut<'a, T> {
+    /// `(count, ways * shots, item_size)`
+    pub support_x: &'a mut [T],
+    /// `(count, ways * shots)`
+    pub support_y: &'a mut [i64],
+    /// `(count, ways * queries, item_size)`
+    pub query_x: &'a mut [T],
+    /// `(count, ways * queries)`
+    pub query_y: &'a mut [i64],
+    /// `(count, ways)`
+    pub classes: &'a mut [i64],
+}
+
+impl EpisodeSampler {
+    /// Builds the class index. `classes` restricts sampling to those dataset classes
+    /// (a split); `None` uses every class present in `labels`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        labels: &[i64],
+        item_size: usize,
+        ways: usize,
+        shots: usize,
+        queries: usize,
+        seed: u64,
+        classes: Option<&[i64]>,
+    ) -> Result<Self> {
+        if ways == 0 {
+            return value_err("ways: must be >= 1, got 0");
+        }
+        if shots == 0 {
+            return value_err("shots: must be >= 1, got 0");
+        }
+        if item_size == 0 {
+            return value_err("images: each image must hold at least one pixel");
+        }
+        if labels.is_empty() {
+            return value_err("labels: the dataset is empty");
+        }
+        if labels.len() > u32::MAX as usize {
+            return value_err(format!(
+                "labels: at most {} items are supported, got {}",
+                u32::MAX,
+                labels.len()
+            ));
+        }
+        let per_class = shots
+            .checked_add(queries)
+            .ok_or_else(|| Error::Value("shots + queries: overflows".into()))?;
+        checked_product(&[ways, per_class, item_size], "ways * (shots + queries) * image size")?;
+        if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l < 0) {
+            return value_err(format!("labels: must be >= 0, got {l} at index {i}"));
+        }
+        let max_label = *labels.iter().max().expect("non-empty") as usize;
+        let mut counts = vec![0usize; max_label + 1];
+        for &l in labels {
+            counts[l as usize] += 1;
+        }
+        let class_ids: Vec<i64> = match classes {
+            None => (0..=max_label as i64).filter(|&c| counts[c as usize] > 0).collect(),
+            Some(list) => {
+                if list.is_empty() {
+                    return value_err("classes: must name at least one class, got none");
+                }
+                let mut v = list.to_vec();
+                v.sort_unstable();
+                if let Some(w) = v.windows(2).find(|w| w[0] == w[1]) {
+                    return value_err(format!("classes: class {} is listed twice", w[0]));
+                }
+                if let Some(&c) = v
+                    .iter()
+                    .find(|&&c| c < 0 || c as usize > max_label || counts[c as usize] == 0)
+                {
+                    return value_err(format!(
+                        "classes: class {c} has no items in the dataset (labels hold 0..={max_label})"
+                    ));
+                }
+                v
+            }
+        };
+        if ways > class_ids.len() {
+            return value_err(format!(
+                "ways: {ways} is more than the {} classes available",
+                class_ids.len()
+            ));
+        }
+        let (smallest, smallest_n) = class_ids
+            .iter()
+            .map(|&c| (c, counts[c as usize]))
+            .min_by_key(|&(c, n)| (n, c))
+            .expect("non-empty");
+        if per_class > smallest_n {
+            return value_err(format!(
+                "shots + queries: {shots} + {queries} = {per_class} is more than the \
+                 {smallest_n} items of class {smallest}, the smallest class"
+            ));
+        }
+        // Dense map from dataset class id to eligible position.
+        let mut position = vec![usize::MAX; max_label + 1];
+        let mut offsets = Vec::with_capacity(class_ids.len() + 1);
+        offsets.push(0);
+        for (p, &c) in class_ids.iter().enumerate() {
+            position[c as usize] = p;
+            offsets.push(offsets[p] + counts[c as usize]);
+        }
+        let mut fill = offsets.clone();
+        let mut items = vec![0u32; offsets[class_ids.len()]];
+        for (i, &l) in labels.iter().enumerate() {
+            let p = position[l as usize];
+            if p != usize::MAX {
+                items[fill[p]] = i as u32;
+                fill[p] += 1;
+            }
+        }
+        Ok(Self {
+            ways,
+            shots,
+            queries,
+            seed,
+            n_items: labels.len(),
+            item_size,
+            class_ids,
+            offsets,
+            items,
+        })
+    }
+
+    pub fn ways(&self) -> usize {
+        self.ways
+    }
+    pub fn shots(&self) -> usize {
+        self.shots
+    }
+    pub fn queries(&self) -> usize {
+        self.queries
+    }
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+    pub fn item_size(&self) -> usize {
+        self.item_size
+    }
+    pub fn n_items(&self) -> usize {
+        self.n_items
+    }
+    /// Dataset class ids that episodes draw from.
+    pub fn class_ids(&self) -> &[i64] {
+        &self.class_ids
+    }
+
+    /// Draws episode `episode`: the dataset class of each way, and for each way
+    /// `shots` support then `queries` query item indices (all distinct).
+    pub fn draw(&self, episode: u64, classes: &mut [i64], picks: &mut Vec<u32>) {
+        let mut rng = episode_rng(self.seed, episode);
+        let per_class = self.shots + self.queries;
+        picks.clear();
+        let chosen = index::sample(&mut rng, self.class_ids.len(), self.ways);
+        for (way, c) in chosen.iter().enumerate() {
+            classes[way] = self.class_ids[c];
+            let members = &self.items[self.offsets[c]..self.offsets[c + 1]];
+            let mut taken = index::sample(&mut rng, members.len(), per_class).into_vec();
+            // index::sample does not promise a random order; the support/query split needs one.
+            taken.shuffle(&mut rng);
+            picks.extend(taken.iter().map(|&k| members[k]));
+        }
+    }
+
+    /// Fills `out` with episodes `start .. start + count` in parallel.
+    /// `images` is the whole dataset, `n_items * item_size` bytes.
+    pub fn sample_into<T: Pixel>(
+        &self,
+        images: &[u8],
+        table: &PixelTable,
+        start: u64,
+        count: usize,
+        out: BatchOut<'_, T>,
+    ) -> Result<()> {
+        if images.len() != self.n_items * self.item_size {
+            return value_err(format!(
+                "images: expected {} bytes ({} items of {}), got {}",
+                self.n_items * self.item_size,
+                self.n_items,
+                self.item_size,
+                images.len()
+            ));
+        }
+        if table.tables.len() * table.plane != self.item_size {
+            return value_err("mean/std: channel layout does not match the images");
+        }
+        if start.checked_add(count as u64).is_none() {
+            return value_err(format!("start: {start} + count {count} overflows"));
+        }
+        let (w, s, q, d) = (self.ways, self.shots, self.queries, self.item_size);
+        let expect = |name: &str, got: usize, want: usize| -> Result<()> {
+            if got == want {
+                Ok(())
+            } else {
+                value_err(format!("{name}: output buffer holds {got} values, needs {want}"))
+            }
+        };
+        expect("support_x", out.support_x.len(), count * w * s * d)?;
+        expect("support_y", out.support_y.len(), count * w * s)?;
+        expect("query_x", out.query_x.len(), count * w * q * d)?;
+        expect("query_y", out.query_y.len(), count * w * q)?;
+        expect("classes", out.classes.len(), count * w)?;
+        if count == 0 {
+            return Ok(());
+        }
+        let fill_one = |j: usize,
+                        sx: &mut [T],
+                        sy: &mut [i64],
+                        qx: &mut [T],
+                        qy: &mut [i64],
+                        cl: &mut [i64],
+                        picks: &mut Vec<u32>| {
+            self.draw(start + j as u64, cl, picks);
+            for way in 0..w {
+                let mine = &picks[way * (s + q)..(way + 1) * (s + q)];
+                for (k, &item) in mine.iter().enumerate() {
+                    let src = &images[item as usize * d..(item as usize + 1) * d];
+                    if k < s {
+                        let slot = way * s + k;
+                        T::convert(src, &mut sx[slot * d..(slot + 1) * d], table);
+                        sy[slot] = way as i64;
+                    } else {
+                        let slot = way * q + (k - s);
+                        T::convert(src, &mut qx[slot * d..(slot + 1) * d], table);
+                        qy[slot] = way as i64;
+                    }
+                }
+            }
+        };
+        // A query-free episode has empty query chunks; chunks_mut rejects size 0.
+        let qchunk = (w * q * d).max(1);
+        let qychunk = (w * q).max(1);
+        let mut qx_holder: Vec<T> = Vec::new();
+        let mut qy_holder: Vec<i64> = Vec::new();
+        let (qx_all, qy_all): (&mut [T], &mut [i64]) = if q == 0 {
+            qx_holder.resize(count, out.support_x[0]);
+            qy_holder.resize(count, 0);
+            (&mut qx_holder[..], &mut qy_holder[..])
+        } else {
+            (out.query_x, out.query_y)
+        };
+        pool::install(|| {
+            (
+                out.support_x.par_chunks_mut(w * s * d),
+                out.support_y.par_chunks_mut(w * s),
+                qx_all.par_chunks_mut(qchunk),
+                qy_all.par_chunks_mut(qychunk),
+                out.classes.par_chunks_mut(w),
+            )
+                .into_par_iter()
+                .enumerate()
+                .for_each_init(
+                    || Vec::with_capacity(w * (s + q)),
+                    |picks, (j, (sx, sy, qx, qy, cl))| {
+                        let (qx, qy) = if q == 0 { (&mut qx[..0], &mut qy[..0]) } else { (qx, qy) };
+                        fill_one(j, sx, sy, qx, qy, cl, picks)
+                    },
+                );
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toy(n_classes: usize, per: usize, d: usize) -> (Vec<u8>, Vec<i64>) {
+        let mut images = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..n_classes * per {
+            labels.push((i % n_classes) as i64);
+            images.extend(std::iter::repeat_n((i % 251) as u8, d));
+        }
+        (images, labels)
+    }
+
+    fn run(s: &EpisodeSampler, images: &[u8], start: u64, count: usize) -> (Vec<u8>, Vec<i64>, Vec<u8>, Vec<i64>, Vec<i64>) {
+        let (w, k, q, d) = (s.ways, s.shots, s.queries, s.item_size);
+        let mut sx = vec![0u8; count * w * k * d];
+        let mut sy = vec![0i64; count * w * k];
+        let mut qx = vec![0u8; count * w * q * d];
+        let mut qy = vec![0i64; count * w * q];
+        let mut cl = vec![0i64; count * w];
+        let table = PixelTable::new(1, d, &[], &[]).unwrap();
+        s.sample_into(images, &table, start, count, BatchOut {
+            support_x: &mut sx, support_y: &mut sy, query_x: &mut qx, query_y: &mut qy, classes: &mut cl,
+        })
+        .unwrap();
+        (sx, sy, qx, qy, cl)
+    }
+
+    #[test]
+    fn episodes_are_valid_and_split_independent() {
+        let (images, labels) = toy(12, 7, 3);
+        let s = EpisodeSampler::new(&labels, 3, 5, 2, 3, 42, None).unwrap();
+        let whole = run(&s, &images, 10, 6);
+        let a = run(&s, &images, 10, 2);
+        let b = run(&s, &images, 12, 4);
+        assert_eq!([a.0, b.0].concat(), whole.0);
+        assert_eq!([a.4, b.4].concat(), whole.4);
+        for j in 0..6 {
+            let cl = &whole.4[j * 5..(j + 1) * 5];
+            let mut sorted = cl.to_vec();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), 5, "ways are distinct");
+            let mut picks = Vec::new();
+            let mut cls = vec![0; 5];
+            s.draw(10 + j as u64, &mut cls, &mut picks);
+            assert_eq!(cls, cl);
+            for way in 0..5 {
+                let mine = &picks[way * 5..(way + 1) * 5];
+                let mut u = mine.to_vec();
+                u.sort();
+                u.dedup();
+                assert_eq!(u.len(), 5, "items are distinct");
+                assert!(mine.iter().all(|&i| labels[i as usize] == cl[way]));
+            }
+        }
+    }
+
+    #[test]
+    fn bad_sizes_are_errors() {
+        let (_, labels) = toy(4, 3, 1);
+        assert!(EpisodeSampler::new(&labels, 1, 5, 1, 1, 0, None).unwrap_err().to_string().contains("ways"));
+        let e = EpisodeSampler::new(&labels, 1, 2, 2, 2, 0, None).unwrap_err().to_string();
+        assert!(e.contains("smallest class"), "{e}");
+        assert!(EpisodeSampler::new(&labels, 1, 2, 0, 1, 0, None).is_err());
+        assert!(EpisodeSampler::new(&[-1, 0], 1, 1, 1, 0, 0, None).is_err());
+        assert!(EpisodeSampler::new(&labels, usize::MAX / 2, 2, 1, 1, 0, None).is_err());
+        assert!(EpisodeSampler::new(&labels, 1, 1, 1, 0, 0, Some(&[7])).is_err());
+    }
+
+    #[test]
+    fn float_table_matches_formula() {
+        let t = PixelTable::new(2, 2, &[0.5, 0.25], &[0.5, 2.0]).unwrap();
+        let mut out = [0f32; 4];
+        f32::convert(&[0, 255, 51, 102], &mut out, &t);
+        assert_eq!(out, [(0.0 - 0.5) / 0.5, (1.0 - 0.5) / 0.5, (0.2 - 0.25) / 2.0, (0.4 - 0.25) / 2.0]);
+        assert!(PixelTable::new(2, 2, &[0.1, 0.2, 0.3], &[]).is_err());
+        assert!(PixelTable::new(1, 2, &[], &[0.0]).is_err());
+    }
+}
