@@ -27,18 +27,63 @@ pub enum Metric {
 /// Float types with a GEMM: `c = alpha * a @ b + beta * c`, all row-major with given strides.
 pub trait Real: Float + Send + Sync + std::iter::Sum + 'static {
     #[allow(clippy::too_many_arguments)]
-    fn gemm(m: usize, k: usize, n: usize, alpha: Self, a: &[Self], rsa: isize, csa: isize, b: &[Self], rsb: isize, csb: isize, beta: Self, c: &mut [Self], rsc: isize);
+    fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: &[Self],
+        rsa: isize,
+        csa: isize,
+        b: &[Self],
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: &mut [Self],
+        rsc: isize,
+    );
 }
 
 macro_rules! impl_real {
     ($t:ty, $f:path) => {
         impl Real for $t {
-            fn gemm(m: usize, k: usize, n: usize, alpha: Self, a: &[Self], rsa: isize, csa: isize, b: &[Self], rsb: isize, csb: isize, beta: Self, c: &mut [Self], rsc: isize) {
+            fn gemm(
+                m: usize,
+                k: usize,
+                n: usize,
+                alpha: Self,
+                a: &[Self],
+                rsa: isize,
+                csa: isize,
+                b: &[Self],
+                rsb: isize,
+                csb: isize,
+                beta: Self,
+                c: &mut [Self],
+                rsc: isize,
+            ) {
                 // Bounds: the callers pass views whose extents match (m, k, n) and strides.
                 assert!(m == 0 || n == 0 || c.len() >= (m - 1) * rsc as usize + n);
                 // SAFETY: the slices cover every element the strides address (checked by the
                 // callers' shape logic and the assertion above for the output).
-                unsafe { $f(m, k, n, alpha, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), rsc, 1) }
+                unsafe {
+                    $f(
+                        m,
+                        k,
+                        n,
+                        alpha,
+                        a.as_ptr(),
+                        rsa,
+                        csa,
+                        b.as_ptr(),
+                        rsb,
+                        csb,
+                        beta,
+                        c.as_mut_ptr(),
+                        rsc,
+                        1,
+                    )
+                }
             }
         }
     };
@@ -52,13 +97,29 @@ fn dot<F: Real>(a: &[F], b: &[F]) -> F {
 
 fn inv_norms<F: Real>(x: &[F], dim: usize) -> Vec<F> {
     let eps = F::from(COSINE_EPS).unwrap();
-    x.chunks_exact(dim).map(|r| F::one() / dot(r, r).sqrt().max(eps)).collect()
+    x.chunks_exact(dim)
+        .map(|r| F::one() / dot(r, r).sqrt().max(eps))
+        .collect()
 }
 
 /// `out (q, n) = x (q, d) @ y (n, d)^T`.
 fn gram<F: Real>(x: &[F], y: &[F], q: usize, n: usize, d: usize, out: &mut [F]) {
     if q * n * d >= GEMM_MIN_WORK {
-        F::gemm(q, d, n, F::one(), x, d as isize, 1, y, 1, d as isize, F::zero(), out, n as isize);
+        F::gemm(
+            q,
+            d,
+            n,
+            F::one(),
+            x,
+            d as isize,
+            1,
+            y,
+            1,
+            d as isize,
+            F::zero(),
+            out,
+            n as isize,
+        );
     } else {
         for (o, xr) in out.chunks_exact_mut(n).zip(x.chunks_exact(d)) {
             for (v, yr) in o.iter_mut().zip(y.chunks_exact(d)) {
@@ -69,12 +130,23 @@ fn gram<F: Real>(x: &[F], y: &[F], q: usize, n: usize, d: usize, out: &mut [F]) 
 }
 
 /// Distances of query rows `x (q, d)` to `y (n, d)` into `out (q, n)`.
-fn forward_block<F: Real>(x: &[F], y: &[F], q: usize, n: usize, d: usize, metric: Metric, out: &mut [F]) {
+fn forward_block<F: Real>(
+    x: &[F],
+    y: &[F],
+    q: usize,
+    n: usize,
+    d: usize,
+    metric: Metric,
+    out: &mut [F],
+) {
     match metric {
         Metric::SqEuclidean if q * n * d < GEMM_MIN_WORK => {
             for (o, xr) in out.chunks_exact_mut(n).zip(x.chunks_exact(d)) {
                 for (v, yr) in o.iter_mut().zip(y.chunks_exact(d)) {
-                    *v = xr.iter().zip(yr).fold(F::zero(), |s, (&a, &b)| s + (a - b) * (a - b));
+                    *v = xr
+                        .iter()
+                        .zip(yr)
+                        .fold(F::zero(), |s, (&a, &b)| s + (a - b) * (a - b));
                 }
             }
         }
@@ -143,7 +215,13 @@ impl Dims {
 }
 
 /// Distances `out (B, Q, N)`.
-pub fn pairwise<F: Real>(x: &[F], y: &[F], dims: Dims, metric: Metric, out: &mut [F]) -> Result<()> {
+pub fn pairwise<F: Real>(
+    x: &[F],
+    y: &[F],
+    dims: Dims,
+    metric: Metric,
+    out: &mut [F],
+) -> Result<()> {
     dims.check(x, y)?;
     let Dims { tasks, q, n, .. } = dims;
     if out.len() != tasks * q * n {
@@ -158,44 +236,135 @@ fn pairwise_unchecked<F: Real>(x: &[F], y: &[F], dims: Dims, metric: Metric, out
     let rows = q.div_ceil(blocks_per_task(tasks, q));
     pool::install(|| {
         out.par_chunks_mut(q * n).enumerate().for_each(|(t, ot)| {
-            let (xt, yt) = (&x[t * q * d..(t + 1) * q * d], &y[t * n * d..(t + 1) * n * d]);
-            ot.par_chunks_mut(rows * n).enumerate().for_each(|(blk, ob)| {
-                let r = ob.len() / n;
-                forward_block(&xt[blk * rows * d..(blk * rows + r) * d], yt, r, n, d, metric, ob);
-            });
+            let (xt, yt) = (
+                &x[t * q * d..(t + 1) * q * d],
+                &y[t * n * d..(t + 1) * n * d],
+            );
+            ot.par_chunks_mut(rows * n)
+                .enumerate()
+                .for_each(|(blk, ob)| {
+                    let r = ob.len() / n;
+                    forward_block(
+                        &xt[blk * rows * d..(blk * rows + r) * d],
+                        yt,
+                        r,
+                        n,
+                        d,
+                        metric,
+                        ob,
+                    );
+                });
         })
     });
 }
 
 /// One task's backward: `grad (q, n)` to `gx (q, d)` and `gy (n, d)`.
-fn backward_task<F: Real>(x: &[F], y: &[F], grad: &[F], q: usize, n: usize, d: usize, metric: Metric, gx: &mut [F], gy: &mut [F]) {
+fn backward_task<F: Real>(
+    x: &[F],
+    y: &[F],
+    grad: &[F],
+    q: usize,
+    n: usize,
+    d: usize,
+    metric: Metric,
+    gx: &mut [F],
+    gy: &mut [F],
+) {
     match metric {
         Metric::SqEuclidean => {
             // gx = 2 (rowsum(g) x - g y), gy = 2 (colsum(g) y - g^T x)
             let two = F::one() + F::one();
             let neg2 = -two;
-            for ((g, xr), gr) in gx.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(grad.chunks_exact(n)) {
+            for ((g, xr), gr) in gx
+                .chunks_exact_mut(d)
+                .zip(x.chunks_exact(d))
+                .zip(grad.chunks_exact(n))
+            {
                 let s = two * gr.iter().fold(F::zero(), |a, &b| a + b);
                 for (o, &v) in g.iter_mut().zip(xr) {
                     *o = s * v;
                 }
             }
-            F::gemm(q, n, d, neg2, grad, n as isize, 1, y, d as isize, 1, F::one(), gx, d as isize);
+            F::gemm(
+                q,
+                n,
+                d,
+                neg2,
+                grad,
+                n as isize,
+                1,
+                y,
+                d as isize,
+                1,
+                F::one(),
+                gx,
+                d as isize,
+            );
             for (j, (g, yr)) in gy.chunks_exact_mut(d).zip(y.chunks_exact(d)).enumerate() {
                 let s = two * (0..q).fold(F::zero(), |a, i| a + grad[i * n + j]);
                 for (o, &v) in g.iter_mut().zip(yr) {
                     *o = s * v;
                 }
             }
-            F::gemm(n, q, d, neg2, grad, 1, n as isize, x, d as isize, 1, F::one(), gy, d as isize);
+            F::gemm(
+                n,
+                q,
+                d,
+                neg2,
+                grad,
+                1,
+                n as isize,
+                x,
+                d as isize,
+                1,
+                F::one(),
+                gy,
+                d as isize,
+            );
         }
         Metric::Cosine => {
             // dist = 1 - xh.yh with xh = x / max(|x|, eps): gxh = -g yh, gyh = -g^T xh.
             let (ix, iy) = (inv_norms(x, d), inv_norms(y, d));
-            let xh: Vec<F> = x.chunks_exact(d).zip(&ix).flat_map(|(r, &s)| r.iter().map(move |&v| v * s)).collect();
-            let yh: Vec<F> = y.chunks_exact(d).zip(&iy).flat_map(|(r, &s)| r.iter().map(move |&v| v * s)).collect();
-            F::gemm(q, n, d, -F::one(), grad, n as isize, 1, &yh, d as isize, 1, F::zero(), gx, d as isize);
-            F::gemm(n, q, d, -F::one(), grad, 1, n as isize, &xh, d as isize, 1, F::zero(), gy, d as isize);
+            let xh: Vec<F> = x
+                .chunks_exact(d)
+                .zip(&ix)
+                .flat_map(|(r, &s)| r.iter().map(move |&v| v * s))
+                .collect();
+            let yh: Vec<F> = y
+                .chunks_exact(d)
+                .zip(&iy)
+                .flat_map(|(r, &s)| r.iter().map(move |&v| v * s))
+                .collect();
+            F::gemm(
+                q,
+                n,
+                d,
+                -F::one(),
+                grad,
+                n as isize,
+                1,
+                &yh,
+                d as isize,
+                1,
+                F::zero(),
+                gx,
+                d as isize,
+            );
+            F::gemm(
+                n,
+                q,
+                d,
+                -F::one(),
+                grad,
+                1,
+                n as isize,
+                &xh,
+                d as isize,
+                1,
+                F::zero(),
+                gy,
+                d as isize,
+            );
             project_normalize(x, &xh, &ix, d, gx);
             project_normalize(y, &yh, &iy, d, gy);
         }
@@ -205,7 +374,11 @@ fn backward_task<F: Real>(x: &[F], y: &[F], grad: &[F], q: usize, n: usize, d: u
 /// Chain rule through `v -> v / max(|v|, eps)`: `(g - vh (vh.g)) / |v|`, or `g / eps` below eps.
 fn project_normalize<F: Real>(v: &[F], vh: &[F], inv: &[F], d: usize, g: &mut [F]) {
     let eps = F::from(COSINE_EPS).unwrap();
-    for ((gr, (vr, hr)), &s) in g.chunks_exact_mut(d).zip(v.chunks_exact(d).zip(vh.chunks_exact(d))).zip(inv) {
+    for ((gr, (vr, hr)), &s) in g
+        .chunks_exact_mut(d)
+        .zip(v.chunks_exact(d).zip(vh.chunks_exact(d)))
+        .zip(inv)
+    {
         if dot(vr, vr).sqrt() > eps {
             let p = dot(hr, gr);
             for (o, &h) in gr.iter_mut().zip(hr) {
@@ -218,25 +391,45 @@ fn project_normalize<F: Real>(v: &[F], vh: &[F], inv: &[F], d: usize, g: &mut [F
 }
 
 /// Backward of [`pairwise`]: `grad (B, Q, N)` to `gx (B, Q, D)`, `gy (B, N, D)`.
-pub fn pairwise_backward<F: Real>(x: &[F], y: &[F], grad: &[F], dims: Dims, metric: Metric, gx: &mut [F], gy: &mut [F]) -> Result<()> {
+pub fn pairwise_backward<F: Real>(
+    x: &[F],
+    y: &[F],
+    grad: &[F],
+    dims: Dims,
+    metric: Metric,
+    gx: &mut [F],
+    gy: &mut [F],
+) -> Result<()> {
     dims.check(x, y)?;
     let Dims { tasks, q, n, d } = dims;
     if grad.len() != tasks * q * n {
-        return value_err(format!("grad_output: expected {} values, got {}", tasks * q * n, grad.len()));
+        return value_err(format!(
+            "grad_output: expected {} values, got {}",
+            tasks * q * n,
+            grad.len()
+        ));
     }
     check_finite(grad, "grad_output")?;
     if gx.len() != x.len() || gy.len() != y.len() {
         return value_err("gx/gy: wrong sizes");
     }
     pool::install(|| {
-        gx.par_chunks_mut(q * d).zip(gy.par_chunks_mut(n * d)).enumerate().for_each(|(t, (gxt, gyt))| {
-            backward_task(
-                &x[t * q * d..(t + 1) * q * d],
-                &y[t * n * d..(t + 1) * n * d],
-                &grad[t * q * n..(t + 1) * q * n],
-                q, n, d, metric, gxt, gyt,
-            )
-        })
+        gx.par_chunks_mut(q * d)
+            .zip(gy.par_chunks_mut(n * d))
+            .enumerate()
+            .for_each(|(t, (gxt, gyt))| {
+                backward_task(
+                    &x[t * q * d..(t + 1) * q * d],
+                    &y[t * n * d..(t + 1) * n * d],
+                    &grad[t * q * n..(t + 1) * q * n],
+                    q,
+                    n,
+                    d,
+                    metric,
+                    gxt,
+                    gyt,
+                )
+            })
     });
     Ok(())
 }
@@ -254,10 +447,21 @@ pub struct EpisodeDims {
 
 impl EpisodeDims {
     fn shape(&self) -> Shape {
-        Shape { tasks: self.tasks, support: self.support, dim: self.dim, ways: self.ways }
+        Shape {
+            tasks: self.tasks,
+            support: self.support,
+            dim: self.dim,
+            ways: self.ways,
+        }
     }
     fn check<F: Real>(&self, support: &[F], labels: &[i64], query: &[F]) -> Result<Vec<usize>> {
-        let EpisodeDims { tasks, support: s, query: q, dim, ways } = *self;
+        let EpisodeDims {
+            tasks,
+            support: s,
+            query: q,
+            dim,
+            ways,
+        } = *self;
         if tasks == 0 || s == 0 || q == 0 || dim == 0 {
             return value_err(format!(
                 "support, query: need non-empty shapes, got tasks={tasks} support={s} query={q} dim={dim}"
@@ -267,7 +471,10 @@ impl EpisodeDims {
         let nq = checked_product(&[tasks, q, dim], "query")?;
         checked_product(&[tasks, q, ways], "distances")?;
         if support.len() != ns {
-            return value_err(format!("support: expected {ns} values, got {}", support.len()));
+            return value_err(format!(
+                "support: expected {ns} values, got {}",
+                support.len()
+            ));
         }
         if query.len() != nq {
             return value_err(format!("query: expected {nq} values, got {}", query.len()));
@@ -280,47 +487,119 @@ impl EpisodeDims {
 
 /// Mean prototypes of `support`, then distances of `query` to them; also returns the
 /// prototypes `(B, ways, D)` for the backward pass.
-pub fn proto_distances<F: Real>(support: &[F], labels: &[i64], query: &[F], dims: EpisodeDims, metric: Metric, out: &mut [F], protos: &mut [F]) -> Result<()> {
+pub fn proto_distances<F: Real>(
+    support: &[F],
+    labels: &[i64],
+    query: &[F],
+    dims: EpisodeDims,
+    metric: Metric,
+    out: &mut [F],
+    protos: &mut [F],
+) -> Result<()> {
     dims.check(support, labels, query)?;
-    let EpisodeDims { tasks, support: s, query: q, dim: d, ways } = dims;
+    let EpisodeDims {
+        tasks,
+        support: s,
+        query: q,
+        dim: d,
+        ways,
+    } = dims;
     if out.len() != tasks * q * ways || protos.len() != tasks * ways * d {
         return value_err("out/protos: wrong sizes");
     }
     pool::install(|| {
         protos.par_chunks_mut(ways * d).enumerate().for_each_init(
             || vec![0usize; ways],
-            |counts, (t, p)| mean_task(&support[t * s * d..(t + 1) * s * d], &labels[t * s..(t + 1) * s], d, ways, p, counts),
+            |counts, (t, p)| {
+                mean_task(
+                    &support[t * s * d..(t + 1) * s * d],
+                    &labels[t * s..(t + 1) * s],
+                    d,
+                    ways,
+                    p,
+                    counts,
+                )
+            },
         )
     });
-    pairwise_unchecked(query, protos, Dims { tasks, q, n: ways, d }, metric, out);
+    pairwise_unchecked(
+        query,
+        protos,
+        Dims {
+            tasks,
+            q,
+            n: ways,
+            d,
+        },
+        metric,
+        out,
+    );
     Ok(())
 }
 
 /// Backward of [`proto_distances`]: `grad (B, Q, ways)` to `g_support`, `g_query`.
 #[allow(clippy::too_many_arguments)]
-pub fn proto_distances_backward<F: Real>(support: &[F], labels: &[i64], query: &[F], protos: &[F], grad: &[F], dims: EpisodeDims, metric: Metric, g_support: &mut [F], g_query: &mut [F]) -> Result<()> {
+pub fn proto_distances_backward<F: Real>(
+    support: &[F],
+    labels: &[i64],
+    query: &[F],
+    protos: &[F],
+    grad: &[F],
+    dims: EpisodeDims,
+    metric: Metric,
+    g_support: &mut [F],
+    g_query: &mut [F],
+) -> Result<()> {
     let counts = dims.check(support, labels, query)?;
-    let EpisodeDims { tasks, support: s, query: q, dim: d, ways } = dims;
+    let EpisodeDims {
+        tasks,
+        support: s,
+        query: q,
+        dim: d,
+        ways,
+    } = dims;
     if grad.len() != tasks * q * ways {
-        return value_err(format!("grad_output: expected {} values, got {}", tasks * q * ways, grad.len()));
+        return value_err(format!(
+            "grad_output: expected {} values, got {}",
+            tasks * q * ways,
+            grad.len()
+        ));
     }
     check_finite(grad, "grad_output")?;
-    if protos.len() != tasks * ways * d || g_support.len() != support.len() || g_query.len() != query.len() {
+    if protos.len() != tasks * ways * d
+        || g_support.len() != support.len()
+        || g_query.len() != query.len()
+    {
         return value_err("protos/g_support/g_query: wrong sizes");
     }
     pool::install(|| {
-        g_query.par_chunks_mut(q * d).zip(g_support.par_chunks_mut(s * d)).enumerate().for_each_init(
-            || vec![F::zero(); ways * d],
-            |g_proto, (t, (gq, gs))| {
-                backward_task(
-                    &query[t * q * d..(t + 1) * q * d],
-                    &protos[t * ways * d..(t + 1) * ways * d],
-                    &grad[t * q * ways..(t + 1) * q * ways],
-                    q, ways, d, metric, gq, g_proto,
-                );
-                mean_backward_task(g_proto, &labels[t * s..(t + 1) * s], &counts[t * ways..(t + 1) * ways], d, gs);
-            },
-        )
+        g_query
+            .par_chunks_mut(q * d)
+            .zip(g_support.par_chunks_mut(s * d))
+            .enumerate()
+            .for_each_init(
+                || vec![F::zero(); ways * d],
+                |g_proto, (t, (gq, gs))| {
+                    backward_task(
+                        &query[t * q * d..(t + 1) * q * d],
+                        &protos[t * ways * d..(t + 1) * ways * d],
+                        &grad[t * q * ways..(t + 1) * q * ways],
+                        q,
+                        ways,
+                        d,
+                        metric,
+                        gq,
+                        g_proto,
+                    );
+                    mean_backward_task(
+                        g_proto,
+                        &labels[t * s..(t + 1) * s],
+                        &counts[t * ways..(t + 1) * ways],
+                        d,
+                        gs,
+                    );
+                },
+            )
     });
     Ok(())
 }
@@ -348,7 +627,9 @@ mod tests {
     }
 
     fn data(len: usize, salt: u64) -> Vec<f64> {
-        (0..len).map(|i| (((i as u64 * 2654435761 + salt) % 1000) as f64) / 500.0 - 1.0).collect()
+        (0..len)
+            .map(|i| (((i as u64 * 2654435761 + salt) % 1000) as f64) / 500.0 - 1.0)
+            .collect()
     }
 
     #[test]
@@ -359,7 +640,14 @@ mod tests {
                 let mut out = vec![0.0; 2 * q * n];
                 pairwise(&x, &y, Dims { tasks: 2, q, n, d }, metric, &mut out).unwrap();
                 for t in 0..2 {
-                    let want = naive(&x[t * q * d..(t + 1) * q * d], &y[t * n * d..(t + 1) * n * d], q, n, d, metric);
+                    let want = naive(
+                        &x[t * q * d..(t + 1) * q * d],
+                        &y[t * n * d..(t + 1) * n * d],
+                        q,
+                        n,
+                        d,
+                        metric,
+                    );
                     for (a, b) in out[t * q * n..(t + 1) * q * n].iter().zip(&want) {
                         assert!((a - b).abs() < 1e-9, "{a} vs {b}");
                     }
@@ -373,9 +661,24 @@ mod tests {
         let (q, n, d) = (3, 2, 4);
         for metric in [Metric::SqEuclidean, Metric::Cosine] {
             let (x, y, g) = (data(q * d, 3), data(n * d, 5), data(q * n, 11));
-            let loss = |x: &[f64], y: &[f64]| naive(x, y, q, n, d, metric).iter().zip(&g).map(|(a, b)| a * b).sum::<f64>();
+            let loss = |x: &[f64], y: &[f64]| {
+                naive(x, y, q, n, d, metric)
+                    .iter()
+                    .zip(&g)
+                    .map(|(a, b)| a * b)
+                    .sum::<f64>()
+            };
             let (mut gx, mut gy) = (vec![0.0; q * d], vec![0.0; n * d]);
-            pairwise_backward(&x, &y, &g, Dims { tasks: 1, q, n, d }, metric, &mut gx, &mut gy).unwrap();
+            pairwise_backward(
+                &x,
+                &y,
+                &g,
+                Dims { tasks: 1, q, n, d },
+                metric,
+                &mut gx,
+                &mut gy,
+            )
+            .unwrap();
             let h = 1e-6;
             for i in 0..q * d {
                 let (mut a, mut b) = (x.clone(), x.clone());
@@ -395,8 +698,44 @@ mod tests {
     #[test]
     fn bad_inputs_are_errors() {
         let mut out = [0.0; 1];
-        assert!(pairwise(&[1.0], &[f64::INFINITY], Dims { tasks: 1, q: 1, n: 1, d: 1 }, Metric::Cosine, &mut out).is_err());
-        assert!(pairwise(&[1.0, 2.0], &[1.0], Dims { tasks: 1, q: 1, n: 1, d: 1 }, Metric::Cosine, &mut out).is_err());
-        assert!(pairwise::<f64>(&[], &[], Dims { tasks: 1, q: 0, n: 1, d: 1 }, Metric::Cosine, &mut out).is_err());
+        assert!(pairwise(
+            &[1.0],
+            &[f64::INFINITY],
+            Dims {
+                tasks: 1,
+                q: 1,
+                n: 1,
+                d: 1
+            },
+            Metric::Cosine,
+            &mut out
+        )
+        .is_err());
+        assert!(pairwise(
+            &[1.0, 2.0],
+            &[1.0],
+            Dims {
+                tasks: 1,
+                q: 1,
+                n: 1,
+                d: 1
+            },
+            Metric::Cosine,
+            &mut out
+        )
+        .is_err());
+        assert!(pairwise::<f64>(
+            &[],
+            &[],
+            Dims {
+                tasks: 1,
+                q: 0,
+                n: 1,
+                d: 1
+            },
+            Metric::Cosine,
+            &mut out
+        )
+        .is_err());
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod distances;
 pub mod error;
+pub mod glyphs;
 pub mod pool;
 pub mod prototypes;
 pub mod sampler;

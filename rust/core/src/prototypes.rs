@@ -15,9 +15,14 @@ pub enum Method {
     /// Per coordinate; the average of the two middle values for an even count (as NumPy).
     Median,
     /// Per coordinate, drop `floor(trim * n)` values at each end (as scipy's trim_mean).
-    TrimmedMean { trim: f64 },
+    TrimmedMean {
+        trim: f64,
+    },
     /// Weiszfeld iterations with the Vardi-Zhang step when the estimate sits on a point.
-    GeometricMedian { tol: f64, max_iter: usize },
+    GeometricMedian {
+        tol: f64,
+        max_iter: usize,
+    },
 }
 
 impl Method {
@@ -29,7 +34,9 @@ impl Method {
             Method::GeometricMedian { tol, .. } if !(tol.is_finite() && tol > 0.0) => {
                 value_err(format!("tol: must be finite and > 0, got {tol}"))
             }
-            Method::GeometricMedian { max_iter: 0, .. } => value_err("max_iter: must be >= 1, got 0"),
+            Method::GeometricMedian { max_iter: 0, .. } => {
+                value_err("max_iter: must be >= 1, got 0")
+            }
             _ => Ok(()),
         }
     }
@@ -48,14 +55,21 @@ pub struct Shape {
 pub fn check_finite<F: Float>(x: &[F], name: &str) -> Result<()> {
     match x.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
-        Some(i) => value_err(format!("{name}: holds NaN or inf (first at flat index {i})")),
+        Some(i) => value_err(format!(
+            "{name}: holds NaN or inf (first at flat index {i})"
+        )),
     }
 }
 
 /// Checks labels lie in `0..ways` and every class of every task has an item;
 /// returns the per-task, per-class item counts.
 pub fn check_labels(labels: &[i64], shape: Shape) -> Result<Vec<usize>> {
-    let Shape { tasks, support, ways, .. } = shape;
+    let Shape {
+        tasks,
+        support,
+        ways,
+        ..
+    } = shape;
     if ways == 0 {
         return value_err("ways: must be >= 1, got 0");
     }
@@ -86,7 +100,12 @@ pub fn check_labels(labels: &[i64], shape: Shape) -> Result<Vec<usize>> {
 }
 
 fn check_shape<F>(emb: &[F], shape: Shape) -> Result<()> {
-    let Shape { tasks, support, dim, .. } = shape;
+    let Shape {
+        tasks,
+        support,
+        dim,
+        ..
+    } = shape;
     if tasks == 0 || support == 0 || dim == 0 {
         return value_err(format!(
             "emb: needs a non-empty (tasks, support, dim) shape, got ({tasks}, {support}, {dim})"
@@ -145,14 +164,23 @@ fn aggregate(rows: &[&[f64]], dim: usize, method: Method, out: &mut [f64]) {
                 pull.fill(0.0);
                 let (mut wsum, mut coincide) = (0.0, 0usize);
                 for r in rows {
-                    let dist = r.iter().zip(out.iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+                    let dist = r
+                        .iter()
+                        .zip(out.iter())
+                        .map(|(a, b)| (a - b) * (a - b))
+                        .sum::<f64>()
+                        .sqrt();
                     if dist <= f64::MIN_POSITIVE {
                         coincide += 1;
                         continue;
                     }
                     let w = 1.0 / dist;
                     wsum += w;
-                    for ((nx, p), (a, b)) in next.iter_mut().zip(pull.iter_mut()).zip(r.iter().zip(out.iter())) {
+                    for ((nx, p), (a, b)) in next
+                        .iter_mut()
+                        .zip(pull.iter_mut())
+                        .zip(r.iter().zip(out.iter()))
+                    {
                         *nx += w * a;
                         *p += w * (a - b);
                     }
@@ -164,12 +192,21 @@ fn aggregate(rows: &[&[f64]], dim: usize, method: Method, out: &mut [f64]) {
                 if coincide > 0 {
                     // Vardi & Zhang (2000): blend towards the estimate by eta / |R|.
                     let r_norm = pull.iter().map(|v| v * v).sum::<f64>().sqrt();
-                    let t = if r_norm > 0.0 { (coincide as f64 / r_norm).min(1.0) } else { 1.0 };
+                    let t = if r_norm > 0.0 {
+                        (coincide as f64 / r_norm).min(1.0)
+                    } else {
+                        1.0
+                    };
                     for (nx, m) in next.iter_mut().zip(out.iter()) {
                         *nx = (1.0 - t) * *nx + t * m;
                     }
                 }
-                let step = next.iter().zip(out.iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+                let step = next
+                    .iter()
+                    .zip(out.iter())
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum::<f64>()
+                    .sqrt();
                 out.copy_from_slice(&next);
                 if step <= tol {
                     break;
@@ -191,7 +228,9 @@ pub fn prototypes<F: Float + Send + Sync>(
     method.check()?;
     check_labels(labels, shape)?;
     check_finite(emb, "emb")?;
-    let Shape { support, dim, ways, .. } = shape;
+    let Shape {
+        support, dim, ways, ..
+    } = shape;
     if out.len() != shape.tasks * ways * dim {
         return value_err("out: wrong size for (tasks, ways, dim)");
     }
@@ -203,7 +242,12 @@ pub fn prototypes<F: Float + Send + Sync>(
                 .iter()
                 .enumerate()
                 .filter(|(_, &l)| l as usize == c)
-                .map(|(i, _)| task[i * dim..(i + 1) * dim].iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).collect())
+                .map(|(i, _)| {
+                    task[i * dim..(i + 1) * dim]
+                        .iter()
+                        .map(|v| v.to_f64().unwrap_or(f64::NAN))
+                        .collect()
+                })
                 .collect();
             let rows: Vec<&[f64]> = rows64.iter().map(|r| r.as_slice()).collect();
             let mut acc = vec![0f64; dim];
@@ -217,7 +261,14 @@ pub fn prototypes<F: Float + Send + Sync>(
 }
 
 /// Mean prototypes without the generic machinery: the hot path of training.
-pub(crate) fn mean_task<F: Float>(emb: &[F], labels: &[i64], dim: usize, ways: usize, out: &mut [F], counts: &mut [usize]) {
+pub(crate) fn mean_task<F: Float>(
+    emb: &[F],
+    labels: &[i64],
+    dim: usize,
+    ways: usize,
+    out: &mut [F],
+    counts: &mut [usize],
+) {
     out.iter_mut().for_each(|o| *o = F::zero());
     counts.iter_mut().for_each(|c| *c = 0);
     for (row, &l) in emb.chunks_exact(dim).zip(labels) {
@@ -229,12 +280,20 @@ pub(crate) fn mean_task<F: Float>(emb: &[F], labels: &[i64], dim: usize, ways: u
     }
     for (c, &n) in counts.iter().enumerate().take(ways) {
         let inv = F::one() / F::from(n).unwrap_or_else(F::one);
-        out[c * dim..(c + 1) * dim].iter_mut().for_each(|o| *o = *o * inv);
+        out[c * dim..(c + 1) * dim]
+            .iter_mut()
+            .for_each(|o| *o = *o * inv);
     }
 }
 
 /// Backward of mean prototypes for one task: `grad_emb[s] = grad_out[label[s]] / count`.
-pub(crate) fn mean_backward_task<F: Float>(grad_out: &[F], labels: &[i64], counts: &[usize], dim: usize, grad_emb: &mut [F]) {
+pub(crate) fn mean_backward_task<F: Float>(
+    grad_out: &[F],
+    labels: &[i64],
+    counts: &[usize],
+    dim: usize,
+    grad_emb: &mut [F],
+) {
     for (row, &l) in grad_emb.chunks_exact_mut(dim).zip(labels) {
         let c = l as usize;
         let inv = F::one() / F::from(counts[c]).unwrap_or_else(F::one);
@@ -252,20 +311,28 @@ pub fn mean_backward<F: Float + Send + Sync>(
     grad_emb: &mut [F],
 ) -> Result<()> {
     let counts = check_labels(labels, shape)?;
-    let Shape { tasks, support, dim, ways } = shape;
+    let Shape {
+        tasks,
+        support,
+        dim,
+        ways,
+    } = shape;
     if grad_out.len() != tasks * ways * dim || grad_emb.len() != tasks * support * dim {
         return value_err("grad_output: wrong size for (tasks, ways, dim)");
     }
     pool::install(|| {
-        grad_emb.par_chunks_mut(support * dim).enumerate().for_each(|(t, ge)| {
-            mean_backward_task(
-                &grad_out[t * ways * dim..(t + 1) * ways * dim],
-                &labels[t * support..(t + 1) * support],
-                &counts[t * ways..(t + 1) * ways],
-                dim,
-                ge,
-            )
-        })
+        grad_emb
+            .par_chunks_mut(support * dim)
+            .enumerate()
+            .for_each(|(t, ge)| {
+                mean_backward_task(
+                    &grad_out[t * ways * dim..(t + 1) * ways * dim],
+                    &labels[t * support..(t + 1) * support],
+                    &counts[t * ways..(t + 1) * ways],
+                    dim,
+                    ge,
+                )
+            })
     });
     Ok(())
 }
@@ -276,7 +343,19 @@ mod tests {
 
     fn one(emb: &[f64], labels: &[i64], s: usize, d: usize, ways: usize, m: Method) -> Vec<f64> {
         let mut out = vec![0.0; ways * d];
-        prototypes(emb, labels, Shape { tasks: 1, support: s, dim: d, ways }, m, &mut out).unwrap();
+        prototypes(
+            emb,
+            labels,
+            Shape {
+                tasks: 1,
+                support: s,
+                dim: d,
+                ways,
+            },
+            m,
+            &mut out,
+        )
+        .unwrap();
         out
     }
 
@@ -285,28 +364,69 @@ mod tests {
         let emb = [1.0, 10.0, 2.0, 20.0, 3.0, 30.0, 100.0, 40.0];
         let labels = [0, 0, 0, 0];
         assert_eq!(one(&emb, &labels, 4, 2, 1, Method::Median), vec![2.5, 25.0]);
-        assert_eq!(one(&emb, &labels, 4, 2, 1, Method::TrimmedMean { trim: 0.25 }), vec![2.5, 25.0]);
+        assert_eq!(
+            one(&emb, &labels, 4, 2, 1, Method::TrimmedMean { trim: 0.25 }),
+            vec![2.5, 25.0]
+        );
         assert_eq!(one(&emb, &labels, 4, 2, 1, Method::Mean), vec![26.5, 25.0]);
     }
 
     #[test]
     fn geometric_median_resists_an_outlier_and_handles_coincidence() {
         let emb = [0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1000.0, 1000.0];
-        let gm = one(&emb, &[0; 5], 5, 2, 1, Method::GeometricMedian { tol: 1e-12, max_iter: 1000 });
+        let gm = one(
+            &emb,
+            &[0; 5],
+            5,
+            2,
+            1,
+            Method::GeometricMedian {
+                tol: 1e-12,
+                max_iter: 1000,
+            },
+        );
         assert!(gm.iter().all(|v| (0.0..1.5).contains(v)), "{gm:?}");
         // Three equal points out of four: the geometric median is that point.
         let emb = [2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 5.0, 9.0];
-        let gm = one(&emb, &[0; 4], 4, 2, 1, Method::GeometricMedian { tol: 1e-12, max_iter: 1000 });
-        assert!((gm[0] - 2.0).abs() < 1e-9 && (gm[1] - 2.0).abs() < 1e-9, "{gm:?}");
+        let gm = one(
+            &emb,
+            &[0; 4],
+            4,
+            2,
+            1,
+            Method::GeometricMedian {
+                tol: 1e-12,
+                max_iter: 1000,
+            },
+        );
+        assert!(
+            (gm[0] - 2.0).abs() < 1e-9 && (gm[1] - 2.0).abs() < 1e-9,
+            "{gm:?}"
+        );
     }
 
     #[test]
     fn bad_labels_are_errors() {
-        let s = Shape { tasks: 1, support: 2, dim: 1, ways: 2 };
+        let s = Shape {
+            tasks: 1,
+            support: 2,
+            dim: 1,
+            ways: 2,
+        };
         let mut out = [0.0; 2];
-        assert!(prototypes(&[1.0, 2.0], &[0, 0], s, Method::Mean, &mut out).unwrap_err().to_string().contains("class 1"));
+        assert!(prototypes(&[1.0, 2.0], &[0, 0], s, Method::Mean, &mut out)
+            .unwrap_err()
+            .to_string()
+            .contains("class 1"));
         assert!(prototypes(&[1.0, 2.0], &[0, 2], s, Method::Mean, &mut out).is_err());
         assert!(prototypes(&[1.0, f64::NAN], &[0, 1], s, Method::Mean, &mut out).is_err());
-        assert!(prototypes(&[1.0, 2.0], &[0, 1], s, Method::TrimmedMean { trim: 0.5 }, &mut out).is_err());
+        assert!(prototypes(
+            &[1.0, 2.0],
+            &[0, 1],
+            s,
+            Method::TrimmedMean { trim: 0.5 },
+            &mut out
+        )
+        .is_err());
     }
 }

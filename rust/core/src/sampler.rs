@@ -154,7 +154,10 @@ impl EpisodeSampler {
         let per_class = shots
             .checked_add(queries)
             .ok_or_else(|| Error::Value("shots + queries: overflows".into()))?;
-        checked_product(&[ways, per_class, item_size], "ways * (shots + queries) * image size")?;
+        checked_product(
+            &[ways, per_class, item_size],
+            "ways * (shots + queries) * image size",
+        )?;
         if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l < 0) {
             return value_err(format!("labels: must be >= 0, got {l} at index {i}"));
         }
@@ -164,7 +167,9 @@ impl EpisodeSampler {
             counts[l as usize] += 1;
         }
         let class_ids: Vec<i64> = match classes {
-            None => (0..=max_label as i64).filter(|&c| counts[c as usize] > 0).collect(),
+            None => (0..=max_label as i64)
+                .filter(|&c| counts[c as usize] > 0)
+                .collect(),
             Some(list) => {
                 if list.is_empty() {
                     return value_err("classes: must name at least one class, got none");
@@ -302,7 +307,9 @@ impl EpisodeSampler {
             if got == want {
                 Ok(())
             } else {
-                value_err(format!("{name}: output buffer holds {got} values, needs {want}"))
+                value_err(format!(
+                    "{name}: output buffer holds {got} values, needs {want}"
+                ))
             }
         };
         expect("support_x", out.support_x.len(), count * w * s * d)?;
@@ -362,7 +369,11 @@ impl EpisodeSampler {
                 .for_each_init(
                     || Vec::with_capacity(w * (s + q)),
                     |picks, (j, (sx, sy, qx, qy, cl))| {
-                        let (qx, qy) = if q == 0 { (&mut qx[..0], &mut qy[..0]) } else { (qx, qy) };
+                        let (qx, qy) = if q == 0 {
+                            (&mut qx[..0], &mut qy[..0])
+                        } else {
+                            (qx, qy)
+                        };
                         fill_one(j, sx, sy, qx, qy, cl, picks)
                     },
                 );
@@ -385,7 +396,12 @@ mod tests {
         (images, labels)
     }
 
-    fn run(s: &EpisodeSampler, images: &[u8], start: u64, count: usize) -> (Vec<u8>, Vec<i64>, Vec<u8>, Vec<i64>, Vec<i64>) {
+    fn run(
+        s: &EpisodeSampler,
+        images: &[u8],
+        start: u64,
+        count: usize,
+    ) -> (Vec<u8>, Vec<i64>, Vec<u8>, Vec<i64>, Vec<i64>) {
         let (w, k, q, d) = (s.ways, s.shots, s.queries, s.item_size);
         let mut sx = vec![0u8; count * w * k * d];
         let mut sy = vec![0i64; count * w * k];
@@ -393,9 +409,19 @@ mod tests {
         let mut qy = vec![0i64; count * w * q];
         let mut cl = vec![0i64; count * w];
         let table = PixelTable::new(1, d, &[], &[]).unwrap();
-        s.sample_into(images, &table, start, count, BatchOut {
-            support_x: &mut sx, support_y: &mut sy, query_x: &mut qx, query_y: &mut qy, classes: &mut cl,
-        })
+        s.sample_into(
+            images,
+            &table,
+            start,
+            count,
+            BatchOut {
+                support_x: &mut sx,
+                support_y: &mut sy,
+                query_x: &mut qx,
+                query_y: &mut qy,
+                classes: &mut cl,
+            },
+        )
         .unwrap();
         (sx, sy, qx, qy, cl)
     }
@@ -433,8 +459,13 @@ mod tests {
     #[test]
     fn bad_sizes_are_errors() {
         let (_, labels) = toy(4, 3, 1);
-        assert!(EpisodeSampler::new(&labels, 1, 5, 1, 1, 0, None).unwrap_err().to_string().contains("ways"));
-        let e = EpisodeSampler::new(&labels, 1, 2, 2, 2, 0, None).unwrap_err().to_string();
+        assert!(EpisodeSampler::new(&labels, 1, 5, 1, 1, 0, None)
+            .unwrap_err()
+            .to_string()
+            .contains("ways"));
+        let e = EpisodeSampler::new(&labels, 1, 2, 2, 2, 0, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("smallest class"), "{e}");
         assert!(EpisodeSampler::new(&labels, 1, 2, 0, 1, 0, None).is_err());
         assert!(EpisodeSampler::new(&[-1, 0], 1, 1, 1, 0, 0, None).is_err());
@@ -447,7 +478,15 @@ mod tests {
         let t = PixelTable::new(2, 2, &[0.5, 0.25], &[0.5, 2.0]).unwrap();
         let mut out = [0f32; 4];
         f32::convert(&[0, 255, 51, 102], &mut out, &t);
-        assert_eq!(out, [(0.0 - 0.5) / 0.5, (1.0 - 0.5) / 0.5, (0.2 - 0.25) / 2.0, (0.4 - 0.25) / 2.0]);
+        assert_eq!(
+            out,
+            [
+                (0.0 - 0.5) / 0.5,
+                (1.0 - 0.5) / 0.5,
+                (0.2 - 0.25) / 2.0,
+                (0.4 - 0.25) / 2.0
+            ]
+        );
         assert!(PixelTable::new(2, 2, &[0.1, 0.2, 0.3], &[]).is_err());
         assert!(PixelTable::new(1, 2, &[], &[0.0]).is_err());
     }

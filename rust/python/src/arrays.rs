@@ -14,7 +14,10 @@ pub(crate) fn checked<'py, T: Element>(
     let untyped = obj.cast::<PyUntypedArray>().map_err(|_| {
         PyTypeError::new_err(format!(
             "{name}: expected a numpy array, got {}",
-            obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         ))
     })?;
     let arr = untyped.cast::<PyArrayDyn<T>>().map_err(|_| {
@@ -41,15 +44,21 @@ pub(crate) fn checked<'py, T: Element>(
 /// A positive size argument given as a Python int.
 pub(crate) fn positive(value: i64, name: &str) -> PyResult<usize> {
     if value < 1 {
-        return Err(PyValueError::new_err(format!("{name}: must be >= 1, got {value}")));
+        return Err(PyValueError::new_err(format!(
+            "{name}: must be >= 1, got {value}"
+        )));
     }
-    usize::try_from(value).map_err(|_| PyValueError::new_err(format!("{name}: too large ({value})")))
+    usize::try_from(value)
+        .map_err(|_| PyValueError::new_err(format!("{name}: too large ({value})")))
 }
 
 /// A non-negative size argument given as a Python int.
 pub(crate) fn non_negative(value: i64, name: &str) -> PyResult<usize> {
     if value < 0 {
-        return Err(PyValueError::new_err(format!("{name}: must be >= 0, got {value}")));
+        return Err(PyValueError::new_err(format!(
+            "{name}: must be >= 0, got {value}"
+        )));
     }
-    usize::try_from(value).map_err(|_| PyValueError::new_err(format!("{name}: too large ({value})")))
+    usize::try_from(value)
+        .map_err(|_| PyValueError::new_err(format!("{name}: too large ({value})")))
 }

@@ -37,14 +37,16 @@ fn method(name: &str, trim: f64, tol: f64, max_iter: i64) -> PyResult<Method> {
 
 /// Which float type `obj` holds ("float32" or "float64"), else TypeError.
 fn float_kind(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<bool> {
-    let arr = obj.cast::<PyUntypedArray>().map_err(|_| {
-        PyTypeError::new_err(format!("{name}: expected a numpy array"))
-    })?;
+    let arr = obj
+        .cast::<PyUntypedArray>()
+        .map_err(|_| PyTypeError::new_err(format!("{name}: expected a numpy array")))?;
     let dt = arr.dtype().to_string();
     match dt.as_str() {
         "float32" => Ok(false),
         "float64" => Ok(true),
-        _ => Err(PyTypeError::new_err(format!("{name}: expected dtype float32 or float64, got {dt}"))),
+        _ => Err(PyTypeError::new_err(format!(
+            "{name}: expected dtype float32 or float64, got {dt}"
+        ))),
     }
 }
 
@@ -70,7 +72,11 @@ fn new3<'py, T: Element>(py: Python<'py>, shape: (usize, usize, usize)) -> Bound
     PyArray3::<T>::zeros(py, [shape.0, shape.1, shape.2], false)
 }
 
-fn labels2<'py>(obj: &Bound<'py, PyAny>, tasks: usize, items: usize) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
+fn labels2<'py>(
+    obj: &Bound<'py, PyAny>,
+    tasks: usize,
+    items: usize,
+) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
     let l = checked::<i64>(obj, "labels", "int64", 2)?;
     if l.shape() != [tasks, items] {
         return Err(PyValueError::new_err(format!(
@@ -81,7 +87,13 @@ fn labels2<'py>(obj: &Bound<'py, PyAny>, tasks: usize, items: usize) -> PyResult
     Ok(l)
 }
 
-fn prototypes_t<'py, F: Real + Element>(py: Python<'py>, emb: &Bound<'py, PyAny>, labels: &Bound<'py, PyAny>, ways: usize, m: Method) -> PyResult<Bound<'py, PyAny>> {
+fn prototypes_t<'py, F: Real + Element>(
+    py: Python<'py>,
+    emb: &Bound<'py, PyAny>,
+    labels: &Bound<'py, PyAny>,
+    ways: usize,
+    m: Method,
+) -> PyResult<Bound<'py, PyAny>> {
     let e = checked::<F>(emb, "emb", "float", 3)?;
     let (b, s, d) = dims3(&e);
     let l = labels2(labels, b, s)?;
@@ -89,7 +101,20 @@ fn prototypes_t<'py, F: Real + Element>(py: Python<'py>, emb: &Bound<'py, PyAny>
     {
         let (e, l, mut o) = (e.readonly(), l.readonly(), out.readwrite());
         let (e, l, o) = (e.as_slice()?, l.as_slice()?, o.as_slice_mut()?);
-        run_detached(py, || protos_core::prototypes(e, l, Shape { tasks: b, support: s, dim: d, ways }, m, o))?;
+        run_detached(py, || {
+            protos_core::prototypes(
+                e,
+                l,
+                Shape {
+                    tasks: b,
+                    support: s,
+                    dim: d,
+                    ways,
+                },
+                m,
+                o,
+            )
+        })?;
     }
     Ok(out.into_any())
 }
@@ -97,7 +122,16 @@ fn prototypes_t<'py, F: Real + Element>(py: Python<'py>, emb: &Bound<'py, PyAny>
 /// Prototypes `(B, ways, D)` of `emb (B, S, D)` with `labels (B, S)`.
 #[pyfunction]
 #[pyo3(signature = (emb, labels, ways, method="mean", trim=0.2, tol=1e-6, max_iter=100))]
-fn prototypes<'py>(py: Python<'py>, emb: &Bound<'py, PyAny>, labels: &Bound<'py, PyAny>, ways: i64, method: &str, trim: f64, tol: f64, max_iter: i64) -> PyResult<Bound<'py, PyAny>> {
+fn prototypes<'py>(
+    py: Python<'py>,
+    emb: &Bound<'py, PyAny>,
+    labels: &Bound<'py, PyAny>,
+    ways: i64,
+    method: &str,
+    trim: f64,
+    tol: f64,
+    max_iter: i64,
+) -> PyResult<Bound<'py, PyAny>> {
     let ways = positive(ways, "ways")?;
     let m = self::method(method, trim, tol, max_iter)?;
     if float_kind(emb, "emb")? {
@@ -107,7 +141,12 @@ fn prototypes<'py>(py: Python<'py>, emb: &Bound<'py, PyAny>, labels: &Bound<'py,
     }
 }
 
-fn mean_backward_t<'py, F: Real + Element>(py: Python<'py>, grad: &Bound<'py, PyAny>, labels: &Bound<'py, PyAny>, support: usize) -> PyResult<Bound<'py, PyAny>> {
+fn mean_backward_t<'py, F: Real + Element>(
+    py: Python<'py>,
+    grad: &Bound<'py, PyAny>,
+    labels: &Bound<'py, PyAny>,
+    support: usize,
+) -> PyResult<Bound<'py, PyAny>> {
     let g = checked::<F>(grad, "grad_output", "float", 3)?;
     let (b, ways, d) = dims3(&g);
     let l = labels2(labels, b, support)?;
@@ -115,14 +154,31 @@ fn mean_backward_t<'py, F: Real + Element>(py: Python<'py>, grad: &Bound<'py, Py
     {
         let (g, l, mut o) = (g.readonly(), l.readonly(), out.readwrite());
         let (g, l, o) = (g.as_slice()?, l.as_slice()?, o.as_slice_mut()?);
-        run_detached(py, || protos_core::mean_backward(g, l, Shape { tasks: b, support, dim: d, ways }, o))?;
+        run_detached(py, || {
+            protos_core::mean_backward(
+                g,
+                l,
+                Shape {
+                    tasks: b,
+                    support,
+                    dim: d,
+                    ways,
+                },
+                o,
+            )
+        })?;
     }
     Ok(out.into_any())
 }
 
 /// Gradient of mean prototypes: `grad_output (B, ways, D)` to `(B, support, D)`.
 #[pyfunction]
-fn mean_prototypes_backward<'py>(py: Python<'py>, grad_output: &Bound<'py, PyAny>, labels: &Bound<'py, PyAny>, support: i64) -> PyResult<Bound<'py, PyAny>> {
+fn mean_prototypes_backward<'py>(
+    py: Python<'py>,
+    grad_output: &Bound<'py, PyAny>,
+    labels: &Bound<'py, PyAny>,
+    support: i64,
+) -> PyResult<Bound<'py, PyAny>> {
     let support = positive(support, "support")?;
     if float_kind(grad_output, "grad_output")? {
         mean_backward_t::<f64>(py, grad_output, labels, support)
@@ -131,8 +187,14 @@ fn mean_prototypes_backward<'py>(py: Python<'py>, grad_output: &Bound<'py, PyAny
     }
 }
 
-fn xy<'py, F: Real + Element>(x: &Bound<'py, PyAny>, y: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyArrayDyn<F>>, Bound<'py, PyArrayDyn<F>>, Dims)> {
-    let (xa, ya) = (checked::<F>(x, "x", "float", 3)?, checked::<F>(y, "y", "float", 3)?);
+fn xy<'py, F: Real + Element>(
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyArrayDyn<F>>, Bound<'py, PyArrayDyn<F>>, Dims)> {
+    let (xa, ya) = (
+        checked::<F>(x, "x", "float", 3)?,
+        checked::<F>(y, "y", "float", 3)?,
+    );
     let ((b, q, d), (b2, n, d2)) = (dims3(&xa), dims3(&ya));
     if b != b2 || d != d2 {
         return Err(PyValueError::new_err(format!(
@@ -144,7 +206,12 @@ fn xy<'py, F: Real + Element>(x: &Bound<'py, PyAny>, y: &Bound<'py, PyAny>) -> P
     Ok((xa, ya, Dims { tasks: b, q, n, d }))
 }
 
-fn pairwise_t<'py, F: Real + Element>(py: Python<'py>, x: &Bound<'py, PyAny>, y: &Bound<'py, PyAny>, m: Metric) -> PyResult<Bound<'py, PyAny>> {
+fn pairwise_t<'py, F: Real + Element>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    m: Metric,
+) -> PyResult<Bound<'py, PyAny>> {
     let (xa, ya, dims) = xy::<F>(x, y)?;
     let out = new3::<F>(py, (dims.tasks, dims.q, dims.n));
     {
@@ -158,7 +225,12 @@ fn pairwise_t<'py, F: Real + Element>(py: Python<'py>, x: &Bound<'py, PyAny>, y:
 /// Distances `(B, Q, N)` between `x (B, Q, D)` and `y (B, N, D)`.
 #[pyfunction]
 #[pyo3(signature = (x, y, metric="sqeuclidean"))]
-fn pairwise_distances<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, y: &Bound<'py, PyAny>, metric: &str) -> PyResult<Bound<'py, PyAny>> {
+fn pairwise_distances<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    metric: &str,
+) -> PyResult<Bound<'py, PyAny>> {
     let m = self::metric(metric)?;
     if same_kind(&[(x, "x"), (y, "y")])? {
         pairwise_t::<f64>(py, x, y, m)
@@ -169,13 +241,22 @@ fn pairwise_distances<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, y: &Bound<'py
 
 type Pair<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
 
-fn pairwise_backward_t<'py, F: Real + Element>(py: Python<'py>, x: &Bound<'py, PyAny>, y: &Bound<'py, PyAny>, grad: &Bound<'py, PyAny>, m: Metric) -> PyResult<Pair<'py>> {
+fn pairwise_backward_t<'py, F: Real + Element>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    grad: &Bound<'py, PyAny>,
+    m: Metric,
+) -> PyResult<Pair<'py>> {
     let (xa, ya, dims) = xy::<F>(x, y)?;
     let g = checked::<F>(grad, "grad_output", "float", 3)?;
     if g.shape() != [dims.tasks, dims.q, dims.n] {
         return Err(PyValueError::new_err(format!(
             "grad_output: expected shape ({}, {}, {}), got {:?}",
-            dims.tasks, dims.q, dims.n, g.shape()
+            dims.tasks,
+            dims.q,
+            dims.n,
+            g.shape()
         )));
     }
     let gx = new3::<F>(py, (dims.tasks, dims.q, dims.d));
@@ -185,7 +266,9 @@ fn pairwise_backward_t<'py, F: Real + Element>(py: Python<'py>, x: &Bound<'py, P
         let (mut gxw, mut gyw) = (gx.readwrite(), gy.readwrite());
         let (xs, ys, gs) = (xr.as_slice()?, yr.as_slice()?, gr.as_slice()?);
         let (gxs, gys) = (gxw.as_slice_mut()?, gyw.as_slice_mut()?);
-        run_detached(py, || distances::pairwise_backward(xs, ys, gs, dims, m, gxs, gys))?;
+        run_detached(py, || {
+            distances::pairwise_backward(xs, ys, gs, dims, m, gxs, gys)
+        })?;
     }
     Ok((gx.into_any(), gy.into_any()))
 }
@@ -193,7 +276,13 @@ fn pairwise_backward_t<'py, F: Real + Element>(py: Python<'py>, x: &Bound<'py, P
 /// Gradients of `pairwise_distances` for `x` and `y`.
 #[pyfunction]
 #[pyo3(signature = (x, y, grad_output, metric="sqeuclidean"))]
-fn pairwise_distances_backward<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, y: &Bound<'py, PyAny>, grad_output: &Bound<'py, PyAny>, metric: &str) -> PyResult<Pair<'py>> {
+fn pairwise_distances_backward<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    grad_output: &Bound<'py, PyAny>,
+    metric: &str,
+) -> PyResult<Pair<'py>> {
     let m = self::metric(metric)?;
     if same_kind(&[(x, "x"), (y, "y"), (grad_output, "grad_output")])? {
         pairwise_backward_t::<f64>(py, x, y, grad_output, m)
@@ -202,8 +291,21 @@ fn pairwise_distances_backward<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, y: &
     }
 }
 
-fn episode<'py, F: Real + Element>(support: &Bound<'py, PyAny>, labels: &Bound<'py, PyAny>, query: &Bound<'py, PyAny>, ways: usize) -> PyResult<(Bound<'py, PyArrayDyn<F>>, Bound<'py, PyArrayDyn<i64>>, Bound<'py, PyArrayDyn<F>>, EpisodeDims)> {
-    let (s, q) = (checked::<F>(support, "support", "float", 3)?, checked::<F>(query, "query", "float", 3)?);
+fn episode<'py, F: Real + Element>(
+    support: &Bound<'py, PyAny>,
+    labels: &Bound<'py, PyAny>,
+    query: &Bound<'py, PyAny>,
+    ways: usize,
+) -> PyResult<(
+    Bound<'py, PyArrayDyn<F>>,
+    Bound<'py, PyArrayDyn<i64>>,
+    Bound<'py, PyArrayDyn<F>>,
+    EpisodeDims,
+)> {
+    let (s, q) = (
+        checked::<F>(support, "support", "float", 3)?,
+        checked::<F>(query, "query", "float", 3)?,
+    );
     let ((b, ns, d), (b2, nq, d2)) = (dims3(&s), dims3(&q));
     if b != b2 || d != d2 {
         return Err(PyValueError::new_err(format!(
@@ -213,10 +315,28 @@ fn episode<'py, F: Real + Element>(support: &Bound<'py, PyAny>, labels: &Bound<'
         )));
     }
     let l = labels2(labels, b, ns)?;
-    Ok((s, l, q, EpisodeDims { tasks: b, support: ns, query: nq, dim: d, ways }))
+    Ok((
+        s,
+        l,
+        q,
+        EpisodeDims {
+            tasks: b,
+            support: ns,
+            query: nq,
+            dim: d,
+            ways,
+        },
+    ))
 }
 
-fn proto_distances_t<'py, F: Real + Element>(py: Python<'py>, support: &Bound<'py, PyAny>, labels: &Bound<'py, PyAny>, query: &Bound<'py, PyAny>, ways: usize, m: Metric) -> PyResult<Pair<'py>> {
+fn proto_distances_t<'py, F: Real + Element>(
+    py: Python<'py>,
+    support: &Bound<'py, PyAny>,
+    labels: &Bound<'py, PyAny>,
+    query: &Bound<'py, PyAny>,
+    ways: usize,
+    m: Metric,
+) -> PyResult<Pair<'py>> {
     let (s, l, q, dims) = episode::<F>(support, labels, query, ways)?;
     let out = new3::<F>(py, (dims.tasks, dims.query, ways));
     let protos = new3::<F>(py, (dims.tasks, ways, dims.dim));
@@ -225,7 +345,9 @@ fn proto_distances_t<'py, F: Real + Element>(py: Python<'py>, support: &Bound<'p
         let (mut ow, mut pw) = (out.readwrite(), protos.readwrite());
         let (ss, ls, qs) = (sr.as_slice()?, lr.as_slice()?, qr.as_slice()?);
         let (os, ps) = (ow.as_slice_mut()?, pw.as_slice_mut()?);
-        run_detached(py, || distances::proto_distances(ss, ls, qs, dims, m, os, ps))?;
+        run_detached(py, || {
+            distances::proto_distances(ss, ls, qs, dims, m, os, ps)
+        })?;
     }
     Ok((out.into_any(), protos.into_any()))
 }
@@ -233,7 +355,14 @@ fn proto_distances_t<'py, F: Real + Element>(py: Python<'py>, support: &Bound<'p
 /// Fused mean prototypes + distances: returns `(distances (B, Q, ways), prototypes (B, ways, D))`.
 #[pyfunction]
 #[pyo3(signature = (support, labels, query, ways, metric="sqeuclidean"))]
-fn proto_distances<'py>(py: Python<'py>, support: &Bound<'py, PyAny>, labels: &Bound<'py, PyAny>, query: &Bound<'py, PyAny>, ways: i64, metric: &str) -> PyResult<Pair<'py>> {
+fn proto_distances<'py>(
+    py: Python<'py>,
+    support: &Bound<'py, PyAny>,
+    labels: &Bound<'py, PyAny>,
+    query: &Bound<'py, PyAny>,
+    ways: i64,
+    metric: &str,
+) -> PyResult<Pair<'py>> {
     let (ways, m) = (positive(ways, "ways")?, self::metric(metric)?);
     if same_kind(&[(support, "support"), (query, "query")])? {
         proto_distances_t::<f64>(py, support, labels, query, ways, m)
@@ -243,7 +372,16 @@ fn proto_distances<'py>(py: Python<'py>, support: &Bound<'py, PyAny>, labels: &B
 }
 
 #[allow(clippy::too_many_arguments)]
-fn proto_distances_backward_t<'py, F: Real + Element>(py: Python<'py>, support: &Bound<'py, PyAny>, labels: &Bound<'py, PyAny>, query: &Bound<'py, PyAny>, protos: &Bound<'py, PyAny>, grad: &Bound<'py, PyAny>, ways: usize, m: Metric) -> PyResult<Pair<'py>> {
+fn proto_distances_backward_t<'py, F: Real + Element>(
+    py: Python<'py>,
+    support: &Bound<'py, PyAny>,
+    labels: &Bound<'py, PyAny>,
+    query: &Bound<'py, PyAny>,
+    protos: &Bound<'py, PyAny>,
+    grad: &Bound<'py, PyAny>,
+    ways: usize,
+    m: Metric,
+) -> PyResult<Pair<'py>> {
     let (s, l, q, dims) = episode::<F>(support, labels, query, ways)?;
     let p = checked::<F>(protos, "protos", "float", 3)?;
     let g = checked::<F>(grad, "grad_output", "float", 3)?;
@@ -256,11 +394,25 @@ fn proto_distances_backward_t<'py, F: Real + Element>(py: Python<'py>, support: 
     let gs = new3::<F>(py, (dims.tasks, dims.support, dims.dim));
     let gq = new3::<F>(py, (dims.tasks, dims.query, dims.dim));
     {
-        let (sr, lr, qr, pr, gr) = (s.readonly(), l.readonly(), q.readonly(), p.readonly(), g.readonly());
+        let (sr, lr, qr, pr, gr) = (
+            s.readonly(),
+            l.readonly(),
+            q.readonly(),
+            p.readonly(),
+            g.readonly(),
+        );
         let (mut gsw, mut gqw) = (gs.readwrite(), gq.readwrite());
-        let (ss, ls, qs, ps, grs) = (sr.as_slice()?, lr.as_slice()?, qr.as_slice()?, pr.as_slice()?, gr.as_slice()?);
+        let (ss, ls, qs, ps, grs) = (
+            sr.as_slice()?,
+            lr.as_slice()?,
+            qr.as_slice()?,
+            pr.as_slice()?,
+            gr.as_slice()?,
+        );
         let (gss, gqs) = (gsw.as_slice_mut()?, gqw.as_slice_mut()?);
-        run_detached(py, || distances::proto_distances_backward(ss, ls, qs, ps, grs, dims, m, gss, gqs))?;
+        run_detached(py, || {
+            distances::proto_distances_backward(ss, ls, qs, ps, grs, dims, m, gss, gqs)
+        })?;
     }
     Ok((gs.into_any(), gq.into_any()))
 }
@@ -269,9 +421,23 @@ fn proto_distances_backward_t<'py, F: Real + Element>(py: Python<'py>, support: 
 #[pyfunction]
 #[pyo3(signature = (support, labels, query, protos, grad_output, ways, metric="sqeuclidean"))]
 #[allow(clippy::too_many_arguments)]
-fn proto_distances_backward<'py>(py: Python<'py>, support: &Bound<'py, PyAny>, labels: &Bound<'py, PyAny>, query: &Bound<'py, PyAny>, protos: &Bound<'py, PyAny>, grad_output: &Bound<'py, PyAny>, ways: i64, metric: &str) -> PyResult<Pair<'py>> {
+fn proto_distances_backward<'py>(
+    py: Python<'py>,
+    support: &Bound<'py, PyAny>,
+    labels: &Bound<'py, PyAny>,
+    query: &Bound<'py, PyAny>,
+    protos: &Bound<'py, PyAny>,
+    grad_output: &Bound<'py, PyAny>,
+    ways: i64,
+    metric: &str,
+) -> PyResult<Pair<'py>> {
     let (ways, m) = (positive(ways, "ways")?, self::metric(metric)?);
-    if same_kind(&[(support, "support"), (query, "query"), (protos, "protos"), (grad_output, "grad_output")])? {
+    if same_kind(&[
+        (support, "support"),
+        (query, "query"),
+        (protos, "protos"),
+        (grad_output, "grad_output"),
+    ])? {
         proto_distances_backward_t::<f64>(py, support, labels, query, protos, grad_output, ways, m)
     } else {
         proto_distances_backward_t::<f32>(py, support, labels, query, protos, grad_output, ways, m)

@@ -7,6 +7,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 mod arrays;
+mod glyphs;
 mod kernels;
 mod sampler;
 
@@ -47,5 +48,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
     sampler::register(m)?;
     kernels::register(m)?;
+    glyphs::register(m)?;
     Ok(())
 }

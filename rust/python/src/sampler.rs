@@ -52,7 +52,12 @@ impl SamplerCore {
         );
         let classes: Option<Vec<i64>> = match classes {
             None => None,
-            Some(c) => Some(checked::<i64>(c, "classes", "int64", 1)?.readonly().as_slice()?.to_vec()),
+            Some(c) => Some(
+                checked::<i64>(c, "classes", "int64", 1)?
+                    .readonly()
+                    .as_slice()?
+                    .to_vec(),
+            ),
         };
         let item_size = shape[1] * shape[2] * shape[3];
         let table = PixelTable::new(
@@ -65,7 +70,15 @@ impl SamplerCore {
         let labels_ro = labels.readonly();
         let label_slice = labels_ro.as_slice()?;
         let inner = run_detached(py, || {
-            EpisodeSampler::new(label_slice, item_size, ways, shots, queries, seed, classes.as_deref())
+            EpisodeSampler::new(
+                label_slice,
+                item_size,
+                ways,
+                shots,
+                queries,
+                seed,
+                classes.as_deref(),
+            )
         })?;
         Ok(Self {
             inner,
@@ -93,7 +106,11 @@ impl SamplerCore {
     }
     #[getter]
     fn image_shape(&self) -> (usize, usize, usize) {
-        (self.image_shape[0], self.image_shape[1], self.image_shape[2])
+        (
+            self.image_shape[0],
+            self.image_shape[1],
+            self.image_shape[2],
+        )
     }
     #[getter]
     fn class_ids(&self) -> Vec<i64> {
@@ -131,7 +148,10 @@ impl SamplerCore {
                 query_y: qy,
                 classes: cl,
             };
-            run_detached(py, || self.inner.sample_into(images, &self.table, start, count, out))
+            run_detached(py, || {
+                self.inner
+                    .sample_into(images, &self.table, start, count, out)
+            })
         } else {
             let mut sx = checked::<u8>(support_x, "support_x", "uint8 or float32", 5)?.readwrite();
             let mut qx = checked::<u8>(query_x, "query_x", "uint8", 5)?.readwrite();
@@ -142,7 +162,10 @@ impl SamplerCore {
                 query_y: qy,
                 classes: cl,
             };
-            run_detached(py, || self.inner.sample_into(images, &self.table, start, count, out))
+            run_detached(py, || {
+                self.inner
+                    .sample_into(images, &self.table, start, count, out)
+            })
         }
     }
 }

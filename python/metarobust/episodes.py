@@ -1,0 +1,301 @@
+"""Episodes and the Rust episode sampler.
+
+>>> import numpy as np, metarobust as mr
+>>> images = np.zeros((40, 1, 8, 8), np.uint8); labels = np.repeat(np.arange(10), 4)
+>>> sampler = mr.EpisodeSampler((images, labels), ways=5, shots=1, queries=3, seed=0)
+>>> sampler.sample(7).query_x.shape
+torch.Size([15, 1, 8, 8])
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import _core
+
+DTYPES = {"float32": np.float32, "uint8": np.uint8}
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One episode, or a batch of them with a leading dimension.
+
+    support_x (ways*shots, C, H, W), support_y (ways*shots,) in 0..ways-1,
+    query_x (ways*queries, C, H, W), query_y (ways*queries,), classes (ways,): the dataset
+    class of each episode label. Support and query items are grouped by label.
+    """
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+    classes: torch.Tensor
+
+    def __getitem__(self, j: int) -> Episode:
+        """Episode `j` of a batch."""
+        if self.support_y.dim() != 2:
+            raise TypeError("Episode: indexing needs a batch (tensors with a leading dimension)")
+        return Episode(*(getattr(self, f.name)[j] for f in fields(self)))
+
+    def __len__(self) -> int:
+        if self.support_y.dim() != 2:
+            raise TypeError("Episode: len() needs a batch")
+        return self.support_y.shape[0]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Episode:
+        """The same episode on `device` (non_blocking copies need pinned memory to overlap)."""
+        return Episode(
+            *(getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self))
+        )
+
+
+def _as_arrays(data: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    if labels is None:
+        if isinstance(data, tuple) and len(data) == 2:
+            data, labels = data
+        elif hasattr(data, "images") and hasattr(data, "labels"):
+            data, labels = data.images, data.labels
+        else:
+            raise TypeError(
+                "dataset: expected an ImageDataset, an (images, labels) tuple, or images with "
+                f"labels=..., got {type(data).__name__}"
+            )
+    if isinstance(data, torch.Tensor) or isinstance(labels, torch.Tensor):
+        raise TypeError("dataset: pass numpy arrays (tensor.numpy()), not torch tensors")
+    return data, labels
+
+
+def _check_int(value: Any, name: str, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name}: must be {allowed}, got {value}")
+    return value
+
+
+class EpisodeSampler:
+    """N-way K-shot episode sampler over a uint8 (N, C, H, W) dataset, in Rust.
+
+    Episode ``i`` is a pure function of ``(seed, i)``: the same for any thread count, batch
+    split or process. The dataset is referenced, never copied (a memory map works).
+
+    Args:
+        dataset: an ImageDataset, an ``(images, labels)`` tuple, or the images array with
+            ``labels`` given. images: uint8, C-contiguous, (N, C, H, W); labels: int64 (N,).
+        ways, shots, queries: classes per episode, support items and query items per class.
+        seed: 0 <= seed < 2**64.
+        dtype: "float32" (pixels scaled to [0, 1], then ``(x - mean) / std`` if given) or
+            "uint8" (raw, to normalise on the GPU).
+        mean, std: one value or one per channel, for float32 output.
+        classes: restrict episodes to these dataset classes (a split).
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        labels: Any = None,
+        *,
+        ways: int,
+        shots: int,
+        queries: int = 15,
+        seed: int = 0,
+        dtype: str = "float32",
+        mean: float | list[float] | None = None,
+        std: float | list[float] | None = None,
+        classes: Any = None,
+    ) -> None:
+        images, labels = _as_arrays(dataset, labels)
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype: expected 'float32' or 'uint8', got {dtype!r}")
+        if dtype == "uint8" and (mean is not None or std is not None):
+            raise ValueError("mean/std: only apply to dtype='float32' output")
+        self.ways = _check_int(ways, "ways", 1)
+        self.shots = _check_int(shots, "shots", 1)
+        self.queries = _check_int(queries, "queries", 0)
+        self.seed = _check_int(seed, "seed", 0, 2**64 - 1)
+        self.dtype = dtype
+        if classes is not None:
+            classes = np.asarray(classes)
+            if classes.dtype.kind not in "iu":
+                raise TypeError(f"classes: expected integers, got dtype {classes.dtype}")
+            classes = np.ascontiguousarray(classes, dtype=np.int64).reshape(-1)
+        self._args = (images, labels, classes, mean, std)
+        self._core = _core.SamplerCore(
+            images, labels, self.ways, self.shots, self.queries, self.seed,
+            classes, _listify(mean, "mean"), _listify(std, "std"),
+        )
+        self.image_shape = self._core.image_shape
+
+    @property
+    def class_ids(self) -> list[int]:
+        """Dataset classes that episodes draw from."""
+        return self._core.class_ids
+
+    def __repr__(self) -> str:
+        return (
+            f"EpisodeSampler(ways={self.ways}, shots={self.shots}, queries={self.queries}, "
+            f"seed={self.seed}, dtype={self.dtype!r}, classes={len(self.class_ids)}, "
+            f"image_shape={self.image_shape})"
+        )
+
+    # Pickling rebuilds the Rust side (spawn-based DataLoader workers).
+    def __getstate__(self) -> dict:
+        return {"args": self._args, "ways": self.ways, "shots": self.shots,
+                "queries": self.queries, "seed": self.seed, "dtype": self.dtype}
+
+    def __setstate__(self, state: dict) -> None:
+        images, labels, classes, mean, std = state["args"]
+        self.__init__(
+            images, labels, ways=state["ways"], shots=state["shots"], queries=state["queries"],
+            seed=state["seed"], dtype=state["dtype"], mean=mean, std=std, classes=classes,
+        )
+
+    def sample(self, index: int) -> Episode:
+        """Episode ``index``."""
+        return self.sample_batch(_check_int(index, "index", 0), 1)[0]
+
+    def sample_batch(self, start: int, count: int, pin_memory: bool = False) -> Episode:
+        """Episodes ``start .. start + count`` as one batch; ``b[j] == sample(start + j)``.
+
+        pin_memory: allocate the outputs in page-locked memory for fast GPU copies.
+        """
+        start = _check_int(start, "start", 0, 2**64 - 1)
+        count = _check_int(count, "count", 1)
+        w, s, q = self.ways, self.shots, self.queries
+        tdt = torch.float32 if self.dtype == "float32" else torch.uint8
+
+        def empty(*shape: int, dt: torch.dtype = tdt) -> torch.Tensor:
+            return torch.empty(shape, dtype=dt, pin_memory=pin_memory)
+
+        out = Episode(
+            support_x=empty(count, w * s, *self.image_shape),
+            support_y=empty(count, w * s, dt=torch.int64),
+            query_x=empty(count, w * q, *self.image_shape),
+            query_y=empty(count, w * q, dt=torch.int64),
+            classes=empty(count, w, dt=torch.int64),
+        )
+        self._core.fill(start, count, *(getattr(out, f.name).numpy() for f in fields(out)))
+        return out
+
+    def batches(
+        self,
+        batch_size: int,
+        start: int = 0,
+        prefetch: int = 2,
+        num_batches: int | None = None,
+        pin_memory: bool = False,
+    ) -> BatchIterator:
+        """Consecutive batches from episode ``start``, produced ahead on a background thread.
+
+        >>> for batch in sampler.batches(32, num_batches=100):  # doctest: +SKIP
+        ...     train_step(batch)
+        """
+        return BatchIterator(self, batch_size, start, prefetch, num_batches, pin_memory)
+
+
+def _listify(value: Any, name: str) -> list[float] | None:
+    if value is None:
+        return None
+    arr = np.atleast_1d(np.asarray(value, dtype=np.float64)).reshape(-1)
+    if arr.size == 0:
+        raise ValueError(f"{name}: needs at least one value")
+    return [float(v) for v in arr]
+
+
+class BatchIterator(Iterator[Episode]):
+    """Iterator over consecutive batches, filled ``prefetch`` batches ahead by a thread.
+
+    The Rust sampler releases the GIL, so filling overlaps the caller's work. ``close()``
+    (or leaving a ``with`` block) stops the thread; ``position`` is the next episode index.
+    """
+
+    def __init__(self, sampler: EpisodeSampler, batch_size: int, start: int, prefetch: int,
+                 num_batches: int | None, pin_memory: bool) -> None:
+        self.batch_size = _check_int(batch_size, "batch_size", 1)
+        self.position = _check_int(start, "start", 0)
+        prefetch = _check_int(prefetch, "prefetch", 1)
+        self._left = None if num_batches is None else _check_int(num_batches, "num_batches", 0)
+        self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._produce,
+            args=(sampler, self.position, self._left, pin_memory),
+            daemon=True,
+            name="metarobust-prefetch",
+        )
+        self._thread.start()
+
+    def _produce(self, sampler: EpisodeSampler, start: int, total: int | None,
+                 pin_memory: bool) -> None:
+        made = 0
+        while not self._stop.is_set() and (total is None or made < total):
+            try:
+                item: Any = sampler.sample_batch(start + made * self.batch_size,
+                                                 self.batch_size, pin_memory)
+            except BaseException as e:  # handed to the consumer, raised there
+                item = e
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+            made += 1
+        self._queue.put(None) if not self._stop.is_set() else None
+
+    def __next__(self) -> Episode:
+        if self._left == 0 or self._stop.is_set():
+            raise StopIteration
+        item = self._queue.get()
+        if item is None:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        self.position += self.batch_size
+        if self._left is not None:
+            self._left -= 1
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> BatchIterator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self._stop.set()
+
+
+class EpisodeDataset(torch.utils.data.Dataset):
+    """Episodes ``0 .. length-1`` of a sampler as a map-style Dataset (for DataLoader workers).
+
+    Use ``DataLoader(EpisodeDataset(sampler, n), batch_size=None, num_workers=k)``.
+    """
+
+    def __init__(self, sampler: EpisodeSampler, length: int) -> None:
+        self.sampler = sampler
+        self.length = _check_int(length, "length", 1)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Episode:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index: {index} outside 0..{self.length - 1}")
+        return self.sampler.sample(index)

@@ -1,0 +1,32 @@
+"""Shared fixtures. Real data comes from METAROBUST_DATA (CI sets it to ../shared/data);
+a test that needs it fails in CI when it is missing and skips elsewhere."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = os.environ.get("METAROBUST_DATA")
+    if not root or not Path(root).is_dir():
+        msg = f"METAROBUST_DATA is not set to a data folder (got {root!r})"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def omniglot_npz(data_root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Omniglot background set straight from the npz arrays, at 105x105, ink dark (0)."""
+    with np.load(data_root / "omniglot-npz" / "images_background.npz") as z:
+        white = z["images"]  # True = white background
+    n_chars, per, h, w = white.shape
+    images = np.ascontiguousarray((white.reshape(n_chars * per, 1, h, w) * 255).astype(np.uint8))
+    labels = np.repeat(np.arange(n_chars, dtype=np.int64), per)
+    return images, labels

@@ -1,0 +1,301 @@
+"""EpisodeSampler: invariants (hypothesis), determinism, threads, fork, bad input, real data."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import metarobust as mr
+from metarobust.episodes import EpisodeDataset
+
+
+def toy(n_classes=12, per=6, shape=(1, 4, 4), seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n_classes * per, *shape), dtype=np.uint8)
+    labels = np.repeat(np.arange(n_classes, dtype=np.int64), per)
+    perm = rng.permutation(len(labels))  # labels in no particular order
+    return np.ascontiguousarray(images[perm]), np.ascontiguousarray(labels[perm])
+
+
+def image_index(images):
+    """Map from image bytes to dataset index (toy images are distinct with high probability)."""
+    return {img.tobytes(): i for i, img in enumerate(images)}
+
+
+def check_episode(ep, images, labels, ways, shots, queries):
+    idx = image_index(images)
+    assert ep.support_x.shape == (ways * shots, *images.shape[1:])
+    assert ep.query_x.shape == (ways * queries, *images.shape[1:])
+    assert ep.classes.shape == (ways,) and len(set(ep.classes.tolist())) == ways
+    assert torch.equal(ep.support_y, torch.arange(ways).repeat_interleave(shots))
+    assert torch.equal(ep.query_y, torch.arange(ways).repeat_interleave(queries))
+    items = []
+    for x, y in [(ep.support_x, ep.support_y), (ep.query_x, ep.query_y)]:
+        raw = x.numpy() if x.dtype == torch.uint8 else np.rint(x.numpy() * 255).astype(np.uint8)
+        for img, lab in zip(raw, y.tolist()):
+            i = idx[img.tobytes()]
+            assert labels[i] == ep.classes[lab], "label maps to the episode's class"
+            items.append(i)
+    assert len(items) == len(set(items)), "support and query never share an item"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    ways=st.integers(1, 6), shots=st.integers(1, 3), queries=st.integers(0, 3),
+    seed=st.integers(0, 2**64 - 1), index=st.integers(0, 2**40), dtype=st.sampled_from(["float32", "uint8"]),
+)
+def test_episode_invariants(ways, shots, queries, seed, index, dtype):
+    images, labels = toy()
+    s = mr.EpisodeSampler((images, labels), ways=ways, shots=shots, queries=queries, seed=seed,
+                          dtype=dtype)
+    check_episode(s.sample(index), images, labels, ways, shots, queries)
+
+
+def test_float_output_matches_numpy_reference():
+    images, labels = toy(shape=(3, 5, 5))
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    f = mr.EpisodeSampler((images, labels), ways=4, shots=2, queries=3, seed=9, mean=mean, std=std)
+    u = mr.EpisodeSampler((images, labels), ways=4, shots=2, queries=3, seed=9, dtype="uint8")
+    a, b = f.sample_batch(5, 3), u.sample_batch(5, 3)
+    m = np.array(mean, np.float32)[:, None, None]
+    sd = np.array(std, np.float32)[:, None, None]
+    ref = (b.query_x.numpy().astype(np.float32) / np.float32(255) - m) / sd
+    np.testing.assert_array_equal(a.query_x.numpy(), ref)
+    assert torch.equal(a.classes, b.classes)
+
+
+@settings(max_examples=25, deadline=None)
+@given(start=st.integers(0, 1000), count=st.integers(1, 12), cut=st.integers(0, 12))
+def test_batches_equal_single_episodes_for_any_split(start, count, cut):
+    images, labels = toy()
+    s = mr.EpisodeSampler((images, labels), ways=3, shots=2, queries=2, seed=5)
+    whole = s.sample_batch(start, count)
+    cut = min(cut, count)
+    parts = [s.sample_batch(start, cut)] if cut else []
+    if count - cut:
+        parts.append(s.sample_batch(start + cut, count - cut))
+    for name in ("support_x", "query_x", "classes", "support_y"):
+        assert torch.equal(torch.cat([getattr(p, name) for p in parts]), getattr(whole, name))
+    assert torch.equal(whole[count - 1].query_x, s.sample(start + count - 1).query_x)
+
+
+def test_seeds_differ_and_repeat():
+    images, labels = toy(n_classes=30)
+    a = mr.EpisodeSampler((images, labels), ways=5, shots=1, queries=1, seed=1)
+    b = mr.EpisodeSampler((images, labels), ways=5, shots=1, queries=1, seed=2)
+    assert torch.equal(a.sample(3).classes, a.sample(3).classes)
+    assert not all(torch.equal(a.sample(i).classes, b.sample(i).classes) for i in range(5))
+
+
+DETERMINISM_SCRIPT = """
+import numpy as np, hashlib, metarobust as mr
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, (200 * 8, 1, 6, 6), dtype=np.uint8)
+labels = np.repeat(np.arange(200, dtype=np.int64), 8)
+s = mr.EpisodeSampler((images, labels), ways=10, shots=2, queries=3, seed=123)
+b = s.sample_batch(17, 64)
+h = hashlib.sha256()
+for t in (b.support_x, b.query_x, b.classes, b.support_y, b.query_y):
+    h.update(t.numpy().tobytes())
+print(mr._core.num_threads(), h.hexdigest())
+"""
+
+
+def test_same_episodes_for_any_thread_count():
+    out = {}
+    for n in ("1", "2", "3"):
+        env = dict(os.environ, RAYON_NUM_THREADS=n)
+        res = subprocess.run([sys.executable, "-c", DETERMINISM_SCRIPT], env=env,
+                             capture_output=True, text=True, check=True)
+        threads, digest = res.stdout.split()
+        assert threads == n
+        out[n] = digest
+    assert len(set(out.values())) == 1
+
+
+def test_concurrent_python_threads():
+    images, labels = toy(n_classes=40)
+    s = mr.EpisodeSampler((images, labels), ways=5, shots=2, queries=2, seed=3)
+    expected = s.sample_batch(0, 32).query_x
+    results, errors = {}, []
+
+    def work(k):
+        try:
+            for _ in range(20):
+                results[k] = s.sample_batch(0, 32).query_x
+                assert torch.equal(results[k], expected)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def _child(sampler, conn):
+    conn.send(sampler.sample_batch(4, 8).query_x.numpy())
+    conn.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_fork_after_parallel_use():
+    images, labels = toy(n_classes=40)
+    s = mr.EpisodeSampler((images, labels), ways=5, shots=2, queries=2, seed=3)
+    expected = s.sample_batch(4, 8).query_x.numpy()  # the parent's rayon pool now exists
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=_child, args=(s, child))
+    p.start()
+    got = parent.recv() if parent.poll(60) else None
+    p.join(10)
+    assert got is not None, "the forked child hung or died"
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_dataloader_fork_workers():
+    images, labels = toy(n_classes=40)
+    s = mr.EpisodeSampler((images, labels), ways=5, shots=1, queries=2, seed=8)
+    s.sample_batch(0, 4)
+    loader = torch.utils.data.DataLoader(EpisodeDataset(s, 12), batch_size=None, num_workers=2,
+                                         multiprocessing_context="fork")
+    for i, ep in enumerate(loader):
+        assert torch.equal(ep.query_x, s.sample(i).query_x)
+    assert i == 11
+
+
+def test_pickle_round_trip():
+    import pickle
+
+    images, labels = toy()
+    s = mr.EpisodeSampler((images, labels), ways=3, shots=1, queries=1, seed=4)
+    s2 = pickle.loads(pickle.dumps(s))
+    assert torch.equal(s2.sample(9).support_x, s.sample(9).support_x)
+
+
+def test_prefetching_iterator():
+    images, labels = toy()
+    s = mr.EpisodeSampler((images, labels), ways=3, shots=1, queries=1, seed=4)
+    with s.batches(5, start=10, prefetch=3, num_batches=4) as it:
+        got = list(it)
+    assert len(got) == 4 and it.position == 30
+    for k, b in enumerate(got):
+        assert torch.equal(b.classes, s.sample_batch(10 + 5 * k, 5).classes)
+    it = s.batches(2)
+    next(it)
+    it.close()
+
+
+def test_memory_map_and_classes_subset(tmp_path):
+    images, labels = toy(n_classes=10)
+    np.save(tmp_path / "x.npy", images)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    s = mr.EpisodeSampler((mm, labels), ways=3, shots=1, queries=2, seed=0, classes=[1, 4, 7, 9])
+    assert s.class_ids == [1, 4, 7, 9]
+    for i in range(20):
+        assert set(s.sample(i).classes.tolist()) <= {1, 4, 7, 9}
+
+
+# ------------------------------------------------------------------ bad input
+
+def make(images=None, labels=None, **kw):
+    i0, l0 = toy()
+    args = dict(ways=3, shots=1, queries=1, seed=0)
+    args.update(kw)
+    return mr.EpisodeSampler((i0 if images is None else images, l0 if labels is None else labels),
+                             **args)
+
+
+@pytest.mark.parametrize("kw, exc, words", [
+    (dict(images=np.zeros((72, 1, 4, 4), np.float32)), TypeError, "images: expected dtype uint8"),
+    (dict(images=np.zeros((72, 4, 4), np.uint8)), ValueError, "images: expected 4 dimensions"),
+    (dict(images=np.asfortranarray(np.zeros((72, 1, 4, 4), np.uint8))), ValueError, "C-contiguous"),
+    (dict(images=np.zeros((72, 1, 4, 8), np.uint8)[..., ::2]), ValueError, "C-contiguous"),
+    (dict(labels=np.zeros(72, np.int32)), TypeError, "labels: expected dtype int64"),
+    (dict(labels=np.zeros(71, np.int64)), ValueError, "lengths must match"),
+    (dict(labels=np.r_[-1, np.zeros(71, np.int64)]), ValueError, "labels: must be >= 0, got -1"),
+    (dict(ways=13), ValueError, "ways: 13 is more than the 12 classes"),
+    (dict(shots=4, queries=3), ValueError, "smallest class"),
+    (dict(ways=0), ValueError, "ways: must be >= 1"),
+    (dict(shots=-2), ValueError, "shots: must be >= 1"),
+    (dict(queries=-1), ValueError, "queries: must be >= 0"),
+    (dict(seed=-1), ValueError, "seed"),
+    (dict(seed=2**64), ValueError, "seed"),
+    (dict(ways=2.0), TypeError, "ways: expected an int"),
+    (dict(dtype="float16"), ValueError, "dtype"),
+    (dict(mean=[0.1, 0.2]), ValueError, "mean: expected 1 or 1 values"),
+    (dict(std=0.0), ValueError, "std"),
+    (dict(classes=[1, 1]), ValueError, "listed twice"),
+    (dict(classes=[99]), ValueError, "class 99 has no items"),
+    (dict(shots=2**62, queries=2**62), ValueError, "overflow"),
+    (dict(images=np.zeros((0, 1, 4, 4), np.uint8), labels=np.zeros(0, np.int64)), ValueError,
+     "empty"),
+])
+def test_bad_input(kw, exc, words):
+    with pytest.raises(exc, match=words):
+        make(**kw)
+
+
+def test_smallest_class_is_named():
+    images, labels = toy(n_classes=5, per=6)
+    labels = labels.copy()
+    labels[np.flatnonzero(labels == 3)[:4]] = 0  # class 3 keeps 2 items
+    with pytest.raises(ValueError, match="items of class 3"):
+        mr.EpisodeSampler((images, labels), ways=2, shots=2, queries=1)
+
+
+def test_bad_calls():
+    s = make()
+    with pytest.raises(ValueError, match="index"):
+        s.sample(-1)
+    with pytest.raises(ValueError, match="count"):
+        s.sample_batch(0, 0)
+    with pytest.raises(TypeError, match="dataset"):
+        mr.EpisodeSampler(object(), ways=1, shots=1)
+    with pytest.raises(TypeError, match="numpy"):
+        mr.EpisodeSampler((torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(4)), ways=1,
+                          shots=1)
+    core = s._core
+    with pytest.raises(ValueError, match="output buffer"):
+        core.fill(0, 2, np.zeros((1, 3, 1, 4, 4), np.float32), np.zeros((1, 3), np.int64),
+                  np.zeros((1, 3, 1, 4, 4), np.float32), np.zeros((1, 3), np.int64),
+                  np.zeros((1, 3), np.int64))
+    with pytest.raises(TypeError, match="query_x"):
+        core.fill(0, 1, np.zeros((1, 3, 1, 4, 4), np.float32), np.zeros((1, 3), np.int64),
+                  np.zeros((1, 3, 1, 4, 4), np.float64), np.zeros((1, 3), np.int64),
+                  np.zeros((1, 3), np.int64))
+
+
+# ------------------------------------------------------------------ real data
+
+def test_omniglot_sampler_invariants(omniglot_npz):
+    images, labels = omniglot_npz
+    for ways, shots, queries in [(5, 1, 15), (20, 5, 15)]:
+        s = mr.EpisodeSampler((images, labels), ways=ways, shots=shots, queries=queries, seed=7,
+                              dtype="uint8")
+        b = s.sample_batch(0, 8)
+        for j in range(8):
+            ep = b[j]
+            assert len(set(ep.classes.tolist())) == ways
+            # every image of way k must be one of the 20 drawings of its class
+            for x, y in [(ep.support_x, ep.support_y), (ep.query_x, ep.query_y)]:
+                for img, lab in zip(x.numpy(), y.tolist()):
+                    c = int(ep.classes[lab])
+                    pool = images[c * 20:(c + 1) * 20]
+                    assert (pool == img).all(axis=(1, 2, 3)).any()
+    # Braille/character01 has two identical drawings; all others are unique
+    s = mr.EpisodeSampler((images, labels), ways=5, shots=5, queries=15, seed=1, dtype="uint8")
+    ep = s.sample(0)
+    flat = torch.cat([ep.support_x, ep.query_x]).reshape(100, -1).numpy()
+    assert len({r.tobytes() for r in flat}) >= 99

@@ -1,0 +1,268 @@
+"""Prototype and distance kernels: NumPy references, torch equivalents, gradcheck, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import metarobust as mr
+from metarobust import ops
+
+finite = st.floats(-100, 100, allow_nan=False, allow_infinity=False, width=32)
+
+
+def labels_for(tasks, support, ways, rng):
+    """Random labels where every class occurs (any order)."""
+    out = []
+    for _ in range(tasks):
+        lab = np.concatenate([np.arange(ways), rng.integers(0, ways, support - ways)])
+        out.append(rng.permutation(lab))
+    return np.stack(out).astype(np.int64)
+
+
+def numpy_prototypes(emb, labels, ways, method, trim=0.2):
+    out = np.zeros((emb.shape[0], ways, emb.shape[2]))
+    for b in range(emb.shape[0]):
+        for c in range(ways):
+            rows = emb[b][labels[b] == c].astype(np.float64)
+            if method == "mean":
+                out[b, c] = rows.mean(0)
+            elif method == "median":
+                out[b, c] = np.median(rows, axis=0)
+            else:
+                k = int(trim * len(rows))
+                srt = np.sort(rows, axis=0)
+                out[b, c] = srt[k:len(rows) - k].mean(0)
+    return out
+
+
+def numpy_distances(x, y, metric):
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    if metric == "sqeuclidean":
+        return ((x[:, :, None, :] - y[:, None, :, :]) ** 2).sum(-1)
+    nx = np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+    ny = np.maximum(np.linalg.norm(y, axis=-1, keepdims=True), 1e-8)
+    return 1 - (x / nx) @ np.swapaxes(y / ny, 1, 2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    tasks=st.integers(1, 3), ways=st.integers(1, 5), extra=st.integers(0, 6), dim=st.integers(1, 9),
+    method=st.sampled_from(["mean", "median", "trimmed_mean"]), seed=st.integers(0, 2**32 - 1),
+    trim=st.floats(0, 0.49), dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_prototypes_match_numpy(tasks, ways, extra, dim, method, seed, trim, dtype):
+    rng = np.random.default_rng(seed)
+    support = ways + extra
+    emb = rng.normal(size=(tasks, support, dim)).astype(dtype)
+    lab = labels_for(tasks, support, ways, rng)
+    got = ops.prototypes(torch.from_numpy(emb), torch.from_numpy(lab), ways, method, trim=trim)
+    want = numpy_prototypes(emb, lab, ways, method, trim)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got.numpy(), want, rtol=tol, atol=tol)
+    ref = ops.prototypes_torch(torch.from_numpy(emb), torch.from_numpy(lab), ways, method,
+                               trim=trim)
+    np.testing.assert_allclose(ref.numpy(), want, rtol=tol, atol=tol)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    tasks=st.integers(1, 3), q=st.integers(1, 40), n=st.integers(1, 30), dim=st.integers(1, 70),
+    metric=st.sampled_from(["sqeuclidean", "cosine"]), seed=st.integers(0, 2**32 - 1),
+)
+def test_distances_match_numpy_and_torch(tasks, q, n, dim, metric, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(tasks, q, dim))
+    y = rng.normal(size=(tasks, n, dim))
+    want = numpy_distances(x, y, metric)
+    for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 2e-4)):
+        xt, yt = torch.from_numpy(x).to(dtype), torch.from_numpy(y).to(dtype)
+        got = ops.pairwise_distances(xt, yt, metric)
+        np.testing.assert_allclose(got.numpy(), want, rtol=tol, atol=tol * (1 + dim))
+        ref = ops.pairwise_distances_torch(xt, yt, metric)
+        np.testing.assert_allclose(ref.numpy(), want, rtol=tol, atol=tol * (1 + dim))
+
+
+@settings(max_examples=20, deadline=None)
+@given(x=arrays(np.float32, (2, 7, 5), elements=finite), y=arrays(np.float32, (2, 3, 5),
+                                                                    elements=finite))
+def test_distances_on_arbitrary_finite_values(x, y):
+    for metric in ops.METRICS:
+        got = ops.pairwise_distances(torch.from_numpy(x), torch.from_numpy(y), metric).numpy()
+        want = numpy_distances(x, y, metric)
+        assert np.all(got >= -1e-6 if metric == "sqeuclidean" else True)
+        scale = 1 + np.abs(x).max() ** 2 + np.abs(y).max() ** 2
+        np.testing.assert_allclose(got, want, atol=2e-5 * scale * 5, rtol=1e-4)
+
+
+def test_large_gemm_path_matches_numpy():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(1, 320, 640)), rng.normal(size=(1, 64, 640))
+    for metric in ops.METRICS:
+        got = ops.pairwise_distances(torch.from_numpy(x), torch.from_numpy(y), metric)
+        np.testing.assert_allclose(got.numpy(), numpy_distances(x, y, metric), rtol=1e-9,
+                                   atol=1e-8)
+
+
+def test_geometric_median_resists_outlier_and_matches_torch():
+    rng = np.random.default_rng(1)
+    pts = rng.normal(size=(9, 4))
+    pts[0] = 1e4  # a far outlier drags the mean, not the geometric median
+    emb = torch.from_numpy(pts)[None]
+    lab = torch.zeros(1, 9, dtype=torch.int64)
+    gm = ops.prototypes(emb, lab, 1, "geometric_median", tol=1e-12, max_iter=10_000)[0, 0]
+    mean = ops.prototypes(emb, lab, 1, "mean")[0, 0]
+    assert gm.abs().max() < 2 and mean.abs().max() > 1000
+    # Optimality: the sum of unit vectors from the estimate to the points vanishes.
+    diff = emb[0] - gm
+    assert (diff / diff.norm(dim=1, keepdim=True)).sum(0).norm() < 1e-6
+    ref = ops.prototypes_torch(emb, lab, 1, "geometric_median", tol=1e-12, max_iter=10_000)
+    torch.testing.assert_close(ref[0, 0], gm, rtol=0, atol=1e-9)
+
+
+def test_geometric_median_at_a_data_point():
+    pts = torch.tensor([[[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [3.0, 1.0], [-1.0, 4.0]]],
+                       dtype=torch.float64)
+    lab = torch.zeros(1, 5, dtype=torch.int64)
+    for fn in (ops.prototypes, ops.prototypes_torch):
+        gm = fn(pts, lab, 1, "geometric_median", tol=1e-12, max_iter=1000)
+        assert torch.isfinite(gm).all() and gm.abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("method", ops.METHODS)
+def test_gradcheck_prototypes(method):
+    rng = np.random.default_rng(2)
+    emb = torch.from_numpy(rng.normal(size=(2, 11, 3))).requires_grad_(True)
+    # classes of 1, 2, 3 and 5 items (one or two points are special for the geometric median)
+    lab = torch.tensor([[0, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3], [3, 3, 3, 3, 3, 2, 2, 2, 1, 1, 0]])
+    lab = lab[:, torch.randperm(11, generator=torch.Generator().manual_seed(0))]
+    fn = lambda e: ops.prototypes(e, lab, 4, method, tol=1e-13, max_iter=10_000)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (emb,), atol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ops.METRICS)
+def test_gradcheck_distances_and_fused(metric):
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.normal(size=(2, 5, 4))).requires_grad_(True)
+    y = torch.from_numpy(rng.normal(size=(2, 3, 4))).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: ops.pairwise_distances(a, b, metric), (x, y))
+    big_x = torch.from_numpy(rng.normal(size=(1, 40, 30))).requires_grad_(True)
+    big_y = torch.from_numpy(rng.normal(size=(1, 30, 30))).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: ops.pairwise_distances(a, b, metric),
+                                    (big_x, big_y))
+    lab = torch.from_numpy(labels_for(2, 6, 3, rng))
+    s = torch.from_numpy(rng.normal(size=(2, 6, 4))).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: ops.prototype_distances(a, lab, b, 3, metric),
+                                    (s, x))
+
+
+def test_cosine_gradient_at_zero_vector_matches_torch():
+    x = torch.tensor([[0.0, 0.0], [1.0, 2.0]], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([[1.0, -1.0]], dtype=torch.float64, requires_grad=True)
+    g1 = torch.autograd.grad(ops.pairwise_distances(x, y, "cosine").sum(), (x, y))
+    g2 = torch.autograd.grad(ops.pairwise_distances_torch(x, y, "cosine").sum(), (x, y))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("metric", ops.METRICS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_equals_composition_and_torch_gradients(metric, dtype):
+    rng = np.random.default_rng(4)
+    s = torch.from_numpy(rng.normal(size=(32, 25, 64))).to(dtype).requires_grad_(True)
+    q = torch.from_numpy(rng.normal(size=(32, 75, 64))).to(dtype).requires_grad_(True)
+    lab = torch.from_numpy(labels_for(32, 25, 5, rng))
+    w = torch.from_numpy(rng.normal(size=(32, 75, 5))).to(dtype)
+    fused = ops.prototype_distances(s, lab, q, 5, metric)
+    ref = ops.pairwise_distances_torch(q, ops.prototypes_torch(s, lab, 5), metric)
+    tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(fused, ref, **tol)
+    g1 = torch.autograd.grad((fused * w).sum(), (s, q))
+    g2 = torch.autograd.grad((ref * w).sum(), (s, q))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_single_task_shapes():
+    emb, lab = torch.randn(10, 8), torch.arange(5).repeat(2)
+    assert ops.prototypes(emb, lab, 5).shape == (5, 8)
+    assert ops.pairwise_distances(torch.randn(7, 8), torch.randn(5, 8)).shape == (7, 5)
+    assert ops.prototype_distances(emb, lab, torch.randn(7, 8), 5).shape == (7, 5)
+    assert mr.ops is ops
+
+
+# ------------------------------------------------------------------ bad input
+
+def test_bad_prototype_input():
+    emb, lab = torch.randn(2, 6, 3), torch.arange(3).repeat(2).expand(2, 6)
+    with pytest.raises(ValueError, match="method: expected one of"):
+        ops.prototypes(emb, lab, 3, "mode")
+    with pytest.raises(ValueError, match=r"labels: values must be in 0..3"):
+        ops.prototypes(emb, lab + 1, 3)
+    with pytest.raises(ValueError, match=r"labels: values must be in 0..3"):
+        ops.prototypes(emb, lab - 1, 3)
+    with pytest.raises(ValueError, match="has no support item of class 3"):
+        ops.prototypes(emb, lab, 4)
+    with pytest.raises(ValueError, match="labels: shape"):
+        ops.prototypes(emb, lab[:, :5], 3)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        ops.prototypes(emb.clone().index_fill_(1, torch.tensor([0]), float("nan")), lab, 3)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        ops.prototypes(emb.clone().index_fill_(1, torch.tensor([0]), float("inf")), lab, 3,
+                       "median")
+    with pytest.raises(ValueError, match="trim"):
+        ops.prototypes(emb, lab, 3, "trimmed_mean", trim=0.5)
+    with pytest.raises(ValueError, match="tol"):
+        ops.prototypes(emb, lab, 3, "geometric_median", tol=0)
+    with pytest.raises(ValueError, match="ways: must be >= 1"):
+        ops.prototypes(emb, lab, 0)
+    with pytest.raises(TypeError, match="labels: expected an integer"):
+        ops.prototypes(emb, lab.float(), 3)
+    with pytest.raises(TypeError, match="emb: expected a floating"):
+        ops.prototypes(emb.long(), lab, 3)
+    with pytest.raises(ValueError, match="emb: expected 2 or 3 dimensions"):
+        ops.prototypes(emb[None], lab, 3)
+    with pytest.raises(TypeError, match="emb: expected a torch.Tensor"):
+        ops.prototypes(emb.numpy(), lab, 3)
+
+
+def test_bad_distance_input():
+    x, y = torch.randn(2, 4, 3), torch.randn(2, 5, 3)
+    with pytest.raises(ValueError, match="metric"):
+        ops.pairwise_distances(x, y, "euclid")
+    with pytest.raises(ValueError, match="must agree"):
+        ops.pairwise_distances(x, torch.randn(2, 5, 4))
+    with pytest.raises(ValueError, match="must agree"):
+        ops.pairwise_distances(x, torch.randn(3, 5, 3))
+    with pytest.raises(TypeError, match="dtype/device differ"):
+        ops.pairwise_distances(x, y.double())
+    with pytest.raises(ValueError, match="empty"):
+        ops.pairwise_distances(torch.randn(2, 0, 3), y)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        ops.pairwise_distances(x, y.clone().fill_(float("nan")))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        ops.pairwise_distances_torch(x, y.clone().fill_(float("inf")))
+    with pytest.raises(ValueError, match="both single"):
+        ops.pairwise_distances(x[0], y)
+
+
+def test_core_rejects_bad_buffers_directly():
+    from metarobust import _core
+
+    with pytest.raises(TypeError, match="float32 or float64"):
+        _core.pairwise_distances(np.zeros((1, 2, 3), np.int32), np.zeros((1, 2, 3), np.int32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.pairwise_distances(np.zeros((1, 3, 2)).transpose(0, 2, 1), np.zeros((1, 2, 3)))
+    with pytest.raises(TypeError, match="dtype differs"):
+        _core.pairwise_distances(np.zeros((1, 2, 3)), np.zeros((1, 2, 3), np.float32))
+    with pytest.raises(ValueError, match="labels: expected shape"):
+        _core.prototypes(np.zeros((1, 2, 3)), np.zeros((1, 3), np.int64), 1)
+    with pytest.raises(ValueError, match="max_iter"):
+        _core.prototypes(np.zeros((1, 2, 3)), np.zeros((1, 2), np.int64), 1, "geometric_median",
+                         max_iter=0)
+    with pytest.raises(ValueError, match="emb: needs a non-empty"):
+        _core.prototypes(np.zeros((1, 0, 3)), np.zeros((1, 0), np.int64), 1)
