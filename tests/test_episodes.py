@@ -51,7 +51,8 @@ def check_episode(ep, images, labels, ways, shots, queries):
 @settings(max_examples=40, deadline=None)
 @given(
     ways=st.integers(1, 6), shots=st.integers(1, 3), queries=st.integers(0, 3),
-    seed=st.integers(0, 2**64 - 1), index=st.integers(0, 2**40), dtype=st.sampled_from(["float32", "uint8"]),
+    seed=st.integers(0, 2**64 - 1), index=st.integers(0, 2**40),
+    dtype=st.sampled_from(["float32", "uint8"]),
 )
 def test_episode_invariants(ways, shots, queries, seed, index, dtype):
     images, labels = toy()

@@ -189,7 +189,8 @@ class _GeometricMedianGrad(torch.autograd.Function):
         scale = torch.where(mask, dist, 0.0).amax(-1, keepdim=True)
         on = mask & (dist <= 1e-6 * scale)
         n_on = on.sum(-1, keepdim=True)
-        point_grad = torch.where(on[..., None], g[:, :, None, :] / n_on.clamp_min(1)[..., None], 0.0)
+        share = g[:, :, None, :] / n_on.clamp_min(1)[..., None]
+        point_grad = torch.where(on[..., None], share, 0.0)
         grad = torch.where(((n_on > 0) & ~(n <= 2))[..., None], point_grad, grad)
         return torch.where(mask[..., None], grad, 0.0), None, None
 

@@ -259,6 +259,7 @@ fn pairwise_unchecked<F: Real>(x: &[F], y: &[F], dims: Dims, metric: Metric, out
 }
 
 /// One task's backward: `grad (q, n)` to `gx (q, d)` and `gy (n, d)`.
+#[allow(clippy::too_many_arguments)]
 fn backward_task<F: Real>(
     x: &[F],
     y: &[F],

@@ -396,12 +396,9 @@ mod tests {
         (images, labels)
     }
 
-    fn run(
-        s: &EpisodeSampler,
-        images: &[u8],
-        start: u64,
-        count: usize,
-    ) -> (Vec<u8>, Vec<i64>, Vec<u8>, Vec<i64>, Vec<i64>) {
+    type Outputs = (Vec<u8>, Vec<i64>, Vec<u8>, Vec<i64>, Vec<i64>);
+
+    fn run(s: &EpisodeSampler, images: &[u8], start: u64, count: usize) -> Outputs {
         let (w, k, q, d) = (s.ways, s.shots, s.queries, s.item_size);
         let mut sx = vec![0u8; count * w * k * d];
         let mut sy = vec![0i64; count * w * k];

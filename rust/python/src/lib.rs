@@ -1,6 +1,9 @@
 //! `metarobust._core`: conversion between numpy buffers and metarobust-core, argument
 //! checks, GIL release and error mapping. No algorithms live here.
 
+// Python signatures decide argument counts here, and numpy views make long tuple types.
+#![allow(clippy::too_many_arguments, clippy::type_complexity)]
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};

@@ -1,0 +1,87 @@
+"""Types of the Rust extension `metarobust._core` (hand-written; tests/test_core_stub.py
+checks that it matches the module)."""
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+GLYPH_SPLIT_OFFSETS: dict[str, int]
+GLYPH_SPLIT_STRIDE: int
+GLYPH_MIN_SIZE: int
+GLYPH_MAX_SIZE: int
+
+FloatArray = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+
+def num_threads() -> int: ...
+
+class SamplerCore:
+    def __new__(
+        cls,
+        images: npt.NDArray[np.uint8],
+        labels: npt.NDArray[np.int64],
+        ways: int,
+        shots: int,
+        queries: int,
+        seed: int,
+        classes: npt.NDArray[np.int64] | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+    ) -> SamplerCore: ...
+    @property
+    def ways(self) -> int: ...
+    @property
+    def shots(self) -> int: ...
+    @property
+    def queries(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def image_shape(self) -> tuple[int, int, int]: ...
+    @property
+    def class_ids(self) -> list[int]: ...
+    def fill(
+        self,
+        start: int,
+        count: int,
+        support_x: npt.NDArray[np.float32] | npt.NDArray[np.uint8],
+        support_y: npt.NDArray[np.int64],
+        query_x: npt.NDArray[np.float32] | npt.NDArray[np.uint8],
+        query_y: npt.NDArray[np.int64],
+        classes: npt.NDArray[np.int64],
+    ) -> None: ...
+
+def prototypes(
+    emb: FloatArray,
+    labels: npt.NDArray[np.int64],
+    ways: int,
+    method: str = "mean",
+    trim: float = 0.2,
+    tol: float = 1e-6,
+    max_iter: int = 100,
+) -> FloatArray: ...
+def mean_prototypes_backward(
+    grad_output: FloatArray, labels: npt.NDArray[np.int64], support: int
+) -> FloatArray: ...
+def pairwise_distances(x: FloatArray, y: FloatArray, metric: str = "sqeuclidean") -> FloatArray: ...
+def pairwise_distances_backward(
+    x: FloatArray, y: FloatArray, grad_output: FloatArray, metric: str = "sqeuclidean"
+) -> tuple[FloatArray, FloatArray]: ...
+def proto_distances(
+    support: FloatArray,
+    labels: npt.NDArray[np.int64],
+    query: FloatArray,
+    ways: int,
+    metric: str = "sqeuclidean",
+) -> tuple[FloatArray, FloatArray]: ...
+def proto_distances_backward(
+    support: FloatArray,
+    labels: npt.NDArray[np.int64],
+    query: FloatArray,
+    protos: FloatArray,
+    grad_output: FloatArray,
+    ways: int,
+    metric: str = "sqeuclidean",
+) -> tuple[FloatArray, FloatArray]: ...
+def render_glyphs(
+    seed: int, classes: npt.NDArray[np.int64], per_class: int, image_size: int
+) -> npt.NDArray[np.uint8]: ...

@@ -1,0 +1,925 @@
+"""Side-by-side benchmarks of the Rust hot paths against NumPy / torch references.
+
+Everything is measured in one process, interleaved: each of ``repeats`` rounds times every
+candidate once (a block of calls lasting about ``min_time`` seconds, candidates in a rotating
+order, garbage collection off as in ``timeit``). A candidate's time is the best round (the
+least disturbed by other load); the median round is reported beside it. Ratios compare
+best rounds.
+
+Sampler (:func:`bench_sampler`): episodes/s of
+
+- ``rust``: :class:`metarobust.EpisodeSampler` ``.sample_batch`` (fresh output tensors);
+- ``numpy``: :class:`NumpyEpisodeSampler`, a vectorised NumPy sampler (Generator draws for a
+  whole batch, ``np.take`` gathers, ``astype(float32)`` then ``/= 255`` for float output);
+- ``dataloader``: a per-item ``Dataset`` + episode batch sampler + ``DataLoader``
+  (``num_workers=0``, collated with ``torch.stack``), as learn2learn / easyfsl do;
+- ``memcpy``: ``np.copyto`` of a preallocated source holding the same bytes into freshly
+  ``np.empty``-allocated outputs: the bandwidth ceiling with the sampler's allocation pattern.
+
+Kernels (:func:`bench_kernels`): mean prototypes + squared Euclidean distances for
+``(B, N, K, Q, D)`` = (tasks, ways, shots, queries per task, embedding dim), float32:
+
+- ``rust``: :func:`metarobust.ops.prototype_distances` (fused, one Rust call each way);
+- ``torch_expand``: ``p = s.view(B, N, K, D).mean(2)``, then
+  ``((q[:, :, None] - p[:, None]) ** 2).sum(-1)``;
+- ``torch_gemm``: same prototypes; ``|q|^2 + |p|^2 - 2 q p^T`` (one batched matmul);
+- ``torch_cdist``: same prototypes; ``torch.cdist(q, p) ** 2``.
+
+``fwd`` runs on inputs without ``requires_grad`` (inference); ``fwd+bwd`` has
+``requires_grad=True`` support and query embeddings and calls ``dist.backward(w)`` with a
+fixed random weight ``w`` (the gradient of ``(w * dist).sum()``), clearing ``.grad`` first.
+FLOP counts (multiply and add counted separately): forward ``2*B*Q*N*D`` (the distance
+GEMM) ``+ B*N*K*D`` (prototype sums); forward+backward ``3 * 2*B*Q*N*D + 2 * B*N*K*D``
+(backward: the two GEMMs ``g @ p`` and ``g^T @ q``, and spreading the prototype gradient
+back to the support items). Element-wise terms (norms, clamps) are not counted.
+
+>>> rows = bench_kernels(shapes=[(2, 5, 1, 10, 8)], repeats=1, min_time=0.001)  # doctest: +SKIP
+>>> print_table(rows)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import _core, ops
+from .episodes import Episode, EpisodeSampler
+
+__all__ = [
+    "DEFAULT_BATCH", "DEFAULT_SAMPLER_SETTINGS", "DEFAULT_KERNEL_SHAPES", "DTYPES",
+    "KERNEL_CANDIDATES", "MODES", "SAMPLER_CANDIDATES", "TARGETS",
+    "NumpyEpisodeSampler", "add_bench_parser", "bench_kernels", "bench_sampler",
+    "default_kernel_candidates", "kernel_inputs",
+    "check_targets", "kernel_candidates", "kernel_flops", "kernel_overhead_probe",
+    "kernel_summary", "machine_info", "measure", "omniglot_like", "print_table", "run",
+    "run_cli", "sampler_alloc_probe", "sampler_candidates", "sampler_memory",
+    "sampler_summary",
+]
+
+DEFAULT_SAMPLER_SETTINGS: tuple[tuple[int, int, int], ...] = ((5, 1, 15), (20, 5, 15))
+DEFAULT_BATCH = 64
+DTYPES = ("float32", "uint8")
+DEFAULT_KERNEL_SHAPES: tuple[tuple[int, int, int, int, int], ...] = (
+    (32, 5, 5, 75, 64),
+    (4, 20, 5, 300, 1600),
+    (1, 64, 5, 320, 640),
+)
+MODES = ("fwd", "fwd+bwd")
+SAMPLER_CANDIDATES = ("rust", "numpy", "dataloader", "memcpy")
+KERNEL_CANDIDATES = ("rust", "torch_expand", "torch_gemm", "torch_cdist")
+
+# Targets on a 2-core machine (see benches/compare.py).
+TARGETS = {
+    "sampler_vs_numpy": 3.0,          # every setting, same output dtype
+    "sampler_vs_dataloader": 50.0,    # 5w1s15q, batch 64
+    "sampler_pct_memcpy": 40.0,       # 5w1s15q, batch 64
+    "kernel_small": 3.0,              # (32, 5, 5, 75, 64), fwd and fwd+bwd
+    "kernel_large": 1.0,              # the other shapes
+}
+SMALL_KERNEL_SHAPE = (32, 5, 5, 75, 64)
+
+
+# ---------------------------------------------------------------- timing
+
+def measure(
+    candidates: dict[str, Callable[[], Any]], repeats: int = 7, min_time: float = 0.1,
+    faults: dict[str, float] | None = None,
+) -> dict[str, list[float]]:
+    """Seconds per call of each candidate, one value per round, rounds interleaved.
+
+    Each candidate is warmed up and calibrated to a block of calls lasting about
+    ``min_time``; then ``repeats`` rounds time one block of every candidate, in an order that
+    rotates from round to round. ``faults``, when given, receives each candidate's minor
+    page faults per call (``getrusage`` ``ru_minflt``, whole process) over the timed blocks.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats: must be >= 1, got {repeats}")
+    number: dict[str, int] = {}
+    for name, fn in candidates.items():
+        fn()
+        calls, elapsed = 1, 0.0
+        while True:
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            elapsed = time.perf_counter() - t0
+            if elapsed >= min(0.02, min_time) or calls >= 1 << 20:
+                break
+            calls *= 2
+        number[name] = max(1, math.ceil(min_time / (elapsed / calls)))
+    names = list(candidates)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    flt = dict.fromkeys(names, 0)
+    for r in range(repeats):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            fn, n = candidates[name], number[name]
+            enabled = gc.isenabled()
+            gc.disable()
+            try:
+                f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                times[name].append((time.perf_counter() - t0) / n)
+                flt[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+            finally:
+                if enabled:
+                    gc.enable()
+    if faults is not None:
+        faults.update({k: flt[k] / (number[k] * repeats) for k in names})
+    return times
+
+
+def _stats(samples: Sequence[float]) -> tuple[float, float]:
+    return min(samples), statistics.median(samples)
+
+
+# ---------------------------------------------------------------- data
+
+def omniglot_like(data_root: str | None = None, image_size: int = 28,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(images, labels, source)``: Omniglot background, 964 classes x 20, uint8 (N, 1, S, S).
+
+    From ``<data_root or $METAROBUST_DATA>/omniglot-npz/images_background.npz`` when it
+    exists (ink = ``~images`` as 255, resized 105 -> ``image_size`` with PIL ``Image.BOX``
+    area averaging); otherwise synthetic random pixels of the same shape.
+    """
+    root = data_root if data_root is not None else os.environ.get("METAROBUST_DATA")
+    path = os.path.join(root, "omniglot-npz", "images_background.npz") if root else None
+    if path and os.path.exists(path):
+        from PIL import Image
+
+        with np.load(path) as z:
+            ink = ~z["images"]  # bool (classes, 20, 105, 105), True = ink
+        classes, per_class = ink.shape[:2]
+        flat = ink.reshape(-1, *ink.shape[2:])
+        images = np.empty((flat.shape[0], 1, image_size, image_size), np.uint8)
+        for i, im in enumerate(flat):
+            pil = Image.fromarray(im.view(np.uint8) * np.uint8(255), mode="L")
+            images[i, 0] = np.asarray(pil.resize((image_size, image_size), Image.BOX))
+        labels = np.repeat(np.arange(classes, dtype=np.int64), per_class)
+        return images, labels, f"Omniglot background ({path}), ink=255, BOX-resized"
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (964 * 20, 1, image_size, image_size), dtype=np.uint8)
+    labels = np.repeat(np.arange(964, dtype=np.int64), 20)
+    return images, labels, "synthetic uint8 (964 classes x 20, METAROBUST_DATA not set)"
+
+
+# ---------------------------------------------------------------- sampler candidates
+
+class NumpyEpisodeSampler:
+    """A straightforward vectorised NumPy episode sampler (the reference for ``rust``).
+
+    Per batch: classes by ``argpartition`` of uniform draws (a uniform random subset),
+    items by ``argsort`` of uniform draws within each class, then one ``np.take`` gather
+    each for support and query items; float32 output is ``astype(float32)`` then
+    ``/= 255`` in place. Needs the same number of items in every class.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, ways: int, shots: int,
+                 queries: int, seed: int = 0, dtype: str = "float32") -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype: expected one of {DTYPES}, got {dtype!r}")
+        order = np.argsort(labels, kind="stable")
+        _, counts = np.unique(labels, return_counts=True)
+        if counts.min() != counts.max():
+            raise ValueError("labels: NumpyEpisodeSampler needs equal class sizes")
+        self.images, self.dtype = images, dtype
+        self.table = order.reshape(len(counts), counts[0])  # (classes, per_class) item ids
+        self.ways, self.shots, self.queries = ways, shots, queries
+        self.rng = np.random.default_rng(seed)
+        self._sy = np.repeat(np.arange(ways, dtype=np.int64), shots)
+        self._qy = np.repeat(np.arange(ways, dtype=np.int64), queries)
+
+    def draw(self, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Class ids ``(count, ways)`` and item ids ``(count, ways, shots)`` and
+        ``(count, ways, queries)``."""
+        n_classes, per_class = self.table.shape
+        w, s, q = self.ways, self.shots, self.queries
+        cls = np.argpartition(self.rng.random((count, n_classes)), w - 1, axis=1)[:, :w]
+        pick = np.argsort(self.rng.random((count, w, per_class)), axis=2)[:, :, : s + q]
+        items = self.table[cls[:, :, None], pick]
+        return cls, items[:, :, :s], items[:, :, s:]
+
+    def sample_batch(self, count: int) -> Episode:
+        cls, sup, qry = self.draw(count)
+        xs = []
+        for idx in (sup, qry):
+            x = np.take(self.images, idx.reshape(count, -1), axis=0)
+            if self.dtype == "float32":
+                x = x.astype(np.float32)
+                x /= 255
+            xs.append(torch.from_numpy(x))
+        return Episode(
+            support_x=xs[0],
+            support_y=torch.from_numpy(np.tile(self._sy, (count, 1))),
+            query_x=xs[1],
+            query_y=torch.from_numpy(np.tile(self._qy, (count, 1))),
+            classes=torch.from_numpy(np.ascontiguousarray(cls)),
+        )
+
+
+class _ItemDataset(torch.utils.data.Dataset):
+    """One image per item, converted to a float tensor in [0, 1] (or kept uint8)."""
+
+    def __init__(self, images: np.ndarray, to_float: bool) -> None:
+        self.images, self.to_float = images, to_float
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        x = torch.from_numpy(self.images[index])
+        return x.float().div_(255) if self.to_float else x
+
+
+class _EpisodeBatchSampler(torch.utils.data.Sampler):
+    """Yields, per batch of ``count`` episodes, one flat index list: every support item of
+    every episode (episode, way, shot order), then every query item, so the stacked tensor
+    splits into support and query by views."""
+
+    def __init__(self, numpy_sampler: NumpyEpisodeSampler, count: int, batches: int) -> None:
+        self.ns, self.count, self.batches = numpy_sampler, count, batches
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self):
+        for _ in range(self.batches):
+            _, sup, qry = self.ns.draw(self.count)
+            yield sup.reshape(-1).tolist() + qry.reshape(-1).tolist()
+
+
+def _collate(count: int, ways: int, shots: int, queries: int):
+    sy = torch.arange(ways).repeat_interleave(shots).repeat(count, 1)
+    qy = torch.arange(ways).repeat_interleave(queries).repeat(count, 1)
+    cl = torch.zeros(count, ways, dtype=torch.int64)
+
+    def collate(items: list[torch.Tensor]) -> Episode:
+        x = torch.stack(items)
+        n_sup = count * ways * shots
+        return Episode(
+            support_x=x[:n_sup].view(count, ways * shots, *x.shape[1:]),
+            support_y=sy,
+            query_x=x[n_sup:].view(count, ways * queries, *x.shape[1:]),
+            query_y=qy,
+            classes=cl,
+        )
+
+    return collate
+
+
+def _dataloader_sampler(images, labels, ways, shots, queries, batch, dtype, seed):
+    ns = NumpyEpisodeSampler(images, labels, ways, shots, queries, seed, "uint8")
+    loader = torch.utils.data.DataLoader(
+        _ItemDataset(images, dtype == "float32"),
+        batch_sampler=_EpisodeBatchSampler(ns, batch, 1 << 40),
+        collate_fn=_collate(batch, ways, shots, queries),
+        num_workers=0,
+    )
+    it = iter(loader)
+    return lambda: next(it)
+
+
+_EPISODE_FIELDS = ("support_x", "support_y", "query_x", "query_y", "classes")
+
+
+def _memcpy(sampler: EpisodeSampler, batch: int) -> Callable[[], tuple[np.ndarray, ...]]:
+    ref = sampler.sample_batch(0, batch)
+    sources = [getattr(ref, f).numpy().copy() for f in _EPISODE_FIELDS]
+
+    def copy() -> tuple[np.ndarray, ...]:
+        outs = []
+        for src in sources:
+            out = np.empty(src.shape, src.dtype)
+            np.copyto(out, src)
+            outs.append(out)
+        return tuple(outs)
+
+    return copy
+
+
+def _rust_batches(sampler: EpisodeSampler, batch: int,
+                  alloc: str = "sample_batch") -> Callable[[], Any]:
+    """Consecutive batches from ``sampler``. alloc: ``sample_batch`` (the public method:
+    fresh ``torch.empty`` outputs), ``np.empty`` (fresh NumPy outputs filled by the same Rust
+    call, wrapped with ``torch.from_numpy``) or ``reused`` (one set of outputs, refilled)."""
+    ref = sampler.sample_batch(0, batch)
+    specs = [(t.shape, t.numpy().dtype) for t in (getattr(ref, f) for f in _EPISODE_FIELDS)]
+    reused = [np.empty(shape, dt) for shape, dt in specs]
+    position = [0]
+
+    def call() -> Any:
+        start = position[0]
+        position[0] += batch
+        if alloc == "sample_batch":
+            return sampler.sample_batch(start, batch)
+        outs = reused if alloc == "reused" else [np.empty(shape, dt) for shape, dt in specs]
+        sampler._core.fill(start, batch, *outs)
+        return Episode(*(torch.from_numpy(o) for o in outs))
+
+    if alloc not in ("sample_batch", "np.empty", "reused"):
+        raise ValueError(f"alloc: expected sample_batch, np.empty or reused, got {alloc!r}")
+    return call
+
+
+def sampler_candidates(images: np.ndarray, labels: np.ndarray, ways: int, shots: int,
+                       queries: int, batch: int, dtype: str, seed: int = 0,
+                       names: Iterable[str] = SAMPLER_CANDIDATES) -> dict[str, Callable]:
+    """Zero-argument callables, each producing one batch of ``batch`` episodes."""
+    rust = EpisodeSampler((images, labels), ways=ways, shots=shots, queries=queries,
+                          seed=seed, dtype=dtype)
+    out: dict[str, Callable] = {}
+    for name in names:
+        if name == "rust":
+            out[name] = _rust_batches(rust, batch)
+        elif name == "numpy":
+            ns = NumpyEpisodeSampler(images, labels, ways, shots, queries, seed, dtype)
+            out[name] = lambda ns=ns: ns.sample_batch(batch)
+        elif name == "dataloader":
+            out[name] = _dataloader_sampler(images, labels, ways, shots, queries, batch,
+                                            dtype, seed)
+        elif name == "memcpy":
+            out[name] = _memcpy(rust, batch)
+        else:
+            raise ValueError(f"sampler candidate: expected one of {SAMPLER_CANDIDATES}, "
+                             f"got {name!r}")
+    return out
+
+
+def _batch_bytes(ways: int, shots: int, queries: int, batch: int, image_size: int,
+                 dtype: str) -> int:
+    px = 4 if dtype == "float32" else 1
+    return batch * (ways * (shots + queries) * (image_size * px + 8) + ways * 8)
+
+
+def _setting(ways: int, shots: int, queries: int) -> str:
+    return f"{ways}w{shots}s{queries}q"
+
+
+def bench_sampler(
+    images: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    settings: Sequence[tuple[int, int, int]] = DEFAULT_SAMPLER_SETTINGS,
+    batch: int = DEFAULT_BATCH,
+    dtypes: Sequence[str] = DTYPES,
+    repeats: int = 7,
+    min_time: float = 0.1,
+    names: Sequence[str] = SAMPLER_CANDIDATES,
+) -> list[dict]:
+    """One row per (setting, dtype, candidate): episodes/s, GB/s of output, ratios."""
+    if images is None or labels is None:
+        images, labels, _ = omniglot_like()
+    item = int(np.prod(images.shape[1:]))
+    rows = []
+    for ways, shots, queries in settings:
+        for dtype in dtypes:
+            cands = sampler_candidates(images, labels, ways, shots, queries, batch, dtype,
+                                       names=names)
+            faults: dict[str, float] = {}
+            times = measure(cands, repeats, min_time, faults)
+            nbytes = _batch_bytes(ways, shots, queries, batch, item, dtype)
+            best = {n: _stats(t)[0] for n, t in times.items()}
+            for name, samples in times.items():
+                t_best, t_med = _stats(samples)
+                rows.append({
+                    "setting": _setting(ways, shots, queries), "batch": batch, "dtype": dtype,
+                    "candidate": name, "ms/batch": t_best * 1e3, "median ms": t_med * 1e3,
+                    "episodes/s": batch / t_best, "GB/s": nbytes / t_best / 1e9,
+                    "faults/batch": faults[name],
+                    "rust speedup": best["rust"] / t_best if "rust" in best else float("nan"),
+                })
+            gc.collect()
+    return rows
+
+
+def sampler_summary(rows: list[dict]) -> list[dict]:
+    """Per (setting, dtype): Rust/NumPy, Rust/DataLoader and Rust as % of the memcpy rate."""
+    out = []
+    keys = list(dict.fromkeys((r["setting"], r["dtype"]) for r in rows))
+    for setting, dtype in keys:
+        eps = {r["candidate"]: r["episodes/s"] for r in rows
+               if r["setting"] == setting and r["dtype"] == dtype}
+        rust = eps.get("rust", float("nan"))
+        out.append({
+            "setting": setting, "dtype": dtype, "rust ep/s": rust,
+            "rust/numpy": rust / eps.get("numpy", float("nan")),
+            "rust/dataloader": rust / eps.get("dataloader", float("nan")),
+            "rust % memcpy": 100 * rust / eps.get("memcpy", float("nan")),
+            "memcpy/dataloader": eps.get("memcpy", float("nan"))
+            / eps.get("dataloader", float("nan")),
+        })
+    return out
+
+
+def sampler_alloc_probe(images: np.ndarray, labels: np.ndarray,
+                        settings: Sequence[tuple[int, int, int]] = DEFAULT_SAMPLER_SETTINGS,
+                        batch: int = DEFAULT_BATCH, dtypes: Sequence[str] = DTYPES,
+                        repeats: int = 7, min_time: float = 0.1) -> list[dict]:
+    """Diagnostic: the same Rust fill with fresh ``torch.empty`` outputs (``sample_batch``),
+    fresh ``np.empty`` outputs, and reused outputs, with page faults per batch: separates
+    the kernel from the cost of first-touching freshly mapped output pages."""
+    rows = []
+    item = int(np.prod(images.shape[1:]))
+    for ways, shots, queries in settings:
+        for dtype in dtypes:
+            sampler = EpisodeSampler((images, labels), ways=ways, shots=shots,
+                                     queries=queries, seed=0, dtype=dtype)
+            cands = {a: _rust_batches(sampler, batch, a)
+                     for a in ("sample_batch", "np.empty", "reused")}
+            faults: dict[str, float] = {}
+            times = measure(cands, repeats, min_time, faults)
+            nbytes = _batch_bytes(ways, shots, queries, batch, item, dtype)
+            base = min(times["sample_batch"])
+            for name, samples in times.items():
+                t_best, t_med = _stats(samples)
+                rows.append({
+                    "setting": _setting(ways, shots, queries), "dtype": dtype,
+                    "batch MiB": nbytes / (1 << 20), "outputs": name,
+                    "ms/batch": t_best * 1e3, "median ms": t_med * 1e3,
+                    "GB/s": nbytes / t_best / 1e9, "faults/batch": faults[name],
+                    "speedup vs sample_batch": base / t_best,
+                })
+            gc.collect()
+    return rows
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, else KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _malloc_trim() -> None:
+    """Returns freed heap memory to the OS (glibc only), so RSS starts from a clean heap."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def sampler_memory(images: np.ndarray, labels: np.ndarray, ways: int = 5, shots: int = 1,
+                   queries: int = 15, batch: int = DEFAULT_BATCH, dtype: str = "float32",
+                   batches: int = 500, hold: int = 10) -> dict:
+    """Resident memory (VmRSS) around sampling: building the sampler, ``batches`` batches
+    dropped one by one, then ``hold`` batches kept alive, then released. The dataset is
+    referenced, never copied, so building the sampler adds only its class index, and RSS
+    grows only by the live output buffers: about 0-2 batches (malloc's free lists) after
+    the loop, ``hold`` batches while holding (``growth/(hold batches)`` about 1)."""
+    gc.collect()
+    _malloc_trim()
+    start = _rss_bytes()
+    sampler = EpisodeSampler((images, labels), ways=ways, shots=shots, queries=queries,
+                             seed=0, dtype=dtype)
+    before = _rss_bytes()
+    sampler.sample_batch(0, batch)
+    for i in range(batches):
+        sampler.sample_batch(i * batch, batch)
+    gc.collect()
+    after = _rss_bytes()
+    kept = [sampler.sample_batch(i * batch, batch) for i in range(hold)]
+    holding = _rss_bytes()
+    nbytes = sum(t.numel() * t.element_size() for t in vars(kept[0]).values())
+    del kept
+    gc.collect()
+    released = _rss_bytes()
+    mib = 1 << 20
+    return {
+        "setting": _setting(ways, shots, queries), "batch": batch, "dtype": dtype,
+        "batches": batches, "dataset MiB": images.nbytes / mib, "batch MiB": nbytes / mib,
+        "RSS MiB": start / mib, "+sampler MiB": (before - start) / mib,
+        f"after {batches} MiB": after / mib,
+        "growth MiB": (after - before) / mib,
+        f"holding {hold} MiB": holding / mib,
+        f"growth/({hold} batches)": (holding - after) / (hold * nbytes),
+        "released MiB": released / mib,
+    }
+
+
+# ---------------------------------------------------------------- kernel candidates
+
+def kernel_flops(shape: tuple[int, int, int, int, int], mode: str) -> int:
+    """FLOPs counted for one call (see the module docstring)."""
+    b, n, k, q, d = shape
+    gemm, protos = 2 * b * q * n * d, b * n * k * d
+    return gemm + protos if mode == "fwd" else 3 * gemm + 2 * protos
+
+
+def _torch_protos(s: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    return s.view(s.shape[0], n, k, s.shape[-1]).mean(2)
+
+
+def _dist_expand(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    return ((q[:, :, None] - p[:, None]) ** 2).sum(-1)
+
+
+def _dist_gemm(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    qq = (q * q).sum(-1, keepdim=True)
+    pp = (p * p).sum(-1)[:, None, :]
+    return (qq + pp - 2 * q @ p.transpose(1, 2)).clamp_min(0)
+
+
+def _dist_cdist(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    return torch.cdist(q, p) ** 2
+
+
+_TORCH_DIST = {"torch_expand": _dist_expand, "torch_gemm": _dist_gemm,
+               "torch_cdist": _dist_cdist}
+
+
+def kernel_inputs(shape: tuple[int, int, int, int, int], grad: bool, seed: int = 0):
+    """``(support (B, N*K, D), labels (B, N*K) grouped by class, query (B, Q, D), weight
+    (B, Q, N))``, float32."""
+    b, n, k, q, d = shape
+    g = torch.Generator().manual_seed(seed)
+    support = torch.randn(b, n * k, d, generator=g).requires_grad_(grad)
+    query = torch.randn(b, q, d, generator=g).requires_grad_(grad)
+    labels = torch.arange(n).repeat_interleave(k).repeat(b, 1)
+    weight = torch.rand(b, q, n, generator=g)
+    return support, labels, query, weight
+
+
+def default_kernel_candidates() -> tuple[str, ...]:
+    """``rust``, the torch expressions at torch's thread count and, when that is above one,
+    the same expressions run single-threaded (``/1t``): on a small or shared machine the
+    OpenMP threads of torch can cost more than they gain, so both count as references."""
+    names = KERNEL_CANDIDATES
+    if torch.get_num_threads() > 1:
+        names += tuple(f"{n}/1t" for n in KERNEL_CANDIDATES if n != "rust")
+    return names
+
+
+def _single_thread(fn: Callable[[], Any]) -> Callable[[], Any]:
+    def call() -> Any:
+        prev = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(prev)
+
+    return call
+
+
+def kernel_candidates(shape: tuple[int, int, int, int, int], mode: str, seed: int = 0,
+                      names: Iterable[str] | None = None) -> dict[str, Callable]:
+    """Zero-argument callables: one forward (``mode="fwd"``) or forward+backward call.
+
+    names: ``rust``, ``torch_expand``, ``torch_gemm``, ``torch_cdist``, each torch name
+    optionally with ``/1t`` (run with ``torch.set_num_threads(1)``); default
+    :func:`default_kernel_candidates`.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    _, n, k, _, _ = shape
+    grad = mode == "fwd+bwd"
+    s, lab, q, w = kernel_inputs(shape, grad, seed)
+
+    def make(dist_fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+        if not grad:
+            return dist_fn
+
+        def step() -> torch.Tensor:
+            s.grad = q.grad = None
+            d = dist_fn()
+            d.backward(w)
+            return d
+
+        return step
+
+    out: dict[str, Callable] = {}
+    for name in default_kernel_candidates() if names is None else names:
+        base, _, suffix = name.partition("/")
+        if base == "rust" and not suffix:
+            out[name] = make(lambda: ops.prototype_distances(s, lab, q, n))
+        elif base in _TORCH_DIST and suffix in ("", "1t"):
+            fn = make(lambda f=_TORCH_DIST[base]: f(q, _torch_protos(s, n, k)))
+            out[name] = _single_thread(fn) if suffix else fn
+        else:
+            raise ValueError(f"kernel candidate: expected rust or one of "
+                             f"{KERNEL_CANDIDATES[1:]} (optionally with /1t), got {name!r}")
+    return out
+
+
+def _check_agree(cands: dict[str, Callable]) -> None:
+    """Every candidate computes the same distances as ``rust`` (so the timings compare the
+    same work)."""
+    with torch.no_grad():
+        ref = cands["rust"]()
+        tol = 1e-4 * float(ref.abs().max())
+        for name, fn in cands.items():
+            got = fn()
+            if got.shape != ref.shape or not torch.allclose(got, ref, rtol=1e-4, atol=tol):
+                raise AssertionError(f"kernel candidate {name}: result differs from rust")
+
+
+def _shape_str(shape: Sequence[int]) -> str:
+    return "(" + ",".join(str(v) for v in shape) + ")"
+
+
+def bench_kernels(
+    shapes: Sequence[tuple[int, int, int, int, int]] = DEFAULT_KERNEL_SHAPES,
+    modes: Sequence[str] = MODES,
+    repeats: int = 7,
+    min_time: float = 0.1,
+    names: Sequence[str] | None = None,
+) -> list[dict]:
+    """One row per (shape, mode, candidate): ms/call, GFLOP/s, speedup of Rust over it."""
+    rows = []
+    for shape in shapes:
+        for mode in modes:
+            cands = kernel_candidates(shape, mode, names=names)
+            if mode == "fwd" and "rust" in cands:
+                _check_agree(cands)
+            faults: dict[str, float] = {}
+            times = measure(cands, repeats, min_time, faults)
+            flops = kernel_flops(shape, mode)
+            best = {n: _stats(t)[0] for n, t in times.items()}
+            for name, samples in times.items():
+                t_best, t_med = _stats(samples)
+                rows.append({
+                    "shape (B,N,K,Q,D)": _shape_str(shape), "mode": mode, "candidate": name,
+                    "ms/call": t_best * 1e3, "median ms": t_med * 1e3,
+                    "GFLOP/s": flops / t_best / 1e9, "faults/call": faults[name],
+                    "rust speedup": best["rust"] / t_best if "rust" in best else float("nan"),
+                })
+            gc.collect()
+    return rows
+
+
+def kernel_summary(rows: list[dict]) -> list[dict]:
+    """Per (shape, mode): Rust vs the fastest torch candidate."""
+    out = []
+    key = "shape (B,N,K,Q,D)"
+    for shape, mode in dict.fromkeys((r[key], r["mode"]) for r in rows):
+        group = [r for r in rows if r[key] == shape and r["mode"] == mode]
+        rust = next((r for r in group if r["candidate"] == "rust"), None)
+        torch_rows = [r for r in group if r["candidate"].startswith("torch")]
+        if rust is None or not torch_rows:
+            continue
+        best = min(torch_rows, key=lambda r: r["ms/call"])
+        out.append({
+            key: shape, "mode": mode, "rust ms": rust["ms/call"],
+            "rust GFLOP/s": rust["GFLOP/s"], "best torch": best["candidate"],
+            "torch ms": best["ms/call"], "rust speedup": best["ms/call"] / rust["ms/call"],
+        })
+    return out
+
+
+def kernel_overhead_probe(shape: tuple[int, int, int, int, int] = SMALL_KERNEL_SHAPE,
+                          repeats: int = 7, min_time: float = 0.1) -> list[dict]:
+    """Diagnostic: where the time of the fused Rust op goes at one shape: the public op
+    (argument checks, tensor <-> NumPy views, autograd Function) against the bare
+    ``_core.proto_distances`` / ``_core.proto_distances_backward`` calls on NumPy arrays."""
+    b, n, k, q, d = shape
+    s, lab, qr, w = kernel_inputs(shape, True)
+    sn, ln, qn, wn = s.detach().numpy(), lab.numpy(), qr.detach().numpy(), w.numpy()
+    _, protos = _core.proto_distances(sn, ln, qn, n, "sqeuclidean")
+    s0, q0 = s.detach(), qr.detach()
+    fb = kernel_candidates(shape, "fwd+bwd", names=["rust"])["rust"]
+    cands = {
+        "ops.prototype_distances fwd": lambda: ops.prototype_distances(s0, lab, q0, n),
+        "_core.proto_distances": lambda: _core.proto_distances(sn, ln, qn, n, "sqeuclidean"),
+        "ops fwd+bwd (autograd)": fb,
+        "_core.proto_distances_backward": lambda: _core.proto_distances_backward(
+            sn, ln, qn, protos, wn, n, "sqeuclidean"),
+    }
+    times = measure(cands, repeats, min_time)
+    best = {name: min(t) for name, t in times.items()}
+    core_fb = best["_core.proto_distances"] + best["_core.proto_distances_backward"]
+    rows = []
+    for name, samples in times.items():
+        t_best, t_med = _stats(samples)
+        mode = "fwd+bwd" if ("bwd" in name or "backward" in name) else "fwd"
+        flops = kernel_flops(shape, mode)
+        if name.endswith("backward"):
+            flops -= kernel_flops(shape, "fwd")
+        rows.append({"shape (B,N,K,Q,D)": _shape_str(shape), "call": name,
+                     "us/call": t_best * 1e6, "median us": t_med * 1e6,
+                     "GFLOP/s": flops / t_best / 1e9})
+    rows.append({"shape (B,N,K,Q,D)": _shape_str(shape),
+                 "call": "python+autograd overhead (fwd+bwd - core fwd - core bwd)",
+                 "us/call": (best["ops fwd+bwd (autograd)"] - core_fb) * 1e6,
+                 "median us": float("nan"), "GFLOP/s": float("nan")})
+    return rows
+
+
+def check_targets(sampler_rows: list[dict] | None = None,
+                  kernel_rows: list[dict] | None = None) -> list[dict]:
+    """Each target of :data:`TARGETS` that the rows cover: measured ratio, goal, met."""
+    out = []
+
+    def add(what: str, value: float, goal: float) -> None:
+        out.append({"target": what, "measured": value, "goal": goal,
+                    "met": "yes" if value >= goal else "NO"})
+
+    batch64 = [r for r in sampler_rows or [] if r["batch"] == DEFAULT_BATCH]
+    for r in sampler_summary(batch64):
+        tag = f"sampler {r['setting']} {r['dtype']}"
+        add(f"{tag}: rust/numpy", r["rust/numpy"], TARGETS["sampler_vs_numpy"])
+        if r["setting"] == "5w1s15q":
+            add(f"{tag}: rust/dataloader", r["rust/dataloader"],
+                TARGETS["sampler_vs_dataloader"])
+            add(f"{tag}: rust % memcpy", r["rust % memcpy"], TARGETS["sampler_pct_memcpy"])
+    known = {_shape_str(v) for v in DEFAULT_KERNEL_SHAPES}
+    for r in kernel_summary(kernel_rows or []):
+        if r["shape (B,N,K,Q,D)"] not in known:
+            continue
+        small = r["shape (B,N,K,Q,D)"] == _shape_str(SMALL_KERNEL_SHAPE)
+        add(f"kernels {r['shape (B,N,K,Q,D)']} {r['mode']}: rust/best torch",
+            r["rust speedup"], TARGETS["kernel_small" if small else "kernel_large"])
+    return out
+
+
+# ---------------------------------------------------------------- output
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        a = abs(v)
+        if a >= 1000:
+            return f"{v:,.0f}"
+        if a >= 100:
+            return f"{v:.1f}"
+        if a >= 10:
+            return f"{v:.2f}"
+        return f"{v:.3f}"
+    return str(v)
+
+
+def print_table(rows: list[dict], title: str | None = None, file: Any = None) -> None:
+    """Rows (dicts with the same keys) as an aligned text table."""
+    file = file or sys.stdout
+    if title:
+        print(f"\n{title}", file=file)
+    if not rows:
+        print("(no rows)", file=file)
+        return
+    cols = list(rows[0])
+    cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
+    width = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    numeric = [all(isinstance(r.get(c), (int, float)) for r in rows) for c in cols]
+
+    def line(vals: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w)
+                         for v, w, num in zip(vals, width, numeric, strict=True)).rstrip()
+
+    print(line(cols), file=file)
+    print("  ".join("-" * w for w in width), file=file)
+    for row in cells:
+        print(line(row), file=file)
+    file.flush()
+
+
+def machine_info() -> dict:
+    """CPU model, cores, thread counts and versions: printed above every table."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "cpu": model, "cores": os.cpu_count(), "usable cores": usable,
+        "torch threads": torch.get_num_threads(), "rayon threads": _core.num_threads(),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "numpy": np.__version__, "metarobust": _core.__version__,
+    }
+
+
+def run(what: str = "all", *, ways: int | None = None, shots: int | None = None,
+        queries: int | None = None, batch: int | None = None, dim: int | None = None,
+        tasks: int | None = None, repeats: int = 7, min_time: float = 0.1,
+        data_root: str | None = None, diagnostics: bool = True, file: Any = None) -> dict:
+    """Runs and prints the ``sampler`` and/or ``kernels`` comparisons; returns all rows.
+
+    ways/shots/queries replace the default sampler settings with one; batch applies to
+    every sampler setting. For kernels, any of tasks/ways/shots/queries/dim replaces the
+    default shapes with ``(tasks or 32, ways or 5, shots or 5, (ways or 5) * (queries or
+    15), dim or 64)``: ``queries`` counts per class, as for the sampler. diagnostics: also
+    the resident-memory check, the output-allocation probe and the kernel-overhead probe.
+    """
+    if what not in ("sampler", "kernels", "all"):
+        raise ValueError(f"what: expected sampler, kernels or all, got {what!r}")
+    file = file or sys.stdout
+    result: dict = {}
+    if what in ("sampler", "all"):
+        images, labels, source = omniglot_like(data_root)
+        print(f"\ndata: {source}, images {images.shape} {images.dtype}", file=file)
+        settings = DEFAULT_SAMPLER_SETTINGS
+        if ways or shots or queries is not None:
+            settings = ((ways or 5, shots or 1, 15 if queries is None else queries),)
+        b = batch or DEFAULT_BATCH
+        if diagnostics:  # first, on a heap that the other candidates have not grown
+            w, s, q = settings[0]
+            mem = [sampler_memory(images, labels, w, s, q, b, dt) for dt in DTYPES]
+            print_table(mem, "Sampler resident memory (VmRSS; malloc_trim before the start)",
+                        file)
+            result["sampler_memory"] = mem
+        rows = bench_sampler(images, labels, settings, b, repeats=repeats, min_time=min_time)
+        print_table(rows, f"Sampler: batches of {b} episodes (best of {repeats} interleaved "
+                          "rounds; GB/s counts output bytes)", file)
+        summary = sampler_summary(rows)
+        print_table(summary, "Sampler ratios (episodes/s ratios; % memcpy: of the memcpy "
+                             "rate for the same bytes; memcpy/dataloader: the most any "
+                             "sampler could gain over the DataLoader here)", file)
+        result["sampler"], result["sampler_summary"] = rows, summary
+        if diagnostics:
+            probe = sampler_alloc_probe(images, labels, settings, b, repeats=repeats,
+                                        min_time=min_time)
+            print_table(probe, "Diagnostic: Rust sampler output allocation (same fill call)",
+                        file)
+            result["sampler_alloc_probe"] = probe
+    if what in ("kernels", "all"):
+        shapes = DEFAULT_KERNEL_SHAPES
+        if any(v is not None for v in (tasks, ways, shots, queries, dim)):
+            n = ways or 5
+            shapes = ((tasks or 32, n, shots or 5, n * (15 if queries is None else queries),
+                       dim or 64),)
+        rows = bench_kernels(shapes, repeats=repeats, min_time=min_time)
+        print_table(rows, f"Kernels: mean prototypes + squared Euclidean distances, float32 "
+                          f"(best of {repeats} interleaved rounds; /1t = torch with 1 "
+                          "thread)", file)
+        summary = kernel_summary(rows)
+        print_table(summary, "Kernel ratios (rust speedup = best torch ms / rust ms)", file)
+        result["kernels"], result["kernel_summary"] = rows, summary
+        if diagnostics:
+            probe = kernel_overhead_probe(shapes[0], repeats=repeats, min_time=min_time)
+            print_table(probe, "Diagnostic: fused op, public call vs bare Rust calls", file)
+            result["kernel_overhead_probe"] = probe
+    targets = check_targets(result.get("sampler"), result.get("kernels"))
+    if targets:
+        print_table(targets, "Targets", file)
+        result["targets"] = targets
+    return result
+
+
+# ---------------------------------------------------------------- command line
+
+def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Adds ``bench sampler|kernels|all [--ways --shots --queries --batch --dim --tasks
+    --repeats]`` to an argparse subparsers object; ``args.func(args)`` runs it."""
+    p = subparsers.add_parser(
+        "bench", help="compare the Rust sampler and kernels with NumPy/torch references",
+        description="Side-by-side timings in one process, reported as ratios.")
+    p.add_argument("what", nargs="?", default="all", choices=("sampler", "kernels", "all"))
+    p.add_argument("--ways", type=int, default=None, help="classes per episode / task")
+    p.add_argument("--shots", type=int, default=None, help="support items per class")
+    p.add_argument("--queries", type=int, default=None, help="query items per class")
+    p.add_argument("--batch", type=int, default=None,
+                   help=f"episodes per sampler batch (default {DEFAULT_BATCH})")
+    p.add_argument("--dim", type=int, default=None, help="embedding dimension (kernels)")
+    p.add_argument("--tasks", type=int, default=None, help="tasks per kernel call")
+    p.add_argument("--repeats", type=int, default=7, help="interleaved rounds (default 7)")
+    p.add_argument("--min-time", type=float, default=0.1,
+                   help="seconds per timed block of calls (default 0.1)")
+    p.add_argument("--data-root", default=None,
+                   help="folder holding omniglot-npz/ (default $METAROBUST_DATA)")
+    p.add_argument("--no-diagnostics", action="store_true",
+                   help="skip the memory, allocation and overhead probes")
+    p.set_defaults(func=run_cli)
+    return p
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    for name in ("ways", "shots", "batch", "dim", "tasks", "repeats"):
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise SystemExit(f"--{name}: must be >= 1, got {v}")
+    if args.queries is not None and args.queries < 0:
+        raise SystemExit(f"--queries: must be >= 0, got {args.queries}")
+    for k, v in machine_info().items():
+        print(f"{k}: {v}")
+    run(args.what, ways=args.ways, shots=args.shots, queries=args.queries, batch=args.batch,
+        dim=args.dim, tasks=args.tasks, repeats=args.repeats, min_time=args.min_time,
+        data_root=args.data_root, diagnostics=not args.no_diagnostics)
+    return 0
