@@ -91,8 +91,34 @@ macro_rules! impl_real {
 impl_real!(f32, matrixmultiply::sgemm);
 impl_real!(f64, matrixmultiply::dgemm);
 
+/// Independent accumulators let the compiler vectorise what a single running sum would chain.
+const LANES: usize = 16;
+
+#[inline(always)]
+fn lane_sum<F: Real>(a: &[F], b: &[F], term: impl Fn(F, F) -> F) -> F {
+    let mut acc = [F::zero(); LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .fold(F::zero(), |s, (&x, &y)| s + term(x, y));
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] = acc[i] + term(x[i], y[i]);
+        }
+    }
+    acc.iter().fold(tail, |s, &v| s + v)
+}
+
+#[inline(always)]
 fn dot<F: Real>(a: &[F], b: &[F]) -> F {
-    a.iter().zip(b).fold(F::zero(), |s, (&x, &y)| s + x * y)
+    lane_sum(a, b, |x, y| x * y)
+}
+
+#[inline(always)]
+fn sq_dist<F: Real>(a: &[F], b: &[F]) -> F {
+    lane_sum(a, b, |x, y| (x - y) * (x - y))
 }
 
 fn inv_norms<F: Real>(x: &[F], dim: usize) -> Vec<F> {
@@ -129,8 +155,41 @@ fn gram<F: Real>(x: &[F], y: &[F], q: usize, n: usize, d: usize, out: &mut [F]) 
     }
 }
 
-/// Distances of query rows `x (q, d)` to `y (n, d)` into `out (q, n)`.
+/// Distances of query rows `x (q, d)` to `y (n, d)` into `out (q, n)`, with AVX2 code
+/// where the processor has it (the portable build targets SSE2 only).
 fn forward_block<F: Real>(
+    x: &[F],
+    y: &[F],
+    q: usize,
+    n: usize,
+    d: usize,
+    metric: Metric,
+    out: &mut [F],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the processor supports AVX2 (checked just above).
+        return unsafe { forward_block_avx2(x, y, q, n, d, metric, out) };
+    }
+    forward_block_any(x, y, q, n, d, metric, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn forward_block_avx2<F: Real>(
+    x: &[F],
+    y: &[F],
+    q: usize,
+    n: usize,
+    d: usize,
+    metric: Metric,
+    out: &mut [F],
+) {
+    forward_block_any(x, y, q, n, d, metric, out)
+}
+
+#[inline(always)]
+fn forward_block_any<F: Real>(
     x: &[F],
     y: &[F],
     q: usize,
@@ -143,10 +202,7 @@ fn forward_block<F: Real>(
         Metric::SqEuclidean if q * n * d < GEMM_MIN_WORK => {
             for (o, xr) in out.chunks_exact_mut(n).zip(x.chunks_exact(d)) {
                 for (v, yr) in o.iter_mut().zip(y.chunks_exact(d)) {
-                    *v = xr
-                        .iter()
-                        .zip(yr)
-                        .fold(F::zero(), |s, (&a, &b)| s + (a - b) * (a - b));
+                    *v = sq_dist(xr, yr);
                 }
             }
         }
@@ -233,28 +289,33 @@ pub fn pairwise<F: Real>(
 
 fn pairwise_unchecked<F: Real>(x: &[F], y: &[F], dims: Dims, metric: Metric, out: &mut [F]) {
     let Dims { tasks, q, n, d } = dims;
-    let rows = q.div_ceil(blocks_per_task(tasks, q));
-    pool::install(|| {
-        out.par_chunks_mut(q * n).enumerate().for_each(|(t, ot)| {
+    pool::install_for(tasks * q * n * d, |par| {
+        let rows = if par {
+            q.div_ceil(blocks_per_task(tasks, q))
+        } else {
+            q
+        };
+        let task = |(t, ot): (usize, &mut [F])| {
             let (xt, yt) = (
                 &x[t * q * d..(t + 1) * q * d],
                 &y[t * n * d..(t + 1) * n * d],
             );
-            ot.par_chunks_mut(rows * n)
-                .enumerate()
-                .for_each(|(blk, ob)| {
-                    let r = ob.len() / n;
-                    forward_block(
-                        &xt[blk * rows * d..(blk * rows + r) * d],
-                        yt,
-                        r,
-                        n,
-                        d,
-                        metric,
-                        ob,
-                    );
-                });
-        })
+            let block = |(blk, ob): (usize, &mut [F])| {
+                let r = ob.len() / n;
+                let xb = &xt[blk * rows * d..(blk * rows + r) * d];
+                forward_block(xb, yt, r, n, d, metric, ob);
+            };
+            if rows < q {
+                ot.par_chunks_mut(rows * n).enumerate().for_each(block)
+            } else {
+                ot.chunks_mut(rows * n).enumerate().for_each(block)
+            }
+        };
+        if par {
+            out.par_chunks_mut(q * n).enumerate().for_each(task)
+        } else {
+            out.chunks_mut(q * n).enumerate().for_each(task)
+        }
     });
 }
 
@@ -414,23 +475,26 @@ pub fn pairwise_backward<F: Real>(
     if gx.len() != x.len() || gy.len() != y.len() {
         return value_err("gx/gy: wrong sizes");
     }
-    pool::install(|| {
-        gx.par_chunks_mut(q * d)
-            .zip(gy.par_chunks_mut(n * d))
-            .enumerate()
-            .for_each(|(t, (gxt, gyt))| {
-                backward_task(
-                    &x[t * q * d..(t + 1) * q * d],
-                    &y[t * n * d..(t + 1) * n * d],
-                    &grad[t * q * n..(t + 1) * q * n],
-                    q,
-                    n,
-                    d,
-                    metric,
-                    gxt,
-                    gyt,
-                )
-            })
+    pool::install_for(tasks * q * n * d, |par| {
+        let task = |(t, (gxt, gyt)): (usize, (&mut [F], &mut [F]))| {
+            let (xt, yt) = (
+                &x[t * q * d..(t + 1) * q * d],
+                &y[t * n * d..(t + 1) * n * d],
+            );
+            let gt = &grad[t * q * n..(t + 1) * q * n];
+            backward_task(xt, yt, gt, q, n, d, metric, gxt, gyt)
+        };
+        if par {
+            gx.par_chunks_mut(q * d)
+                .zip(gy.par_chunks_mut(n * d))
+                .enumerate()
+                .for_each(task)
+        } else {
+            gx.chunks_mut(q * d)
+                .zip(gy.chunks_mut(n * d))
+                .enumerate()
+                .for_each(task)
+        }
     });
     Ok(())
 }
@@ -508,20 +572,27 @@ pub fn proto_distances<F: Real>(
     if out.len() != tasks * q * ways || protos.len() != tasks * ways * d {
         return value_err("out/protos: wrong sizes");
     }
-    pool::install(|| {
-        protos.par_chunks_mut(ways * d).enumerate().for_each_init(
-            || vec![0usize; ways],
-            |counts, (t, p)| {
-                mean_task(
-                    &support[t * s * d..(t + 1) * s * d],
-                    &labels[t * s..(t + 1) * s],
-                    d,
-                    ways,
-                    p,
-                    counts,
-                )
-            },
-        )
+    let mean = |counts: &mut Vec<usize>, (t, p): (usize, &mut [F])| {
+        let (st, lt) = (
+            &support[t * s * d..(t + 1) * s * d],
+            &labels[t * s..(t + 1) * s],
+        );
+        mean_task(st, lt, d, ways, p, counts)
+    };
+    pool::install_for(tasks * s * d, |par| {
+        if par {
+            let counts = || vec![0usize; ways];
+            protos
+                .par_chunks_mut(ways * d)
+                .enumerate()
+                .for_each_init(counts, mean)
+        } else {
+            let mut counts = vec![0usize; ways];
+            protos
+                .chunks_mut(ways * d)
+                .enumerate()
+                .for_each(|item| mean(&mut counts, item))
+        }
     });
     pairwise_unchecked(
         query,
@@ -573,34 +644,40 @@ pub fn proto_distances_backward<F: Real>(
     {
         return value_err("protos/g_support/g_query: wrong sizes");
     }
-    pool::install(|| {
-        g_query
-            .par_chunks_mut(q * d)
-            .zip(g_support.par_chunks_mut(s * d))
-            .enumerate()
-            .for_each_init(
-                || vec![F::zero(); ways * d],
-                |g_proto, (t, (gq, gs))| {
-                    backward_task(
-                        &query[t * q * d..(t + 1) * q * d],
-                        &protos[t * ways * d..(t + 1) * ways * d],
-                        &grad[t * q * ways..(t + 1) * q * ways],
-                        q,
-                        ways,
-                        d,
-                        metric,
-                        gq,
-                        g_proto,
-                    );
-                    mean_backward_task(
-                        g_proto,
-                        &labels[t * s..(t + 1) * s],
-                        &counts[t * ways..(t + 1) * ways],
-                        d,
-                        gs,
-                    );
-                },
-            )
+    let task = |g_proto: &mut Vec<F>, (t, (gq, gs)): (usize, (&mut [F], &mut [F]))| {
+        backward_task(
+            &query[t * q * d..(t + 1) * q * d],
+            &protos[t * ways * d..(t + 1) * ways * d],
+            &grad[t * q * ways..(t + 1) * q * ways],
+            q,
+            ways,
+            d,
+            metric,
+            gq,
+            g_proto,
+        );
+        let (lt, ct) = (
+            &labels[t * s..(t + 1) * s],
+            &counts[t * ways..(t + 1) * ways],
+        );
+        mean_backward_task(g_proto, lt, ct, d, gs);
+    };
+    pool::install_for(tasks * q * ways * d, |par| {
+        if par {
+            let scratch = || vec![F::zero(); ways * d];
+            g_query
+                .par_chunks_mut(q * d)
+                .zip(g_support.par_chunks_mut(s * d))
+                .enumerate()
+                .for_each_init(scratch, task)
+        } else {
+            let mut scratch = vec![F::zero(); ways * d];
+            g_query
+                .chunks_mut(q * d)
+                .zip(g_support.chunks_mut(s * d))
+                .enumerate()
+                .for_each(|item| task(&mut scratch, item))
+        }
     });
     Ok(())
 }
@@ -738,5 +815,38 @@ mod tests {
             &mut out
         )
         .is_err());
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn time_small_episode_shapes() {
+        let (b, q, n, d) = (32usize, 75usize, 5usize, 64usize);
+        let x: Vec<f32> = (0..b * q * d).map(|i| (i % 17) as f32 * 0.1).collect();
+        let y: Vec<f32> = (0..b * n * d).map(|i| (i % 13) as f32 * 0.1).collect();
+        let mut out = vec![0f32; b * q * n];
+        let dims = Dims { tasks: b, q, n, d };
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            for _ in 0..1000 {
+                pairwise(&x, &y, dims, Metric::SqEuclidean, &mut out).unwrap();
+            }
+            let t1 = t.elapsed().as_secs_f64() * 1e3;
+            let t = std::time::Instant::now();
+            for _ in 0..1000 {
+                check_finite(&x, "x").unwrap();
+            }
+            let t2 = t.elapsed().as_secs_f64() * 1e3;
+            let t = std::time::Instant::now();
+            for _ in 0..1000 {
+                pairwise_unchecked(&x, &y, dims, Metric::SqEuclidean, &mut out);
+            }
+            let t3 = t.elapsed().as_secs_f64() * 1e3;
+            eprintln!("pairwise {t1:.1} us, check_finite(x) {t2:.1} us, unchecked {t3:.1} us");
+        }
     }
 }

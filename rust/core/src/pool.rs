@@ -41,3 +41,17 @@ pub fn install<R: Send>(op: impl FnOnce() -> R + Send) -> R {
 pub fn num_threads() -> usize {
     current_pool().current_num_threads()
 }
+
+/// Batches below this many multiply-adds run on the calling thread: handing work to the
+/// pool wakes its threads, which costs tens of microseconds, more than such a batch takes.
+pub const PARALLEL_MIN_WORK: usize = 1 << 18;
+
+/// Runs `op(true)` inside the pool when `work` is large enough to pay for it, otherwise
+/// `op(false)` right here; `op` picks parallel or sequential iterators accordingly.
+pub fn install_for<R: Send>(work: usize, op: impl FnOnce(bool) -> R + Send) -> R {
+    if work < PARALLEL_MIN_WORK || num_threads() == 1 {
+        op(false)
+    } else {
+        install(|| op(true))
+    }
+}

@@ -1,6 +1,6 @@
 //! Class prototypes from support embeddings: mean, coordinate-wise median, trimmed mean and
 //! geometric median, single task `(S, D)` or batched `(B, S, D)`, labels in any order.
-//! Aggregation runs in f64 whatever the storage type, then rounds once.
+//! Robust aggregation runs in f64 whatever the storage type, then rounds once.
 
 use num_traits::Float;
 use rayon::prelude::*;
@@ -53,12 +53,25 @@ pub struct Shape {
 
 /// Rejects NaN and infinity, naming the argument and the first bad position.
 pub fn check_finite<F: Float>(x: &[F], name: &str) -> Result<()> {
-    match x.iter().position(|v| !v.is_finite()) {
-        None => Ok(()),
-        Some(i) => value_err(format!(
-            "{name}: holds NaN or inf (first at flat index {i})"
-        )),
+    // `v * 0` is NaN exactly for NaN and inf; summing in lanes vectorises, unlike a search.
+    let mut acc = [F::zero(); 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(F::zero(), |s, &v| s + v * F::zero());
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = *a + v * F::zero();
+        }
     }
+    if acc.iter().fold(tail, |s, &v| s + v).is_nan() {
+        let i = x.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        return value_err(format!(
+            "{name}: holds NaN or inf (first at flat index {i})"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks labels lie in `0..ways` and every class of every task has an item;
@@ -234,28 +247,62 @@ pub fn prototypes<F: Float + Send + Sync>(
     if out.len() != shape.tasks * ways * dim {
         return value_err("out: wrong size for (tasks, ways, dim)");
     }
-    pool::install(|| {
-        out.par_chunks_mut(dim).enumerate().for_each(|(k, proto)| {
-            let (t, c) = (k / ways, k % ways);
-            let task = &emb[t * support * dim..(t + 1) * support * dim];
-            let rows64: Vec<Vec<f64>> = labels[t * support..(t + 1) * support]
-                .iter()
-                .enumerate()
-                .filter(|(_, &l)| l as usize == c)
-                .map(|(i, _)| {
-                    task[i * dim..(i + 1) * dim]
-                        .iter()
-                        .map(|v| v.to_f64().unwrap_or(f64::NAN))
-                        .collect()
-                })
-                .collect();
-            let rows: Vec<&[f64]> = rows64.iter().map(|r| r.as_slice()).collect();
-            let mut acc = vec![0f64; dim];
-            aggregate(&rows, dim, method, &mut acc);
-            for (p, v) in proto.iter_mut().zip(acc) {
-                *p = F::from(v).unwrap_or_else(F::nan);
+    if method == Method::Mean {
+        let task = |counts: &mut Vec<usize>, (t, p): (usize, &mut [F])| {
+            let lt = &labels[t * support..(t + 1) * support];
+            mean_task(
+                &emb[t * support * dim..(t + 1) * support * dim],
+                lt,
+                dim,
+                ways,
+                p,
+                counts,
+            )
+        };
+        pool::install_for(emb.len(), |par| {
+            if par {
+                let counts = || vec![0usize; ways];
+                out.par_chunks_mut(ways * dim)
+                    .enumerate()
+                    .for_each_init(counts, task)
+            } else {
+                let mut counts = vec![0usize; ways];
+                out.chunks_mut(ways * dim)
+                    .enumerate()
+                    .for_each(|item| task(&mut counts, item))
             }
-        })
+        });
+        return Ok(());
+    }
+    let class = |(k, proto): (usize, &mut [F])| {
+        let (t, c) = (k / ways, k % ways);
+        let task = &emb[t * support * dim..(t + 1) * support * dim];
+        let rows64: Vec<Vec<f64>> = labels[t * support..(t + 1) * support]
+            .iter()
+            .enumerate()
+            .filter(|(_, &l)| l as usize == c)
+            .map(|(i, _)| {
+                task[i * dim..(i + 1) * dim]
+                    .iter()
+                    .map(|v| v.to_f64().unwrap_or(f64::NAN))
+                    .collect()
+            })
+            .collect();
+        let rows: Vec<&[f64]> = rows64.iter().map(|r| r.as_slice()).collect();
+        let mut acc = vec![0f64; dim];
+        aggregate(&rows, dim, method, &mut acc);
+        for (p, v) in proto.iter_mut().zip(acc) {
+            *p = F::from(v).unwrap_or_else(F::nan);
+        }
+    };
+    // Robust aggregators cost many passes per item; count them as heavier work.
+    let passes = if method == Method::Mean { 1 } else { 32 };
+    pool::install_for(emb.len() * passes, |par| {
+        if par {
+            out.par_chunks_mut(dim).enumerate().for_each(class)
+        } else {
+            out.chunks_mut(dim).enumerate().for_each(class)
+        }
     });
     Ok(())
 }
@@ -320,19 +367,27 @@ pub fn mean_backward<F: Float + Send + Sync>(
     if grad_out.len() != tasks * ways * dim || grad_emb.len() != tasks * support * dim {
         return value_err("grad_output: wrong size for (tasks, ways, dim)");
     }
-    pool::install(|| {
-        grad_emb
-            .par_chunks_mut(support * dim)
-            .enumerate()
-            .for_each(|(t, ge)| {
-                mean_backward_task(
-                    &grad_out[t * ways * dim..(t + 1) * ways * dim],
-                    &labels[t * support..(t + 1) * support],
-                    &counts[t * ways..(t + 1) * ways],
-                    dim,
-                    ge,
-                )
-            })
+    let task = |(t, ge): (usize, &mut [F])| {
+        mean_backward_task(
+            &grad_out[t * ways * dim..(t + 1) * ways * dim],
+            &labels[t * support..(t + 1) * support],
+            &counts[t * ways..(t + 1) * ways],
+            dim,
+            ge,
+        )
+    };
+    pool::install_for(grad_emb.len(), |par| {
+        if par {
+            grad_emb
+                .par_chunks_mut(support * dim)
+                .enumerate()
+                .for_each(task)
+        } else {
+            grad_emb
+                .chunks_mut(support * dim)
+                .enumerate()
+                .for_each(task)
+        }
     });
     Ok(())
 }

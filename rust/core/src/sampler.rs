@@ -356,7 +356,25 @@ impl EpisodeSampler {
         } else {
             (out.query_x, out.query_y)
         };
-        pool::install(|| {
+        pool::install_for(count * w * (s + q) * d, |par| {
+            if !par {
+                let mut picks = Vec::with_capacity(w * (s + q));
+                let chunks = out
+                    .support_x
+                    .chunks_mut(w * s * d)
+                    .zip(out.support_y.chunks_mut(w * s))
+                    .zip(qx_all.chunks_mut(qchunk).zip(qy_all.chunks_mut(qychunk)))
+                    .zip(out.classes.chunks_mut(w));
+                for (j, (((sx, sy), (qx, qy)), cl)) in chunks.enumerate() {
+                    let (qx, qy) = if q == 0 {
+                        (&mut qx[..0], &mut qy[..0])
+                    } else {
+                        (qx, qy)
+                    };
+                    fill_one(j, sx, sy, qx, qy, cl, &mut picks);
+                }
+                return;
+            }
             (
                 out.support_x.par_chunks_mut(w * s * d),
                 out.support_y.par_chunks_mut(w * s),
