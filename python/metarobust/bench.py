@@ -23,7 +23,10 @@ Kernels (:func:`bench_kernels`): mean prototypes + squared Euclidean distances f
 - ``torch_expand``: ``p = s.view(B, N, K, D).mean(2)``, then
   ``((q[:, :, None] - p[:, None]) ** 2).sum(-1)``;
 - ``torch_gemm``: same prototypes; ``|q|^2 + |p|^2 - 2 q p^T`` (one batched matmul);
-- ``torch_cdist``: same prototypes; ``torch.cdist(q, p) ** 2``.
+- ``torch_cdist``: same prototypes; ``torch.cdist(q, p) ** 2``;
+- each torch expression again as ``<name>/1t`` with ``torch.set_num_threads(1)`` (when torch
+  has more threads): on a small or shared machine OpenMP threads can cost torch more than
+  they gain, and the best torch candidate, whichever it is, is the reference.
 
 ``fwd`` runs on inputs without ``requires_grad`` (inference); ``fwd+bwd`` has
 ``requires_grad=True`` support and query embeddings and calls ``dist.backward(w)`` with a
@@ -32,6 +35,10 @@ FLOP counts (multiply and add counted separately): forward ``2*B*Q*N*D`` (the di
 GEMM) ``+ B*N*K*D`` (prototype sums); forward+backward ``3 * 2*B*Q*N*D + 2 * B*N*K*D``
 (backward: the two GEMMs ``g @ p`` and ``g^T @ q``, and spreading the prototype gradient
 back to the support items). Element-wise terms (norms, clamps) are not counted.
+
+Diagnostics (:func:`sampler_memory`, :func:`sampler_alloc_probe`,
+:func:`kernel_overhead_probe`) show resident memory around sampling, the cost of fresh
+output buffers (page faults) and the Python/autograd share of the fused op.
 
 >>> rows = bench_kernels(shapes=[(2, 5, 1, 10, 8)], repeats=1, min_time=0.001)  # doctest: +SKIP
 >>> print_table(rows)  # doctest: +SKIP
@@ -183,10 +190,11 @@ def omniglot_like(data_root: str | None = None, image_size: int = 28,
 class NumpyEpisodeSampler:
     """A straightforward vectorised NumPy episode sampler (the reference for ``rust``).
 
-    Per batch: classes by ``argpartition`` of uniform draws (a uniform random subset),
-    items by ``argsort`` of uniform draws within each class, then one ``np.take`` gather
-    each for support and query items; float32 output is ``astype(float32)`` then
-    ``/= 255`` in place. Needs the same number of items in every class.
+    Per batch: distinct classes by one ``integers`` draw (rows with a repeat redrawn with
+    ``choice(replace=False)``), items by ``argsort`` of uniform draws within each class,
+    then one ``np.take`` gather each for support and query items; float32 output is
+    ``astype(float32)`` then ``/= 255`` in place. Needs the same number of items in every
+    class.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, ways: int, shots: int,
@@ -209,7 +217,11 @@ class NumpyEpisodeSampler:
         ``(count, ways, queries)``."""
         n_classes, per_class = self.table.shape
         w, s, q = self.ways, self.shots, self.queries
-        cls = np.argpartition(self.rng.random((count, n_classes)), w - 1, axis=1)[:, :w]
+        # Uniform distinct classes: draw with replacement, redraw the rare rows with repeats.
+        cls = self.rng.integers(0, n_classes, (count, w))
+        ordered = np.sort(cls, axis=1)
+        for row in np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1)):
+            cls[row] = self.rng.choice(n_classes, w, replace=False)
         pick = np.argsort(self.rng.random((count, w, per_class)), axis=2)[:, :, : s + q]
         items = self.table[cls[:, :, None], pick]
         return cls, items[:, :, :s], items[:, :, s:]
@@ -266,7 +278,7 @@ class _EpisodeBatchSampler(torch.utils.data.Sampler):
 def _collate(count: int, ways: int, shots: int, queries: int):
     sy = torch.arange(ways).repeat_interleave(shots).repeat(count, 1)
     qy = torch.arange(ways).repeat_interleave(queries).repeat(count, 1)
-    cl = torch.zeros(count, ways, dtype=torch.int64)
+    cl = torch.zeros(count, ways, dtype=torch.int64)  # item lists carry no episode classes
 
     def collate(items: list[torch.Tensor]) -> Episode:
         x = torch.stack(items)
@@ -481,20 +493,25 @@ def _malloc_trim() -> None:
 
 def sampler_memory(images: np.ndarray, labels: np.ndarray, ways: int = 5, shots: int = 1,
                    queries: int = 15, batch: int = DEFAULT_BATCH, dtype: str = "float32",
-                   batches: int = 500, hold: int = 10) -> dict:
-    """Resident memory (VmRSS) around sampling: building the sampler, ``batches`` batches
-    dropped one by one, then ``hold`` batches kept alive, then released. The dataset is
-    referenced, never copied, so building the sampler adds only its class index, and RSS
-    grows only by the live output buffers: about 0-2 batches (malloc's free lists) after
-    the loop, ``hold`` batches while holding (``growth/(hold batches)`` about 1)."""
+                   warmup: int = 50, batches: int = 500, hold: int = 10) -> dict:
+    """Resident memory (VmRSS, MiB) around sampling.
+
+    Building the sampler (the dataset is referenced, never copied: only the class index is
+    added); ``warmup`` batches dropped one by one (malloc keeps some freed output buffers
+    on its free lists: a few batches at most); ``batches`` more (steady state: about 0, no
+    leak and no per-batch copy of anything but the outputs); then ``hold`` batches kept
+    alive (``held/batch`` about 1 or less: only the output buffers grow RSS).
+    """
     gc.collect()
     _malloc_trim()
     start = _rss_bytes()
     sampler = EpisodeSampler((images, labels), ways=ways, shots=shots, queries=queries,
                              seed=0, dtype=dtype)
-    before = _rss_bytes()
-    sampler.sample_batch(0, batch)
-    for i in range(batches):
+    built = _rss_bytes()
+    for i in range(warmup):
+        sampler.sample_batch(i * batch, batch)
+    warm = _rss_bytes()
+    for i in range(warmup, warmup + batches):
         sampler.sample_batch(i * batch, batch)
     gc.collect()
     after = _rss_bytes()
@@ -502,18 +519,13 @@ def sampler_memory(images: np.ndarray, labels: np.ndarray, ways: int = 5, shots:
     holding = _rss_bytes()
     nbytes = sum(t.numel() * t.element_size() for t in vars(kept[0]).values())
     del kept
-    gc.collect()
-    released = _rss_bytes()
     mib = 1 << 20
     return {
         "setting": _setting(ways, shots, queries), "batch": batch, "dtype": dtype,
-        "batches": batches, "dataset MiB": images.nbytes / mib, "batch MiB": nbytes / mib,
-        "RSS MiB": start / mib, "+sampler MiB": (before - start) / mib,
-        f"after {batches} MiB": after / mib,
-        "growth MiB": (after - before) / mib,
-        f"holding {hold} MiB": holding / mib,
-        f"growth/({hold} batches)": (holding - after) / (hold * nbytes),
-        "released MiB": released / mib,
+        "dataset": images.nbytes / mib, "batch out": nbytes / mib, "RSS start": start / mib,
+        "+sampler": (built - start) / mib, f"+{warmup} warm-up": (warm - built) / mib,
+        f"+{batches} more": (after - warm) / mib, f"+{hold} held": (holding - after) / mib,
+        "held/batch out": (holding - after) / (hold * nbytes),
     }
 
 
@@ -690,38 +702,48 @@ def kernel_summary(rows: list[dict]) -> list[dict]:
 def kernel_overhead_probe(shape: tuple[int, int, int, int, int] = SMALL_KERNEL_SHAPE,
                           repeats: int = 7, min_time: float = 0.1) -> list[dict]:
     """Diagnostic: where the time of the fused Rust op goes at one shape: the public op
-    (argument checks, tensor <-> NumPy views, autograd Function) against the bare
-    ``_core.proto_distances`` / ``_core.proto_distances_backward`` calls on NumPy arrays."""
+    (argument checks, tensor <-> NumPy views, autograd Function and engine) against the
+    bare ``_core.proto_distances`` / ``_core.proto_distances_backward`` calls on NumPy
+    arrays; the last rows are the differences of best times (the wrapper overhead)."""
     b, n, k, q, d = shape
     s, lab, qr, w = kernel_inputs(shape, True)
     sn, ln, qn, wn = s.detach().numpy(), lab.numpy(), qr.detach().numpy(), w.numpy()
     _, protos = _core.proto_distances(sn, ln, qn, n, "sqeuclidean")
     s0, q0 = s.detach(), qr.detach()
-    fb = kernel_candidates(shape, "fwd+bwd", names=["rust"])["rust"]
+
+    def core_fwd_bwd() -> Any:
+        _, p = _core.proto_distances(sn, ln, qn, n, "sqeuclidean")
+        return _core.proto_distances_backward(sn, ln, qn, p, wn, n, "sqeuclidean")
+
     cands = {
         "ops.prototype_distances fwd": lambda: ops.prototype_distances(s0, lab, q0, n),
         "_core.proto_distances": lambda: _core.proto_distances(sn, ln, qn, n, "sqeuclidean"),
-        "ops fwd+bwd (autograd)": fb,
         "_core.proto_distances_backward": lambda: _core.proto_distances_backward(
             sn, ln, qn, protos, wn, n, "sqeuclidean"),
+        "ops fwd+bwd (autograd)": kernel_candidates(shape, "fwd+bwd", names=["rust"])["rust"],
+        "_core fwd then backward": core_fwd_bwd,
     }
+    fwd, fb = kernel_flops(shape, "fwd"), kernel_flops(shape, "fwd+bwd")
+    flops = {"ops.prototype_distances fwd": fwd, "_core.proto_distances": fwd,
+             "_core.proto_distances_backward": fb - fwd, "ops fwd+bwd (autograd)": fb,
+             "_core fwd then backward": fb}
     times = measure(cands, repeats, min_time)
     best = {name: min(t) for name, t in times.items()}
-    core_fb = best["_core.proto_distances"] + best["_core.proto_distances_backward"]
     rows = []
     for name, samples in times.items():
         t_best, t_med = _stats(samples)
-        mode = "fwd+bwd" if ("bwd" in name or "backward" in name) else "fwd"
-        flops = kernel_flops(shape, mode)
-        if name.endswith("backward"):
-            flops -= kernel_flops(shape, "fwd")
         rows.append({"shape (B,N,K,Q,D)": _shape_str(shape), "call": name,
                      "us/call": t_best * 1e6, "median us": t_med * 1e6,
-                     "GFLOP/s": flops / t_best / 1e9})
-    rows.append({"shape (B,N,K,Q,D)": _shape_str(shape),
-                 "call": "python+autograd overhead (fwd+bwd - core fwd - core bwd)",
-                 "us/call": (best["ops fwd+bwd (autograd)"] - core_fb) * 1e6,
-                 "median us": float("nan"), "GFLOP/s": float("nan")})
+                     "GFLOP/s": flops[name] / t_best / 1e9})
+    for label, a, c in (
+        ("fwd wrapper overhead (ops fwd - _core fwd)",
+         "ops.prototype_distances fwd", "_core.proto_distances"),
+        ("fwd+bwd wrapper overhead (ops - _core, autograd incl.)",
+         "ops fwd+bwd (autograd)", "_core fwd then backward"),
+    ):
+        rows.append({"shape (B,N,K,Q,D)": _shape_str(shape), "call": label,
+                     "us/call": (best[a] - best[c]) * 1e6, "median us": float("nan"),
+                     "GFLOP/s": float("nan")})
     return rows
 
 
@@ -842,8 +864,8 @@ def run(what: str = "all", *, ways: int | None = None, shots: int | None = None,
         if diagnostics:  # first, on a heap that the other candidates have not grown
             w, s, q = settings[0]
             mem = [sampler_memory(images, labels, w, s, q, b, dt) for dt in DTYPES]
-            print_table(mem, "Sampler resident memory (VmRSS; malloc_trim before the start)",
-                        file)
+            print_table(mem, "Sampler resident memory (VmRSS, MiB; malloc_trim before the "
+                             "start)", file)
             result["sampler_memory"] = mem
         rows = bench_sampler(images, labels, settings, b, repeats=repeats, min_time=min_time)
         print_table(rows, f"Sampler: batches of {b} episodes (best of {repeats} interleaved "
