@@ -108,17 +108,20 @@ fn lane_sum<F: Real>(a: &[F], b: &[F], term: impl Fn(F, F) -> F) -> F {
             acc[i] = acc[i] + term(x[i], y[i]);
         }
     }
-    acc.iter().fold(tail, |s, &v| s + v)
+    // Pairwise (tree) reduction: four dependent adds instead of sixteen.
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            acc[i] = acc[i] + acc[i + width];
+        }
+    }
+    acc[0] + tail
 }
 
 #[inline(always)]
 fn dot<F: Real>(a: &[F], b: &[F]) -> F {
     lane_sum(a, b, |x, y| x * y)
-}
-
-#[inline(always)]
-fn sq_dist<F: Real>(a: &[F], b: &[F]) -> F {
-    lane_sum(a, b, |x, y| (x - y) * (x - y))
 }
 
 fn inv_norms<F: Real>(x: &[F], dim: usize) -> Vec<F> {
@@ -198,16 +201,12 @@ fn forward_block_any<F: Real>(
     metric: Metric,
     out: &mut [F],
 ) {
+    if q * n * d < GEMM_MIN_WORK {
+        return tiled_block(x, y, q, n, d, metric, out);
+    }
+    gram(x, y, q, n, d, out);
     match metric {
-        Metric::SqEuclidean if q * n * d < GEMM_MIN_WORK => {
-            for (o, xr) in out.chunks_exact_mut(n).zip(x.chunks_exact(d)) {
-                for (v, yr) in o.iter_mut().zip(y.chunks_exact(d)) {
-                    *v = sq_dist(xr, yr);
-                }
-            }
-        }
         Metric::SqEuclidean => {
-            gram(x, y, q, n, d, out);
             let yy: Vec<F> = y.chunks_exact(d).map(|r| dot(r, r)).collect();
             let two = F::one() + F::one();
             for (o, xr) in out.chunks_exact_mut(n).zip(x.chunks_exact(d)) {
@@ -218,7 +217,6 @@ fn forward_block_any<F: Real>(
             }
         }
         Metric::Cosine => {
-            gram(x, y, q, n, d, out);
             let (ix, iy) = (inv_norms(x, d), inv_norms(y, d));
             for (o, &a) in out.chunks_exact_mut(n).zip(&ix) {
                 for (v, &b) in o.iter_mut().zip(&iy) {
@@ -227,6 +225,73 @@ fn forward_block_any<F: Real>(
             }
         }
     }
+}
+
+/// Query rows handled together by [`tiled_block`]: accumulators that stay in registers.
+const TILE: usize = 16;
+
+/// Episode-sized distances with the queries transposed, so that the inner loop runs across
+/// `TILE` queries at once: no per-pair horizontal sums, and squared differences stay exact.
+#[inline(always)]
+fn tiled_block<F: Real>(
+    x: &[F],
+    y: &[F],
+    q: usize,
+    n: usize,
+    d: usize,
+    metric: Metric,
+    out: &mut [F],
+) {
+    let qp = q.div_ceil(TILE) * TILE;
+    let mut xt = vec![F::zero(); d * qp];
+    for (k, col) in xt.chunks_exact_mut(qp).enumerate() {
+        for (v, xr) in col.iter_mut().zip(x.chunks_exact(d)) {
+            *v = xr[k];
+        }
+    }
+    let cosine = metric == Metric::Cosine;
+    let (ix, iy) = if cosine {
+        (inv_norms(x, d), inv_norms(y, d))
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    for (j, yr) in y.chunks_exact(d).enumerate() {
+        for t0 in (0..qp).step_by(TILE) {
+            let acc = if cosine {
+                tile_sum(&xt, yr, qp, t0, |a, b| a * b)
+            } else {
+                tile_sum(&xt, yr, qp, t0, |a, b| (a - b) * (a - b))
+            };
+            for (l, &a) in acc.iter().enumerate().take(q.saturating_sub(t0)) {
+                let i = t0 + l;
+                out[i * n + j] = if cosine {
+                    F::one() - a * ix[i] * iy[j]
+                } else {
+                    a
+                };
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn tile_sum<F: Real>(
+    xt: &[F],
+    yr: &[F],
+    qp: usize,
+    t0: usize,
+    term: impl Fn(F, F) -> F,
+) -> [F; TILE] {
+    let mut acc = [F::zero(); TILE];
+    for (k, &v) in yr.iter().enumerate() {
+        let col: &[F; TILE] = xt[k * qp + t0..k * qp + t0 + TILE]
+            .try_into()
+            .expect("tile");
+        for l in 0..TILE {
+            acc[l] = acc[l] + term(col[l], v);
+        }
+    }
+    acc
 }
 
 /// Row blocks per task so that small batches still use every thread.
@@ -319,7 +384,168 @@ fn pairwise_unchecked<F: Real>(x: &[F], y: &[F], dims: Dims, metric: Metric, out
     });
 }
 
-/// One task's backward: `grad (q, n)` to `gx (q, d)` and `gy (n, d)`.
+fn normalized<F: Real>(v: &[F], inv: &[F], d: usize) -> Vec<F> {
+    v.chunks_exact(d)
+        .zip(inv)
+        .flat_map(|(r, &s)| r.iter().map(move |&x| x * s))
+        .collect()
+}
+
+/// Backward of one block of query rows: writes `gx (r, d)` and adds this block's share of
+/// the `y` gradient to `gy_acc (n, d)` (for cosine, before the normalisation's chain rule).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn backward_rows<F: Real>(
+    x: &[F],
+    y: &[F],
+    yh: &[F],
+    grad: &[F],
+    r: usize,
+    n: usize,
+    d: usize,
+    metric: Metric,
+    gx: &mut [F],
+    gy_acc: &mut [F],
+) {
+    let (di, ni) = (d as isize, n as isize);
+    if r * n * d < GEMM_MIN_WORK {
+        return backward_rows_small(x, yh, y, grad, n, d, metric, gx, gy_acc);
+    }
+    match metric {
+        Metric::SqEuclidean => {
+            // gx = 2 (rowsum(g) x - g y), gy = 2 (colsum(g) y - g^T x)
+            let two = F::one() + F::one();
+            for ((g, xr), gr) in gx
+                .chunks_exact_mut(d)
+                .zip(x.chunks_exact(d))
+                .zip(grad.chunks_exact(n))
+            {
+                let s = two * gr.iter().fold(F::zero(), |a, &b| a + b);
+                for (o, &v) in g.iter_mut().zip(xr) {
+                    *o = s * v;
+                }
+            }
+            F::gemm(r, n, d, -two, grad, ni, 1, y, di, 1, F::one(), gx, di);
+            for (j, (g, yr)) in gy_acc
+                .chunks_exact_mut(d)
+                .zip(y.chunks_exact(d))
+                .enumerate()
+            {
+                let s = two * (0..r).fold(F::zero(), |a, i| a + grad[i * n + j]);
+                for (o, &v) in g.iter_mut().zip(yr) {
+                    *o = *o + s * v;
+                }
+            }
+            F::gemm(n, r, d, -two, grad, 1, ni, x, di, 1, F::one(), gy_acc, di);
+        }
+        Metric::Cosine => {
+            // dist = 1 - xh.yh with xh = x / max(|x|, eps): gxh = -g yh, gyh = -g^T xh.
+            let ix = inv_norms(x, d);
+            let xh = normalized(x, &ix, d);
+            F::gemm(
+                r,
+                n,
+                d,
+                -F::one(),
+                grad,
+                ni,
+                1,
+                yh,
+                di,
+                1,
+                F::zero(),
+                gx,
+                di,
+            );
+            F::gemm(
+                n,
+                r,
+                d,
+                -F::one(),
+                grad,
+                1,
+                ni,
+                &xh,
+                di,
+                1,
+                F::one(),
+                gy_acc,
+                di,
+            );
+            project_normalize(x, &xh, &ix, d, gx);
+        }
+    }
+}
+
+/// [`backward_rows`] for episode-sized blocks: row updates (`axpy` along `d`) instead of a
+/// GEMM, whose packing costs more than the arithmetic at these sizes.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn backward_rows_small<F: Real>(
+    x: &[F],
+    yh: &[F],
+    y: &[F],
+    grad: &[F],
+    n: usize,
+    d: usize,
+    metric: Metric,
+    gx: &mut [F],
+    gy_acc: &mut [F],
+) {
+    let two = F::one() + F::one();
+    let (ix, xh) = if metric == Metric::Cosine {
+        let ix = inv_norms(x, d);
+        let xh = normalized(x, &ix, d);
+        (ix, xh)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let (ys, xs) = if metric == Metric::Cosine {
+        (yh, &xh[..])
+    } else {
+        (y, x)
+    };
+    for (i, (gxr, gr)) in gx.chunks_exact_mut(d).zip(grad.chunks_exact(n)).enumerate() {
+        let xr = &xs[i * d..(i + 1) * d];
+        match metric {
+            Metric::SqEuclidean => {
+                // gx_i = 2 (sum_j g_ij) x_i - 2 sum_j g_ij y_j; gy_j += 2 g_ij (y_j - x_i)
+                let s = two * gr.iter().fold(F::zero(), |a, &b| a + b);
+                for (o, &v) in gxr.iter_mut().zip(xr) {
+                    *o = s * v;
+                }
+                for (j, &g) in gr.iter().enumerate() {
+                    let (yr, gyr) = (&ys[j * d..(j + 1) * d], &mut gy_acc[j * d..(j + 1) * d]);
+                    let g2 = two * g;
+                    for ((o, a), (&yv, &xv)) in
+                        gxr.iter_mut().zip(gyr.iter_mut()).zip(yr.iter().zip(xr))
+                    {
+                        *o = *o - g2 * yv;
+                        *a = *a + g2 * (yv - xv);
+                    }
+                }
+            }
+            Metric::Cosine => {
+                gxr.iter_mut().for_each(|o| *o = F::zero());
+                for (j, &g) in gr.iter().enumerate() {
+                    let (yr, gyr) = (&ys[j * d..(j + 1) * d], &mut gy_acc[j * d..(j + 1) * d]);
+                    for ((o, a), (&yv, &xv)) in
+                        gxr.iter_mut().zip(gyr.iter_mut()).zip(yr.iter().zip(xr))
+                    {
+                        *o = *o - g * yv;
+                        *a = *a - g * xv;
+                    }
+                }
+            }
+        }
+    }
+    if metric == Metric::Cosine {
+        project_normalize(x, &xh, &ix, d, gx);
+    }
+}
+
+/// One task's backward: `grad (q, n)` to `gx (q, d)` and `gy (n, d)`, its query rows split
+/// into `blocks` parallel blocks (each with its own partial `gy`, summed at the end).
 #[allow(clippy::too_many_arguments)]
 fn backward_task<F: Real>(
     x: &[F],
@@ -331,105 +557,81 @@ fn backward_task<F: Real>(
     metric: Metric,
     gx: &mut [F],
     gy: &mut [F],
+    blocks: usize,
 ) {
-    match metric {
-        Metric::SqEuclidean => {
-            // gx = 2 (rowsum(g) x - g y), gy = 2 (colsum(g) y - g^T x)
-            let two = F::one() + F::one();
-            let neg2 = -two;
-            for ((g, xr), gr) in gx
-                .chunks_exact_mut(d)
-                .zip(x.chunks_exact(d))
-                .zip(grad.chunks_exact(n))
-            {
-                let s = two * gr.iter().fold(F::zero(), |a, &b| a + b);
-                for (o, &v) in g.iter_mut().zip(xr) {
-                    *o = s * v;
-                }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the processor supports AVX2 (checked just above).
+        return unsafe { backward_task_avx2(x, y, grad, q, n, d, metric, gx, gy, blocks) };
+    }
+    backward_task_any(x, y, grad, q, n, d, metric, gx, gy, blocks)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn backward_task_avx2<F: Real>(
+    x: &[F],
+    y: &[F],
+    grad: &[F],
+    q: usize,
+    n: usize,
+    d: usize,
+    metric: Metric,
+    gx: &mut [F],
+    gy: &mut [F],
+    blocks: usize,
+) {
+    backward_task_any(x, y, grad, q, n, d, metric, gx, gy, blocks)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn backward_task_any<F: Real>(
+    x: &[F],
+    y: &[F],
+    grad: &[F],
+    q: usize,
+    n: usize,
+    d: usize,
+    metric: Metric,
+    gx: &mut [F],
+    gy: &mut [F],
+    blocks: usize,
+) {
+    let iy = inv_norms(y, d);
+    let yh = if metric == Metric::Cosine {
+        normalized(y, &iy, d)
+    } else {
+        Vec::new()
+    };
+    gy.iter_mut().for_each(|v| *v = F::zero());
+    if blocks <= 1 {
+        backward_rows(x, y, &yh, grad, q, n, d, metric, gx, gy);
+    } else {
+        let rows = q.div_ceil(blocks);
+        let partials: Vec<Vec<F>> = gx
+            .par_chunks_mut(rows * d)
+            .enumerate()
+            .map(|(b, gxb)| {
+                let r = gxb.len() / d;
+                let mut acc = vec![F::zero(); n * d];
+                let (xb, gb) = (
+                    &x[b * rows * d..(b * rows + r) * d],
+                    &grad[b * rows * n..(b * rows + r) * n],
+                );
+                backward_rows(xb, y, &yh, gb, r, n, d, metric, gxb, &mut acc);
+                acc
+            })
+            .collect();
+        for p in partials {
+            for (o, v) in gy.iter_mut().zip(p) {
+                *o = *o + v;
             }
-            F::gemm(
-                q,
-                n,
-                d,
-                neg2,
-                grad,
-                n as isize,
-                1,
-                y,
-                d as isize,
-                1,
-                F::one(),
-                gx,
-                d as isize,
-            );
-            for (j, (g, yr)) in gy.chunks_exact_mut(d).zip(y.chunks_exact(d)).enumerate() {
-                let s = two * (0..q).fold(F::zero(), |a, i| a + grad[i * n + j]);
-                for (o, &v) in g.iter_mut().zip(yr) {
-                    *o = s * v;
-                }
-            }
-            F::gemm(
-                n,
-                q,
-                d,
-                neg2,
-                grad,
-                1,
-                n as isize,
-                x,
-                d as isize,
-                1,
-                F::one(),
-                gy,
-                d as isize,
-            );
         }
-        Metric::Cosine => {
-            // dist = 1 - xh.yh with xh = x / max(|x|, eps): gxh = -g yh, gyh = -g^T xh.
-            let (ix, iy) = (inv_norms(x, d), inv_norms(y, d));
-            let xh: Vec<F> = x
-                .chunks_exact(d)
-                .zip(&ix)
-                .flat_map(|(r, &s)| r.iter().map(move |&v| v * s))
-                .collect();
-            let yh: Vec<F> = y
-                .chunks_exact(d)
-                .zip(&iy)
-                .flat_map(|(r, &s)| r.iter().map(move |&v| v * s))
-                .collect();
-            F::gemm(
-                q,
-                n,
-                d,
-                -F::one(),
-                grad,
-                n as isize,
-                1,
-                &yh,
-                d as isize,
-                1,
-                F::zero(),
-                gx,
-                d as isize,
-            );
-            F::gemm(
-                n,
-                q,
-                d,
-                -F::one(),
-                grad,
-                1,
-                n as isize,
-                &xh,
-                d as isize,
-                1,
-                F::zero(),
-                gy,
-                d as isize,
-            );
-            project_normalize(x, &xh, &ix, d, gx);
-            project_normalize(y, &yh, &iy, d, gy);
-        }
+    }
+    if metric == Metric::Cosine {
+        project_normalize(y, &yh, &iy, d, gy);
     }
 }
 
@@ -476,13 +678,14 @@ pub fn pairwise_backward<F: Real>(
         return value_err("gx/gy: wrong sizes");
     }
     pool::install_for(tasks * q * n * d, |par| {
+        let blocks = if par { blocks_per_task(tasks, q) } else { 1 };
         let task = |(t, (gxt, gyt)): (usize, (&mut [F], &mut [F]))| {
             let (xt, yt) = (
                 &x[t * q * d..(t + 1) * q * d],
                 &y[t * n * d..(t + 1) * n * d],
             );
             let gt = &grad[t * q * n..(t + 1) * q * n];
-            backward_task(xt, yt, gt, q, n, d, metric, gxt, gyt)
+            backward_task(xt, yt, gt, q, n, d, metric, gxt, gyt, blocks)
         };
         if par {
             gx.par_chunks_mut(q * d)
@@ -644,25 +847,27 @@ pub fn proto_distances_backward<F: Real>(
     {
         return value_err("protos/g_support/g_query: wrong sizes");
     }
-    let task = |g_proto: &mut Vec<F>, (t, (gq, gs)): (usize, (&mut [F], &mut [F]))| {
-        backward_task(
-            &query[t * q * d..(t + 1) * q * d],
-            &protos[t * ways * d..(t + 1) * ways * d],
-            &grad[t * q * ways..(t + 1) * q * ways],
-            q,
-            ways,
-            d,
-            metric,
-            gq,
-            g_proto,
-        );
-        let (lt, ct) = (
-            &labels[t * s..(t + 1) * s],
-            &counts[t * ways..(t + 1) * ways],
-        );
-        mean_backward_task(g_proto, lt, ct, d, gs);
-    };
     pool::install_for(tasks * q * ways * d, |par| {
+        let blocks = if par { blocks_per_task(tasks, q) } else { 1 };
+        let task = |g_proto: &mut Vec<F>, (t, (gq, gs)): (usize, (&mut [F], &mut [F]))| {
+            backward_task(
+                &query[t * q * d..(t + 1) * q * d],
+                &protos[t * ways * d..(t + 1) * ways * d],
+                &grad[t * q * ways..(t + 1) * q * ways],
+                q,
+                ways,
+                d,
+                metric,
+                gq,
+                g_proto,
+                blocks,
+            );
+            let (lt, ct) = (
+                &labels[t * s..(t + 1) * s],
+                &counts[t * ways..(t + 1) * ways],
+            );
+            mean_backward_task(g_proto, lt, ct, d, gs);
+        };
         if par {
             let scratch = || vec![F::zero(); ways * d];
             g_query
@@ -774,6 +979,21 @@ mod tests {
     }
 
     #[test]
+    fn blocked_backward_equals_single_block() {
+        let (q, n, d) = (37, 6, 9);
+        for metric in [Metric::SqEuclidean, Metric::Cosine] {
+            let (x, y, g) = (data(q * d, 2), data(n * d, 4), data(q * n, 6));
+            let (mut gx1, mut gy1) = (vec![0.0; q * d], vec![0.0; n * d]);
+            let (mut gx4, mut gy4) = (vec![0.0; q * d], vec![0.0; n * d]);
+            backward_task(&x, &y, &g, q, n, d, metric, &mut gx1, &mut gy1, 1);
+            pool::install(|| backward_task(&x, &y, &g, q, n, d, metric, &mut gx4, &mut gy4, 4));
+            for (a, b) in gx1.iter().zip(&gx4).chain(gy1.iter().zip(&gy4)) {
+                assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
     fn bad_inputs_are_errors() {
         let mut out = [0.0; 1];
         assert!(pairwise(
@@ -822,31 +1042,107 @@ mod tests {
 mod timing {
     use super::*;
 
+    /// Interleaved A/B timing of the two small-shape forward strategies (best of rounds).
     #[test]
     #[ignore]
-    fn time_small_episode_shapes() {
+    fn time_episode_shape_parts() {
         let (b, q, n, d) = (32usize, 75usize, 5usize, 64usize);
-        let x: Vec<f32> = (0..b * q * d).map(|i| (i % 17) as f32 * 0.1).collect();
+        let x: Vec<f32> = (0..b * q * d).map(|i| (i % 19) as f32 * 0.1).collect();
         let y: Vec<f32> = (0..b * n * d).map(|i| (i % 13) as f32 * 0.1).collect();
         let mut out = vec![0f32; b * q * n];
-        let dims = Dims { tasks: b, q, n, d };
-        for _ in 0..3 {
-            let t = std::time::Instant::now();
-            for _ in 0..1000 {
-                pairwise(&x, &y, dims, Metric::SqEuclidean, &mut out).unwrap();
+        let tiled = |out: &mut [f32]| {
+            for t in 0..b {
+                let (xt, yt) = (
+                    &x[t * q * d..(t + 1) * q * d],
+                    &y[t * n * d..(t + 1) * n * d],
+                );
+                forward_block(
+                    xt,
+                    yt,
+                    q,
+                    n,
+                    d,
+                    Metric::SqEuclidean,
+                    &mut out[t * q * n..(t + 1) * q * n],
+                );
             }
-            let t1 = t.elapsed().as_secs_f64() * 1e3;
-            let t = std::time::Instant::now();
-            for _ in 0..1000 {
-                check_finite(&x, "x").unwrap();
+        };
+        let lanes = |out: &mut [f32]| {
+            for t in 0..b {
+                let (xt, yt) = (
+                    &x[t * q * d..(t + 1) * q * d],
+                    &y[t * n * d..(t + 1) * n * d],
+                );
+                for (o, xr) in out[t * q * n..(t + 1) * q * n]
+                    .chunks_exact_mut(n)
+                    .zip(xt.chunks_exact(d))
+                {
+                    for (v, yr) in o.iter_mut().zip(yt.chunks_exact(d)) {
+                        *v = lane_sum(xr, yr, |a, b| (a - b) * (a - b));
+                    }
+                }
             }
-            let t2 = t.elapsed().as_secs_f64() * 1e3;
+        };
+        let (mut best_t, mut best_l) = (f64::MAX, f64::MAX);
+        for _ in 0..15 {
             let t = std::time::Instant::now();
-            for _ in 0..1000 {
-                pairwise_unchecked(&x, &y, dims, Metric::SqEuclidean, &mut out);
+            for _ in 0..200 {
+                tiled(&mut out);
             }
-            let t3 = t.elapsed().as_secs_f64() * 1e3;
-            eprintln!("pairwise {t1:.1} us, check_finite(x) {t2:.1} us, unchecked {t3:.1} us");
+            best_t = best_t.min(t.elapsed().as_secs_f64() * 1e6 / 200.0);
+            let t = std::time::Instant::now();
+            for _ in 0..200 {
+                lanes(&mut out);
+            }
+            best_l = best_l.min(t.elapsed().as_secs_f64() * 1e6 / 200.0);
         }
+        eprintln!("tiled (avx2 dispatch) {best_t:.1} us, lane_sum per pair (sse2) {best_l:.1} us");
+        let s = 25;
+        let sup: Vec<f32> = (0..b * s * d).map(|i| (i % 17) as f32 * 0.1).collect();
+        let labels: Vec<i64> = (0..b * s).map(|i| (i % n) as i64).collect();
+        let ed = EpisodeDims {
+            tasks: b,
+            support: s,
+            query: q,
+            dim: d,
+            ways: n,
+        };
+        let mut protos = vec![0f32; b * n * d];
+        let grad = vec![1f32; b * q * n];
+        let (mut gs, mut gq) = (vec![0f32; b * s * d], vec![0f32; b * q * d]);
+        let (mut best_f, mut best_b) = (f64::MAX, f64::MAX);
+        for _ in 0..10 {
+            let t = std::time::Instant::now();
+            for _ in 0..200 {
+                proto_distances(
+                    &sup,
+                    &labels,
+                    &x,
+                    ed,
+                    Metric::SqEuclidean,
+                    &mut out,
+                    &mut protos,
+                )
+                .unwrap();
+            }
+            best_f = best_f.min(t.elapsed().as_secs_f64() * 1e6 / 200.0);
+            let t = std::time::Instant::now();
+            for _ in 0..200 {
+                proto_distances_backward(
+                    &sup,
+                    &labels,
+                    &x,
+                    &protos,
+                    &grad,
+                    ed,
+                    Metric::SqEuclidean,
+                    &mut gs,
+                    &mut gq,
+                )
+                .unwrap();
+            }
+            best_b = best_b.min(t.elapsed().as_secs_f64() * 1e6 / 200.0);
+        }
+        eprintln!("proto_distances {best_f:.1} us, backward {best_b:.1} us");
     }
 }

@@ -42,9 +42,10 @@ pub fn num_threads() -> usize {
     current_pool().current_num_threads()
 }
 
-/// Batches below this many multiply-adds run on the calling thread: handing work to the
-/// pool wakes its threads, which costs tens of microseconds, more than such a batch takes.
-pub const PARALLEL_MIN_WORK: usize = 1 << 18;
+/// Batches below this many multiply-adds (about a millisecond of one core) run on the
+/// calling thread: waking the pool's threads costs tens of microseconds, and on small
+/// machines whose cores are SMT siblings a second thread gains little on such batches.
+pub const PARALLEL_MIN_WORK: usize = 1 << 22;
 
 /// Runs `op(true)` inside the pool when `work` is large enough to pay for it, otherwise
 /// `op(false)` right here; `op` picks parallel or sequential iterators accordingly.

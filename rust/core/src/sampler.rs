@@ -40,11 +40,12 @@ pub trait Pixel: Copy + Send + Sync + 'static {
     fn convert(src: &[u8], dst: &mut [Self], table: &PixelTable);
 }
 
-/// Per-channel byte-to-float table: `((v / 255) - mean[c]) / std[c]` computed in f32.
+/// Per-channel byte-to-float conversion: `((v / 255) - mean[c]) / std[c]` in f32.
 #[derive(Debug, Clone)]
 pub struct PixelTable {
     plane: usize,
-    tables: Vec<[f32; 256]>,
+    mean: Vec<f32>,
+    std: Vec<f32>,
 }
 
 impl PixelTable {
@@ -70,19 +71,29 @@ impl PixelTable {
                 return value_err(format!("std: channel {c} is {s}; must be finite and > 0"));
             }
         }
-        let tables = mean
-            .iter()
-            .zip(&std)
-            .map(|(&m, &s)| {
-                let mut t = [0f32; 256];
-                for (v, slot) in t.iter_mut().enumerate() {
-                    *slot = ((v as f32) / 255.0 - m) / s;
-                }
-                t
-            })
-            .collect();
-        Ok(Self { plane, tables })
+        Ok(Self { plane, mean, std })
     }
+
+    fn channels(&self) -> usize {
+        self.mean.len()
+    }
+}
+
+#[inline(always)]
+fn to_float(src: &[u8], dst: &mut [f32], table: &PixelTable) {
+    let planes = src.chunks(table.plane).zip(dst.chunks_mut(table.plane));
+    for ((s, d), (&m, &sd)) in planes.zip(table.mean.iter().zip(&table.std)) {
+        for (x, y) in s.iter().zip(d.iter_mut()) {
+            *y = ((*x as f32) / 255.0 - m) / sd;
+        }
+    }
+}
+
+/// The same conversion compiled for AVX2 (the portable build targets SSE2 only).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn to_float_avx2(src: &[u8], dst: &mut [f32], table: &PixelTable) {
+    to_float(src, dst, table)
 }
 
 impl Pixel for u8 {
@@ -93,15 +104,12 @@ impl Pixel for u8 {
 
 impl Pixel for f32 {
     fn convert(src: &[u8], dst: &mut [f32], table: &PixelTable) {
-        for ((s, d), t) in src
-            .chunks(table.plane)
-            .zip(dst.chunks_mut(table.plane))
-            .zip(&table.tables)
-        {
-            for (x, y) in s.iter().zip(d.iter_mut()) {
-                *y = t[*x as usize];
-            }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor supports AVX2 (checked just above).
+            return unsafe { to_float_avx2(src, dst, table) };
         }
+        to_float(src, dst, table)
     }
 }
 
@@ -296,7 +304,7 @@ impl EpisodeSampler {
                 images.len()
             ));
         }
-        if table.tables.len() * table.plane != self.item_size {
+        if table.channels() * table.plane != self.item_size {
             return value_err("mean/std: channel layout does not match the images");
         }
         if start.checked_add(count as u64).is_none() {
