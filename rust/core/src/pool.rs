@@ -50,7 +50,13 @@ pub const PARALLEL_MIN_WORK: usize = 1 << 22;
 /// Runs `op(true)` inside the pool when `work` is large enough to pay for it, otherwise
 /// `op(false)` right here; `op` picks parallel or sequential iterators accordingly.
 pub fn install_for<R: Send>(work: usize, op: impl FnOnce(bool) -> R + Send) -> R {
-    if work < PARALLEL_MIN_WORK || num_threads() == 1 {
+    install_if(work >= PARALLEL_MIN_WORK, op)
+}
+
+/// Runs `op(true)` inside the pool when `parallel` holds (and the pool has several
+/// threads), otherwise `op(false)` on the calling thread.
+pub fn install_if<R: Send>(parallel: bool, op: impl FnOnce(bool) -> R + Send) -> R {
+    if !parallel || num_threads() == 1 {
         op(false)
     } else {
         install(|| op(true))

@@ -12,6 +12,9 @@ use rayon::prelude::*;
 use crate::error::{checked_product, value_err, Error, Result};
 use crate::pool;
 
+/// Batches of at least this many output bytes are filled by the whole pool.
+const PARALLEL_MIN_BYTES: usize = 1 << 18;
+
 /// The generator of episode `episode` under `seed`.
 pub fn episode_rng(seed: u64, episode: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -364,46 +367,50 @@ impl EpisodeSampler {
         } else {
             (out.query_x, out.query_y)
         };
-        pool::install_for(count * w * (s + q) * d, |par| {
-            if !par {
-                let mut picks = Vec::with_capacity(w * (s + q));
-                let chunks = out
-                    .support_x
-                    .chunks_mut(w * s * d)
-                    .zip(out.support_y.chunks_mut(w * s))
-                    .zip(qx_all.chunks_mut(qchunk).zip(qy_all.chunks_mut(qychunk)))
-                    .zip(out.classes.chunks_mut(w));
-                for (j, (((sx, sy), (qx, qy)), cl)) in chunks.enumerate() {
-                    let (qx, qy) = if q == 0 {
-                        (&mut qx[..0], &mut qy[..0])
-                    } else {
-                        (qx, qy)
-                    };
-                    fill_one(j, sx, sy, qx, qy, cl, &mut picks);
-                }
-                return;
-            }
-            (
-                out.support_x.par_chunks_mut(w * s * d),
-                out.support_y.par_chunks_mut(w * s),
-                qx_all.par_chunks_mut(qchunk),
-                qy_all.par_chunks_mut(qychunk),
-                out.classes.par_chunks_mut(w),
-            )
-                .into_par_iter()
-                .enumerate()
-                .for_each_init(
-                    || Vec::with_capacity(w * (s + q)),
-                    |picks, (j, (sx, sy, qx, qy, cl))| {
+        // Copies are cheap per byte: a few episodes already pay for waking the pool.
+        pool::install_if(
+            count > 1 && count * w * (s + q) * d >= PARALLEL_MIN_BYTES,
+            |par| {
+                if !par {
+                    let mut picks = Vec::with_capacity(w * (s + q));
+                    let chunks = out
+                        .support_x
+                        .chunks_mut(w * s * d)
+                        .zip(out.support_y.chunks_mut(w * s))
+                        .zip(qx_all.chunks_mut(qchunk).zip(qy_all.chunks_mut(qychunk)))
+                        .zip(out.classes.chunks_mut(w));
+                    for (j, (((sx, sy), (qx, qy)), cl)) in chunks.enumerate() {
                         let (qx, qy) = if q == 0 {
                             (&mut qx[..0], &mut qy[..0])
                         } else {
                             (qx, qy)
                         };
-                        fill_one(j, sx, sy, qx, qy, cl, picks)
-                    },
-                );
-        });
+                        fill_one(j, sx, sy, qx, qy, cl, &mut picks);
+                    }
+                    return;
+                }
+                (
+                    out.support_x.par_chunks_mut(w * s * d),
+                    out.support_y.par_chunks_mut(w * s),
+                    qx_all.par_chunks_mut(qchunk),
+                    qy_all.par_chunks_mut(qychunk),
+                    out.classes.par_chunks_mut(w),
+                )
+                    .into_par_iter()
+                    .enumerate()
+                    .for_each_init(
+                        || Vec::with_capacity(w * (s + q)),
+                        |picks, (j, (sx, sy, qx, qy, cl))| {
+                            let (qx, qy) = if q == 0 {
+                                (&mut qx[..0], &mut qy[..0])
+                            } else {
+                                (qx, qy)
+                            };
+                            fill_one(j, sx, sy, qx, qy, cl, picks)
+                        },
+                    );
+            },
+        );
         Ok(())
     }
 }
