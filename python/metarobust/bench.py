@@ -161,8 +161,8 @@ def omniglot_like(data_root: str | None = None, image_size: int = 28,
     """``(images, labels, source)``: Omniglot background, 964 classes x 20, uint8 (N, 1, S, S).
 
     From ``<data_root or $METAROBUST_DATA>/omniglot-npz/images_background.npz`` when it
-    exists (ink = ``~images`` as 255, resized 105 -> ``image_size`` with PIL ``Image.BOX``
-    area averaging); otherwise synthetic random pixels of the same shape.
+    exists (dark ink on white as in the source; resized 105 -> ``image_size`` with PIL
+    ``Image.BOX`` area averaging); otherwise synthetic random pixels of the same shape.
     """
     root = data_root if data_root is not None else os.environ.get("METAROBUST_DATA")
     path = os.path.join(root, "omniglot-npz", "images_background.npz") if root else None
@@ -170,15 +170,15 @@ def omniglot_like(data_root: str | None = None, image_size: int = 28,
         from PIL import Image
 
         with np.load(path) as z:
-            ink = ~z["images"]  # bool (classes, 20, 105, 105), True = ink
-        classes, per_class = ink.shape[:2]
-        flat = ink.reshape(-1, *ink.shape[2:])
+            white = z["images"]  # bool (classes, 20, 105, 105), True = background
+        classes, per_class = white.shape[:2]
+        flat = white.reshape(-1, *white.shape[2:])
         images = np.empty((flat.shape[0], 1, image_size, image_size), np.uint8)
         for i, im in enumerate(flat):
             pil = Image.fromarray(im.view(np.uint8) * np.uint8(255), mode="L")
             images[i, 0] = np.asarray(pil.resize((image_size, image_size), Image.BOX))
         labels = np.repeat(np.arange(classes, dtype=np.int64), per_class)
-        return images, labels, f"Omniglot background ({path}), ink=255, BOX-resized"
+        return images, labels, f"Omniglot background ({path}), dark ink on white, BOX-resized"
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (964 * 20, 1, image_size, image_size), dtype=np.uint8)
     labels = np.repeat(np.arange(964, dtype=np.int64), 20)
