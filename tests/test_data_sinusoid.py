@@ -93,7 +93,7 @@ def test_bad_arguments(kwargs, error, match):
 
 def test_bad_indices():
     tasks = sinusoid()
-    with pytest.raises(ValueError, match="i must be"):
+    with pytest.raises(ValueError, match="i: must be"):
         tasks.sample(-1)
     with pytest.raises(TypeError, match="start"):
         tasks.sample_batch(0.5, 2)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import _core
+from ._checks import check_int as _check_int
 
 DTYPES = {"float32": np.float32, "uint8": np.uint8}
 _NUMPY = {torch.float32: np.float32, torch.uint8: np.uint8, torch.int64: np.int64}
@@ -71,16 +72,6 @@ def _as_arrays(data: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(data, torch.Tensor) or isinstance(labels, torch.Tensor):
         raise TypeError("dataset: pass numpy arrays (tensor.numpy()), not torch tensors")
     return data, labels
-
-
-def _check_int(value: Any, name: str, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name}: must be {allowed}, got {value}")
-    return value
 
 
 class EpisodeSampler:

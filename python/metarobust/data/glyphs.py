@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
+from .._checks import check_int as _check_int
 from .dataset import ImageDataset
 
 __all__ = ["SPLITS", "glyph_class_ids", "glyphs"]
@@ -35,15 +36,6 @@ SPLITS = ("train", "val", "test")
 #: Version of the glyph generator; bumped whenever the same arguments would give other images.
 GENERATOR_VERSION = 1
 _MAX_SEED = 2**64 - 1
-
-
-def _check_int(value: object, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    v = int(value)
-    if v < low or v > high:
-        raise ValueError(f"{name} must be in {low}..{high}, got {v}")
-    return v
 
 
 def _check_split(split: object) -> str:

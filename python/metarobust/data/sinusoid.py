@@ -26,6 +26,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .._checks import check_int as _check_int
+
 __all__ = [
     "AMPLITUDE_RANGE",
     "PHASE_RANGE",
@@ -50,16 +52,6 @@ class SinusoidTask(NamedTuple):
     query_y: torch.Tensor  # (Q, 1)
     amplitude: torch.Tensor  # () or (B,)
     phase: torch.Tensor  # () or (B,)
-
-
-def _check_int(value: object, name: str, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    v = int(value)
-    if v < low or (high is not None and v > high):
-        allowed = f">= {low}" if high is None else f"in {low}..{high}"
-        raise ValueError(f"{name} must be {allowed}, got {v}")
-    return v
 
 
 class SinusoidTasks:
