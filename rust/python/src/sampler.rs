@@ -1,8 +1,8 @@
 //! The episode sampler: holds a reference to the dataset arrays (never a copy) and fills
 //! output arrays allocated by the caller, with the GIL released.
 
-use metarobust_core::sampler::{BatchOut, EpisodeSampler, PixelTable};
-use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
+use metarobust_core::sampler::{BatchOut, EpisodeSampler, Pixel, PixelTable};
+use numpy::{Element, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -137,36 +137,55 @@ impl SamplerCore {
         let mut sy = checked::<i64>(support_y, "support_y", "int64", 2)?.readwrite();
         let mut qy = checked::<i64>(query_y, "query_y", "int64", 2)?.readwrite();
         let mut cl = checked::<i64>(classes, "classes", "int64", 2)?.readwrite();
-        let (sy, qy, cl) = (sy.as_slice_mut()?, qy.as_slice_mut()?, cl.as_slice_mut()?);
-        if let Ok(sx) = checked::<f32>(support_x, "support_x", "float32", 5) {
-            let mut sx = sx.readwrite();
-            let mut qx = checked::<f32>(query_x, "query_x", "float32", 5)?.readwrite();
-            let out = BatchOut {
-                support_x: sx.as_slice_mut()?,
-                support_y: sy,
-                query_x: qx.as_slice_mut()?,
-                query_y: qy,
-                classes: cl,
-            };
-            run_detached(py, || {
-                self.inner
-                    .sample_into(images, &self.table, start, count, out)
-            })
+        let labels = (sy.as_slice_mut()?, qy.as_slice_mut()?, cl.as_slice_mut()?);
+        if checked::<f32>(support_x, "support_x", "float32", 5).is_ok() {
+            self.fill_as::<f32>(
+                py, start, count, images, support_x, query_x, labels, "float32",
+            )
         } else {
-            let mut sx = checked::<u8>(support_x, "support_x", "uint8 or float32", 5)?.readwrite();
-            let mut qx = checked::<u8>(query_x, "query_x", "uint8", 5)?.readwrite();
-            let out = BatchOut {
-                support_x: sx.as_slice_mut()?,
-                support_y: sy,
-                query_x: qx.as_slice_mut()?,
-                query_y: qy,
-                classes: cl,
-            };
-            run_detached(py, || {
-                self.inner
-                    .sample_into(images, &self.table, start, count, out)
-            })
+            self.fill_as::<u8>(
+                py,
+                start,
+                count,
+                images,
+                support_x,
+                query_x,
+                labels,
+                "uint8 or float32",
+            )
         }
+    }
+}
+
+type LabelOutputs<'a> = (&'a mut [i64], &'a mut [i64], &'a mut [i64]);
+
+impl SamplerCore {
+    /// `fill` once the image outputs' element type is known.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_as<T: Pixel + Element>(
+        &self,
+        py: Python<'_>,
+        start: u64,
+        count: usize,
+        images: &[u8],
+        support_x: &Bound<'_, PyAny>,
+        query_x: &Bound<'_, PyAny>,
+        (support_y, query_y, classes): LabelOutputs<'_>,
+        dtype: &str,
+    ) -> PyResult<()> {
+        let mut sx = checked::<T>(support_x, "support_x", dtype, 5)?.readwrite();
+        let mut qx = checked::<T>(query_x, "query_x", dtype, 5)?.readwrite();
+        let out = BatchOut {
+            support_x: sx.as_slice_mut()?,
+            support_y,
+            query_x: qx.as_slice_mut()?,
+            query_y,
+            classes,
+        };
+        run_detached(py, || {
+            self.inner
+                .sample_into(images, &self.table, start, count, out)
+        })
     }
 }
 
