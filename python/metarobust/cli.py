@@ -3,6 +3,9 @@
 ::
 
     metarobust quickstart                  # the main job on the embedded glyphs
+    metarobust train --learner protonet --dataset glyphs --ways 20 --shots 1 --queries 5 \
+        --episodes 20000 --out runs/proto
+    metarobust eval runs/proto --ways 5 --shots 1 --episodes 600   # last line: JSON
     metarobust data prepare omniglot --root R --split background --out CACHE
     metarobust bench sampler|kernels|all   # side-by-side ratios against NumPy/torch
 """
@@ -10,46 +13,145 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from . import __version__
 from .bench import add_bench_parser
+from .config import DATASETS, DEVICES, LEARNERS, TrainConfig
 from .data.prepare import add_data_parser
+
+TRAIN_FLAGS = {
+    # flag: (type, help); all default to None so a --config file's values survive
+    "learner": (str, f"one of {', '.join(LEARNERS)}"),
+    "dataset": (str, f"one of {', '.join(DATASETS)}"),
+    "data_root": (str, "dataset folder (omniglot: shared/data or omniglot-py)"),
+    "split": (str, "training split (omniglot: background | evaluation | a split file)"),
+    "val_split": (str, "validation split (glyphs: val by default)"),
+    "model": (str, "backbone: conv4_snell | conv4_finn | conv4_mini | resnet12"),
+    "ways": (int, "classes per training episode"),
+    "shots": (int, "support items per class"),
+    "queries": (int, "query items per class"),
+    "test_ways": (int, "validation ways"),
+    "test_shots": (int, "validation shots"),
+    "test_queries": (int, "validation queries"),
+    "meta_batch": (int, "tasks per step (default 1 ProtoNet, 32 MAML)"),
+    "inner_steps": (int, "MAML inner steps"),
+    "inner_lr": (float, "MAML inner learning rate"),
+    "test_inner_steps": (int, "MAML inner steps at evaluation"),
+    "metric": (str, "ProtoNet metric: sqeuclidean | cosine"),
+    "prototype": (str, "ProtoNet prototypes: mean | median | trimmed_mean | geometric_median"),
+    "lr": (float, "meta learning rate (Adam)"),
+    "schedule": (str, "cosine | step | constant"),
+    "episodes": (int, "training episodes in all"),
+    "minutes": (float, "or a time budget"),
+    "val_every": (int, "steps between validations"),
+    "val_episodes": (int, "episodes per validation"),
+    "image_size": (int, "image side in pixels"),
+    "glyph_classes": (int, "glyphs: training classes"),
+    "checkpoint_every": (int, "steps between resumable checkpoints"),
+    "chunk_size": (int, "tasks per forward/backward chunk"),
+    "device": (str, f"one of {', '.join(DEVICES)}"),
+    "seed": (int, "random seed"),
+}
+
+
+def train(args: argparse.Namespace) -> int:
+    from .train import Trainer
+
+    cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
+    overrides = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}
+    if args.rotations:
+        overrides["rotations"] = True
+    if "episodes" in overrides and "minutes" not in overrides:
+        overrides["minutes"] = None
+    if "minutes" in overrides and "episodes" not in overrides:
+        overrides["episodes"] = None
+    cfg = TrainConfig.from_dict({**cfg.to_dict(), **overrides}, source="arguments")
+    result = Trainer(cfg, args.out).fit()
+    print(json.dumps({"run": str(args.out), **result}))
+    return 0
+
+
+def evaluate_run(args: argparse.Namespace) -> int:
+    from .episodes import EpisodeSampler
+    from .evaluate import evaluate
+    from .train import load_dataset, load_run, resolve_device
+
+    learner = load_run(args.run_dir)
+    cfg = learner.config
+    if args.dataset is not None or args.data_root is not None:
+        cfg = dataclasses.replace(cfg, dataset=args.dataset or cfg.dataset,
+                                  data_root=args.data_root or cfg.data_root)
+    split = args.split or {"glyphs": "test", "omniglot": "evaluation"}.get(cfg.dataset)
+    ds = load_dataset(cfg, split, "test")
+    ways = args.ways or cfg.test_ways
+    shots = args.shots or cfg.test_shots
+    queries = args.queries if args.queries is not None else cfg.test_queries
+    if args.inner_steps is not None and hasattr(learner, "test_inner_steps"):
+        learner.test_inner_steps = args.inner_steps
+    device = resolve_device(args.device)
+    sampler = EpisodeSampler(ds, ways=ways, shots=shots, queries=queries, seed=args.seed,
+                             dtype="uint8")
+    res = evaluate(learner.to(device), sampler, args.episodes, device=device)
+    res.update(learner=cfg.learner, dataset=cfg.dataset, split=split)
+    print(f"{cfg.learner} on {cfg.dataset}/{split}: {ways}-way {shots}-shot, "
+          f"accuracy {100 * res['accuracy']:.2f}% ± {100 * res['ci95']:.2f}% "
+          f"(95% CI, {res['episodes']} episodes)")
+    print(json.dumps(res))
+    return 0
 
 
 def quickstart(args: argparse.Namespace) -> int:
-    """Embedded glyphs -> Rust episodes -> a raw-pixel prototype classifier with a 95% CI."""
+    """Embedded glyphs: a raw-pixel baseline, then a ProtoNet and a first-order MAML trained
+    briefly and evaluated on held-out glyph classes (mean accuracy ± 95% CI)."""
+    import tempfile
+
     import metarobust as mr
 
-    t0 = time.perf_counter()
+    from .evaluate import evaluate, mean_ci95
+    from .train import Trainer
+
+    torch.manual_seed(args.seed)
     test = mr.data.glyphs(num_classes=args.classes, per_class=20, image_size=28,
                           seed=args.seed, split="test")
-    print(f"glyphs: {len(test)} images of {test.num_classes} classes rendered in "
-          f"{time.perf_counter() - t0:.2f} s")
     sampler = mr.EpisodeSampler(test, ways=args.ways, shots=args.shots, queries=15,
-                                seed=args.seed)
-    flat = lambda x: x.flatten(2)  # noqa: E731 - (B, n, C, H, W) -> (B, n, C*H*W)
-    batch_size = 50
-    scores, sampling = [], 0.0
-    with sampler.batches(batch_size, num_batches=-(-args.episodes // batch_size)) as batches:
-        t0 = time.perf_counter()
-        for batch in batches:
-            sampling += time.perf_counter() - t0
-            dist = mr.ops.prototype_distances(flat(batch.support_x), batch.support_y,
-                                              flat(batch.query_x), args.ways)
-            scores.append((dist.argmin(-1) == batch.query_y).double().mean(1))
+                                seed=args.seed, dtype="uint8")
+    flat = lambda x: x.flatten(2).float() / 255  # noqa: E731 - (B, n, C, H, W) -> (B, n, D)
+    scores = []
+    with sampler.batches(50, num_batches=-(-args.episodes // 50)) as batches:
+        for b in batches:
+            dist = mr.ops.prototype_distances(flat(b.support_x), b.support_y, flat(b.query_x),
+                                              args.ways)
+            scores.append((dist.argmin(-1) == b.query_y).double().mean(1))
+    rows = [("raw pixels, prototypes", *mean_ci95(torch.cat(scores)[: args.episodes]), 0.0)]
+    runs = [("protonet", dict(ways=20, shots=args.shots, queries=5, meta_batch=1,
+                              episodes=args.proto_episodes, lr=1e-3)),
+            ("fomaml", dict(ways=args.ways, shots=args.shots, queries=5, meta_batch=8,
+                            episodes=args.maml_episodes, lr=1e-3, inner_lr=0.4,
+                            inner_steps=1, test_inner_steps=3))]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, kw in runs:
+            cfg = TrainConfig(learner=name, dataset="glyphs", seed=args.seed,
+                              glyph_classes=args.train_classes, val_every=10**9,
+                              test_ways=args.ways, test_shots=args.shots, test_queries=15,
+                              **kw)
             t0 = time.perf_counter()
-    correct = torch.cat(scores)[: args.episodes].numpy()
-    print(f"sampler: {len(correct)} episodes ({args.ways}-way {args.shots}-shot, 15 queries), "
-          f"{len(correct) / max(sampling, 1e-9):,.0f} episodes/s seen by the consumer")
-    mean, ci = correct.mean(), 1.96 * correct.std(ddof=1) / np.sqrt(len(correct))
-    print(f"raw-pixel prototype classifier: accuracy {100 * mean:.2f}% ± {100 * ci:.2f}% "
-          f"(95% CI, {len(correct)} episodes; chance {100 / args.ways:.0f}%)")
+            trainer = Trainer(cfg, f"{tmp}/{name}")
+            trainer.fit()
+            res = evaluate(trainer.learner, sampler, args.episodes, device=trainer.device)
+            rows.append((f"{name}, {kw['episodes']} training episodes", res["accuracy"],
+                         res["ci95"], time.perf_counter() - t0))
+    print(f"\n{args.ways}-way {args.shots}-shot on {test.num_classes} held-out glyph classes, "
+          f"{args.episodes} episodes each (chance {100 / args.ways:.0f}%):")
+    print(f"  {'method':42s} {'accuracy':>9s} {'95% CI':>8s} {'train+eval':>11s}")
+    for name, acc, ci, secs in rows:
+        print(f"  {name:42s} {100 * acc:8.2f}% {100 * ci:7.2f}% {secs:10.1f}s")
     return 0
 
 
@@ -62,10 +164,37 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quickstart", help="the main job on the embedded glyph data")
     q.add_argument("--ways", type=int, default=5)
     q.add_argument("--shots", type=int, default=1)
-    q.add_argument("--episodes", type=int, default=600)
-    q.add_argument("--classes", type=int, default=200)
+    q.add_argument("--episodes", type=int, default=600, help="evaluation episodes")
+    q.add_argument("--classes", type=int, default=200, help="held-out glyph classes")
+    q.add_argument("--train-classes", type=int, default=1000)
+    q.add_argument("--proto-episodes", type=int, default=3000)
+    q.add_argument("--maml-episodes", type=int, default=1600)
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=quickstart)
+
+    t = sub.add_parser("train", help="meta-train a learner into a run directory")
+    for name, (typ, text) in TRAIN_FLAGS.items():
+        t.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None,
+                       help=text)
+    t.add_argument("--rotations", action="store_true", help="Omniglot: add rotated classes")
+    t.add_argument("--config", default=None, help="a TOML config (flags override it)")
+    t.add_argument("--out", required=True, help="run directory (resumes if it holds a run)")
+    t.set_defaults(func=train)
+
+    e = sub.add_parser("eval", help="evaluate a run: mean accuracy with a 95%% CI")
+    e.add_argument("run_dir")
+    e.add_argument("--dataset", choices=DATASETS, default=None)
+    e.add_argument("--data-root", default=None)
+    e.add_argument("--split", default=None)
+    e.add_argument("--ways", type=int, default=None)
+    e.add_argument("--shots", type=int, default=None)
+    e.add_argument("--queries", type=int, default=None)
+    e.add_argument("--episodes", type=int, default=600)
+    e.add_argument("--inner-steps", type=int, default=None, help="MAML test-time steps")
+    e.add_argument("--device", choices=DEVICES, default="auto")
+    e.add_argument("--seed", type=int, default=1234, help="evaluation episode seed")
+    e.set_defaults(func=evaluate_run)
+
     add_data_parser(sub)
     add_bench_parser(sub)
     return parser
@@ -79,6 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"metarobust: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("metarobust: interrupted (a resumable checkpoint was saved where training)",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

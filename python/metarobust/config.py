@@ -1,0 +1,144 @@
+"""Training configuration: one dataclass, saved beside every run as TOML.
+
+>>> cfg = TrainConfig(learner="protonet", dataset="glyphs", ways=20, shots=1, queries=5)
+>>> cfg.save("run/config.toml"); TrainConfig.load("run/config.toml") == cfg  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+LEARNERS = ("protonet", "maml", "fomaml", "metasgd", "anil")
+DATASETS = ("glyphs", "omniglot", "folder", "idx")
+SCHEDULES = ("cosine", "step", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a ``metarobust train`` run depends on. ``None`` means "the default for
+    this learner/dataset" (resolved by :meth:`resolved`)."""
+
+    learner: str = "protonet"
+    dataset: str = "glyphs"
+    data_root: str | None = None
+    split: str | None = None          # training split (dataset default when None)
+    val_split: str | None = None      # validation split (none when None, glyphs: "val")
+    model: str | None = None          # backbone; conv4_snell (ProtoNet) / conv4_finn (MAML)
+    image_size: int = 28
+    rotations: bool = False           # Omniglot: rotated copies as new classes
+    glyph_classes: int = 1000         # glyphs: number of training classes
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15
+    test_ways: int | None = None
+    test_shots: int | None = None
+    test_queries: int | None = None
+    meta_batch: int | None = None     # tasks per step: 1 (ProtoNet) / 32 (MAML)
+    inner_steps: int = 1
+    inner_lr: float = 0.4
+    test_inner_steps: int | None = None
+    metric: str = "sqeuclidean"
+    prototype: str = "mean"
+    lr: float = 1e-3
+    schedule: str = "cosine"
+    episodes: int | None = None       # training tasks in all (steps = episodes / meta_batch)
+    minutes: float | None = None      # or a time budget
+    val_every: int = 500              # steps between validations
+    val_episodes: int = 200
+    chunk_size: int | None = None     # tasks per forward/backward chunk (memory bound)
+    device: str = "auto"
+    seed: int = 0
+    checkpoint_every: int = 1000      # steps between resumable checkpoints
+
+    def check(self) -> TrainConfig:
+        """Raises ValueError naming the first bad field."""
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: expected one of {', '.join(allowed)}; got "
+                                 f"{getattr(self, name)!r}")
+
+        choice("learner", LEARNERS)
+        choice("dataset", DATASETS)
+        choice("schedule", SCHEDULES)
+        choice("device", DEVICES)
+        for name in ("ways", "shots", "image_size", "inner_steps", "val_every", "val_episodes",
+                     "glyph_classes", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("test_ways", "test_shots", "meta_batch", "test_inner_steps", "episodes",
+                     "chunk_size"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name}: must be >= 1, got {v}")
+        for name in ("queries", "test_queries", "seed"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise ValueError(f"{name}: must be >= 0, got {v}")
+        if self.queries < 1:
+            raise ValueError(f"queries: training needs >= 1 query per class, got {self.queries}")
+        if not (self.lr > 0 and self.inner_lr >= 0):
+            raise ValueError(f"lr, inner_lr: must be > 0 and >= 0, got {self.lr}, {self.inner_lr}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ValueError(f"minutes: must be > 0, got {self.minutes}")
+        if self.episodes is None and self.minutes is None:
+            raise ValueError("episodes, minutes: give one of them (how long to train)")
+        if self.dataset != "glyphs" and not self.data_root:
+            raise ValueError(f"data_root: dataset {self.dataset!r} needs --data-root")
+        return self
+
+    def resolved(self) -> TrainConfig:
+        """A copy with the learner-dependent defaults filled in."""
+        maml = self.learner != "protonet"
+        return dataclasses.replace(
+            self,
+            model=self.model or ("conv4_finn" if maml else "conv4_snell"),
+            meta_batch=self.meta_batch or (32 if maml else 1),
+            test_ways=self.test_ways or self.ways,
+            test_shots=self.test_shots or self.shots,
+            test_queries=self.test_queries if self.test_queries is not None else 15,
+            test_inner_steps=self.test_inner_steps or self.inner_steps,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes TOML atomically (None fields are left out: TOML has no null)."""
+        path = Path(path)
+        data = {k: v for k, v in self.to_dict().items() if v is not None}
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(tomli_w.dumps(data))
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown keys {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config: no file at {path}")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"config: {path} is not valid TOML ({e})") from None
+        return cls.from_dict(data, source=str(path))

@@ -1,0 +1,12 @@
+"""Meta-learners: ProtoNet and the MAML family (MAML, first-order MAML, Meta-SGD, ANIL).
+
+All share :class:`Learner`'s interface: ``meta_backward(batch, ways)`` (meta-training loss,
+back-propagated), ``evaluate_batch(batch, ways)`` (per-task query accuracy),
+``query_logits(batch, ways)`` and ``predict(support_x, support_y, query_x)`` for one task.
+"""
+
+from .base import Learner, Task, task_batch_norm
+from .maml import MAML
+from .protonet import ProtoNet
+
+__all__ = ["MAML", "Learner", "ProtoNet", "Task", "task_batch_norm"]

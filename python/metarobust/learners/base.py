@@ -1,0 +1,331 @@
+"""The shared learner interface.
+
+A learner is an ``nn.Module`` holding every meta-parameter. The trainer owns the optimiser:
+
+>>> learner.train()                                   # doctest: +SKIP
+>>> opt.zero_grad()                                   # doctest: +SKIP
+>>> stats = learner.meta_backward(batch, ways=5)      # doctest: +SKIP
+>>> opt.step()                                        # doctest: +SKIP
+
+``batch`` is an :class:`~metarobust.Episode` (or a sinusoid task batch) with a leading task
+dimension ``B``, already on the learner's device. Images arrive as the sampler's float32 in
+[0, 1] or as uint8 (converted here to ``x / 255``); the optional ``normalize=(mean, std)``
+is applied inside the learner, so ``predict`` takes raw [0, 1] images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Learner", "Task", "task_batch_norm"]
+
+
+def _check_chunk(chunk_size: Any) -> int | None:
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+        raise TypeError(f"chunk_size: expected an int or None, got {type(chunk_size).__name__}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size: must be >= 1 or None, got {chunk_size}")
+    return chunk_size
+
+
+def _stats(value: Any, name: str) -> torch.Tensor:
+    t = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+    if t.numel() == 0 or not bool(torch.isfinite(t).all()):
+        raise ValueError(f"normalize: {name} must be one or more finite values, got {value!r}")
+    return t
+
+
+def batch_fields(batch: Any) -> list[str]:
+    if dataclasses.is_dataclass(batch):
+        return [f.name for f in dataclasses.fields(batch)]
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return list(batch._fields)
+    raise TypeError(f"batch: expected an Episode (or a task NamedTuple), got "
+                    f"{type(batch).__name__}")
+
+
+def slice_batch(batch: Any, start: int, stop: int) -> Any:
+    """Tasks ``start:stop`` of a batch (an Episode dataclass or a NamedTuple of tensors)."""
+    names = batch_fields(batch)
+    parts = {n: getattr(batch, n)[start:stop] for n in names}
+    if dataclasses.is_dataclass(batch):
+        return dataclasses.replace(batch, **parts)
+    return type(batch)(**parts)
+
+
+# ---------------------------------------------------------------- per-task BatchNorm
+
+def _grouped_bn(module: nn.modules.batchnorm._BatchNorm, groups: int, x: torch.Tensor):
+    """BatchNorm with statistics of each of ``groups`` equal slices of the batch.
+
+    Same result as running the module on each slice in turn: normalisation by the slice's
+    own biased variance, and running statistics updated once per slice, in order.
+    """
+    n = x.shape[0]
+    if groups <= 1 or n % groups:
+        return module._orig_forward(x)  # type: ignore[attr-defined]
+    xs = x.reshape(groups, n // groups, *x.shape[1:])
+    dims = (1, *range(3, xs.dim()))
+    mean = xs.mean(dim=dims, keepdim=True)
+    var = xs.var(dim=dims, unbiased=False, keepdim=True)
+    y = (xs - mean) * torch.rsqrt(var + module.eps)
+    shape = (1, 1, -1, *([1] * (xs.dim() - 3)))
+    if module.affine:
+        y = y * module.weight.reshape(shape) + module.bias.reshape(shape)
+    if module.training and module.track_running_stats and module.running_mean is not None:
+        count = xs.numel() // (groups * xs.shape[2])
+        with torch.no_grad():
+            m = mean.reshape(groups, -1).detach()
+            v = var.reshape(groups, -1).detach() * (count / max(count - 1, 1))
+            for g in range(groups):
+                module.num_batches_tracked.add_(1)
+                mom = (1.0 / float(module.num_batches_tracked) if module.momentum is None
+                       else module.momentum)
+                module.running_mean.mul_(1 - mom).add_(m[g].to(module.running_mean.dtype),
+                                                       alpha=mom)
+                module.running_var.mul_(1 - mom).add_(v[g].to(module.running_var.dtype),
+                                                      alpha=mom)
+    return y.reshape(x.shape)
+
+
+@contextlib.contextmanager
+def task_batch_norm(model: nn.Module, groups: int) -> Iterator[None]:
+    """Within the block, BatchNorm layers of ``model`` that use batch statistics compute them
+    over each of ``groups`` equal consecutive slices of the batch (one slice per task), so
+    one forward over ``groups`` tasks never mixes their statistics."""
+    patched = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (
+                m.training or m.running_mean is None):
+            m._orig_forward = m.forward  # type: ignore[attr-defined]
+            m.forward = lambda x, m=m: _grouped_bn(m, groups, x)  # type: ignore[method-assign]
+            patched.append(m)
+    try:
+        yield
+    finally:
+        for m in patched:
+            del m.forward
+            del m._orig_forward
+
+
+# ---------------------------------------------------------------- the base class
+
+class Learner(nn.Module):
+    """Base class of the learners.
+
+    Args:
+        normalize: optional ``(mean, std)``, one value or one per channel, applied to the
+            [0, 1] inputs inside the learner (``(x - mean) / std``).
+        chunk_size: tasks processed together in ``meta_backward`` / ``evaluate_batch``
+            (None: the whole batch at once). Smaller chunks bound peak memory; gradients
+            are the same.
+
+    Subclasses implement ``_chunk_outputs(chunk, ways, meta)`` returning the query outputs
+    ``(c, Q, ways)`` (``meta``: keep the graph to the meta-parameters) and ``_predict_one``.
+    """
+
+    task = "classification"
+
+    def __init__(self, normalize: Sequence[Any] | None = None,
+                 chunk_size: int | None = None) -> None:
+        super().__init__()
+        self.chunk_size = _check_chunk(chunk_size)
+        if normalize is not None:
+            if not isinstance(normalize, (tuple, list)) or len(normalize) != 2:
+                raise ValueError(f"normalize: expected (mean, std) or None, got {normalize!r}")
+            mean, std = _stats(normalize[0], "mean"), _stats(normalize[1], "std")
+            if bool((std <= 0).any()):
+                raise ValueError(f"normalize: std must be > 0, got {normalize[1]!r}")
+            self.register_buffer("norm_mean", mean.float())
+            self.register_buffer("norm_std", std.float())
+        else:
+            self.norm_mean: torch.Tensor | None = None
+            self.norm_std: torch.Tensor | None = None
+
+    # ------------------------------------------------------------ helpers
+
+    def _param_ref(self) -> torch.Tensor:
+        """A tensor with the learner's dtype and device (float32 CPU if it has none)."""
+        for t in self.parameters():
+            return t
+        for t in self.buffers():
+            if t.is_floating_point():
+                return t
+        return torch.empty(0)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Sampler output to model input: uint8 -> float / 255, then ``(x - mean) / std``."""
+        ref = self._param_ref()
+        if x.dtype == torch.uint8:
+            x = x.to(ref.dtype) / 255.0
+        elif not x.is_floating_point():
+            raise TypeError(f"x: expected float images in [0, 1] or uint8, got {x.dtype}")
+        if self.norm_mean is not None:
+            if x.dim() < 2:
+                raise ValueError(f"x: expected (n, C, ...) inputs, got shape {tuple(x.shape)}")
+            c = self.norm_mean.numel()
+            if c != 1 and x.shape[1] != c:
+                raise ValueError(f"normalize: {c} channel statistics for inputs with "
+                                 f"{x.shape[1]} channels")
+            shape = (1, -1, *([1] * (x.dim() - 2)))
+            x = ((x - self.norm_mean.to(x.dtype).reshape(shape))
+                 / self.norm_std.to(x.dtype).reshape(shape))
+        return x
+
+    def _check_batch(self, batch: Any, ways: int | None) -> None:
+        batch_fields(batch)
+        sx, sy, qx, qy = batch.support_x, batch.support_y, batch.query_x, batch.query_y
+        if sx.dim() < 3 or qx.dim() != sx.dim():
+            raise ValueError(f"batch: expected support_x/query_x with a leading task dimension "
+                             f"(B, n, ...), got {tuple(sx.shape)} and {tuple(qx.shape)}")
+        b = sx.shape[0]
+        if not (sy.shape[:2] == sx.shape[:2] and qy.shape[:2] == qx.shape[:2]
+                and qx.shape[0] == b and sx.shape[2:] == qx.shape[2:]):
+            raise ValueError(f"batch: inconsistent shapes support_x {tuple(sx.shape)}, support_y "
+                             f"{tuple(sy.shape)}, query_x {tuple(qx.shape)}, query_y "
+                             f"{tuple(qy.shape)}")
+        if self.task == "classification":
+            if isinstance(ways, bool) or not isinstance(ways, int) or ways < 1:
+                raise ValueError(f"ways: expected an int >= 1, got {ways!r}")
+            if sy.dim() != 2 or qy.dim() != 2:
+                raise ValueError("batch: labels must be (B, n) integer tensors")
+            for y, name in ((sy, "support_y"), (qy, "query_y")):
+                if y.is_floating_point() or y.dtype == torch.bool:
+                    raise TypeError(f"batch.{name}: expected integer labels, got {y.dtype}")
+            # one device sync for both label sets
+            if bool(((sy < 0) | (sy >= ways)).any() | ((qy < 0) | (qy >= ways)).any()):
+                for y, name in ((sy, "support_y"), (qy, "query_y")):
+                    lo, hi = int(y.min()), int(y.max())
+                    if lo < 0 or hi >= ways:
+                        raise ValueError(f"batch.{name}: labels must be in 0..{ways - 1} "
+                                         f"(ways={ways}), got values in {lo}..{hi}")
+
+    def _chunks(self, b: int) -> Iterator[tuple[int, int]]:
+        step = self.chunk_size or b
+        for start in range(0, b, step):
+            yield start, min(b, start + step)
+
+    def _task_losses(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor,
+                                                                          torch.Tensor]:
+        """Per-task query loss and accuracy (classification) or MSE (regression)."""
+        c, q = out.shape[:2]
+        if self.task == "regression":
+            err = F.mse_loss(out, y.to(out.dtype).reshape(out.shape), reduction="none")
+            loss = err.reshape(c, -1).mean(1)
+            return loss, loss.detach()
+        loss = F.cross_entropy(out.reshape(c * q, -1), y.reshape(-1), reduction="none")
+        acc = (out.detach().argmax(-1) == y).to(out.dtype).mean(1)
+        return loss.reshape(c, q).mean(1), acc
+
+    # ------------------------------------------------------------ the interface
+
+    def _chunk_outputs(self, chunk: Any, ways: int | None, meta: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    def meta_backward(self, batch: Any, ways: int | None) -> dict[str, float]:
+        """Meta-training loss on ``batch`` (mean over its tasks), back-propagated into the
+        meta-parameters' ``.grad`` (accumulating; the caller zeroes and steps).
+
+        Returns ``{"loss", "accuracy"}`` averaged over tasks (regression: ``{"loss", "mse"}``).
+        """
+        if not torch.is_grad_enabled():
+            raise RuntimeError("meta_backward: gradients are disabled (called under "
+                               "torch.no_grad()); use evaluate_batch to evaluate")
+        self._check_batch(batch, ways)
+        b = batch.support_x.shape[0]
+        total_loss = total_metric = 0.0
+        for start, stop in self._chunks(b):
+            chunk = slice_batch(batch, start, stop)
+            out = self._chunk_outputs(chunk, ways, meta=True)
+            loss, metric = self._task_losses(out, chunk.query_y)
+            (loss.sum() / b).backward()
+            total_loss += float(loss.detach().sum())
+            total_metric += float(metric.sum())
+        key = "mse" if self.task == "regression" else "accuracy"
+        return {"loss": total_loss / b, key: total_metric / b}
+
+    def query_logits(self, batch: Any, ways: int | None) -> torch.Tensor:
+        """Query outputs ``(B, Q, ways)`` (after adaptation, for MAML), without meta-graph."""
+        self._check_batch(batch, ways)
+        outs = []
+        for start, stop in self._chunks(batch.support_x.shape[0]):
+            outs.append(self._chunk_outputs(slice_batch(batch, start, stop), ways,
+                                            meta=False).detach())
+        return torch.cat(outs)
+
+    def evaluate_batch(self, batch: Any, ways: int | None) -> torch.Tensor:
+        """Query accuracy of each task ``(B,)`` (regression: query MSE of each task)."""
+        out = self.query_logits(batch, ways)
+        with torch.no_grad():
+            return self._task_losses(out, batch.query_y)[1]
+
+    def predict(self, support_x: torch.Tensor, support_y: torch.Tensor,
+                query_x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(n_query, ways)`` for one task of the user's own, in eval mode.
+
+        ``support_x (n, C, H, W)`` images as the sampler gives them (float32 in [0, 1]),
+        ``support_y (n,)`` labels covering ``0..ways-1``, ``query_x (m, C, H, W)``.
+        """
+        for t, name in ((support_x, "support_x"), (support_y, "support_y"),
+                        (query_x, "query_x")):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if support_x.dim() < 2 or query_x.dim() != support_x.dim():
+            raise ValueError(f"support_x, query_x: expected (n, C, H, W) and (m, C, H, W), got "
+                             f"{tuple(support_x.shape)} and {tuple(query_x.shape)}")
+        if support_x.shape[1:] != query_x.shape[1:]:
+            raise ValueError(f"query_x: item shape {tuple(query_x.shape[1:])} differs from "
+                             f"support_x's {tuple(support_x.shape[1:])}")
+        if query_x.shape[0] == 0:
+            raise ValueError("query_x: needs at least one item")
+        ways = None
+        if self.task == "classification":
+            if support_y.dim() != 1 or support_y.shape[0] != support_x.shape[0]:
+                raise ValueError(f"support_y: expected shape ({support_x.shape[0]},) matching "
+                                 f"support_x, got {tuple(support_y.shape)}")
+            if support_y.is_floating_point() or support_y.dtype == torch.bool:
+                raise TypeError(f"support_y: expected integer labels, got {support_y.dtype}")
+            if support_y.numel() == 0:
+                raise ValueError("support_y: the support set is empty")
+            ways = int(support_y.max()) + 1
+            present = torch.unique(support_y).tolist()
+            if int(support_y.min()) < 0 or len(present) != ways:
+                missing = sorted(set(range(ways)) - set(present))
+                raise ValueError(
+                    f"support_y: labels must cover 0..ways-1 with ways = max + 1 = {ways}; "
+                    f"got labels {present}" + (f" (missing {missing})" if missing else ""))
+        elif support_y.shape[0] != support_x.shape[0]:
+            raise ValueError(f"support_y: {support_y.shape[0]} targets for "
+                             f"{support_x.shape[0]} inputs")
+        device = self._param_ref().device
+        was_training = self.training
+        self.eval()
+        try:
+            out = self._predict_one(support_x.to(device), support_y.to(device),
+                                    query_x.to(device), ways)
+        finally:
+            self.train(was_training)
+        return out.detach().to(query_x.device)
+
+    def _predict_one(self, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor,
+                     ways: int | None) -> torch.Tensor:
+        task = Task(sx[None], sy[None], qx[None], None)
+        return self._chunk_outputs(task, ways, meta=False)[0]
+
+
+class Task(NamedTuple):
+    """A minimal batch of tasks (leading dimension B), for ``predict`` and tests."""
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: Any

@@ -1,0 +1,88 @@
+"""Prototypical networks (Snell et al., 2017), with robust prototypes.
+
+Logits are ``-scale * distance(query embedding, class prototype)``; the loss is the
+cross-entropy. Mean prototypes run the fused ``mr.ops.prototype_distances`` (one Rust call
+on CPU); robust ones (median, trimmed mean, geometric median) ``mr.ops.prototypes`` then
+``mr.ops.pairwise_distances``. Nothing in the learner fixes ways or shots: train 20-way
+5-shot, test 5-way 1-shot.
+
+BatchNorm: each task (its support and query items together) is one forward-pass group, and
+batch statistics are computed per task even when a chunk of tasks is embedded in one
+forward (see :func:`~metarobust.learners.base.task_batch_norm`); running statistics are
+updated once per task in order, so results do not depend on ``chunk_size``. In eval mode
+the running statistics are used.
+
+>>> import metarobust as mr
+>>> learner = ProtoNet(mr.models.build_model("conv4_snell", 1, 28))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import ops
+from .base import Learner, task_batch_norm
+
+__all__ = ["ProtoNet"]
+
+
+class ProtoNet(Learner):
+    """Prototypical network.
+
+    Args:
+        backbone: embedding network ``(N, ...) -> (N, D)``.
+        metric: "sqeuclidean" (Snell et al.) or "cosine" (``1 - cos``; use a ``scale``
+            around 10 so the softmax is not flat).
+        prototype: "mean", "median", "trimmed_mean" or "geometric_median".
+        trim: fraction cut at each end for "trimmed_mean".
+        scale: logits are ``-scale * distances``.
+        normalize, chunk_size: see :class:`Learner`.
+    """
+
+    def __init__(self, backbone: nn.Module, metric: str = "sqeuclidean",
+                 prototype: str = "mean", *, trim: float = 0.2, scale: float = 1.0,
+                 normalize: Sequence[Any] | None = None,
+                 chunk_size: int | None = None) -> None:
+        super().__init__(normalize=normalize, chunk_size=chunk_size)
+        if not isinstance(backbone, nn.Module):
+            raise TypeError(f"backbone: expected an nn.Module, got {type(backbone).__name__}")
+        if metric not in ops.METRICS:
+            raise ValueError(f"metric: expected one of {', '.join(ops.METRICS)}; got {metric!r}")
+        if prototype not in ops.METHODS:
+            raise ValueError(f"prototype: expected one of {', '.join(ops.METHODS)}; got "
+                             f"{prototype!r}")
+        if not 0.0 <= trim < 0.5:
+            raise ValueError(f"trim: must be in [0, 0.5), got {trim}")
+        if not (scale > 0 and scale < float("inf")):
+            raise ValueError(f"scale: must be finite and > 0, got {scale}")
+        self.backbone = backbone
+        self.metric = metric
+        self.prototype = prototype
+        self.trim = float(trim)
+        self.scale = float(scale)
+
+    def embed(self, x: torch.Tensor, tasks: int = 1) -> torch.Tensor:
+        """Embeddings ``(N, D)`` of ``N`` raw items, BatchNorm statistics per each of ``tasks``
+        equal consecutive groups."""
+        x = self.normalize(x)
+        with task_batch_norm(self.backbone, tasks):
+            out = self.backbone(x)
+        return out.reshape(x.shape[0], -1)
+
+    def _chunk_outputs(self, chunk: Any, ways: int | None, meta: bool) -> torch.Tensor:
+        sx, sy, qx = chunk.support_x, chunk.support_y, chunk.query_x
+        c, s, q = sx.shape[0], sx.shape[1], qx.shape[1]
+        with torch.set_grad_enabled(meta and torch.is_grad_enabled()):
+            items = torch.cat([sx, qx], dim=1).reshape(c * (s + q), *sx.shape[2:])
+            emb = self.embed(items, tasks=c).reshape(c, s + q, -1)
+            se, qe = emb[:, :s], emb[:, s:]
+            if self.prototype == "mean":
+                dist = ops.prototype_distances(se, sy, qe, ways, self.metric)
+            else:
+                protos = ops.prototypes(se, sy, ways, self.prototype, trim=self.trim)
+                dist = ops.pairwise_distances(qe, protos, self.metric)
+            return dist * -self.scale

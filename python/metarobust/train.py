@@ -1,0 +1,242 @@
+"""Meta-training: datasets and learners from a :class:`TrainConfig`, the training loop with
+validation, resumable checkpoints and metrics, and :func:`load_run`.
+
+A run directory holds ``config.toml`` (the full resolved config), ``metrics.jsonl`` (one
+JSON object per logged step or validation), ``last.pt`` (resumable: model, optimiser, step,
+RNG state) and ``best.pt`` (the best validation accuracy, or the final model without
+validation). Episodes come from the counter-based sampler by position, so a resumed run
+sees exactly the episodes an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from . import data as mrdata
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .episodes import EpisodeSampler
+from .evaluate import evaluate
+from .learners import MAML, ProtoNet
+from .models import build_model
+
+MAML_VARIANTS = {"maml": ("second", "maml"), "fomaml": ("first", "maml"),
+                 "metasgd": ("second", "metasgd"), "anil": ("second", "anil")}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def load_dataset(cfg: TrainConfig, split: str | None, role: str = "train"):
+    """The dataset of ``cfg`` for ``split`` (``role`` picks the glyph split by default)."""
+    if cfg.dataset == "glyphs":
+        n = cfg.glyph_classes if role == "train" else 200
+        return mrdata.glyphs(num_classes=n, per_class=20, image_size=cfg.image_size,
+                             seed=cfg.seed, split=split or role)
+    root = cfg.data_root
+    if not root or not Path(root).exists():
+        raise FileNotFoundError(f"data_root: {root!r} does not exist")
+    if cfg.dataset == "omniglot":
+        return mrdata.omniglot(root, split=split or ("background" if role == "train"
+                                                      else "evaluation"),
+                               image_size=cfg.image_size, rotations=cfg.rotations)
+    if cfg.dataset == "folder":
+        return mrdata.image_folder(root, image_size=cfg.image_size, split_csv=split)
+    # idx: data_root holds <split>-images-idx3-ubyte[.gz] and <split>-labels-idx1-ubyte[.gz]
+    prefix = split or ("train" if role == "train" else "t10k")
+    found = {}
+    for kind in ("images", "labels"):
+        hits = sorted(Path(root).glob(f"{prefix}-{kind}-idx*"))
+        if not hits:
+            raise FileNotFoundError(f"data_root: no {prefix}-{kind}-idx* file in {root}")
+        found[kind] = hits[0]
+    return mrdata.idx(found["images"], found["labels"])
+
+
+def build_learner(cfg: TrainConfig, in_channels: int) -> torch.nn.Module:
+    """The learner of a resolved config."""
+    backbone = build_model(cfg.model, in_channels=in_channels, image_size=cfg.image_size)
+    if cfg.learner == "protonet":
+        return ProtoNet(backbone, metric=cfg.metric, prototype=cfg.prototype,
+                        chunk_size=cfg.chunk_size)
+    order, variant = MAML_VARIANTS[cfg.learner]
+    return MAML(backbone, inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
+                test_inner_steps=cfg.test_inner_steps, order=order, variant=variant,
+                ways=cfg.ways, chunk_size=cfg.chunk_size)
+
+
+def _lr_factor(schedule: str, progress: float) -> float:
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "step":
+        return 0.5 ** int(progress * 4)  # halves at 25%, 50%, 75%
+    return 1.0
+
+
+class Trainer:
+    """Runs ``cfg`` into ``out``; resumes from ``out/last.pt`` when it exists.
+
+    >>> Trainer(TrainConfig(episodes=1000), "runs/glyphs").fit()  # doctest: +SKIP
+    """
+
+    def __init__(self, cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> None:
+        self.cfg = cfg.check().resolved()
+        self.out = Path(out)
+        self.progress = progress
+        self.device = resolve_device(self.cfg.device)
+        self.train_set = load_dataset(self.cfg, self.cfg.split, "train")
+        self.sampler = EpisodeSampler(self.train_set, ways=self.cfg.ways, shots=self.cfg.shots,
+                                      queries=self.cfg.queries, seed=self.cfg.seed,
+                                      dtype="uint8")
+        val_split = self.cfg.val_split or ("val" if self.cfg.dataset == "glyphs" else None)
+        self.val_sampler = None
+        if val_split is not None:
+            val_set = load_dataset(self.cfg, val_split, "val")
+            self.val_sampler = EpisodeSampler(
+                val_set, ways=self.cfg.test_ways, shots=self.cfg.test_shots,
+                queries=self.cfg.test_queries, seed=self.cfg.seed + 1, dtype="uint8")
+        torch.manual_seed(self.cfg.seed)
+        self.learner = build_learner(self.cfg, self.train_set.images.shape[1]).to(self.device)
+        self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=self.cfg.lr)
+        self.step, self.elapsed, self.best = 0, 0.0, -1.0
+        self.total_steps = (math.ceil(self.cfg.episodes / self.cfg.meta_batch)
+                            if self.cfg.episodes else None)
+
+    # -- state ------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        return {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "step": self.step, "elapsed": self.elapsed, "best": self.best,
+                "torch_rng": torch.get_rng_state(), "config": self.cfg.to_dict()}
+
+    def _resume(self) -> None:
+        last = self.out / "last.pt"
+        if not last.exists():
+            return
+        state = load_checkpoint(last, map_location=self.device)
+        saved = {k: v for k, v in state["config"].items() if k not in ("episodes", "minutes")}
+        mine = {k: v for k, v in self.cfg.to_dict().items() if k not in ("episodes", "minutes")}
+        if saved != mine:
+            diff = sorted(k for k in mine if saved.get(k) != mine[k])
+            raise ValueError(f"out: {self.out} holds a run with a different config "
+                             f"({', '.join(diff)}); use another --out")
+        self.learner.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.elapsed, self.best = state["step"], state["elapsed"], state["best"]
+        torch.set_rng_state(state["torch_rng"].cpu())
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _progress_fraction(self) -> float:
+        if self.total_steps:
+            return self.step / self.total_steps
+        return self.elapsed / (60 * self.cfg.minutes)
+
+    def _done(self) -> bool:
+        if self.total_steps is not None and self.step >= self.total_steps:
+            return True
+        return self.cfg.minutes is not None and self.elapsed >= 60 * self.cfg.minutes
+
+    def validate(self) -> float | None:
+        if self.val_sampler is None:
+            return None
+        res = evaluate(self.learner, self.val_sampler, self.cfg.val_episodes,
+                       device=self.device, progress=False)
+        self._log({"step": self.step, "val_accuracy": res["accuracy"], "val_ci95": res["ci95"]})
+        if res["accuracy"] > self.best:
+            self.best = res["accuracy"]
+            save_checkpoint(self._state(), self.out / "best.pt")
+        return res["accuracy"]
+
+    # -- loop -------------------------------------------------------------------------
+
+    def fit(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Trains until ``episodes`` or ``minutes`` is reached (or step ``stop_at``, leaving a
+        resumable ``last.pt``); Ctrl-C saves ``last.pt`` too."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._resume()
+        self.cfg.save(self.out / "config.toml")
+        cfg, mb = self.cfg, self.cfg.meta_batch
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {cfg.learner}",
+                   unit="step", disable=None if self.progress else True)
+        last = {}
+        batches = self.sampler.batches(mb, start=self.step * mb, prefetch=2,
+                                       pin_memory=self.device.type == "cuda")
+        try:
+            while not self._done() and (stop_at is None or self.step < stop_at):
+                t0 = time.perf_counter()
+                batch = next(batches).to(self.device, non_blocking=True)
+                lr = cfg.lr * _lr_factor(cfg.schedule, self._progress_fraction())
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                self.optimizer.zero_grad(set_to_none=True)
+                last = self.learner.meta_backward(batch, cfg.ways)
+                self.optimizer.step()
+                self.step += 1
+                dt = time.perf_counter() - t0
+                self.elapsed += dt
+                if self.step % 50 == 0 or self.step == 1:
+                    self._log({"step": self.step, "lr": lr, "episodes_per_s": mb / dt, **last})
+                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.3f}",
+                                eps=f"{mb / dt:.0f}/s")
+                bar.update(1)
+                if self.step % cfg.val_every == 0:
+                    self.validate()
+                if self.step % cfg.checkpoint_every == 0:
+                    save_checkpoint(self._state(), self.out / "last.pt")
+        except KeyboardInterrupt:
+            save_checkpoint(self._state(), self.out / "last.pt")
+            bar.close()
+            batches.close()
+            raise
+        bar.close()
+        batches.close()
+        finished = self._done()
+        if finished and self.val_sampler is not None and self.step % cfg.val_every != 0:
+            self.validate()
+        save_checkpoint(self._state(), self.out / "last.pt")
+        if finished and not (self.out / "best.pt").exists():
+            save_checkpoint(self._state(), self.out / "best.pt")
+        return {"steps": self.step, "episodes": self.step * mb, "seconds": self.elapsed,
+                "best_val_accuracy": self.best if self.best >= 0 else None, **last}
+
+
+def load_run(run_dir: str | os.PathLike, which: str = "best") -> torch.nn.Module:
+    """The trained learner of a ``metarobust train`` run (``best.pt`` or ``last.pt``), in
+    eval mode on the CPU. ``learner.predict(support_x, support_y, query_x)`` takes images as
+    the sampler's float32 output in [0, 1]."""
+    run = Path(run_dir)
+    cfg = TrainConfig.load(run / "config.toml").resolved()
+    path = run / f"{which}.pt"
+    if which not in ("best", "last"):
+        raise ValueError(f"which: expected 'best' or 'last', got {which!r}")
+    state = load_checkpoint(path)
+    in_channels = _in_channels(state["model"])
+    learner = build_learner(cfg, in_channels)
+    learner.load_state_dict(state["model"])
+    learner.config = cfg
+    return learner.eval()
+
+
+def _in_channels(model_state: dict[str, torch.Tensor]) -> int:
+    """Input channels of the first convolution in a saved state dict (1 for MLPs)."""
+    for value in model_state.values():
+        if value.dim() == 4:
+            return int(value.shape[1])
+    return 1

@@ -1,0 +1,457 @@
+"""Learners against independent references: finite differences of the second-order MAML
+meta-loss, the stop-gradient form of first-order MAML, vmap path == loop path, per-task
+BatchNorm, ProtoNet against NumPy, chunking, predict() and a smoke training run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import metarobust as mr
+from metarobust.learners import MAML, ProtoNet, Task
+from metarobust.models import build_model
+
+D, H, WAYS = 4, 5, 3
+
+
+class TanhNet(nn.Module):
+    """A smooth one-hidden-layer body (finite differences need no ReLU kinks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(D, H)
+        self.out_features = H
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.fc(x))
+
+
+class Flatten(nn.Module):
+    out_features = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
+def vector_batch(b: int = 3, shots: int = 2, queries: int = 3, seed: int = 0) -> Task:
+    g = torch.Generator().manual_seed(seed)
+    sy = torch.arange(WAYS).repeat_interleave(shots).expand(b, -1).contiguous()
+    qy = torch.arange(WAYS).repeat_interleave(queries).expand(b, -1).contiguous()
+    sx = torch.randn(b, WAYS * shots, D, generator=g, dtype=torch.float64) + sy[..., None]
+    qx = torch.randn(b, WAYS * queries, D, generator=g, dtype=torch.float64) + qy[..., None]
+    return Task(sx, sy, qx, qy)
+
+
+def image_batch(b: int = 3, shots: int = 2, queries: int = 2, side: int = 8,
+                seed: int = 0) -> Task:
+    g = torch.Generator().manual_seed(seed)
+    sy = torch.arange(WAYS).repeat(shots).expand(b, -1).contiguous()
+    qy = torch.arange(WAYS).repeat(queries).expand(b, -1).contiguous()
+    sx = torch.rand(b, WAYS * shots, 1, side, side, generator=g, dtype=torch.float64)
+    qx = torch.rand(b, WAYS * queries, 1, side, side, generator=g, dtype=torch.float64)
+    return Task(sx, sy, qx, qy)
+
+
+def tiny_maml(variant: str = "maml", order: str = "second", steps: int = 2,
+              path: str = "loop", seed: int = 0, **kw) -> MAML:
+    torch.manual_seed(seed)
+    return MAML(TanhNet(), inner_lr=0.5, inner_steps=steps, order=order, variant=variant,
+                ways=WAYS, path=path, **kw).double()
+
+
+def tiny_conv_maml(variant: str, order: str, path: str, **kw) -> MAML:
+    torch.manual_seed(0)
+    net = build_model("conv4_finn", 1, 8, filters=3)
+    return MAML(net, inner_lr=0.3, inner_steps=2, test_inner_steps=3, order=order,
+                variant=variant, ways=WAYS, path=path, **kw).double()
+
+
+def grads(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+# ---------------------------------------------------------------- MAML references
+
+def reference_meta_loss(p: dict[str, torch.Tensor], batch: Task, steps: int,
+                        lrs: dict[str, torch.Tensor] | float) -> float:
+    """Mean query loss after `steps` plain gradient steps, written out by hand."""
+
+    def f(q: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(x @ q["net.body.fc.weight"].T + q["net.body.fc.bias"])
+        return h @ q["net.head.weight"].T + q["net.head.bias"]
+
+    total = 0.0
+    for i in range(batch.support_x.shape[0]):
+        q = {k: v.detach().clone() for k, v in p.items()}
+        for _ in range(steps):
+            with torch.enable_grad():
+                q = {k: v.requires_grad_(True) for k, v in q.items()}
+                loss = F.cross_entropy(f(q, batch.support_x[i]), batch.support_y[i])
+                g = torch.autograd.grad(loss, list(q.values()))
+            q = {k: (v - (lrs[k] if isinstance(lrs, dict) else lrs) * gk).detach()
+                 for (k, v), gk in zip(q.items(), g)}
+        total += float(F.cross_entropy(f(q, batch.query_x[i]), batch.query_y[i]))
+    return total / batch.support_x.shape[0]
+
+
+@pytest.mark.parametrize("variant, path", [("maml", "loop"), ("maml", "vmap"),
+                                           ("metasgd", "loop")])
+def test_second_order_matches_finite_differences(variant: str, path: str) -> None:
+    batch = vector_batch()
+    learner = tiny_maml(variant, "second", steps=2, path=path)
+    out = learner.meta_backward(batch, WAYS)
+    params = {n: p.detach().clone() for n, p in learner.named_parameters()
+              if n.startswith("net.")}
+    lr_names = ["net." + n for n in learner._fast_names]
+    lrs = ({n: a.detach().clone() for n, a in zip(lr_names, learner.inner_lrs)}
+           if variant == "metasgd" else 0.5)
+    assert out["loss"] == pytest.approx(reference_meta_loss(params, batch, 2, lrs), rel=1e-10)
+
+    eps = 1e-6
+    rng = np.random.default_rng(0)
+    checked = 0
+    targets = [(n, params, learner.get_parameter(n)) for n in params]
+    if variant == "metasgd":
+        targets += [(n, lrs, a) for n, a in zip(lr_names, learner.inner_lrs)]
+    for name, table, param in targets:
+        for flat in rng.choice(param.numel(), size=min(2, param.numel()), replace=False):
+            idx = np.unravel_index(flat, param.shape)
+            saved = table[name][idx].item()
+            table[name][idx] = saved + eps
+            up = reference_meta_loss(params, batch, 2, lrs)
+            table[name][idx] = saved - eps
+            down = reference_meta_loss(params, batch, 2, lrs)
+            table[name][idx] = saved
+            fd = (up - down) / (2 * eps)
+            assert param.grad[idx].item() == pytest.approx(fd, rel=1e-5, abs=1e-8), name
+            checked += 1
+    assert checked >= 8
+
+    # Not vacuous: the first-order gradient differs from the second-order one.
+    fo = tiny_maml(variant, "first", steps=2)
+    fo.meta_backward(batch, WAYS)
+    w = "net.body.fc.weight"
+    assert not torch.allclose(fo.get_parameter(w).grad, learner.get_parameter(w).grad,
+                              rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("path", ["loop", "vmap"])
+def test_first_order_is_stop_gradient(path: str) -> None:
+    batch = vector_batch()
+    learner = tiny_maml("maml", "first", steps=2, path=path)
+    out = learner.meta_backward(batch, WAYS)
+
+    # Reference: adapted parameters computed without graph; the meta-gradient is the
+    # gradient of the query loss at the adapted parameters, averaged over tasks.
+    ref = tiny_maml("maml", "first", steps=2)
+    names = [n for n, _ in ref.net.named_parameters()]
+    total = {n: torch.zeros_like(p) for n, p in ref.net.named_parameters()}
+    losses = []
+    b = batch.support_x.shape[0]
+    for i in range(b):
+        q = {n: p.detach().clone() for n, p in ref.net.named_parameters()}
+        for _ in range(2):
+            q = {n: v.requires_grad_(True) for n, v in q.items()}
+            loss = F.cross_entropy(torch.func.functional_call(ref.net, q, batch.support_x[i]),
+                                   batch.support_y[i])
+            g = torch.autograd.grad(loss, [q[n] for n in names])
+            q = {n: (q[n] - 0.5 * gn).detach() for n, gn in zip(names, g)}
+        q = {n: v.requires_grad_(True) for n, v in q.items()}
+        loss = F.cross_entropy(torch.func.functional_call(ref.net, q, batch.query_x[i]),
+                               batch.query_y[i])
+        g = torch.autograd.grad(loss, [q[n] for n in names])
+        loss = loss.detach()
+        for n, gn in zip(names, g):
+            total[n] += gn / b
+        losses.append(loss.item())
+    assert out["loss"] == pytest.approx(np.mean(losses), rel=1e-10)
+    got = dict(learner.net.named_parameters())
+    for n in names:
+        torch.testing.assert_close(got[n].grad, total[n], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant, order", [("maml", "second"), ("maml", "first"),
+                                            ("metasgd", "second"), ("anil", "second"),
+                                            ("anil", "first")])
+def test_vmap_equals_loop(variant: str, order: str) -> None:
+    batch = image_batch()
+    results = {}
+    for path in ("loop", "vmap"):
+        learner = tiny_conv_maml(variant, order, path)
+        out = learner.meta_backward(batch, WAYS)
+        with torch.no_grad():  # evaluation adapts with inner gradients even so
+            logits = learner.query_logits(batch, WAYS)
+        results[path] = (out, grads(learner), logits)
+    (lo, lg, ll), (vo, vg, vl) = results["loop"], results["vmap"]
+    assert lo["loss"] == pytest.approx(vo["loss"], rel=1e-10)
+    assert lo["accuracy"] == vo["accuracy"]
+    assert lg.keys() == vg.keys()
+    expected = {n for n, _ in learner.named_parameters()}
+    assert set(lg) == expected  # every meta-parameter gets a gradient
+    for n in lg:
+        torch.testing.assert_close(vg[n], lg[n], rtol=1e-8, atol=1e-11, msg=n)
+    torch.testing.assert_close(vl, ll, rtol=1e-8, atol=1e-10)
+
+
+def test_anil_adapts_only_the_head() -> None:
+    learner = tiny_conv_maml("anil", "second", "loop")
+    assert learner._fast_names == ["head.weight", "head.bias"]
+    # With zero inner steps ANIL and MAML are the same network.
+    batch = image_batch()
+    a = tiny_conv_maml("anil", "second", "loop")
+    m = tiny_conv_maml("maml", "second", "loop")
+    a.inner_steps = m.inner_steps = 0
+    assert a.meta_backward(batch, WAYS)["loss"] == pytest.approx(
+        m.meta_backward(batch, WAYS)["loss"], rel=1e-12)
+
+
+def test_batchnorm_never_mixes_tasks() -> None:
+    batch = image_batch()
+    learner = tiny_conv_maml("maml", "second", "vmap")
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+                   for m in learner.modules())
+    before = learner.query_logits(batch, WAYS)
+    changed = Task(batch.support_x.clone(), batch.support_y, batch.query_x.clone(),
+                   batch.query_y)
+    changed.support_x[1] = changed.support_x[1] * 3 + 1
+    changed.query_x[1] = changed.query_x[1] * 2 - 0.5
+    after = learner.query_logits(changed, WAYS)
+    torch.testing.assert_close(after[0], before[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(after[2], before[2], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(after[1], before[1])
+    # Task 0 alone gives the same adapted result as task 0 inside the batch.
+    alone = learner.query_logits(Task(*(t[:1] for t in batch)), WAYS)
+    torch.testing.assert_close(alone[0], before[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("path", ["loop", "vmap"])
+def test_maml_chunking_same_gradients(path: str) -> None:
+    batch = image_batch()
+    outs = []
+    for chunk in (None, 1):
+        learner = tiny_conv_maml("metasgd", "second", path, chunk_size=chunk)
+        outs.append((learner.meta_backward(batch, WAYS), grads(learner)))
+    assert outs[0][0]["loss"] == pytest.approx(outs[1][0]["loss"], rel=1e-12)
+    for n in outs[0][1]:
+        torch.testing.assert_close(outs[0][1][n], outs[1][1][n], rtol=1e-10, atol=1e-13)
+
+
+def test_train_and_test_inner_steps() -> None:
+    batch = vector_batch()
+    learner = tiny_maml(steps=1)
+    learner.test_inner_steps = 0
+    zero = learner.query_logits(batch, WAYS)
+    with torch.no_grad():
+        plain = learner.net(batch.query_x.reshape(-1, D)).reshape(zero.shape)
+    torch.testing.assert_close(zero, plain)
+    learner.test_inner_steps = 5
+    acc5 = learner.evaluate_batch(batch, WAYS)
+    assert acc5.shape == (3,)
+    # evaluation works under no_grad (the inner loop still takes gradients)
+    with torch.no_grad():
+        torch.testing.assert_close(learner.evaluate_batch(batch, WAYS), acc5)
+    learner.meta_backward(batch, WAYS)  # train steps untouched: 1
+
+
+def test_maml_bad_ways() -> None:
+    learner = tiny_maml()
+    with pytest.raises(ValueError, match="3 outputs.*5-way"):
+        learner.meta_backward(vector_batch(), 5)
+    with pytest.raises(ValueError, match="ways"):
+        MAML(TanhNet(), ways=None)
+    with pytest.raises(ValueError, match="variant"):
+        MAML(TanhNet(), ways=3, variant="reptile")
+    with pytest.raises(ValueError, match="order"):
+        MAML(TanhNet(), ways=3, order="third")
+    with pytest.raises(ValueError, match="path"):
+        MAML(TanhNet(), ways=3, path="gpu")
+    bad = vector_batch()
+    bad.support_y[0, 0] = 7
+    with pytest.raises(ValueError, match="support_y.*0..2"):
+        learner.meta_backward(bad, WAYS)
+
+
+def test_maml_sinusoid_regression() -> None:
+    tasks = mr.data.sinusoid(shots=5, queries=5, seed=0).sample_batch(0, 3)
+    outs = {}
+    for path in ("loop", "vmap"):
+        torch.manual_seed(0)
+        learner = MAML(build_model("mlp_sinusoid", 1, None), inner_lr=0.01, inner_steps=1,
+                       task="regression", path=path)
+        outs[path] = (learner.meta_backward(tasks, None), grads(learner))
+    assert set(outs["loop"][0]) == {"loss", "mse"}
+    assert outs["loop"][0]["loss"] == pytest.approx(outs["vmap"][0]["loss"], rel=1e-5)
+    for n, g in outs["loop"][1].items():
+        torch.testing.assert_close(outs["vmap"][1][n], g, rtol=1e-4, atol=1e-6)
+    pred = learner.predict(tasks.support_x[0], tasks.support_y[0], tasks.query_x[0])
+    assert pred.shape == (5, 1)
+
+
+# ---------------------------------------------------------------- ProtoNet
+
+def numpy_logits(batch: Task, ways: int, metric: str = "sqeuclidean",
+                 how: str = "mean") -> np.ndarray:
+    sx, sy, qx = (t.numpy() for t in batch[:3])
+    out = []
+    for i in range(sx.shape[0]):
+        agg = {"mean": np.mean, "median": np.median}[how]
+        protos = np.stack([agg(sx[i][sy[i] == c], axis=0) for c in range(ways)])
+        if metric == "sqeuclidean":
+            d = ((qx[i][:, None, :] - protos[None]) ** 2).sum(-1)
+        else:
+            qn = qx[i] / np.linalg.norm(qx[i], axis=1, keepdims=True)
+            pn = protos / np.linalg.norm(protos, axis=1, keepdims=True)
+            d = 1 - qn @ pn.T
+        out.append(-d)
+    return np.stack(out)
+
+
+def embedding_batch(b: int = 2, shots: int = 3, queries: int = 4, dim: int = 6) -> Task:
+    g = torch.Generator().manual_seed(1)
+    sy = torch.stack([torch.randperm(WAYS * shots, generator=g) % WAYS for _ in range(b)])
+    qy = torch.stack([torch.randperm(WAYS * queries, generator=g) % WAYS for _ in range(b)])
+    sx = torch.randn(b, WAYS * shots, dim, generator=g, dtype=torch.float64)
+    qx = torch.randn(b, WAYS * queries, dim, generator=g, dtype=torch.float64)
+    return Task(sx, sy, qx, qy)
+
+
+@pytest.mark.parametrize("metric, how", [("sqeuclidean", "mean"), ("cosine", "mean"),
+                                         ("sqeuclidean", "median")])
+def test_protonet_matches_numpy(metric: str, how: str) -> None:
+    batch = embedding_batch()
+    learner = ProtoNet(Flatten(), metric=metric, prototype=how)
+    logits = learner.query_logits(batch, WAYS)
+    ref = numpy_logits(batch, WAYS, metric, how)
+    np.testing.assert_allclose(logits.numpy(), ref, rtol=1e-10, atol=1e-12)
+    # loss: mean over tasks of the mean query cross-entropy
+    lse = np.log(np.exp(ref).sum(-1))
+    picked = np.take_along_axis(ref, batch.query_y.numpy()[..., None], -1)[..., 0]
+    x = batch.query_x.clone().requires_grad_(True)
+    out = learner.meta_backward(Task(batch.support_x, batch.support_y, x, batch.query_y),
+                                WAYS)
+    assert out["loss"] == pytest.approx((lse - picked).mean(), rel=1e-10)
+    acc = (ref.argmax(-1) == batch.query_y.numpy()).mean()
+    assert out["accuracy"] == pytest.approx(acc)
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("prototype", ["median", "trimmed_mean", "geometric_median"])
+def test_protonet_robust_prototypes_train(prototype: str) -> None:
+    torch.manual_seed(0)
+    learner = ProtoNet(build_model("conv4_snell", 1, 16, filters=4), prototype=prototype)
+    batch = image_batch(b=2, shots=5, queries=2, side=16)
+    batch = Task(*(t.float() if t.is_floating_point() else t for t in batch))
+    out = learner.meta_backward(batch, WAYS)
+    assert np.isfinite(out["loss"]) and 0 <= out["accuracy"] <= 1
+    g = grads(learner)
+    assert len(g) == len(list(learner.parameters()))
+    assert all(torch.isfinite(t).all() for t in g.values())
+
+
+def test_protonet_chunking_same_gradients_and_bn_stats() -> None:
+    batch = image_batch(b=3, shots=2, queries=2, side=16)
+    runs = []
+    for chunk in (None, 1, 2):
+        torch.manual_seed(0)
+        learner = ProtoNet(build_model("conv4_snell", 1, 16, filters=3), chunk_size=chunk)
+        learner.double().train()
+        out = learner.meta_backward(batch, WAYS)
+        runs.append((out, grads(learner), dict(learner.named_buffers())))
+    for out, g, buf in runs[1:]:
+        assert out["loss"] == pytest.approx(runs[0][0]["loss"], rel=1e-12)
+        for n in g:
+            torch.testing.assert_close(g[n], runs[0][1][n], rtol=1e-9, atol=1e-12)
+        for n in buf:
+            torch.testing.assert_close(buf[n], runs[0][2][n], rtol=1e-10, atol=1e-12)
+
+
+def test_protonet_ways_and_shots_free() -> None:
+    torch.manual_seed(0)
+    learner = ProtoNet(build_model("conv4_snell", 1, 16, filters=3))
+    learner.meta_backward(Task(*(t.float() if t.is_floating_point() else t
+                                 for t in image_batch(side=16))), WAYS)
+    learner.eval()
+    g = torch.Generator().manual_seed(3)
+    sx = torch.rand(10, 1, 16, 16, generator=g)
+    sy = torch.arange(5).repeat(2)
+    assert learner.predict(sx, sy, torch.rand(7, 1, 16, 16, generator=g)).shape == (7, 5)
+
+
+# ---------------------------------------------------------------- predict and normalize
+
+def test_predict_shapes_and_errors() -> None:
+    torch.manual_seed(0)
+    learners = [ProtoNet(build_model("conv4_snell", 1, 16, filters=3)),
+                MAML(build_model("conv4_finn", 1, 16, filters=3), inner_steps=1, ways=3)]
+    sx, qx = torch.rand(6, 1, 16, 16), torch.rand(4, 1, 16, 16)
+    sy = torch.tensor([0, 1, 2, 0, 1, 2])
+    for learner in learners:
+        learner.train()
+        assert learner.predict(sx, sy, qx).shape == (4, 3)
+        assert learner.training  # mode restored
+        with pytest.raises(ValueError, match=r"cover 0..ways-1.*missing \[1\]"):
+            learner.predict(sx, torch.tensor([0, 2, 2, 0, 2, 0]), qx)
+        with pytest.raises(ValueError, match="support_y"):
+            learner.predict(sx, sy[:5], qx)
+        with pytest.raises(ValueError, match="query_x"):
+            learner.predict(sx, sy, torch.rand(4, 1, 12, 12))
+        with pytest.raises(ValueError, match="support_x, query_x"):
+            learner.predict(sx, sy, torch.rand(4, 16, 16))
+        with pytest.raises(TypeError, match="support_y"):
+            learner.predict(sx, sy.float(), qx)
+        with pytest.raises(TypeError, match="query_x"):
+            learner.predict(sx, sy, qx.numpy())
+    with pytest.raises(ValueError, match="3 outputs.*2-way"):
+        learners[1].predict(sx[:4], torch.tensor([0, 1, 0, 1]), qx)
+
+
+def test_normalize_hook_and_uint8() -> None:
+    torch.manual_seed(0)
+    backbone = build_model("conv4_snell", 1, 16, filters=3)
+    plain = ProtoNet(backbone).eval()
+    normed = ProtoNet(backbone, normalize=(0.5, 0.25)).eval()
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randint(0, 256, (6, 1, 16, 16), generator=g, dtype=torch.uint8)
+    q = torch.randint(0, 256, (4, 1, 16, 16), generator=g, dtype=torch.uint8)
+    sy = torch.tensor([0, 1, 2, 0, 1, 2])
+    sx01, q01 = raw.float() / 255, q.float() / 255
+    expected = plain.predict((sx01 - 0.5) / 0.25, sy, (q01 - 0.5) / 0.25)
+    torch.testing.assert_close(normed.predict(sx01, sy, q01), expected)
+    torch.testing.assert_close(normed.predict(raw, sy, q), expected)
+    assert "norm_mean" in normed.state_dict()
+    with pytest.raises(ValueError, match="normalize"):
+        ProtoNet(backbone, normalize=(0.5, 0.0))
+    with pytest.raises(ValueError, match="normalize: 3 channel"):
+        ProtoNet(backbone, normalize=([0.5] * 3, [0.2] * 3)).predict(sx01, sy, q01)
+
+
+def test_protonet_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="metric"):
+        ProtoNet(Flatten(), metric="l1")
+    with pytest.raises(ValueError, match="prototype"):
+        ProtoNet(Flatten(), prototype="mode")
+    with pytest.raises(ValueError, match="chunk_size"):
+        ProtoNet(Flatten(), chunk_size=0)
+
+
+# ---------------------------------------------------------------- smoke training
+
+def test_protonet_smoke_training() -> None:
+    """30 Adam steps of 5-way 1-shot on the glyphs: the loss goes down (about 1 s)."""
+    torch.manual_seed(0)
+    ds = mr.data.glyphs(num_classes=20, per_class=10, image_size=28)
+    sampler = mr.EpisodeSampler(ds, ways=5, shots=1, queries=5, seed=0)
+    learner = ProtoNet(build_model("conv4_snell", 1, 28, filters=32)).train()
+    opt = torch.optim.Adam(learner.parameters(), lr=1e-3)
+    losses = []
+    for step in range(30):
+        opt.zero_grad()
+        losses.append(learner.meta_backward(sampler.sample_batch(step, 1), 5)["loss"])
+        opt.step()
+    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8]), losses
+    learner.eval()
+    acc = learner.evaluate_batch(sampler.sample_batch(1000, 4), 5)
+    assert acc.shape == (4,) and float(acc.mean()) > 0.4

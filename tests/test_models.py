@@ -1,0 +1,90 @@
+"""Backbones: output shapes, out_features, parameter counts, bad arguments."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from metarobust.models import MODELS, build_model, conv4_mini, mlp_sinusoid, resnet12
+
+
+def n_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def conv_params(cin: int, f: int) -> int:
+    # 4 x (3x3 conv with bias + BatchNorm affine)
+    return (cin * f * 9 + f + 2 * f) + 3 * (f * f * 9 + f + 2 * f)
+
+
+@pytest.mark.parametrize("name, out", [("conv4_finn", 64), ("conv4_snell", 64),
+                                       ("conv4_mini", 64), ("resnet12", 640)])
+def test_shapes_28(name: str, out: int) -> None:
+    net = build_model(name, in_channels=1, image_size=28)
+    y = net(torch.rand(3, 1, 28, 28))
+    assert y.shape == (3, out) and net.out_features == out
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name, out", [("conv4_mini", 1600), ("resnet12", 640),
+                                       ("conv4_snell", 1600), ("conv4_finn", 64)])
+def test_shapes_84(name: str, out: int) -> None:
+    net = build_model(name, in_channels=3, image_size=84)
+    y = net(torch.rand(2, 3, 84, 84))
+    assert y.shape == (2, out) and net.out_features == out
+
+
+def test_conv4_mini_filters() -> None:
+    net = conv4_mini(3, 84, filters=32)  # Finn et al.'s miniImageNet width
+    assert net(torch.rand(2, 3, 84, 84)).shape == (2, 800) and net.out_features == 800
+    assert n_params(net) == conv_params(3, 32)
+
+
+def test_parameter_counts() -> None:
+    assert n_params(build_model("conv4_finn", 1, 28)) == conv_params(1, 64) == 111_936
+    assert n_params(build_model("conv4_snell", 1, 28)) == conv_params(1, 64)
+    assert n_params(build_model("conv4_mini", 3, 84)) == conv_params(3, 64)
+    # The standard ResNet-12 has about 12.4M parameters.
+    assert 12.3e6 < n_params(resnet12(3, 84)) < 12.5e6
+
+
+def test_structure() -> None:
+    finn = build_model("conv4_finn", 1, 28)
+    convs = [m for m in finn.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.stride for c in convs] == [(2, 2)] * 4
+    assert not any(isinstance(m, nn.MaxPool2d) for m in finn.modules())
+    snell = build_model("conv4_snell", 1, 28)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in snell.modules()) == 4
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in snell.modules()) == 4
+    res = resnet12(3, 84)
+    assert sum(isinstance(m, nn.LeakyReLU) and m.negative_slope == 0.1
+               for m in res.modules()) == 4
+
+
+def test_mlp_sinusoid() -> None:
+    body = mlp_sinusoid()
+    assert body(torch.rand(5, 1)).shape == (5, 40) and body.out_features == 40
+    full = mlp_sinusoid(outputs=1)  # 1-40-40-1
+    assert full(torch.rand(5, 1)).shape == (5, 1) and full.out_features == 1
+    assert n_params(full) == (1 * 40 + 40) + (40 * 40 + 40) + (40 + 1)
+    assert build_model("mlp_sinusoid", 1, None).out_features == 40
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="unknown model 'conv5'.*conv4_finn"):
+        build_model("conv5", 1, 28)
+    with pytest.raises(TypeError, match="name"):
+        build_model(4, 1, 28)
+    with pytest.raises(ValueError, match="image_size.*too small"):
+        build_model("conv4_snell", 1, 8)
+    with pytest.raises(ValueError, match="image_size"):
+        build_model("resnet12", 3, 8)
+    with pytest.raises(ValueError, match="image_size"):
+        build_model("conv4_finn", 1, None)
+    with pytest.raises(ValueError, match="in_channels"):
+        build_model("conv4_finn", 0, 28)
+    with pytest.raises(TypeError, match="conv4_finn"):
+        build_model("conv4_finn", 1, 28, widths=(1, 2))
+    assert set(MODELS) == {"conv4_finn", "conv4_snell", "conv4_mini", "resnet12",
+                           "mlp_sinusoid"}

@@ -1,0 +1,166 @@
+"""Trainer, checkpoints, evaluation and the train/eval command line, on small glyph runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import metarobust as mr
+from metarobust.checkpoint import load_checkpoint, save_checkpoint
+from metarobust.config import TrainConfig
+from metarobust.evaluate import mean_ci95
+from metarobust.train import Trainer
+
+TINY = dict(learner="protonet", dataset="glyphs", glyph_classes=30, ways=5, shots=1, queries=3,
+            val_every=4, val_episodes=10, test_queries=3, checkpoint_every=3, device="cpu",
+            seed=3)
+
+
+def tiny(**kw) -> TrainConfig:
+    return TrainConfig(**{**TINY, "episodes": 8, **kw})
+
+
+def params(learner) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in learner.state_dict().values()]
+
+
+def test_run_directory_contents_and_load_run(tmp_path):
+    result = Trainer(tiny(), tmp_path / "run", progress=False).fit()
+    assert result["steps"] == 8 and result["episodes"] == 8
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} >= {"config.toml", "metrics.jsonl", "last.pt",
+                                              "best.pt"}
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_accuracy" in r for r in lines) and any("loss" in r for r in lines)
+    assert TrainConfig.load(run / "config.toml") == tiny().resolved()
+    learner = mr.load_run(run)
+    assert not learner.training
+    ds = mr.data.glyphs(num_classes=10, per_class=5, split="test")
+    ep = mr.EpisodeSampler(ds, ways=4, shots=2, queries=3).sample(0)
+    logits = learner.predict(ep.support_x, ep.support_y, ep.query_x)
+    assert logits.shape == (12, 4) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("learner", ["protonet", "fomaml"])
+def test_resume_is_bitwise_identical(tmp_path, learner):
+    kw = dict(learner=learner, meta_batch=2, inner_steps=1, model="conv4_finn")
+    straight = Trainer(tiny(episodes=12, **kw), tmp_path / "a", progress=False)
+    straight.fit()
+    Trainer(tiny(episodes=12, **kw), tmp_path / "b", progress=False).fit(stop_at=3)
+    resumed = Trainer(tiny(episodes=12, **kw), tmp_path / "b", progress=False)
+    resumed.fit()
+    assert resumed.step == straight.step == 6
+    for a, b in zip(params(straight.learner), params(resumed.learner)):
+        assert torch.equal(a, b)
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, monkeypatch):
+    trainer = Trainer(tiny(episodes=10, val_every=100), tmp_path / "run", progress=False)
+    calls = {"n": 0}
+    original = trainer.learner.meta_backward
+
+    def interrupt_at_4(batch, ways):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return original(batch, ways)
+
+    monkeypatch.setattr(trainer.learner, "meta_backward", interrupt_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 4
+    again = Trainer(tiny(episodes=10, val_every=100), tmp_path / "run", progress=False)
+    again.fit()
+    straight = Trainer(tiny(episodes=10, val_every=100), tmp_path / "ref", progress=False)
+    straight.fit()
+    for a, b in zip(params(again.learner), params(straight.learner)):
+        assert torch.equal(a, b)
+
+
+def test_corrupt_and_foreign_checkpoints(tmp_path):
+    path = tmp_path / "x.pt"
+    save_checkpoint({"model": {}, "step": 3}, path)
+    assert load_checkpoint(path)["step"] == 3
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupt"):
+        load_checkpoint(path)
+    save_checkpoint({"weights": torch.zeros(2)}, path)
+    with pytest.raises(ValueError, match="not a metarobust checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    run = tmp_path / "run"
+    Trainer(tiny(episodes=2), run, progress=False).fit()
+    (run / "best.pt").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupt"):
+        mr.load_run(run)
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    Trainer(tiny(episodes=2), tmp_path / "run", progress=False).fit()
+    with pytest.raises(ValueError, match="different config"):
+        Trainer(tiny(episodes=4, lr=0.5), tmp_path / "run", progress=False).fit()
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(learner="reptile"), "learner: expected one of"),
+    (dict(dataset="omniglot", data_root=None), "data_root"),
+    (dict(ways=0), "ways: must be >= 1"),
+    (dict(episodes=None, minutes=None), "give one of them"),
+    (dict(schedule="linear"), "schedule"),
+])
+def test_bad_configs(kw, words):
+    with pytest.raises(ValueError, match=words):
+        Trainer(tiny(**kw), "/nonexistent/run", progress=False)
+
+
+def test_ways_above_dataset_classes_and_missing_root(tmp_path):
+    with pytest.raises(ValueError, match="ways: 40 is more than the 30 classes"):
+        Trainer(tiny(ways=40), tmp_path / "r", progress=False)
+    with pytest.raises(FileNotFoundError, match="data_root"):
+        Trainer(tiny(dataset="omniglot", data_root=str(tmp_path / "nope")), tmp_path / "r",
+                progress=False)
+
+
+def test_config_toml_round_trip_and_unknown_keys(tmp_path):
+    cfg = tiny(minutes=1.5, episodes=None, test_ways=7)
+    cfg.save(tmp_path / "c.toml")
+    assert TrainConfig.load(tmp_path / "c.toml") == cfg
+    (tmp_path / "bad.toml").write_text('learner = "protonet"\nwayz = 5\n')
+    with pytest.raises(ValueError, match="unknown keys wayz"):
+        TrainConfig.load(tmp_path / "bad.toml")
+
+
+def test_mean_ci95_against_numpy():
+    rng = np.random.default_rng(0)
+    v = rng.uniform(size=600)
+    mean, ci = mean_ci95(torch.from_numpy(v))
+    assert math.isclose(mean, v.mean())
+    assert math.isclose(ci, 1.96 * v.std(ddof=1) / math.sqrt(600))
+    with pytest.raises(ValueError, match="at least one"):
+        mean_ci95(torch.zeros(0))
+
+
+def test_cli_train_then_eval_prints_json(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "metarobust"]
+    train = subprocess.run(cmd + ["train", "--learner", "protonet", "--dataset", "glyphs",
+                                  "--glyph-classes", "30", "--ways", "5", "--shots", "1",
+                                  "--queries", "3", "--episodes", "4", "--device", "cpu",
+                                  "--out", str(run)], capture_output=True, text=True)
+    assert train.returncode == 0, train.stderr
+    ev = subprocess.run(cmd + ["eval", str(run), "--ways", "5", "--shots", "1", "--episodes",
+                               "20", "--device", "cpu"], capture_output=True, text=True)
+    assert ev.returncode == 0, ev.stderr
+    res = json.loads(ev.stdout.strip().splitlines()[-1])
+    assert res["episodes"] == 20 and 0 <= res["accuracy"] <= 1 and res["ci95"] >= 0
+    bad = subprocess.run(cmd + ["train", "--learner", "reptile", "--episodes", "1", "--out",
+                                str(tmp_path / "x")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "learner: expected one of" in bad.stderr
