@@ -164,3 +164,19 @@ def test_cli_train_then_eval_prints_json(tmp_path):
     bad = subprocess.run(cmd + ["train", "--learner", "reptile", "--episodes", "1", "--out",
                                 str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode == 2 and "learner: expected one of" in bad.stderr
+
+
+def test_omniglot_vinyals_split_run(tmp_path, data_root):
+    splits = data_root / "omniglot-splits" / "vinyals"
+    cfg = TrainConfig(learner="protonet", dataset="omniglot", data_root=str(data_root),
+                      split=str(splits / "val.txt"), ways=20, shots=1, queries=2, episodes=3,
+                      device="cpu", val_every=100)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    assert trainer.train_set.num_classes == 688
+    trainer.fit()
+    learner = mr.load_run(tmp_path / "run")
+    test = mr.data.omniglot(data_root, split=str(splits / "test.txt"), progress=False)
+    assert test.num_classes == 1692
+    res = mr.evaluate.evaluate(learner, mr.EpisodeSampler(test, ways=5, shots=1, queries=5),
+                               episodes=10, progress=False)
+    assert res["episodes"] == 10 and 0.2 <= res["accuracy"] <= 1.0
