@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # GPU checks, in a few minutes, with no build step on the GPU machine.
 # Prepare here:  maturin build --release -o .devcarry   (an abi3 wheel; .devcarry is ignored)
+#                pip download --no-deps -d .devcarry tomli-w
 # Run there:     bash benches/gpu_check.sh               (carrying .devcarry)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=${WHEELS:-.devcarry}
 SITE=$(mktemp -d)
-python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$WHEELS"/metarobust-*.whl
+# the wheel, plus any pure-Python dependency the GPU image lacks (tomli-w)
+python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$WHEELS"/*.whl
 export PYTHONPATH="$SITE" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import metarobust, torch; print('metarobust', metarobust.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
