@@ -180,3 +180,33 @@ def test_omniglot_vinyals_split_run(tmp_path, data_root):
     res = mr.evaluate.evaluate(learner, mr.EpisodeSampler(test, ways=5, shots=1, queries=5),
                                episodes=10, progress=False)
     assert res["episodes"] == 10 and 0.2 <= res["accuracy"] <= 1.0
+
+
+def test_sinusoid_regression_run_and_eval(tmp_path):
+    cfg = TrainConfig(learner="maml", dataset="sinusoid", shots=5, queries=10, meta_batch=5,
+                      inner_lr=0.01, episodes=60, val_every=6, val_episodes=20, device="cpu")
+    result = Trainer(cfg, tmp_path / "run", progress=False).fit()
+    assert result["steps"] == 12 and result["best_val_mse"] > 0
+    ev = subprocess.run([sys.executable, "-m", "metarobust", "eval", str(tmp_path / "run"),
+                         "--shots", "5", "--episodes", "30", "--device", "cpu"],
+                        capture_output=True, text=True)
+    assert ev.returncode == 0, ev.stderr
+    res = json.loads(ev.stdout.strip().splitlines()[-1])
+    assert set(res["mse_by_steps"]) == {"1", "5", "10"} and res["episodes"] == 30
+    assert all(v > 0 for v in res["mse_by_steps"].values())
+    with pytest.raises(ValueError, match="regression"):
+        TrainConfig(learner="protonet", dataset="sinusoid", episodes=1).check()
+
+
+def test_evaluate_regression_matches_a_direct_loop(tmp_path):
+    cfg = TrainConfig(learner="fomaml", dataset="sinusoid", shots=5, queries=10, meta_batch=4,
+                      inner_lr=0.01, episodes=8, device="cpu")
+    learner = Trainer(cfg, tmp_path / "run", progress=False).learner
+    tasks = mr.data.sinusoid(shots=5, queries=10, seed=7)
+    res = mr.evaluate.evaluate_regression(learner, tasks, episodes=6, batch_size=4, steps=(2,))
+    direct = []
+    learner.test_inner_steps = 2
+    for i in range(6):
+        one = tasks.sample_batch(i, 1)
+        direct.append(float(learner.evaluate_batch(one, None)[0]))
+    assert math.isclose(res["mse_by_steps"]["2"], float(np.mean(direct)), rel_tol=1e-5)

@@ -57,6 +57,7 @@ TRAIN_FLAGS = {
     "checkpoint_every": (int, "steps between resumable checkpoints"),
     "chunk_size": (int, "tasks per forward/backward chunk"),
     "device": (str, f"one of {', '.join(DEVICES)}"),
+    "threads": (int, "torch CPU threads (default: torch's; sinusoid: 1)"),
     "seed": (int, "random seed"),
 }
 
@@ -85,6 +86,10 @@ def evaluate_run(args: argparse.Namespace) -> int:
 
     learner = load_run(args.run_dir)
     cfg = learner.config
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    if cfg.dataset == "sinusoid":
+        return _evaluate_regression_run(args, learner, cfg)
     if args.dataset is not None or args.data_root is not None:
         cfg = dataclasses.replace(cfg, dataset=args.dataset or cfg.dataset,
                                   data_root=args.data_root or cfg.data_root)
@@ -103,6 +108,26 @@ def evaluate_run(args: argparse.Namespace) -> int:
     print(f"{cfg.learner} on {cfg.dataset}/{split}: {ways}-way {shots}-shot, "
           f"accuracy {100 * res['accuracy']:.2f}% ± {100 * res['ci95']:.2f}% "
           f"(95% CI, {res['episodes']} episodes)")
+    print(json.dumps(res))
+    return 0
+
+
+def _evaluate_regression_run(args: argparse.Namespace, learner, cfg) -> int:
+    from .data import sinusoid
+    from .evaluate import evaluate_regression
+    from .train import resolve_device
+
+    if args.inner_steps is not None:
+        learner.test_inner_steps = args.inner_steps
+    tasks = sinusoid(shots=args.shots or cfg.test_shots,
+                     queries=args.queries if args.queries else (cfg.test_queries or 10),
+                     seed=args.seed)
+    device = resolve_device(args.device)
+    res = evaluate_regression(learner.to(device), tasks, args.episodes, device=device)
+    res.update(learner=cfg.learner, dataset="sinusoid")
+    steps = ", ".join(f"{k} steps {v:.3f}" for k, v in res["mse_by_steps"].items())
+    print(f"{cfg.learner} on sinusoid, {tasks.shots}-shot: query MSE {steps} "
+          f"({res['episodes']} tasks)")
     print(json.dumps(res))
     return 0
 

@@ -22,7 +22,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 LEARNERS = ("protonet", "maml", "fomaml", "metasgd", "anil")
-DATASETS = ("glyphs", "omniglot", "folder", "idx")
+DATASETS = ("glyphs", "omniglot", "folder", "idx", "sinusoid")
 SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -61,6 +61,7 @@ class TrainConfig:
     val_episodes: int = 200
     chunk_size: int | None = None     # tasks per forward/backward chunk (memory bound)
     device: str = "auto"
+    threads: int | None = None        # torch CPU threads (sinusoid: 1; else torch's default)
     seed: int = 0
     checkpoint_every: int = 1000      # steps between resumable checkpoints
 
@@ -80,7 +81,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("test_ways", "test_shots", "meta_batch", "test_inner_steps", "episodes",
-                     "chunk_size"):
+                     "chunk_size", "threads"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name}: must be >= 1, got {v}")
@@ -96,21 +97,30 @@ class TrainConfig:
             raise ValueError(f"minutes: must be > 0, got {self.minutes}")
         if self.episodes is None and self.minutes is None:
             raise ValueError("episodes, minutes: give one of them (how long to train)")
-        if self.dataset != "glyphs" and not self.data_root:
+        if self.dataset == "sinusoid" and self.learner == "protonet":
+            raise ValueError("learner: 'protonet' classifies; dataset 'sinusoid' is regression "
+                             "(use maml, fomaml, metasgd or anil)")
+        if self.dataset not in ("glyphs", "sinusoid") and not self.data_root:
             raise ValueError(f"data_root: dataset {self.dataset!r} needs --data-root")
         return self
 
     def resolved(self) -> TrainConfig:
         """A copy with the learner-dependent defaults filled in."""
         maml = self.learner != "protonet"
+        sinusoid = self.dataset == "sinusoid"
+        default_model = "mlp_sinusoid" if sinusoid else "conv4_finn" if maml else "conv4_snell"
         return dataclasses.replace(
             self,
-            model=self.model or ("conv4_finn" if maml else "conv4_snell"),
-            meta_batch=self.meta_batch or (32 if maml else 1),
+            model=self.model or default_model,
+            meta_batch=self.meta_batch or (25 if sinusoid else 32 if maml else 1),
             test_ways=self.test_ways or self.ways,
             test_shots=self.test_shots or self.shots,
-            test_queries=self.test_queries if self.test_queries is not None else 15,
+            test_queries=self.test_queries if self.test_queries is not None
+            else self.queries if sinusoid else 15,
             test_inner_steps=self.test_inner_steps or self.inner_steps,
+            # Tiny networks gain nothing from intra-op threads, and on a busy machine their
+            # barriers cost far more than the arithmetic.
+            threads=self.threads or (1 if sinusoid else None),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -52,3 +52,37 @@ def evaluate(learner: Any, sampler: Any, episodes: int = 600, batch_size: int = 
     mean, ci = mean_ci95(acc)
     return {"accuracy": mean, "ci95": ci, "episodes": int(acc.numel()), "ways": sampler.ways,
             "shots": sampler.shots, "queries": sampler.queries}
+
+
+def evaluate_regression(learner: Any, tasks: Any, episodes: int = 600, batch_size: int = 100,
+                        device: torch.device | str = "cpu", steps: tuple[int, ...] = (1, 5, 10),
+                        start: int = 0) -> dict[str, Any]:
+    """Query MSE of a regression MAML on tasks ``start .. start + episodes`` of ``tasks``
+    (e.g. :func:`metarobust.data.sinusoid`), after each number of test inner ``steps``.
+
+    Returns ``{"mse", "ci95", "mse_by_steps": {"1": ..., ...}, "ci95_by_steps", "episodes"}``
+    where ``mse`` is for the learner's own ``test_inner_steps``.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes: must be >= 1, got {episodes}")
+    own = learner.test_inner_steps
+    was_training = learner.training
+    learner.eval()
+    by_steps, ci_by_steps = {}, {}
+    try:
+        for k in dict.fromkeys((own, *steps)):
+            learner.test_inner_steps = k
+            errors = []
+            for b0 in range(start, start + episodes, batch_size):
+                n = min(batch_size, start + episodes - b0)
+                batch = type(tasks.sample_batch(b0, n))(
+                    *(t.to(device) for t in tasks.sample_batch(b0, n)))
+                errors.append(learner.evaluate_batch(batch, None).detach().double().cpu())
+            by_steps[str(k)], ci_by_steps[str(k)] = mean_ci95(torch.cat(errors))
+    finally:
+        learner.test_inner_steps = own
+        learner.train(was_training)
+    return {"mse": by_steps[str(own)], "ci95": ci_by_steps[str(own)],
+            "mse_by_steps": {str(k): by_steps[str(k)] for k in steps},
+            "ci95_by_steps": {str(k): ci_by_steps[str(k)] for k in steps},
+            "episodes": episodes, "shots": tasks.shots, "queries": tasks.queries}

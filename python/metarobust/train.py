@@ -24,7 +24,7 @@ from . import data as mrdata
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .episodes import EpisodeSampler
-from .evaluate import evaluate
+from .evaluate import evaluate, evaluate_regression
 from .learners import MAML, ProtoNet
 from .models import build_model
 
@@ -73,9 +73,37 @@ def build_learner(cfg: TrainConfig, in_channels: int) -> torch.nn.Module:
         return ProtoNet(backbone, metric=cfg.metric, prototype=cfg.prototype,
                         chunk_size=cfg.chunk_size)
     order, variant = MAML_VARIANTS[cfg.learner]
+    task = dict(task="regression", outputs=1, ways=None) if cfg.dataset == "sinusoid" else \
+        dict(ways=cfg.ways)
     return MAML(backbone, inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
                 test_inner_steps=cfg.test_inner_steps, order=order, variant=variant,
-                ways=cfg.ways, chunk_size=cfg.chunk_size)
+                chunk_size=cfg.chunk_size, **task)
+
+
+class TaskBatches:
+    """Consecutive batches of a task family without a Rust sampler (sinusoid regression),
+    with the interface of :meth:`EpisodeSampler.batches` that the trainer uses."""
+
+    def __init__(self, tasks: Any, batch_size: int, start: int = 0, **_: Any) -> None:
+        self.tasks, self.batch_size, self.position = tasks, batch_size, start
+
+    def __next__(self) -> Any:
+        batch = self.tasks.sample_batch(self.position, self.batch_size)
+        self.position += self.batch_size
+        return _Movable(batch)
+
+    def close(self) -> None:
+        pass
+
+
+class _Movable:
+    """A NamedTuple batch with the ``.to(device)`` of :class:`Episode`."""
+
+    def __init__(self, batch: Any) -> None:
+        self.batch = batch
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> Any:
+        return type(self.batch)(*(t.to(device, non_blocking=non_blocking) for t in self.batch))
 
 
 def _lr_factor(schedule: str, progress: float) -> float:
@@ -98,21 +126,31 @@ class Trainer:
         self.out = Path(out)
         self.progress = progress
         self.device = resolve_device(self.cfg.device)
-        self.train_set = load_dataset(self.cfg, self.cfg.split, "train")
-        self.sampler = EpisodeSampler(self.train_set, ways=self.cfg.ways, shots=self.cfg.shots,
-                                      queries=self.cfg.queries, seed=self.cfg.seed,
-                                      dtype="uint8")
-        val_split = self.cfg.val_split or ("val" if self.cfg.dataset == "glyphs" else None)
+        if self.cfg.threads is not None:
+            torch.set_num_threads(self.cfg.threads)
+        self.regression = self.cfg.dataset == "sinusoid"
         self.val_sampler = None
-        if val_split is not None:
-            val_set = load_dataset(self.cfg, val_split, "val")
-            self.val_sampler = EpisodeSampler(
-                val_set, ways=self.cfg.test_ways, shots=self.cfg.test_shots,
-                queries=self.cfg.test_queries, seed=self.cfg.seed + 1, dtype="uint8")
+        if self.regression:
+            self.train_set = None
+            self.sampler = mrdata.sinusoid(self.cfg.shots, self.cfg.queries, self.cfg.seed)
+            self.val_sampler = mrdata.sinusoid(self.cfg.test_shots, self.cfg.test_queries or 10,
+                                               self.cfg.seed + 1)
+        else:
+            self.train_set = load_dataset(self.cfg, self.cfg.split, "train")
+            self.sampler = EpisodeSampler(self.train_set, ways=self.cfg.ways,
+                                          shots=self.cfg.shots, queries=self.cfg.queries,
+                                          seed=self.cfg.seed, dtype="uint8")
+            val_split = self.cfg.val_split or ("val" if self.cfg.dataset == "glyphs" else None)
+            if val_split is not None:
+                val_set = load_dataset(self.cfg, val_split, "val")
+                self.val_sampler = EpisodeSampler(
+                    val_set, ways=self.cfg.test_ways, shots=self.cfg.test_shots,
+                    queries=self.cfg.test_queries, seed=self.cfg.seed + 1, dtype="uint8")
         torch.manual_seed(self.cfg.seed)
-        self.learner = build_learner(self.cfg, self.train_set.images.shape[1]).to(self.device)
+        channels = 1 if self.regression else self.train_set.images.shape[1]
+        self.learner = build_learner(self.cfg, channels).to(self.device)
         self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=self.cfg.lr)
-        self.step, self.elapsed, self.best = 0, 0.0, -1.0
+        self.step, self.elapsed, self.best = 0, 0.0, None
         self.total_steps = (math.ceil(self.cfg.episodes / self.cfg.meta_batch)
                             if self.cfg.episodes else None)
 
@@ -154,15 +192,23 @@ class Trainer:
         return self.cfg.minutes is not None and self.elapsed >= 60 * self.cfg.minutes
 
     def validate(self) -> float | None:
+        """Validation score (accuracy, or minus the MSE for regression); keeps ``best.pt``."""
         if self.val_sampler is None:
             return None
-        res = evaluate(self.learner, self.val_sampler, self.cfg.val_episodes,
-                       device=self.device, progress=False)
-        self._log({"step": self.step, "val_accuracy": res["accuracy"], "val_ci95": res["ci95"]})
-        if res["accuracy"] > self.best:
-            self.best = res["accuracy"]
+        if self.regression:
+            res = evaluate_regression(self.learner, self.val_sampler, self.cfg.val_episodes,
+                                      device=self.device, steps=())
+            score = -res["mse"]
+            self._log({"step": self.step, "val_mse": res["mse"], "val_ci95": res["ci95"]})
+        else:
+            res = evaluate(self.learner, self.val_sampler, self.cfg.val_episodes,
+                           device=self.device, progress=False)
+            score = res["accuracy"]
+            self._log({"step": self.step, "val_accuracy": score, "val_ci95": res["ci95"]})
+        if self.best is None or score > self.best:
+            self.best = score
             save_checkpoint(self._state(), self.out / "best.pt")
-        return res["accuracy"]
+        return score
 
     # -- loop -------------------------------------------------------------------------
 
@@ -176,8 +222,11 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {cfg.learner}",
                    unit="step", disable=None if self.progress else True)
         last = {}
-        batches = self.sampler.batches(mb, start=self.step * mb, prefetch=2,
-                                       pin_memory=self.device.type == "cuda")
+        if self.regression:
+            batches = TaskBatches(self.sampler, mb, start=self.step * mb)
+        else:
+            batches = self.sampler.batches(mb, start=self.step * mb, prefetch=2,
+                                           pin_memory=self.device.type == "cuda")
         try:
             while not self._done() and (stop_at is None or self.step < stop_at):
                 t0 = time.perf_counter()
@@ -186,15 +235,14 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 self.optimizer.zero_grad(set_to_none=True)
-                last = self.learner.meta_backward(batch, cfg.ways)
+                last = self.learner.meta_backward(batch, None if self.regression else cfg.ways)
                 self.optimizer.step()
                 self.step += 1
                 dt = time.perf_counter() - t0
                 self.elapsed += dt
                 if self.step % 50 == 0 or self.step == 1:
                     self._log({"step": self.step, "lr": lr, "episodes_per_s": mb / dt, **last})
-                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.3f}",
-                                eps=f"{mb / dt:.0f}/s")
+                bar.set_postfix(loss=f"{last['loss']:.3f}", eps=f"{mb / dt:.0f}/s")
                 bar.update(1)
                 if self.step % cfg.val_every == 0:
                     self.validate()
@@ -213,8 +261,10 @@ class Trainer:
         save_checkpoint(self._state(), self.out / "last.pt")
         if finished and not (self.out / "best.pt").exists():
             save_checkpoint(self._state(), self.out / "best.pt")
+        best = {"best_val_mse": -self.best if self.best is not None else None} \
+            if self.regression else {"best_val_accuracy": self.best}
         return {"steps": self.step, "episodes": self.step * mb, "seconds": self.elapsed,
-                "best_val_accuracy": self.best if self.best >= 0 else None, **last}
+                **best, **last}
 
 
 def load_run(run_dir: str | os.PathLike, which: str = "best") -> torch.nn.Module:
