@@ -36,6 +36,34 @@ GEMM) ``+ B*N*K*D`` (prototype sums); forward+backward ``3 * 2*B*Q*N*D + 2 * B*N
 (backward: the two GEMMs ``g @ p`` and ``g^T @ q``, and spreading the prototype gradient
 back to the support items). Element-wise terms (norms, clamps) are not counted.
 
+MAML meta-training (:func:`bench_maml`): tasks/s of one meta-training step (``zero_grad``
+then the meta-gradient of a whole meta-batch; no optimiser step) with Finn et al.'s
+Omniglot setting: ``conv4_finn`` at 28x28, 5-way 1-shot 15-query, one inner step with
+``inner_lr`` 0.4, meta-batch ``tasks`` (32), second and first order:
+
+- ``loop`` / ``vmap``: :class:`metarobust.learners.MAML` with that ``path``
+  (``meta_backward``); ``auto`` is whichever of the two it picks on the device (loop on the
+  CPU, vmap on CUDA), shown as ``(auto)``;
+- ``reference``: :class:`ReferenceMAML`, MAML as learn2learn runs it: per task, clone the
+  parameters (learn2learn's ``clone_module``; here ``p.clone()`` used through
+  ``torch.func.functional_call``), adapt with ``torch.autograd.grad`` (``create_graph=True``
+  for second order; first order: no graph, the gradients are constants), query loss at the
+  adapted parameters and ``(loss / tasks).backward()`` per task. Its BatchNorm layers keep
+  no running statistics (``track_running_stats=False``, as learn2learn's Omniglot CNN) and
+  normalise every forward with its own batch statistics, in training mode.
+
+Every candidate starts from the same initial weights and the same batch, and before any
+timing :func:`check_maml_agree` verifies that each one's meta-gradient equals the
+reference's (``allclose``) on the first 2 tasks of that batch, in float64 (in float32 the
+vmap path differs by about 1%, see there). A step's time is the best of
+``repeats`` interleaved rounds of one step each (after one warm-up step), median beside.
+Peak memory is measured apart, one fresh subprocess per candidate (:func:`maml_peak_memory`):
+one warm-up step, then ``gc.collect()`` + ``malloc_trim``, the resident-set peak reset
+(``/proc/self/clear_refs``), one step, and the reported figure is ``VmHWM`` (peak resident
+set) minus ``VmRSS`` just before the step: the extra memory the step itself touches. (torch's
+CPU allocations are invisible to ``tracemalloc``.) On CUDA it is
+``torch.cuda.max_memory_allocated()`` minus ``memory_allocated()`` before the step.
+
 Diagnostics (:func:`sampler_memory`, :func:`sampler_alloc_probe`,
 :func:`kernel_overhead_probe`) show resident memory around sampling, the cost of fresh
 output buffers (page faults) and the Python/autograd share of the fused op.
@@ -47,27 +75,37 @@ output buffers (page faults) and the Python/autograd share of the fused op.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
+import json
 import math
 import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
 
 from . import _core, ops
 from .episodes import Episode, EpisodeSampler
 
 __all__ = [
     "DEFAULT_BATCH", "DEFAULT_SAMPLER_SETTINGS", "DEFAULT_KERNEL_SHAPES", "DTYPES",
-    "KERNEL_CANDIDATES", "MODES", "SAMPLER_CANDIDATES", "TARGETS",
-    "NumpyEpisodeSampler", "add_bench_parser", "bench_kernels", "bench_sampler",
+    "DEFAULT_MAML_TASKS", "KERNEL_CANDIDATES", "MAML_CANDIDATES", "MAML_ORDERS", "MODES",
+    "SAMPLER_CANDIDATES", "TARGETS",
+    "NumpyEpisodeSampler", "ReferenceMAML", "add_bench_parser", "bench_kernels",
+    "bench_maml", "bench_sampler", "check_maml_agree", "maml_batch", "maml_candidates",
+    "MAML_SETTING", "maml_auto_path", "maml_peak_memory", "maml_summary", "measure_steps",
     "default_kernel_candidates", "kernel_inputs",
     "check_targets", "kernel_candidates", "kernel_flops", "kernel_overhead_probe",
     "kernel_summary", "machine_info", "measure", "omniglot_like", "print_table", "run",
@@ -94,6 +132,7 @@ TARGETS = {
     "sampler_pct_memcpy": 40.0,       # 5w1s15q, batch 64
     "kernel_small": 3.0,              # (32, 5, 5, 75, 64), fwd and fwd+bwd
     "kernel_large": 1.0,              # the other shapes
+    "maml_vs_reference": 1.3,         # second order, path auto vs learn2learn-style, CPU
 }
 SMALL_KERNEL_SHAPE = (32, 5, 5, 75, 64)
 
@@ -747,9 +786,409 @@ def kernel_overhead_probe(shape: tuple[int, int, int, int, int] = SMALL_KERNEL_S
     return rows
 
 
+# ---------------------------------------------------------------- MAML meta-training
+
+MAML_ORDERS = ("second", "first")
+MAML_CANDIDATES = ("loop", "vmap", "reference")
+DEFAULT_MAML_TASKS = 32
+DEFAULT_MAML_REPEATS = 3
+MAML_SETTING = (5, 1, 15)  # ways, shots, queries per class
+MAML_MODEL = "conv4_finn"
+MAML_INNER_LR = 0.4
+MAML_INNER_STEPS = 1
+
+
+def maml_batch(tasks: int = DEFAULT_MAML_TASKS, ways: int = 5, shots: int = 1,
+               queries: int = 15, images: np.ndarray | None = None,
+               labels: np.ndarray | None = None, data_root: str | None = None,
+               device: str | torch.device = "cpu", seed: int = 0) -> Episode:
+    """One meta-batch of ``tasks`` float32 episodes (``omniglot_like`` data unless
+    ``images``/``labels`` are given), on ``device``."""
+    if images is None or labels is None:
+        images, labels, _ = omniglot_like(data_root)
+    sampler = EpisodeSampler((images, labels), ways=ways, shots=shots, queries=queries,
+                             seed=seed, dtype="float32")
+    return sampler.sample_batch(0, tasks).to(device)
+
+
+def _image_shape(batch: Episode) -> tuple[int, int]:
+    return int(batch.support_x.shape[2]), int(batch.support_x.shape[-1])
+
+
+def _maml_learner(batch: Episode, order: str, path: str, ways: int, seed: int):
+    # the model takes the batch's device and dtype
+    from .learners import MAML
+    from .models import build_model
+
+    channels, size = _image_shape(batch)
+    torch.manual_seed(seed)
+    body = build_model(MAML_MODEL, in_channels=channels, image_size=size)
+    learner = MAML(body, inner_lr=MAML_INNER_LR, inner_steps=MAML_INNER_STEPS, order=order,
+                   ways=ways, path=path)
+    return learner.to(batch.support_x.device, batch.support_x.dtype).train()
+
+
+class _RefClassifier(nn.Module):
+    """Backbone + linear head; parameter names as in MAML's classifier (``body.``/``head.``)."""
+
+    def __init__(self, body: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.body, self.head = body, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x).flatten(1))
+
+
+class ReferenceMAML:
+    """MAML the way learn2learn's ``MAML`` wrapper runs it, written out (no learn2learn
+    dependency): for each task, clone the meta-parameters (``clone_module``), take
+    ``inner_steps`` steps of ``p - lr * g`` with ``g = torch.autograd.grad(support loss,
+    params, create_graph=second_order)`` (first order: no graph, ``g`` detached), then
+    ``(query loss / tasks).backward()`` per task, accumulating into the meta-parameters'
+    ``.grad``. The cloned parameters are applied with ``torch.func.functional_call``.
+
+    ``net`` must use batch statistics in every forward (BatchNorm without running
+    statistics, training mode), as learn2learn's Omniglot CNN does.
+    """
+
+    def __init__(self, net: nn.Module, inner_lr: float = MAML_INNER_LR,
+                 inner_steps: int = MAML_INNER_STEPS, order: str = "second") -> None:
+        if order not in MAML_ORDERS:
+            raise ValueError(f"order: expected one of {MAML_ORDERS}, got {order!r}")
+        self.net, self.inner_lr, self.inner_steps = net, inner_lr, inner_steps
+        self.second_order = order == "second"
+
+    def meta_backward(self, batch: Episode, ways: int | None = None) -> float:
+        """Mean query loss over the batch's tasks; the meta-gradient lands in ``.grad``."""
+        net, lr, second = self.net, self.inner_lr, self.second_order
+        b = batch.support_x.shape[0]
+        total = 0.0
+        for i in range(b):
+            params = {n: p.clone() for n, p in net.named_parameters()}  # clone_module
+            for _ in range(self.inner_steps):
+                loss = F.cross_entropy(functional_call(net, params, (batch.support_x[i],)),
+                                       batch.support_y[i])
+                grads = torch.autograd.grad(loss, list(params.values()),
+                                            create_graph=second, retain_graph=second)
+                params = {n: p - lr * (g if second else g.detach())
+                          for (n, p), g in zip(params.items(), grads)}
+            qloss = F.cross_entropy(functional_call(net, params, (batch.query_x[i],)),
+                                    batch.query_y[i])
+            (qloss / b).backward()
+            total += float(qloss.detach())
+        return total / b
+
+
+def _reference_net(batch: Episode, ways: int, seed: int) -> nn.Module:
+    """The reference's own network: built like the learners' (same seed, so the same initial
+    weights), BatchNorm switched to batch statistics only, in training mode."""
+    from .models import build_model
+
+    channels, size = _image_shape(batch)
+    torch.manual_seed(seed)
+    body = build_model(MAML_MODEL, in_channels=channels, image_size=size)
+    head = nn.Linear(body.out_features, ways)
+    for m in body.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.track_running_stats = False
+            m.running_mean = m.running_var = m.num_batches_tracked = None
+    return _RefClassifier(body, head).to(batch.support_x.device, batch.support_x.dtype).train()
+
+
+def maml_candidates(batch: Episode, order: str, names: Iterable[str] = MAML_CANDIDATES,
+                    ways: int | None = None, seed: int = 0) -> dict[str, Callable]:
+    """Zero-argument callables, one meta-training step each (``zero_grad`` + meta-gradient
+    of ``batch``), returning the network whose parameters hold the gradient (names
+    ``body.*``/``head.*`` for every candidate). Every candidate has its own copy of the same
+    initial weights (built in float32, then cast to the batch's dtype). names: ``loop``,
+    ``vmap``, ``auto`` (metarobust's MAML with that path), ``reference``
+    (:class:`ReferenceMAML`)."""
+    if order not in MAML_ORDERS:
+        raise ValueError(f"order: expected one of {MAML_ORDERS}, got {order!r}")
+    ways = int(batch.support_y.max()) + 1 if ways is None else ways
+    sync = batch.support_x.device.type == "cuda"
+    out: dict[str, Callable] = {}
+    for name in names:
+        if name in ("loop", "vmap", "auto"):
+            learner = _maml_learner(batch, order, name, ways, seed)
+
+            def step(learner: Any = learner) -> nn.Module:
+                learner.zero_grad(set_to_none=True)
+                learner.meta_backward(batch, ways)
+                if sync:
+                    torch.cuda.synchronize()
+                return learner.net
+        elif name == "reference":
+            ref = ReferenceMAML(_reference_net(batch, ways, seed), order=order)
+
+            def step(ref: ReferenceMAML = ref) -> nn.Module:
+                ref.net.zero_grad(set_to_none=True)
+                ref.meta_backward(batch, ways)
+                if sync:
+                    torch.cuda.synchronize()
+                return ref.net
+        else:
+            raise ValueError(f"maml candidate: expected loop, vmap, auto or reference, got "
+                             f"{name!r}")
+        out[name] = step
+    return out
+
+
+def maml_auto_path(device: str | torch.device = "cpu") -> str:
+    """The path ``MAML(path="auto")`` takes for inputs on ``device``."""
+    from .learners import MAML
+
+    learner = MAML(nn.Linear(1, 1), ways=2, path="auto")
+    return "vmap" if learner._use_vmap(torch.empty(0, device=device)) else "loop"
+
+
+def check_maml_agree(batch: Episode, order: str, names: Iterable[str] = MAML_CANDIDATES,
+                     tasks: int | None = 2, ways: int | None = None, seed: int = 0,
+                     dtype: torch.dtype | None = torch.float64,
+                     rtol: float | None = None) -> dict[str, float]:
+    """Every candidate's meta-gradient on the first ``tasks`` tasks of ``batch`` (None: all),
+    from the same initial weights, against the reference's: raises AssertionError unless
+    each parameter's gradient is ``allclose`` with ``rtol`` and ``atol = rtol * s``, where
+    ``s`` is the larger of that parameter's ``max|reference grad|`` and 1% of the largest
+    over all parameters (the biases of convolutions followed by BatchNorm have a zero
+    meta-gradient up to rounding). Returns each candidate's largest ``max|g - g_ref| / s``.
+
+    dtype: the models and images are cast to it (None: as given). float64 (the default,
+    ``rtol`` 1e-6) checks that the candidates compute the same function tightly: there
+    every path agrees with the reference to about 1e-12. In float32 (``rtol`` 5e-2) the
+    loop path still agrees to about 1e-7 (the very same operations), but the vmap path only
+    to 1-2e-2 on random-pixel images: the second derivative through native
+    ``F.batch_norm`` in float32 (loop and reference alike) is itself about 1% off the
+    float64 value there, while the vmap path's elementary-op BatchNorm stays within 1e-4."""
+    if dtype is not None:
+        batch = dataclasses.replace(batch, support_x=batch.support_x.to(dtype),
+                                    query_x=batch.query_x.to(dtype))
+    if rtol is None:
+        rtol = 1e-6 if batch.support_x.dtype == torch.float64 else 5e-2
+    if tasks is not None:
+        batch = Episode(*(getattr(batch, f)[:tasks] for f in _EPISODE_FIELDS))
+    names = list(dict.fromkeys(["reference", *names]))
+    cands = maml_candidates(batch, order, names, ways, seed)
+    ref = {n: p.grad.detach().clone() for n, p in cands["reference"]().named_parameters()}
+    out = {}
+    for name in names:
+        if name == "reference":
+            continue
+        got = dict(cands[name]().named_parameters())
+        if set(got) != set(ref):
+            raise AssertionError(f"maml candidate {name}: parameters differ from the "
+                                 f"reference's: {sorted(set(got) ^ set(ref))}")
+        worst = 0.0
+        top = max(float(g.abs().max()) for g in ref.values())
+        for n, g_ref in ref.items():
+            g = got[n].grad
+            scale = max(float(g_ref.abs().max()), 0.01 * top)
+            if g is None or not torch.allclose(g, g_ref, rtol=rtol, atol=rtol * scale):
+                err = float("inf") if g is None else float((g - g_ref).abs().max())
+                raise AssertionError(f"maml candidate {name} ({order} order): meta-gradient "
+                                     f"of {n} differs from the reference (max abs error "
+                                     f"{err:.3g}, scale {scale:.3g})")
+            worst = max(worst, float((g - g_ref).abs().max()) / max(scale, 1e-30))
+        out[name] = worst
+    return out
+
+
+def measure_steps(candidates: dict[str, Callable[[], Any]], repeats: int = 3,
+                  warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call, one call per candidate per round, ``repeats`` rounds interleaved
+    in rotating order after ``warmup`` untimed calls each (for calls long enough to time
+    one by one, such as a meta-training step). ``gc.collect()`` before each call, garbage
+    collection off during it."""
+    if repeats < 1:
+        raise ValueError(f"repeats: must be >= 1, got {repeats}")
+    names = list(candidates)
+    for name in names:
+        for _ in range(warmup):
+            candidates[name]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            gc.collect()
+            enabled = gc.isenabled()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                candidates[name]()
+                times[name].append(time.perf_counter() - t0)
+            finally:
+                if enabled:
+                    gc.enable()
+    return times
+
+
+def _proc_status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Resets the kernel's peak resident set (VmHWM) to the current one (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _maml_memory_child(spec_json: str) -> None:
+    """Entry point of :func:`maml_peak_memory`'s subprocess: prints one JSON line."""
+    spec = json.loads(spec_json)
+    torch.set_num_threads(spec["threads"])
+    saved = torch.load(spec["batch"], map_location=spec["device"])
+    batch = Episode(**saved)
+    fn = maml_candidates(batch, spec["order"], [spec["candidate"]], spec["ways"],
+                         spec["seed"])[spec["candidate"]]
+    cuda = batch.support_x.device.type == "cuda"
+    fn()  # warm-up: one-time allocations (thread pools, kernel caches, .grad tensors)
+    gc.collect()
+    _malloc_trim()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        peak = torch.cuda.max_memory_allocated() - base
+        method = "cuda max_memory_allocated"
+    else:
+        base_kib = _proc_status_kib("VmRSS")
+        if base_kib is not None and _reset_peak_rss():
+            fn()
+            peak = (_proc_status_kib("VmHWM") - base_kib) * 1024
+            method = "VmHWM - VmRSS"
+        else:  # no /proc: ru_maxrss already holds the warm-up's peak; use a fresh process
+            peak, method = -1, "unavailable"
+    print(json.dumps({"peak_bytes": peak, "method": method}))
+
+
+def _save_batch(batch: Episode, path: str) -> None:
+    torch.save({f: getattr(batch, f).cpu() for f in _EPISODE_FIELDS}, path)
+
+
+def maml_peak_memory(batch: Episode, order: str, candidate: str, ways: int | None = None,
+                     seed: int = 0, batch_path: str | None = None,
+                     timeout: float = 600) -> float:
+    """Peak extra memory (MiB) of one meta-training step of ``candidate``, measured in a
+    fresh Python subprocess (see the module docstring); NaN where it cannot be measured.
+    ``batch_path``: the batch already saved with ``torch.save`` (saved here otherwise)."""
+    ways = int(batch.support_y.max()) + 1 if ways is None else ways
+    with tempfile.TemporaryDirectory() as tmp:
+        if batch_path is None:
+            batch_path = os.path.join(tmp, "batch.pt")
+            _save_batch(batch, batch_path)
+        spec = {"batch": batch_path, "order": order, "candidate": candidate, "ways": ways,
+                "seed": seed, "device": str(batch.support_x.device),
+                "threads": torch.get_num_threads()}
+        code = ("import sys; from metarobust.bench import _maml_memory_child; "
+                "_maml_memory_child(sys.argv[1])")
+        proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)],
+                              capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"maml_peak_memory({candidate}, {order}): the subprocess failed:\n"
+                           f"{proc.stderr[-2000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    return float("nan") if res["peak_bytes"] < 0 else res["peak_bytes"] / (1 << 20)
+
+
+def _maml_label(name: str, auto: str) -> str:
+    if name == "reference":
+        return "reference (learn2learn-style)"
+    return f"metarobust {name}" + (" (auto)" if name == auto else "")
+
+
+def bench_maml(batch: Episode | None = None, tasks: int = DEFAULT_MAML_TASKS,
+               orders: Sequence[str] = MAML_ORDERS,
+               names: Sequence[str] = MAML_CANDIDATES, repeats: int = DEFAULT_MAML_REPEATS,
+               ways: int = 5, shots: int = 1, queries: int = 15,
+               device: str | torch.device = "cpu", data_root: str | None = None,
+               memory: bool = True, check: bool = True, seed: int = 0) -> list[dict]:
+    """One row per (order, candidate): s/step, tasks/s, peak MiB, speed relative to the
+    reference. ``batch`` (default: ``maml_batch(tasks, ways, shots, queries)``) fixes the
+    meta-batch. check: :func:`check_maml_agree` first (float64, the first 2 tasks;
+    ``grad err``: the largest relative meta-gradient difference from the reference);
+    memory: peak memory
+    per candidate, each in its own subprocess, before the timings."""
+    if batch is None:
+        batch = maml_batch(tasks, ways, shots, queries, data_root=data_root, device=device)
+    b = batch.support_x.shape[0]
+    ways = int(batch.support_y.max()) + 1
+    auto = maml_auto_path(batch.support_x.device)
+    err: dict[tuple[str, str], float] = {}
+    if check:
+        for order in orders:
+            for name, e in check_maml_agree(batch, order, names, ways=ways, seed=seed).items():
+                err[order, name] = e
+            err[order, "reference"] = 0.0
+    peak: dict[tuple[str, str], float] = {}
+    if memory:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "batch.pt")
+            _save_batch(batch, path)
+            for order in orders:
+                for name in names:
+                    peak[order, name] = maml_peak_memory(batch, order, name, ways, seed,
+                                                         batch_path=path)
+    cands = {}
+    for order in orders:
+        for name, fn in maml_candidates(batch, order, names, ways, seed).items():
+            cands[f"{order}/{name}"] = fn
+    times = measure_steps(cands, repeats)
+    rows = []
+    for order in orders:
+        ref_best = min(times[f"{order}/reference"]) if "reference" in names else float("nan")
+        for name in names:
+            t_best, t_med = _stats(times[f"{order}/{name}"])
+            rows.append({
+                "order": order, "tasks": b, "candidate": _maml_label(name, auto),
+                "s/step": t_best, "median s": t_med, "tasks/s": b / t_best,
+                "median tasks/s": b / t_med, "peak MiB": peak.get((order, name), float("nan")),
+                "vs reference": ref_best / t_best,
+                "grad err": f"{err[order, name]:.1e}" if (order, name) in err else "-",
+            })
+    return rows
+
+
+def maml_summary(rows: list[dict]) -> list[dict]:
+    """Per order: metarobust's default path (``auto``) and its best path against the
+    reference (tasks/s ratios of best rounds, and peak memory ratio)."""
+    out = []
+    for order in dict.fromkeys(r["order"] for r in rows):
+        group = [r for r in rows if r["order"] == order]
+        ref = next((r for r in group if r["candidate"].startswith("reference")), None)
+        auto = next((r for r in group if r["candidate"].endswith("(auto)")), None)
+        ours = [r for r in group if r["candidate"].startswith("metarobust")]
+        if ref is None or auto is None or not ours:
+            continue
+        best = max(ours, key=lambda r: r["tasks/s"])
+        out.append({
+            "order": order, "tasks": auto["tasks"],
+            "auto path": auto["candidate"].split()[1],
+            "auto tasks/s": auto["tasks/s"], "reference tasks/s": ref["tasks/s"],
+            "auto/reference": auto["tasks/s"] / ref["tasks/s"],
+            "best path": best["candidate"].split()[1],
+            "best/reference": best["tasks/s"] / ref["tasks/s"],
+            "auto/reference peak MiB": auto["peak MiB"] / ref["peak MiB"],
+        })
+    return out
+
+
 def check_targets(sampler_rows: list[dict] | None = None,
-                  kernel_rows: list[dict] | None = None) -> list[dict]:
-    """Each target of :data:`TARGETS` that the rows cover: measured ratio, goal, met."""
+                  kernel_rows: list[dict] | None = None,
+                  maml_rows: list[dict] | None = None, device: str = "cpu") -> list[dict]:
+    """Each target of :data:`TARGETS` that the rows cover: measured ratio, goal, met.
+    The MAML target (second order, default path / reference) applies on the CPU only."""
     out = []
 
     def add(what: str, value: float, goal: float) -> None:
@@ -771,6 +1210,11 @@ def check_targets(sampler_rows: list[dict] | None = None,
         small = r["shape (B,N,K,Q,D)"] == _shape_str(SMALL_KERNEL_SHAPE)
         add(f"kernels {r['shape (B,N,K,Q,D)']} {r['mode']}: rust/best torch",
             r["rust speedup"], TARGETS["kernel_small" if small else "kernel_large"])
+    if torch.device(device).type == "cpu":
+        for r in maml_summary(maml_rows or []):
+            if r["order"] == "second":
+                add(f"maml second order, {r['tasks']} tasks: auto ({r['auto path']}) / "
+                    "reference", r["auto/reference"], TARGETS["maml_vs_reference"])
     return out
 
 
@@ -840,18 +1284,25 @@ def machine_info() -> dict:
 
 def run(what: str = "all", *, ways: int | None = None, shots: int | None = None,
         queries: int | None = None, batch: int | None = None, dim: int | None = None,
-        tasks: int | None = None, repeats: int = 7, min_time: float = 0.1,
-        data_root: str | None = None, diagnostics: bool = True, file: Any = None) -> dict:
-    """Runs and prints the ``sampler`` and/or ``kernels`` comparisons; returns all rows.
+        tasks: int | None = None, repeats: int | None = None, min_time: float = 0.1,
+        data_root: str | None = None, diagnostics: bool = True, device: str = "cpu",
+        file: Any = None) -> dict:
+    """Runs and prints the ``sampler``, ``kernels`` and/or ``maml`` comparisons (``all``:
+    the three); returns all rows.
 
     ways/shots/queries replace the default sampler settings with one; batch applies to
     every sampler setting. For kernels, any of tasks/ways/shots/queries/dim replaces the
     default shapes with ``(tasks or 32, ways or 5, shots or 5, (ways or 5) * (queries or
     15), dim or 64)``: ``queries`` counts per class, as for the sampler. diagnostics: also
     the resident-memory check, the output-allocation probe and the kernel-overhead probe.
+    MAML: meta-batch ``tasks`` (default 32), ``ways or 5``-way ``shots or 1``-shot
+    ``queries or 15``-query, on ``device``. repeats: interleaved rounds (default 7;
+    MAML 3, one meta-training step per candidate per round).
     """
-    if what not in ("sampler", "kernels", "all"):
-        raise ValueError(f"what: expected sampler, kernels or all, got {what!r}")
+    if what not in ("sampler", "kernels", "maml", "all"):
+        raise ValueError(f"what: expected sampler, kernels, maml or all, got {what!r}")
+    maml_repeats = DEFAULT_MAML_REPEATS if repeats is None else repeats
+    repeats = 7 if repeats is None else repeats
     file = file or sys.stdout
     result: dict = {}
     if what in ("sampler", "all"):
@@ -898,7 +1349,30 @@ def run(what: str = "all", *, ways: int | None = None, shots: int | None = None,
             probe = kernel_overhead_probe(shapes[0], repeats=repeats, min_time=min_time)
             print_table(probe, "Diagnostic: fused op, public call vs bare Rust calls", file)
             result["kernel_overhead_probe"] = probe
-    targets = check_targets(result.get("sampler"), result.get("kernels"))
+    if what in ("maml", "all"):
+        w, k = ways or 5, shots or 1
+        q = 15 if queries is None else queries
+        t = tasks or DEFAULT_MAML_TASKS
+        batch = maml_batch(t, w, k, q, data_root=data_root, device=device)
+        auto = maml_auto_path(device)
+        print(f"\nMAML: {MAML_MODEL} on {tuple(batch.support_x.shape[2:])} inputs, "
+              f"{w}-way {k}-shot {q}-query, meta-batch {t}, {MAML_INNER_STEPS} inner step(s) "
+              f"at lr {MAML_INNER_LR}, device {device}: path auto -> {auto}", file=file)
+        rows = bench_maml(batch, repeats=maml_repeats, device=device)
+        mem = ("VmHWM - VmRSS before the step, fresh subprocess per candidate"
+               if torch.device(device).type == "cpu" else
+               "cuda max_memory_allocated - allocated before, subprocess per candidate")
+        print_table(rows, f"MAML meta-training step (zero_grad + meta-gradient of {t} tasks; "
+                          f"best of {maml_repeats} interleaved rounds, median beside; peak "
+                          f"MiB: {mem}; grad err: meta-gradient vs the reference's, float64, "
+                          "2 tasks, max |difference| / max |reference|)",
+                    file)
+        summary = maml_summary(rows)
+        print_table(summary, "MAML ratios (tasks/s of best rounds; auto = metarobust's "
+                             "default path)", file)
+        result["maml"], result["maml_summary"] = rows, summary
+    targets = check_targets(result.get("sampler"), result.get("kernels"), result.get("maml"),
+                            device)
     if targets:
         print_table(targets, "Targets", file)
         result["targets"] = targets
@@ -908,26 +1382,31 @@ def run(what: str = "all", *, ways: int | None = None, shots: int | None = None,
 # ---------------------------------------------------------------- command line
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Adds ``bench sampler|kernels|all [--ways --shots --queries --batch --dim --tasks
-    --repeats]`` to an argparse subparsers object; ``args.func(args)`` runs it."""
+    """Adds ``bench sampler|kernels|maml|all [--ways --shots --queries --batch --dim --tasks
+    --repeats --device]`` to an argparse subparsers object; ``args.func(args)`` runs it."""
     p = subparsers.add_parser(
-        "bench", help="compare the Rust sampler and kernels with NumPy/torch references",
+        "bench", help="compare the Rust sampler and kernels with NumPy/torch references, "
+                      "and MAML meta-training with a learn2learn-style reference",
         description="Side-by-side timings in one process, reported as ratios.")
-    p.add_argument("what", nargs="?", default="all", choices=("sampler", "kernels", "all"))
+    p.add_argument("what", nargs="?", default="all",
+                   choices=("sampler", "kernels", "maml", "all"))
     p.add_argument("--ways", type=int, default=None, help="classes per episode / task")
     p.add_argument("--shots", type=int, default=None, help="support items per class")
     p.add_argument("--queries", type=int, default=None, help="query items per class")
     p.add_argument("--batch", type=int, default=None,
                    help=f"episodes per sampler batch (default {DEFAULT_BATCH})")
     p.add_argument("--dim", type=int, default=None, help="embedding dimension (kernels)")
-    p.add_argument("--tasks", type=int, default=None, help="tasks per kernel call")
-    p.add_argument("--repeats", type=int, default=7, help="interleaved rounds (default 7)")
+    p.add_argument("--tasks", type=int, default=None,
+                   help=f"tasks per kernel call; MAML meta-batch (default {DEFAULT_MAML_TASKS})")
+    p.add_argument("--repeats", type=int, default=None,
+                   help=f"interleaved rounds (default 7; maml {DEFAULT_MAML_REPEATS})")
     p.add_argument("--min-time", type=float, default=0.1,
                    help="seconds per timed block of calls (default 0.1)")
     p.add_argument("--data-root", default=None,
                    help="folder holding omniglot-npz/ (default $METAROBUST_DATA)")
     p.add_argument("--no-diagnostics", action="store_true",
                    help="skip the memory, allocation and overhead probes")
+    p.add_argument("--device", default="cpu", help="MAML device (default cpu; e.g. cuda)")
     p.set_defaults(func=run_cli)
     return p
 
@@ -939,9 +1418,16 @@ def run_cli(args: argparse.Namespace) -> int:
             raise SystemExit(f"--{name}: must be >= 1, got {v}")
     if args.queries is not None and args.queries < 0:
         raise SystemExit(f"--queries: must be >= 0, got {args.queries}")
+    device = getattr(args, "device", "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise SystemExit(f"--device: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device: CUDA is not available")
     for k, v in machine_info().items():
         print(f"{k}: {v}")
     run(args.what, ways=args.ways, shots=args.shots, queries=args.queries, batch=args.batch,
         dim=args.dim, tasks=args.tasks, repeats=args.repeats, min_time=args.min_time,
-        data_root=args.data_root, diagnostics=not args.no_diagnostics)
+        data_root=args.data_root, diagnostics=not args.no_diagnostics, device=device)
     return 0

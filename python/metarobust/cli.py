@@ -7,7 +7,7 @@
         --episodes 20000 --out runs/proto
     metarobust eval runs/proto --ways 5 --shots 1 --episodes 600   # last line: JSON
     metarobust data prepare omniglot --root R --split background --out CACHE
-    metarobust bench sampler|kernels|all   # side-by-side ratios against NumPy/torch
+    metarobust bench sampler|kernels|maml|all   # side-by-side ratios against references
 """
 
 from __future__ import annotations
