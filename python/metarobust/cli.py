@@ -30,7 +30,7 @@ TRAIN_FLAGS = {
     # flag: (type, help); all default to None so a --config file's values survive
     "learner": (str, f"one of {', '.join(LEARNERS)}"),
     "dataset": (str, f"one of {', '.join(DATASETS)}"),
-    "data_root": (str, "dataset folder (omniglot: shared/data or omniglot-py)"),
+    "data_root": (str, "dataset folder (omniglot: the folder holding omniglot-py/ or it)"),
     "split": (str, "training split (omniglot: background | evaluation | a split file)"),
     "val_split": (str, "validation split (glyphs: val by default)"),
     "model": (str, "backbone: conv4_snell | conv4_finn | conv4_mini | resnet12"),

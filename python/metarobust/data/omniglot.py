@@ -3,7 +3,7 @@
 Sets are found by name under ``root``: a set ``NAME`` is the folder ``images_NAME/`` or the
 archive ``images_NAME.zip`` (the folder wins when both exist), looked for in ``root``,
 ``root/omniglot-py`` and ``root/omniglot-official``. So ``root`` may be the folder holding
-``images_background/`` (``shared/data/omniglot-py``) or its parent (``shared/data``).
+``images_background/`` (e.g. ``DATA/omniglot-py``) or its parent (``DATA``).
 Known names: ``background``, ``evaluation``, ``background_small1``, ``background_small2``.
 ``root`` may also be a zip archive itself (e.g. ``images_background_small1.zip``); the
 archive is then the whole set and ``split`` must be its name, the name of the set it is

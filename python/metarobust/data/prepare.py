@@ -2,8 +2,8 @@
 
 ::
 
-    metarobust data prepare omniglot --root shared/data --split background --out bg28
-    metarobust data prepare omniglot --root shared/data --split vinyals/train.txt --out tr
+    metarobust data prepare omniglot --root DATA --split background --out bg28
+    metarobust data prepare omniglot --root DATA --split vinyals/train.txt --out tr
     metarobust data prepare folder --root imgs --image-size 84 [--split train.csv] --out f84
     metarobust data prepare idx --images train-images-idx3-ubyte.gz \\
         --labels train-labels-idx1-ubyte.gz --out mnist
