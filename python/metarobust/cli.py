@@ -69,6 +69,8 @@ def train(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}
     if args.rotations:
         overrides["rotations"] = True
+    if args.channels_last is not None:
+        overrides["channels_last"] = args.channels_last
     if "episodes" in overrides and "minutes" not in overrides:
         overrides["minutes"] = None
     if "minutes" in overrides and "episodes" not in overrides:
@@ -204,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None,
                        help=text)
     t.add_argument("--rotations", action="store_true", help="Omniglot: add rotated classes")
+    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC convolutions (default: on for ProtoNet)")
     t.add_argument("--config", default=None, help="a TOML config (flags override it)")
     t.add_argument("--out", required=True, help="run directory (resumes if it holds a run)")
     t.set_defaults(func=train)

@@ -62,6 +62,7 @@ class TrainConfig:
     chunk_size: int | None = None     # tasks per forward/backward chunk (memory bound)
     device: str = "auto"
     threads: int | None = None        # torch CPU threads (sinusoid: 1; else torch's default)
+    channels_last: bool | None = None  # NHWC convolutions (ProtoNet default: on)
     seed: int = 0
     checkpoint_every: int = 1000      # steps between resumable checkpoints
 
@@ -121,6 +122,8 @@ class TrainConfig:
             # Tiny networks gain nothing from intra-op threads, and on a busy machine their
             # barriers cost far more than the arithmetic.
             threads=self.threads or (1 if sinusoid else None),
+            channels_last=self.channels_last if self.channels_last is not None
+            else not maml,
         )
 
     def to_dict(self) -> dict[str, Any]:

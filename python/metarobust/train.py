@@ -71,7 +71,7 @@ def build_learner(cfg: TrainConfig, in_channels: int) -> torch.nn.Module:
     backbone = build_model(cfg.model, in_channels=in_channels, image_size=cfg.image_size)
     if cfg.learner == "protonet":
         return ProtoNet(backbone, metric=cfg.metric, prototype=cfg.prototype,
-                        chunk_size=cfg.chunk_size)
+                        chunk_size=cfg.chunk_size, channels_last=bool(cfg.channels_last))
     order, variant = MAML_VARIANTS[cfg.learner]
     task = dict(task="regression", outputs=1, ways=None) if cfg.dataset == "sinusoid" else \
         dict(ways=cfg.ways)
