@@ -21,10 +21,11 @@ from collections.abc import Sequence
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .bench import add_bench_parser
 from .config import DATASETS, DEVICES, LEARNERS, TrainConfig
 from .data.prepare import add_data_parser
+from .distributed import DistributedError
 
 TRAIN_FLAGS = {
     # flag: (type, help); all default to None so a --config file's values survive
@@ -76,8 +77,12 @@ def train(args: argparse.Namespace) -> int:
     if "minutes" in overrides and "episodes" not in overrides:
         overrides["episodes"] = None
     cfg = TrainConfig.from_dict({**cfg.to_dict(), **overrides}, source="arguments")
-    result = Trainer(cfg, args.out).fit()
-    print(json.dumps({"run": str(args.out), **result}))
+    try:  # under torchrun with several processes, Trainer joins the process group
+        result = Trainer(cfg, args.out).fit()
+        if distributed.is_main():
+            print(json.dumps({"run": str(args.out), **result}))
+    finally:
+        distributed.teardown()
     return 0
 
 
@@ -239,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"metarobust: error: {e}", file=sys.stderr)
         return 2
+    except DistributedError as e:  # another rank failed or stalled
+        print(f"metarobust: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("metarobust: interrupted (a resumable checkpoint was saved where training)",
               file=sys.stderr)

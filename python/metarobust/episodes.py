@@ -189,13 +189,18 @@ class EpisodeSampler:
         prefetch: int = 2,
         num_batches: int | None = None,
         pin_memory: bool = False,
+        stride: int | None = None,
     ) -> BatchIterator:
         """Consecutive batches from episode ``start``, produced ahead on a background thread.
+
+        stride: episodes from one batch's start to the next (default ``batch_size``); a
+        distributed rank takes its slice of each global batch with ``stride=global_batch``.
 
         >>> for batch in sampler.batches(32, num_batches=100):  # doctest: +SKIP
         ...     train_step(batch)
         """
-        return BatchIterator(self, batch_size, start, prefetch, num_batches, pin_memory)
+        return BatchIterator(self, batch_size, start, prefetch, num_batches, pin_memory,
+                             stride)
 
 
 def _listify(value: Any, name: str) -> list[float] | None:
@@ -215,8 +220,9 @@ class BatchIterator(Iterator[Episode]):
     """
 
     def __init__(self, sampler: EpisodeSampler, batch_size: int, start: int, prefetch: int,
-                 num_batches: int | None, pin_memory: bool) -> None:
+                 num_batches: int | None, pin_memory: bool, stride: int | None = None) -> None:
         self.batch_size = _check_int(batch_size, "batch_size", 1)
+        self.stride = self.batch_size if stride is None else _check_int(stride, "stride", 1)
         self.position = _check_int(start, "start", 0)
         prefetch = _check_int(prefetch, "prefetch", 1)
         self._left = None if num_batches is None else _check_int(num_batches, "num_batches", 0)
@@ -235,7 +241,7 @@ class BatchIterator(Iterator[Episode]):
         made = 0
         while not self._stop.is_set() and (total is None or made < total):
             try:
-                item: Any = sampler.sample_batch(start + made * self.batch_size,
+                item: Any = sampler.sample_batch(start + made * self.stride,
                                                  self.batch_size, pin_memory)
             except BaseException as e:  # handed to the consumer, raised there
                 item = e
@@ -259,7 +265,7 @@ class BatchIterator(Iterator[Episode]):
         if isinstance(item, BaseException):
             self.close()
             raise item
-        self.position += self.batch_size
+        self.position += self.stride
         if self._left is not None:
             self._left -= 1
         return item

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from . import data as mrdata
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .distributed import Distributed
 from .episodes import EpisodeSampler
 from .evaluate import evaluate, evaluate_regression
 from .learners import MAML, ProtoNet
@@ -84,12 +85,14 @@ class TaskBatches:
     """Consecutive batches of a task family without a Rust sampler (sinusoid regression),
     with the interface of :meth:`EpisodeSampler.batches` that the trainer uses."""
 
-    def __init__(self, tasks: Any, batch_size: int, start: int = 0, **_: Any) -> None:
+    def __init__(self, tasks: Any, batch_size: int, start: int = 0,
+                 stride: int | None = None, **_: Any) -> None:
         self.tasks, self.batch_size, self.position = tasks, batch_size, start
+        self.stride = stride or batch_size
 
     def __next__(self) -> Any:
         batch = self.tasks.sample_batch(self.position, self.batch_size)
-        self.position += self.batch_size
+        self.position += self.stride
         return _Movable(batch)
 
     def close(self) -> None:
@@ -118,6 +121,9 @@ def _lr_factor(schedule: str, progress: float) -> float:
 class Trainer:
     """Runs ``cfg`` into ``out``; resumes from ``out/last.pt`` when it exists.
 
+    Under ``torchrun`` with several processes it trains data-parallel (see
+    :mod:`metarobust.distributed`): ``meta_batch`` is the global batch, split over the ranks.
+
     >>> Trainer(TrainConfig(episodes=1000), "runs/glyphs").fit()  # doctest: +SKIP
     """
 
@@ -126,6 +132,11 @@ class Trainer:
         self.out = Path(out)
         self.progress = progress
         self.device = resolve_device(self.cfg.device)
+        # several torchrun processes: a process group on cuda:LOCAL_RANK or gloo (else None)
+        self.dist = Distributed.from_env(self.device, self.cfg.meta_batch)
+        self.is_main = self.dist is None or self.dist.is_main
+        if self.dist is not None:
+            self.device = self.dist.device
         if self.cfg.threads is not None:
             torch.set_num_threads(self.cfg.threads)
         self.regression = self.cfg.dataset == "sinusoid"
@@ -163,9 +174,13 @@ class Trainer:
 
     def _resume(self) -> None:
         last = self.out / "last.pt"
-        if not last.exists():
+        if self.dist is not None:  # rank 0 reads it; every rank gets the same state
+            state = self.dist.run_on_main(lambda: load_checkpoint(last) if last.exists()
+                                          else None)
+        else:
+            state = load_checkpoint(last, map_location=self.device) if last.exists() else None
+        if state is None:
             return
-        state = load_checkpoint(last, map_location=self.device)
         saved = {k: v for k, v in state["config"].items() if k not in ("episodes", "minutes")}
         mine = {k: v for k, v in self.cfg.to_dict().items() if k not in ("episodes", "minutes")}
         if saved != mine:
@@ -177,7 +192,13 @@ class Trainer:
         self.step, self.elapsed, self.best = state["step"], state["elapsed"], state["best"]
         torch.set_rng_state(state["torch_rng"].cpu())
 
+    def _save(self, name: str) -> None:
+        if self.is_main:  # rank 0 writes the checkpoints of a distributed run
+            save_checkpoint(self._state(), self.out / name)
+
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -193,7 +214,7 @@ class Trainer:
 
     def validate(self) -> float | None:
         """Validation score (accuracy, or minus the MSE for regression); keeps ``best.pt``."""
-        if self.val_sampler is None:
+        if self.val_sampler is None or not self.is_main:  # rank 0 validates
             return None
         if self.regression:
             res = evaluate_regression(self.learner, self.val_sampler, self.cfg.val_episodes,
@@ -207,7 +228,7 @@ class Trainer:
             self._log({"step": self.step, "val_accuracy": score, "val_ci95": res["ci95"]})
         if self.best is None or score > self.best:
             self.best = score
-            save_checkpoint(self._state(), self.out / "best.pt")
+            self._save("best.pt")
         return score
 
     # -- loop -------------------------------------------------------------------------
@@ -215,17 +236,24 @@ class Trainer:
     def fit(self, stop_at: int | None = None) -> dict[str, Any]:
         """Trains until ``episodes`` or ``minutes`` is reached (or step ``stop_at``, leaving a
         resumable ``last.pt``); Ctrl-C saves ``last.pt`` too."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
         self._resume()
-        self.cfg.save(self.out / "config.toml")
+        if self.is_main:
+            self.cfg.save(self.out / "config.toml")
+        if self.dist is not None:
+            self.dist.broadcast_module(self.learner)
         cfg, mb = self.cfg, self.cfg.meta_batch
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {cfg.learner}",
-                   unit="step", disable=None if self.progress else True)
+                   unit="step", disable=None if self.progress and self.is_main else True)
         last = {}
+        local, first = mb, self.step * mb  # a rank takes its slice of each global batch
+        if self.dist is not None:
+            local, first = self.dist.local_batch(mb), self.dist.first_episode(self.step, mb)
         if self.regression:
-            batches = TaskBatches(self.sampler, mb, start=self.step * mb)
+            batches = TaskBatches(self.sampler, local, start=first, stride=mb)
         else:
-            batches = self.sampler.batches(mb, start=self.step * mb, prefetch=2,
+            batches = self.sampler.batches(local, start=first, prefetch=2, stride=mb,
                                            pin_memory=self.device.type == "cuda")
         try:
             while not self._done() and (stop_at is None or self.step < stop_at):
@@ -235,10 +263,14 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 self.optimizer.zero_grad(set_to_none=True)
-                last = self.learner.meta_backward(batch, None if self.regression else cfg.ways)
+                ways = None if self.regression else cfg.ways
+                last = (self.learner.meta_backward(batch, ways) if self.dist is None
+                        else self.dist.meta_backward(self.learner, batch, ways))
                 self.optimizer.step()
                 self.step += 1
                 dt = time.perf_counter() - t0
+                if self.dist is not None and cfg.minutes is not None:
+                    dt = self.dist.agree(dt)  # rank 0's clock: all ranks stop at one step
                 self.elapsed += dt
                 if self.step % 50 == 0 or self.step == 1:
                     self._log({"step": self.step, "lr": lr, "episodes_per_s": mb / dt, **last})
@@ -247,9 +279,9 @@ class Trainer:
                 if self.step % cfg.val_every == 0:
                     self.validate()
                 if self.step % cfg.checkpoint_every == 0:
-                    save_checkpoint(self._state(), self.out / "last.pt")
+                    self._save("last.pt")
         except KeyboardInterrupt:
-            save_checkpoint(self._state(), self.out / "last.pt")
+            self._save("last.pt")
             bar.close()
             batches.close()
             raise
@@ -258,9 +290,11 @@ class Trainer:
         finished = self._done()
         if finished and self.val_sampler is not None and self.step % cfg.val_every != 0:
             self.validate()
-        save_checkpoint(self._state(), self.out / "last.pt")
+        self._save("last.pt")
         if finished and not (self.out / "best.pt").exists():
-            save_checkpoint(self._state(), self.out / "best.pt")
+            self._save("best.pt")
+        if self.dist is not None:  # after rank 0's files; every rank returns rank 0's result
+            self.best, self.elapsed = self.dist.run_on_main(lambda: (self.best, self.elapsed))
         best = {"best_val_mse": -self.best if self.best is not None else None} \
             if self.regression else {"best_val_accuracy": self.best}
         return {"steps": self.step, "episodes": self.step * mb, "seconds": self.elapsed,

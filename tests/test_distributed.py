@@ -1,0 +1,205 @@
+"""Data-parallel training under torchrun (gloo on CPU, 2 processes): the same parameters and
+BatchNorm statistics as one process with the same global meta-batch, resume through the
+command line, a clear error for a meta-batch that does not split, and a failed or stalled
+rank ending the job instead of hanging.
+
+The single-process references use ``chunk_size = meta_batch / 2``, so each forward pass
+groups the same tasks as a rank does. A learner's float rounding depends on how many tasks
+share a forward pass (oneDNN picks kernels by batch size; up to ~1e-3 relative on Conv-4
+gradients, exactly as when ``chunk_size`` changes), and Adam's first steps (``lr *
+sign(g)``) turn rounding noise on near-zero gradients (conv biases before BatchNorm, whose
+exact gradient is 0) into differences of ``lr``. With matched chunks only the distributed
+machinery is compared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from metarobust import distributed
+from metarobust.checkpoint import load_checkpoint
+from metarobust.config import TrainConfig
+from metarobust.train import Trainer
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available()
+                                or not torch.distributed.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available")
+
+BASE = dict(dataset="glyphs", glyph_classes=30, ways=5, shots=1, device="cpu", threads=1,
+            seed=3, test_queries=3, val_episodes=10, checkpoint_every=3)
+PROTO = dict(BASE, learner="protonet", queries=3, meta_batch=2, episodes=8, val_every=2)
+MAML = dict(BASE, learner="maml", queries=2, meta_batch=4, episodes=12, inner_steps=1,
+            val_every=100)
+
+WORKER = """
+import json, sys, time
+import torch
+from metarobust import distributed
+from metarobust.config import TrainConfig
+from metarobust.train import Trainer
+
+try:
+    for cfg, out, fail in json.loads(sys.argv[1]):
+        trainer = Trainer(TrainConfig(**cfg), out, progress=False)
+        rank = trainer.dist.rank
+        if fail and rank == 1:
+            original, calls = trainer.learner.meta_backward, [0]
+            def broken(batch, ways):
+                calls[0] += 1
+                if calls[0] == 2:
+                    if fail == "raise":
+                        raise RuntimeError("injected failure on rank 1")
+                    time.sleep(3600)
+                return original(batch, ways)
+            trainer.learner.meta_backward = broken
+        result = trainer.fit()
+        torch.save({"model": trainer.learner.state_dict(), "result": result},
+                   f"{out}/rank{rank}.pt")
+finally:
+    distributed.teardown()
+"""
+
+
+def torchrun(args: list[str], timeout: float, **env: str) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone --nproc_per_node=2 ARGS`` (a free port
+    on localhost), one torch thread per process. Past ``timeout`` the launcher and its
+    workers (its own session) are killed and the test fails: the job hung."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        full_env.pop(name, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=full_env, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun did not finish within {timeout}s:\n{out[-2000:]}{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def run_worker(tmp_path: Path, jobs: list, timeout: float, **env: str):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    return torchrun([str(script), json.dumps(jobs)], timeout, **env)
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def reference(cfg: dict, out: Path, stop_at: int | None = None) -> Trainer:
+    """One process, forward passes grouping the tasks a rank of 2 would see."""
+    cfg = {**cfg, "chunk_size": cfg["meta_batch"] // 2}
+    trainer = Trainer(TrainConfig(**cfg), out, progress=False)
+    trainer.fit(stop_at=stop_at)
+    return trainer
+
+
+def assert_same_state(got: dict, want: dict, atol: float = 1e-5) -> None:
+    assert got.keys() == want.keys()
+    for name in want:
+        if want[name].is_floating_point():
+            torch.testing.assert_close(got[name], want[name], atol=atol, rtol=0,
+                                       msg=lambda m, n=name: f"{n}: {m}")
+        else:
+            assert torch.equal(got[name], want[name]), name
+
+
+@pytest.fixture(scope="module")
+def two_rank_runs(tmp_path_factory):
+    """ProtoNet and second-order MAML trained by 2 gloo ranks in one torchrun job."""
+    tmp = tmp_path_factory.mktemp("dist")
+    jobs = [[PROTO, str(tmp / "proto"), None], [MAML, str(tmp / "maml"), None]]
+    proc = run_worker(tmp, jobs, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return tmp
+
+
+@pytest.mark.parametrize("name, cfg", [("proto", PROTO), ("maml", MAML)])
+def test_two_ranks_match_one_process(two_rank_runs, tmp_path, one_thread, name, cfg):
+    ref = reference(cfg, tmp_path / "ref")
+    want = ref.learner.state_dict()
+    ranks = [torch.load(two_rank_runs / name / f"rank{r}.pt", weights_only=True)
+             for r in (0, 1)]
+    # every rank holds the same model, bit for bit (BatchNorm running statistics included)
+    for key, value in ranks[0]["model"].items():
+        assert torch.equal(value, ranks[1]["model"][key]), key
+    assert ranks[0]["result"] == ranks[1]["result"]
+    # ... and it is one process's model with the same global meta-batch, to float tolerance
+    assert_same_state(ranks[0]["model"], want)
+    if name == "proto":  # running statistics exist and were merged, not left per rank
+        assert int(want["backbone.blocks.0.1.num_batches_tracked"]) == cfg["episodes"]
+    saved = load_checkpoint(two_rank_runs / name / "last.pt")
+    assert saved["step"] == ref.step == cfg["episodes"] // cfg["meta_batch"]
+    assert_same_state(saved["model"], want)
+    # rank 0 alone wrote the run directory; metrics are global means
+    lines = [json.loads(x) for x in (two_rank_runs / name / "metrics.jsonl").read_text()
+             .splitlines()]
+    ref_lines = [json.loads(x) for x in (tmp_path / "ref" / "metrics.jsonl").read_text()
+                 .splitlines()]
+    assert [sorted(x) for x in lines] == [sorted(x) for x in ref_lines]
+    for got, exp in zip(lines, ref_lines):
+        for key in ("loss", "accuracy", "val_accuracy"):
+            if key in exp:
+                assert got[key] == pytest.approx(exp[key], abs=1e-4), key
+    assert ranks[0]["result"]["best_val_accuracy"] == pytest.approx(ref.best, abs=1e-6)
+
+
+def test_torchrun_cli_resumes_a_single_process_run(tmp_path, one_thread):
+    """`torchrun -m metarobust train` resumes a run begun by one process: rank 0 reads
+    last.pt and every rank continues from it; the result line is printed once."""
+    straight = reference(PROTO, tmp_path / "straight")
+    reference(PROTO, tmp_path / "run", stop_at=1)
+    proc = torchrun(["-m", "metarobust", "train", "--config", str(tmp_path / "run" /
+                                                                   "config.toml"),
+                     "--out", str(tmp_path / "run")], timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = [line for line in proc.stdout.splitlines() if line.startswith('{"run"')]
+    assert len(results) == 1 and json.loads(results[0])["steps"] == 4
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert saved["step"] == 4
+    assert_same_state(saved["model"], straight.learner.state_dict())
+
+
+def test_meta_batch_must_split_over_ranks(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match=r"meta_batch: 3 .* world size 2"):
+        Trainer(TrainConfig(**{**PROTO, "meta_batch": 3}), tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match=r"meta_batch: 1 .*world size 2.*--meta-batch"):
+        Trainer(TrainConfig(**{**PROTO, "meta_batch": None}), tmp_path / "run",
+                progress=False)
+    assert not torch.distributed.is_initialized()
+    assert distributed.local_batch(8, 4) == 2
+    with pytest.raises(ValueError, match="meta_batch: 6 .* world size 4"):
+        distributed.local_batch(6, 4)
+
+
+@pytest.mark.parametrize("fail", ["raise", "stall"])
+def test_a_failed_rank_ends_the_job(tmp_path, fail):
+    """Rank 1 raises (torchrun stops the job) or stalls for an hour in its second step (rank
+    0's collective times out after 5 s): the job exits non-zero instead of hanging (most of
+    the test's time limit is two Python processes importing torch on a busy machine)."""
+    cfg = dict(PROTO, episodes=40, val_every=100)
+    proc = run_worker(tmp_path, [[cfg, str(tmp_path / "run"), fail]], timeout=180,
+                      METAROBUST_DIST_TIMEOUT="5")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-3000:]
+    if fail == "raise":
+        assert "injected failure on rank 1" in output
+    else:
+        assert "DistributedError" in output and "rank 0 of 2" in output, output[-3000:]
