@@ -49,6 +49,7 @@ def test_maml_agree(agreement, order):
     errors = agreement[order]
     assert set(errors) == set(bench.MAML_CANDIDATES) - {"reference"}
     assert errors["loop"] < 1e-9  # the same operations as the reference
+    assert errors["threads"] < 1e-9
     assert errors["vmap"] < 1e-6
 
 

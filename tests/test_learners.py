@@ -179,21 +179,61 @@ def test_first_order_is_stop_gradient(path: str) -> None:
 def test_vmap_equals_loop(variant: str, order: str) -> None:
     batch = image_batch()
     results = {}
-    for path in ("loop", "vmap"):
+    for path in ("loop", "vmap", "threads"):
         learner = tiny_conv_maml(variant, order, path)
         out = learner.meta_backward(batch, WAYS)
         with torch.no_grad():  # evaluation adapts with inner gradients even so
             logits = learner.query_logits(batch, WAYS)
         results[path] = (out, grads(learner), logits)
-    (lo, lg, ll), (vo, vg, vl) = results["loop"], results["vmap"]
-    assert lo["loss"] == pytest.approx(vo["loss"], rel=1e-10)
-    assert lo["accuracy"] == vo["accuracy"]
-    assert lg.keys() == vg.keys()
+    lo, lg, ll = results["loop"]
     expected = {n for n, _ in learner.named_parameters()}
     assert set(lg) == expected  # every meta-parameter gets a gradient
-    for n in lg:
-        torch.testing.assert_close(vg[n], lg[n], rtol=1e-8, atol=1e-11, msg=n)
-    torch.testing.assert_close(vl, ll, rtol=1e-8, atol=1e-10)
+    for path in ("vmap", "threads"):
+        vo, vg, vl = results[path]
+        assert lo["loss"] == pytest.approx(vo["loss"], rel=1e-10)
+        assert lo["accuracy"] == vo["accuracy"]
+        assert lg.keys() == vg.keys()
+        for n in lg:
+            torch.testing.assert_close(vg[n], lg[n], rtol=1e-8, atol=1e-11, msg=f"{path} {n}")
+        torch.testing.assert_close(vl, ll, rtol=1e-8, atol=1e-10)
+
+
+def test_threads_path_independent_of_thread_count() -> None:
+    batch = image_batch()
+    saved = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            learner = tiny_conv_maml("maml", "second", "threads").float()
+            fbatch = Task(batch.support_x.float(), batch.support_y, batch.query_x.float(),
+                          batch.query_y)
+            out = learner.meta_backward(fbatch, WAYS)
+            results.append((out, grads(learner), learner.query_logits(fbatch, WAYS)))
+    finally:
+        torch.set_num_threads(saved)
+    assert torch.get_num_threads() == saved  # workers' thread settings do not leak
+    for out, g, logits in results[1:]:
+        assert out == results[0][0]
+        for n in g:
+            assert torch.equal(g[n], results[0][1][n]), n
+        assert torch.equal(logits, results[0][2])
+
+
+def test_auto_path_on_cpu() -> None:
+    conv = tiny_conv_maml("maml", "second", "auto")
+    dense = tiny_maml(path="auto")
+    x = torch.zeros(4, 3)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert conv._task_threads(x, 4) == 2 and not conv._use_vmap(x)
+        assert conv._task_threads(x, 1) == 0  # one task: the plain loop
+        assert dense._use_vmap(x) and dense._task_threads(x, 4) == 0  # no convolutions
+        torch.set_num_threads(1)
+        assert conv._task_threads(x, 4) == 0
+    finally:
+        torch.set_num_threads(saved)
 
 
 def test_anil_adapts_only_the_head() -> None:

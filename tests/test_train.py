@@ -115,6 +115,7 @@ def test_resume_refuses_a_different_config(tmp_path):
     (dict(ways=0), "ways: must be >= 1"),
     (dict(episodes=None, minutes=None), "give one of them"),
     (dict(schedule="linear"), "schedule"),
+    (dict(bf16=True, device="cpu"), "bf16: autocast is offered on CUDA"),
 ])
 def test_bad_configs(kw, words):
     with pytest.raises(ValueError, match=words):

@@ -41,9 +41,9 @@ then the meta-gradient of a whole meta-batch; no optimiser step) with Finn et al
 Omniglot setting: ``conv4_finn`` at 28x28, 5-way 1-shot 15-query, one inner step with
 ``inner_lr`` 0.4, meta-batch ``tasks`` (32), second and first order:
 
-- ``loop`` / ``vmap``: :class:`metarobust.learners.MAML` with that ``path``
-  (``meta_backward``); ``auto`` is whichever of the two it picks on the device (loop on the
-  CPU, vmap on CUDA), shown as ``(auto)``;
+- ``loop`` / ``threads`` / ``vmap``: :class:`metarobust.learners.MAML` with that ``path``
+  (``meta_backward``); ``auto`` is whichever it picks on the device for the Conv-4 (threads
+  on a CPU with several torch threads, else the loop; vmap on CUDA), shown as ``(auto)``;
 - ``reference``: :class:`ReferenceMAML`, MAML as learn2learn runs it: per task, clone the
   parameters (learn2learn's ``clone_module``; here ``p.clone()`` used through
   ``torch.func.functional_call``), adapt with ``torch.autograd.grad`` (``create_graph=True``
@@ -789,7 +789,7 @@ def kernel_overhead_probe(shape: tuple[int, int, int, int, int] = SMALL_KERNEL_S
 # ---------------------------------------------------------------- MAML meta-training
 
 MAML_ORDERS = ("second", "first")
-MAML_CANDIDATES = ("loop", "vmap", "reference")
+MAML_CANDIDATES = ("loop", "threads", "vmap", "reference")
 DEFAULT_MAML_TASKS = 32
 DEFAULT_MAML_REPEATS = 3
 MAML_SETTING = (5, 1, 15)  # ways, shots, queries per class
@@ -909,7 +909,7 @@ def maml_candidates(batch: Episode, order: str, names: Iterable[str] = MAML_CAND
     sync = batch.support_x.device.type == "cuda"
     out: dict[str, Callable] = {}
     for name in names:
-        if name in ("loop", "vmap", "auto"):
+        if name in ("loop", "threads", "vmap", "auto"):
             learner = _maml_learner(batch, order, name, ways, seed)
 
             def step(learner: Any = learner) -> nn.Module:
@@ -928,18 +928,23 @@ def maml_candidates(batch: Episode, order: str, names: Iterable[str] = MAML_CAND
                     torch.cuda.synchronize()
                 return ref.net
         else:
-            raise ValueError(f"maml candidate: expected loop, vmap, auto or reference, got "
-                             f"{name!r}")
+            raise ValueError(f"maml candidate: expected loop, threads, vmap, auto or "
+                             f"reference, got {name!r}")
         out[name] = step
     return out
 
 
-def maml_auto_path(device: str | torch.device = "cpu") -> str:
-    """The path ``MAML(path="auto")`` takes for inputs on ``device``."""
+def maml_auto_path(device: str | torch.device = "cpu", tasks: int = DEFAULT_MAML_TASKS) -> str:
+    """The path ``MAML(path="auto")`` takes for the benchmark's Conv-4 on ``device``, with
+    a meta-batch of ``tasks`` and torch's current thread count."""
     from .learners import MAML
+    from .models import build_model
 
-    learner = MAML(nn.Linear(1, 1), ways=2, path="auto")
-    return "vmap" if learner._use_vmap(torch.empty(0, device=device)) else "loop"
+    learner = MAML(build_model(MAML_MODEL, 1, 28, filters=1), ways=2, path="auto")
+    x = torch.empty(0, device=device)
+    if learner._use_vmap(x):
+        return "vmap"
+    return "threads" if learner._task_threads(x, tasks) else "loop"
 
 
 def check_maml_agree(batch: Episode, order: str, names: Iterable[str] = MAML_CANDIDATES,
@@ -1124,7 +1129,7 @@ def bench_maml(batch: Episode | None = None, tasks: int = DEFAULT_MAML_TASKS,
         batch = maml_batch(tasks, ways, shots, queries, data_root=data_root, device=device)
     b = batch.support_x.shape[0]
     ways = int(batch.support_y.max()) + 1
-    auto = maml_auto_path(batch.support_x.device)
+    auto = maml_auto_path(batch.support_x.device, b)
     err: dict[tuple[str, str], float] = {}
     if check:
         for order in orders:
@@ -1354,7 +1359,7 @@ def run(what: str = "all", *, ways: int | None = None, shots: int | None = None,
         q = 15 if queries is None else queries
         t = tasks or DEFAULT_MAML_TASKS
         batch = maml_batch(t, w, k, q, data_root=data_root, device=device)
-        auto = maml_auto_path(device)
+        auto = maml_auto_path(device, t)
         print(f"\nMAML: {MAML_MODEL} on {tuple(batch.support_x.shape[2:])} inputs, "
               f"{w}-way {k}-shot {q}-query, meta-batch {t}, {MAML_INNER_STEPS} inner step(s) "
               f"at lr {MAML_INNER_LR}, device {device}: path auto -> {auto}", file=file)

@@ -6,6 +6,7 @@
     metarobust train --learner protonet --dataset glyphs --ways 20 --shots 1 --queries 5 \
         --episodes 20000 --out runs/proto
     metarobust eval runs/proto --ways 5 --shots 1 --episodes 600   # last line: JSON
+    metarobust robustness runs/proto --suite quick   # robustness.json, .csv, .png in the run
     metarobust data prepare omniglot --root R --split background --out CACHE
     metarobust bench sampler|kernels|maml|all   # side-by-side ratios against references
 """
@@ -26,6 +27,7 @@ from .bench import add_bench_parser
 from .config import DATASETS, DEVICES, LEARNERS, TrainConfig
 from .data.prepare import add_data_parser
 from .distributed import DistributedError
+from .robust.suite import add_robustness_parser
 
 TRAIN_FLAGS = {
     # flag: (type, help); all default to None so a --config file's values survive
@@ -72,6 +74,8 @@ def train(args: argparse.Namespace) -> int:
         overrides["rotations"] = True
     if args.channels_last is not None:
         overrides["channels_last"] = args.channels_last
+    if args.bf16:
+        overrides["bf16"] = True
     if "episodes" in overrides and "minutes" not in overrides:
         overrides["minutes"] = None
     if "minutes" in overrides and "episodes" not in overrides:
@@ -189,6 +193,14 @@ def quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def robustness(args: argparse.Namespace) -> int:
+    """The robustness suite of a run (see metarobust.robust.suite)."""
+    from .robust.suite import robustness_command
+    from .train import load_dataset, load_run, resolve_device
+
+    return robustness_command(args, load_run, load_dataset, resolve_device)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metarobust", description="Robust few-shot meta-learning (Rust core, PyTorch).")
@@ -213,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rotations", action="store_true", help="Omniglot: add rotated classes")
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC convolutions (default: on for ProtoNet)")
+    t.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast of the training steps (CUDA only)")
     t.add_argument("--config", default=None, help="a TOML config (flags override it)")
     t.add_argument("--out", required=True, help="run directory (resumes if it holds a run)")
     t.set_defaults(func=train)
@@ -233,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_parser(sub)
     add_bench_parser(sub)
+    add_robustness_parser(sub).set_defaults(func=robustness)
     return parser
 
 

@@ -63,6 +63,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None        # torch CPU threads (sinusoid: 1; else torch's default)
     channels_last: bool | None = None  # NHWC convolutions (ProtoNet default: on)
+    bf16: bool = False                # bf16 autocast of training steps on CUDA
     seed: int = 0
     checkpoint_every: int = 1000      # steps between resumable checkpoints
 

@@ -139,6 +139,9 @@ class Trainer:
             self.device = self.dist.device
         if self.cfg.threads is not None:
             torch.set_num_threads(self.cfg.threads)
+        if self.cfg.bf16 and self.device.type != "cuda":
+            raise ValueError(f"bf16: autocast is offered on CUDA devices only (the device is "
+                             f"{self.device.type}); drop --bf16 or train on a GPU")
         self.regression = self.cfg.dataset == "sinusoid"
         self.val_sampler = None
         if self.regression:
@@ -264,8 +267,9 @@ class Trainer:
                     group["lr"] = lr
                 self.optimizer.zero_grad(set_to_none=True)
                 ways = None if self.regression else cfg.ways
-                last = (self.learner.meta_backward(batch, ways) if self.dist is None
-                        else self.dist.meta_backward(self.learner, batch, ways))
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16):
+                    last = (self.learner.meta_backward(batch, ways) if self.dist is None
+                            else self.dist.meta_backward(self.learner, batch, ways))
                 self.optimizer.step()
                 self.step += 1
                 dt = time.perf_counter() - t0

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Learner", "Task", "task_batch_norm"]
+__all__ = ["Learner", "Task", "frozen_batch_norm_stats", "task_batch_norm"]
 
 
 def _check_chunk(chunk_size: Any) -> int | None:
@@ -95,6 +95,38 @@ def _grouped_bn(module: nn.modules.batchnorm._BatchNorm, groups: int, x: torch.T
                 module.running_var.mul_(1 - mom).add_(v[g].to(module.running_var.dtype),
                                                       alpha=mom)
     return y.reshape(x.shape)
+
+
+@contextlib.contextmanager
+def frozen_batch_norm_stats(model: nn.Module) -> Iterator[None]:
+    """Within the block, BatchNorm layers of ``model`` may update their running statistics
+    (training mode); on leaving, the statistics (and ``num_batches_tracked``) are restored
+    to their values on entry. Normalisation itself follows each layer's mode."""
+    saved = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+            for t in (m.running_mean, m.running_var, m.num_batches_tracked):
+                if t is not None:
+                    saved.append((t, t.detach().clone()))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for t, value in saved:
+                t.copy_(value)
+
+
+@contextlib.contextmanager
+def _constant_parameters(module: nn.Module) -> Iterator[None]:
+    """Within the block, ``module``'s parameters do not require grad (restored on exit)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 @contextlib.contextmanager
@@ -261,6 +293,41 @@ class Learner(nn.Module):
             outs.append(self._chunk_outputs(slice_batch(batch, start, stop), ways,
                                             meta=False).detach())
         return torch.cat(outs)
+
+    def attack_logits(self, batch: Any, ways: int | None, *,
+                      inner_steps: int | None = None) -> torch.Tensor:
+        """Query outputs ``(B, Q, ways)`` for adversarial attacks: differentiable with respect
+        to ``batch.support_x`` and ``batch.query_x`` (the caller sets ``requires_grad`` on
+        float images), with the learner's parameters as constants (no parameter ``.grad`` is
+        ever touched, whatever the caller back-propagates).
+
+        Evaluation-time behaviour in the learner's current mode (normally eval): ProtoNet
+        runs its plain forward; MAML adapts with ``test_inner_steps`` (``inner_steps``
+        overrides it) and keeps the inner loop's graph (second order, whatever ``order``),
+        so gradients flow through the adaptation to the support images. BatchNorm running
+        statistics are left unchanged (restored if the learner is in training mode).
+        Gradient mode is always on inside.
+        """
+        self._check_batch(batch, ways)
+        if inner_steps is not None:
+            if isinstance(inner_steps, bool) or not isinstance(inner_steps, int):
+                raise TypeError(f"inner_steps: expected an int >= 0 or None, got "
+                                f"{inner_steps!r} ({type(inner_steps).__name__})")
+            if inner_steps < 0:
+                raise ValueError(f"inner_steps: must be >= 0, got {inner_steps}")
+        outs = []
+        with torch.enable_grad(), frozen_batch_norm_stats(self):
+            for start, stop in self._chunks(batch.support_x.shape[0]):
+                outs.append(self._attack_outputs(slice_batch(batch, start, stop), ways,
+                                                 inner_steps))
+        return torch.cat(outs)
+
+    def _attack_outputs(self, chunk: Any, ways: int | None,
+                        inner_steps: int | None) -> torch.Tensor:
+        """:meth:`attack_logits` of one chunk; here the meta forward with the parameters
+        made constant (MAML overrides it)."""
+        with _constant_parameters(self):
+            return self._chunk_outputs(chunk, ways, meta=True)
 
     def evaluate_batch(self, batch: Any, ways: int | None) -> torch.Tensor:
         """Query accuracy of each task ``(B,)`` (regression: query MSE of each task)."""

@@ -14,10 +14,17 @@ parameters, averaged over the tasks.
 * ``variant="anil"``: the inner loop adapts only the head; the backbone's features are
   computed once per task (support and query) and meta-learned through the query loss.
 
-Two equivalent execution paths: ``path="vmap"`` runs the whole (chunk of the) meta-batch at
-once with ``torch.func`` (``functional_call``, ``grad``, ``vmap``); ``path="loop"`` runs the
-tasks one after the other with ``torch.autograd.grad`` (the reference). ``"auto"`` takes
-vmap on CUDA and the loop on CPU, where vmap measured slower.
+Three equivalent execution paths: ``path="vmap"`` runs the whole (chunk of the) meta-batch
+at once with ``torch.func`` (``functional_call``, ``grad``, ``vmap``); ``path="loop"`` runs
+the tasks one after the other with ``torch.autograd.grad`` (the reference);
+``path="threads"`` runs the loop's per-task work on ``torch.get_num_threads()`` Python
+threads with one intra-op thread each (torch releases the GIL inside its kernels), each
+task's meta-gradient taken separately and the gradients summed in task order, so the result
+does not depend on the thread count. A Conv-4 task is too small to keep several cores busy
+inside one operation, so task-level parallelism is what pays on a CPU. ``"auto"`` takes
+vmap on CUDA; on CPU, vmap for networks without convolutions (a small MLP's tasks are all
+per-operation overhead, which vmap batches away), else the threads path when torch has more
+than one thread, else the loop.
 
 BatchNorm: the backbone's BatchNorm layers are converted in place with
 ``torch.func.replace_all_batch_norm_modules_``: no running statistics, every forward
@@ -32,8 +39,11 @@ derivatives through ``F.batch_norm`` under ``vmap(grad)`` are wrong in current t
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -41,15 +51,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from .base import Learner
+from .base import Learner, slice_batch
 
 __all__ = ["MAML", "ORDERS", "PATHS", "VARIANTS"]
 
 ORDERS = ("second", "first")
 VARIANTS = ("maml", "metasgd", "anil")
-PATHS = ("vmap", "loop", "auto")
+PATHS = ("vmap", "loop", "threads", "auto")
 
 Params = dict[str, torch.Tensor]
+
+# Worker threads of the threads path run on their own copy of the network: functional_call
+# swaps parameters into the module object while it runs, so threads must not share one.
+_WORKER = threading.local()
 
 
 def _check_steps(value: Any, name: str) -> int:
@@ -124,7 +138,8 @@ class MAML(Learner):
         task: "classification" (cross-entropy, accuracy) or "regression" (MSE; targets
             ``(B, n, outputs)``, e.g. ``mr.data.sinusoid``).
         outputs: regression outputs (classification uses ``ways``).
-        path: "vmap", "loop" or "auto" (vmap on CUDA, loop elsewhere).
+        path: "vmap", "loop", "threads" or "auto" (vmap on CUDA; on CPU vmap for networks
+            without convolutions, else threads, or the loop with a single torch thread).
         normalize, chunk_size: see :class:`Learner`.
     """
 
@@ -191,10 +206,122 @@ class MAML(Learner):
     def head(self) -> nn.Module:
         return self.net.head
 
+    def _attack_outputs(self, chunk: Any, ways: int | None,
+                        inner_steps: int | None) -> torch.Tensor:
+        """Query outputs for :meth:`attack_logits`: ``test_inner_steps`` (or
+        ``inner_steps``) inner steps whose graph is kept (second order whatever ``order``),
+        so the outputs differentiate through the adaptation to the support images. The
+        meta-parameters enter as fresh detached leaves: constants to the caller, whose
+        backward never reaches the learner's ``.grad``."""
+        if self.task == "classification" and ways != self.ways:
+            raise ValueError(f"ways: this MAML classifier has {self.ways} outputs, the batch "
+                             f"asks for {ways}-way episodes")
+        sx = self.normalize(chunk.support_x.flatten(0, 1)).reshape(chunk.support_x.shape)
+        qx = self.normalize(chunk.query_x.flatten(0, 1)).reshape(chunk.query_x.shape)
+        sy = chunk.support_y
+        steps = self.test_inner_steps if inner_steps is None else inner_steps
+        params = {k: v.detach().requires_grad_(True) for k, v in self.net.named_parameters()}
+        buffers = dict(self.net.named_buffers())
+        lrs = None if self.inner_lrs is None else [a.detach() for a in self.inner_lrs]
+        with torch.enable_grad():
+            if self._use_vmap(sx):
+                def one(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
+                    return self._task(params, buffers, lrs, sx, sy, qx, steps, False,
+                                      functional=True)
+
+                with _decomposed_batch_norm(self.net):
+                    return vmap(one)(sx, sy, qx)
+            return torch.stack([
+                self._task(params, buffers, lrs, sx[i], sy[i], qx[i], steps, False,
+                           functional=False)
+                for i in range(sx.shape[0])
+            ])
+
     def _use_vmap(self, x: torch.Tensor) -> bool:
         if self.path == "auto":
-            return x.device.type == "cuda"
+            # On a CPU, tasks of a small dense network are all per-op overhead, which vmap
+            # batches away (sinusoid MLP: ~6x the loop's steps/s); convolutions are not.
+            return x.device.type == "cuda" or not self._has_conv
         return self.path == "vmap"
+
+    @functools.cached_property
+    def _has_conv(self) -> bool:
+        return any(isinstance(m, nn.modules.conv._ConvNd) for m in self.net.modules())
+
+    def _task_threads(self, x: torch.Tensor, tasks: int) -> int:
+        """Worker threads for the threads path (0: do not use it)."""
+        if x.device.type != "cpu" or tasks < 2 or self.path not in ("threads", "auto"):
+            return 0
+        if self.path == "auto" and self._use_vmap(x):
+            return 0
+        n = min(torch.get_num_threads(), tasks)
+        return n if n > 1 or self.path == "threads" else 0
+
+    def _map_tasks(self, fn: Callable[[int], Any], tasks: int, workers: int) -> list[Any]:
+        """``[fn(i) for i in range(tasks)]`` on ``workers`` threads with one torch thread
+        each; contiguous slices of tasks per worker."""
+        bounds = [tasks * w // workers for w in range(workers + 1)]
+        nets = [copy.deepcopy(self.net) for _ in range(workers)]
+
+        def run(w: int) -> list[Any]:
+            torch.set_num_threads(1)
+            _WORKER.nets = {id(self): nets[w]}
+            try:
+                return [fn(i) for i in range(bounds[w], bounds[w + 1])]
+            finally:
+                del _WORKER.nets
+
+        grad_mode = torch.is_grad_enabled()
+
+        def run_with_mode(w: int) -> list[Any]:
+            with torch.set_grad_enabled(grad_mode):  # grad mode is thread-local
+                return run(w)
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="metarobust-maml") as pool:
+            parts = list(pool.map(run_with_mode, range(workers)))
+        return [r for part in parts for r in part]
+
+    def meta_backward(self, batch: Any, ways: int | None) -> dict[str, float]:
+        workers = self._task_threads(batch.support_x, batch.support_x.shape[0])
+        if not workers:
+            return super().meta_backward(batch, ways)
+        if not torch.is_grad_enabled():
+            raise RuntimeError("meta_backward: gradients are disabled (called under "
+                               "torch.no_grad()); use evaluate_batch to evaluate")
+        self._check_batch(batch, ways)
+        b = batch.support_x.shape[0]
+        params = [p for p in self.parameters() if p.requires_grad]
+
+        def one(i: int) -> tuple[list[torch.Tensor | None], float, float]:
+            task = slice_batch(batch, i, i + 1)
+            loss, metric = self._task_losses(self._chunk_outputs(task, ways, meta=True),
+                                             task.query_y)
+            grads = torch.autograd.grad(loss.sum() / b, params, allow_unused=True)
+            return list(grads), float(loss.detach().sum()), float(metric.sum())
+
+        results = self._map_tasks(one, b, workers)
+        for k, p in enumerate(params):
+            total = None
+            for grads, _, _ in results:  # task order: the same sum for any thread count
+                g = grads[k]
+                if g is not None:
+                    total = g.clone() if total is None else total.add_(g)
+            if total is None:
+                continue
+            p.grad = total if p.grad is None else p.grad.add_(total)
+        key = "mse" if self.task == "regression" else "accuracy"
+        return {"loss": sum(r[1] for r in results) / b, key: sum(r[2] for r in results) / b}
+
+    def query_logits(self, batch: Any, ways: int | None) -> torch.Tensor:
+        workers = self._task_threads(batch.support_x, batch.support_x.shape[0])
+        if not workers:
+            return super().query_logits(batch, ways)
+        self._check_batch(batch, ways)
+        outs = self._map_tasks(
+            lambda i: self._chunk_outputs(slice_batch(batch, i, i + 1), ways,
+                                          meta=False).detach(),
+            batch.support_x.shape[0], workers)
+        return torch.cat(outs)
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.task == "regression":
@@ -209,7 +336,7 @@ class MAML(Learner):
         ``functional``: inner gradients with ``torch.func.grad`` (inside vmap) rather than
         ``torch.autograd.grad``. ``first_order``: inner gradients are constants.
         """
-        net = self.net
+        net = getattr(_WORKER, "nets", {}).get(id(self), self.net)
         if self.variant == "anil":
             body = {k[5:]: v for k, v in params.items() if k.startswith("body.")}
             body_buf = {k[5:]: v for k, v in buffers.items() if k.startswith("body.")}
