@@ -116,6 +116,9 @@ def test_resume_refuses_a_different_config(tmp_path):
     (dict(episodes=None, minutes=None), "give one of them"),
     (dict(schedule="linear"), "schedule"),
     (dict(bf16=True, device="cpu"), "bf16: autocast is offered on CUDA"),
+    (dict(adv_norm="l3"), "adv_norm: expected one of linf, l2"),
+    (dict(adv_eps=-0.1), "adv_eps"),
+    (dict(adv_steps=0), "adv_steps: must be >= 1"),
 ])
 def test_bad_configs(kw, words):
     with pytest.raises(ValueError, match=words):
@@ -211,3 +214,29 @@ def test_evaluate_regression_matches_a_direct_loop(tmp_path):
         one = tasks.sample_batch(i, 1)
         direct.append(float(learner.evaluate_batch(one, None)[0]))
     assert math.isclose(res["mse_by_steps"]["2"], float(np.mean(direct)), rel_tol=1e-5)
+
+
+def test_adversarial_querying_trains_on_attacked_queries(tmp_path, monkeypatch):
+    import metarobust.train as train_mod
+
+    seen = []
+    real = train_mod.adversarial_queries
+
+    def spy(learner, batch, ways, *args, **kw):
+        adv = real(learner, batch, ways, *args, **kw)
+        seen.append((batch, adv, kw["seed"]))
+        return adv
+
+    monkeypatch.setattr(train_mod, "adversarial_queries", spy)
+    kw = dict(episodes=3, adv_eps=0.1, adv_steps=2, adv_step_size=0.05)
+    adv = Trainer(tiny(adversarial=True, **kw), tmp_path / "adv", progress=False)
+    adv.fit()
+    assert len(seen) == 3 and len({s for _, _, s in seen}) == 3  # a fresh start each step
+    for clean, attacked, _ in seen:
+        delta = attacked.query_x - clean.query_x.float() / 255
+        assert 0 < float(delta.abs().max()) <= 0.1 + 1e-6
+        assert torch.equal(attacked.support_x, clean.support_x.float() / 255)
+    natural = Trainer(tiny(**kw), tmp_path / "nat", progress=False)
+    natural.fit()
+    assert any(not torch.equal(a, b) for a, b in zip(params(adv.learner),
+                                                     params(natural.learner)))

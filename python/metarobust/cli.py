@@ -62,6 +62,10 @@ TRAIN_FLAGS = {
     "device": (str, f"one of {', '.join(DEVICES)}"),
     "threads": (int, "torch CPU threads (default: torch's; sinusoid: 1)"),
     "seed": (int, "random seed"),
+    "adv_eps": (float, "adversarial querying: attack radius (default 8/255)"),
+    "adv_steps": (int, "adversarial querying: PGD steps (default 7)"),
+    "adv_step_size": (float, "adversarial querying: PGD step size (default 2/255)"),
+    "adv_norm": (str, "adversarial querying: linf | l2"),
 }
 
 
@@ -76,6 +80,8 @@ def train(args: argparse.Namespace) -> int:
         overrides["channels_last"] = args.channels_last
     if args.bf16:
         overrides["bf16"] = True
+    if args.adversarial:
+        overrides["adversarial"] = True
     if "episodes" in overrides and "minutes" not in overrides:
         overrides["minutes"] = None
     if "minutes" in overrides and "episodes" not in overrides:
@@ -227,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NHWC convolutions (default: on for ProtoNet)")
     t.add_argument("--bf16", action="store_true",
                    help="bf16 autocast of the training steps (CUDA only)")
+    t.add_argument("--adversarial", action="store_true",
+                   help="adversarial querying (Goldblum et al. 2020): train on PGD queries")
     t.add_argument("--config", default=None, help="a TOML config (flags override it)")
     t.add_argument("--out", required=True, help="run directory (resumes if it holds a run)")
     t.set_defaults(func=train)

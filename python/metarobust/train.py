@@ -28,6 +28,7 @@ from .episodes import EpisodeSampler
 from .evaluate import evaluate, evaluate_regression
 from .learners import MAML, ProtoNet
 from .models import build_model
+from .robust.attacks import adversarial_queries
 
 MAML_VARIANTS = {"maml": ("second", "maml"), "fomaml": ("first", "maml"),
                  "metasgd": ("second", "metasgd"), "anil": ("second", "anil")}
@@ -267,6 +268,10 @@ class Trainer:
                     group["lr"] = lr
                 self.optimizer.zero_grad(set_to_none=True)
                 ways = None if self.regression else cfg.ways
+                if cfg.adversarial:
+                    batch = adversarial_queries(
+                        self.learner, batch, ways, cfg.adv_eps, cfg.adv_steps,
+                        cfg.adv_step_size, cfg.adv_norm, seed=cfg.seed * 1_000_003 + self.step)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16):
                     last = (self.learner.meta_backward(batch, ways) if self.dist is None
                             else self.dist.meta_backward(self.learner, batch, ways))

@@ -99,21 +99,22 @@ def _grouped_bn(module: nn.modules.batchnorm._BatchNorm, groups: int, x: torch.T
 
 @contextlib.contextmanager
 def frozen_batch_norm_stats(model: nn.Module) -> Iterator[None]:
-    """Within the block, BatchNorm layers of ``model`` may update their running statistics
-    (training mode); on leaving, the statistics (and ``num_batches_tracked``) are restored
-    to their values on entry. Normalisation itself follows each layer's mode."""
-    saved = []
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
-            for t in (m.running_mean, m.running_var, m.num_batches_tracked):
-                if t is not None:
-                    saved.append((t, t.detach().clone()))
+    """Within the block, BatchNorm layers of ``model`` in training mode normalise with
+    batch statistics as usual but leave their running statistics (and
+    ``num_batches_tracked``) untouched. Nothing is written to the statistics, so graphs
+    built inside stay valid for a backward after the block (native BatchNorm saves the
+    running statistics for its backward; restoring them in place afterwards would break it).
+    """
+    switched = [m for m in model.modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+                and m.track_running_stats]
+    for m in switched:
+        m.track_running_stats = False
     try:
         yield
     finally:
-        with torch.no_grad():
-            for t, value in saved:
-                t.copy_(value)
+        for m in switched:
+            m.track_running_stats = True
 
 
 @contextlib.contextmanager
