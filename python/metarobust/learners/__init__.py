@@ -2,7 +2,9 @@
 
 All share :class:`Learner`'s interface: ``meta_backward(batch, ways)`` (meta-training loss,
 back-propagated), ``evaluate_batch(batch, ways)`` (per-task query accuracy),
-``query_logits(batch, ways)`` and ``predict(support_x, support_y, query_x)`` for one task.
+``query_logits(batch, ways)``, ``attack_logits(batch, ways)`` (query outputs
+differentiable with respect to the images, parameters constant, for attacks) and
+``predict(support_x, support_y, query_x)`` for one task.
 """
 
 from .base import Learner, Task, task_batch_norm
