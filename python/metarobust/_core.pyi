@@ -9,6 +9,7 @@ GLYPH_SPLIT_OFFSETS: dict[str, int]
 GLYPH_SPLIT_STRIDE: int
 GLYPH_MIN_SIZE: int
 GLYPH_MAX_SIZE: int
+CORRUPTIONS: tuple[str, ...]
 
 FloatArray = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 
@@ -26,6 +27,10 @@ class SamplerCore:
         classes: npt.NDArray[np.int64] | None = None,
         mean: list[float] | None = None,
         std: list[float] | None = None,
+        corruption: str | None = None,
+        severity: int = 3,
+        corrupt: str = "query",
+        ink: str = "dark",
     ) -> SamplerCore: ...
     @property
     def ways(self) -> int: ...
@@ -85,3 +90,12 @@ def proto_distances_backward(
 def render_glyphs(
     seed: int, classes: npt.NDArray[np.int64], per_class: int, image_size: int
 ) -> npt.NDArray[np.uint8]: ...
+def corrupt_into(
+    images: npt.NDArray[np.uint8] | npt.NDArray[np.float32],
+    out: npt.NDArray[np.uint8] | npt.NDArray[np.float32],
+    name: str,
+    severity: int,
+    seed: int,
+    index: int,
+    ink: str,
+) -> None: ...

@@ -64,6 +64,11 @@ set) minus ``VmRSS`` just before the step: the extra memory the step itself touc
 CPU allocations are invisible to ``tracemalloc``.) On CUDA it is
 ``torch.cuda.max_memory_allocated()`` minus ``memory_allocated()`` before the step.
 
+Corruptions (:func:`bench_corruptions`): the Rust sampler with ``corruption=name`` (applied
+to the queries, severity 3, in the same parallel pass) against the same sampler without,
+5-way 1-shot 15-query, batch 64, Omniglot 28x28: the ratio ``corrupted / clean`` of the best
+rounds' times per batch (target: at most 2).
+
 Diagnostics (:func:`sampler_memory`, :func:`sampler_alloc_probe`,
 :func:`kernel_overhead_probe`) show resident memory around sampling, the cost of fresh
 output buffers (page faults) and the Python/autograd share of the fused op.
@@ -97,14 +102,16 @@ from torch import nn
 from torch.func import functional_call
 
 from . import _core, ops
-from .episodes import Episode, EpisodeSampler
+from .episodes import CORRUPTIONS, Episode, EpisodeSampler
 
 __all__ = [
     "DEFAULT_BATCH", "DEFAULT_SAMPLER_SETTINGS", "DEFAULT_KERNEL_SHAPES", "DTYPES",
     "DEFAULT_MAML_TASKS", "KERNEL_CANDIDATES", "MAML_CANDIDATES", "MAML_ORDERS", "MODES",
     "SAMPLER_CANDIDATES", "TARGETS",
     "NumpyEpisodeSampler", "ReferenceMAML", "add_bench_parser", "bench_kernels",
-    "bench_maml", "bench_sampler", "check_maml_agree", "maml_batch", "maml_candidates",
+    "CORRUPTION_SETTING", "CORRUPTION_SEVERITY", "bench_corruptions", "bench_maml",
+    "bench_sampler", "check_maml_agree",
+    "corruption_candidates", "corruption_summary", "maml_batch", "maml_candidates",
     "MAML_SETTING", "maml_auto_path", "maml_peak_memory", "maml_summary", "measure_steps",
     "default_kernel_candidates", "kernel_inputs",
     "check_targets", "kernel_candidates", "kernel_flops", "kernel_overhead_probe",
@@ -133,7 +140,10 @@ TARGETS = {
     "kernel_small": 3.0,              # (32, 5, 5, 75, 64), fwd and fwd+bwd
     "kernel_large": 1.0,              # the other shapes
     "maml_vs_reference": 1.3,         # second order, path auto vs learn2learn-style, CPU
+    "corrupted_vs_clean": 2.0,        # at most: corrupted / clean sampling time, 5w1s15q
 }
+CORRUPTION_SETTING = (5, 1, 15)
+CORRUPTION_SEVERITY = 3
 SMALL_KERNEL_SHAPE = (32, 5, 5, 75, 64)
 
 
@@ -214,7 +224,8 @@ def omniglot_like(data_root: str | None = None, image_size: int = 28,
         flat = white.reshape(-1, *white.shape[2:])
         images = np.empty((flat.shape[0], 1, image_size, image_size), np.uint8)
         for i, im in enumerate(flat):
-            pil = Image.fromarray(im.view(np.uint8) * np.uint8(255), mode="L")
+            # Not view(uint8) * 255: the file stores True as 0xFF, and 0xFF * 255 wraps to 1.
+            pil = Image.fromarray(np.where(im, np.uint8(255), np.uint8(0)), mode="L")
             images[i, 0] = np.asarray(pil.resize((image_size, image_size), Image.BOX))
         labels = np.repeat(np.arange(classes, dtype=np.int64), per_class)
         return images, labels, f"Omniglot background ({path}), dark ink on white, BOX-resized"
@@ -1189,16 +1200,85 @@ def maml_summary(rows: list[dict]) -> list[dict]:
     return out
 
 
+# ---------------------------------------------------------------- corruptions
+
+def corruption_candidates(images: np.ndarray, labels: np.ndarray,
+                          setting: tuple[int, int, int] = CORRUPTION_SETTING,
+                          batch: int = DEFAULT_BATCH, dtype: str = "float32",
+                          severity: int = CORRUPTION_SEVERITY, seed: int = 0,
+                          names: Iterable[str] | None = None) -> dict[str, Callable]:
+    """``clean`` and one candidate per corruption name: consecutive ``sample_batch`` calls
+    of the same sampler settings, the corrupted ones with ``corruption=name`` (queries)."""
+    ways, shots, queries = setting
+    names = ("clean", *CORRUPTIONS) if names is None else tuple(names)
+    out: dict[str, Callable] = {}
+    for name in names:
+        if name != "clean" and name not in CORRUPTIONS:
+            raise ValueError(f"corruption candidate: expected 'clean' or one of "
+                             f"{CORRUPTIONS}, got {name!r}")
+        sampler = EpisodeSampler((images, labels), ways=ways, shots=shots, queries=queries,
+                                 seed=seed, dtype=dtype, severity=severity,
+                                 corruption=None if name == "clean" else name)
+        out[name] = _rust_batches(sampler, batch)
+    return out
+
+
+def bench_corruptions(images: np.ndarray | None = None, labels: np.ndarray | None = None,
+                      setting: tuple[int, int, int] = CORRUPTION_SETTING,
+                      batch: int = DEFAULT_BATCH, dtypes: Sequence[str] = DTYPES,
+                      severity: int = CORRUPTION_SEVERITY, repeats: int = 7,
+                      min_time: float = 0.1,
+                      names: Iterable[str] | None = None) -> list[dict]:
+    """One row per (dtype, candidate): ms per batch, episodes/s and ``x clean`` (time per
+    batch over the clean sampler's, best rounds, measured interleaved in one process)."""
+    if images is None or labels is None:
+        images, labels, _ = omniglot_like()
+    rows = []
+    for dtype in dtypes:
+        cands = corruption_candidates(images, labels, setting, batch, dtype, severity,
+                                      names=names)
+        if "clean" not in cands:
+            cands = corruption_candidates(images, labels, setting, batch, dtype, severity,
+                                          names=["clean"]) | cands
+        times = measure(cands, repeats, min_time)
+        clean = _stats(times["clean"])[0]
+        for name, samples in times.items():
+            t_best, t_med = _stats(samples)
+            rows.append({
+                "setting": _setting(*setting), "batch": batch, "dtype": dtype,
+                "severity": severity, "corruption": name, "ms/batch": t_best * 1e3,
+                "median ms": t_med * 1e3, "episodes/s": batch / t_best,
+                "x clean": t_best / clean,
+            })
+        gc.collect()
+    return rows
+
+
+def corruption_summary(rows: list[dict]) -> list[dict]:
+    """Per corruption: the corrupted/clean time ratio of each dtype side by side."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        if r["corruption"] == "clean":
+            continue
+        row = out.setdefault(r["corruption"], {"corruption": r["corruption"],
+                                               "severity": r["severity"]})
+        row[f"{r['dtype']} corrupted/clean"] = r["x clean"]
+    return list(out.values())
+
+
 def check_targets(sampler_rows: list[dict] | None = None,
                   kernel_rows: list[dict] | None = None,
-                  maml_rows: list[dict] | None = None, device: str = "cpu") -> list[dict]:
+                  maml_rows: list[dict] | None = None, device: str = "cpu",
+                  corruption_rows: list[dict] | None = None) -> list[dict]:
     """Each target of :data:`TARGETS` that the rows cover: measured ratio, goal, met.
-    The MAML target (second order, default path / reference) applies on the CPU only."""
+    The MAML target (second order, default path / reference) applies on the CPU only; the
+    corruption target is an upper bound, on the default setting and batch."""
     out = []
 
-    def add(what: str, value: float, goal: float) -> None:
+    def add(what: str, value: float, goal: float, at_most: bool = False) -> None:
+        met = value <= goal if at_most else value >= goal
         out.append({"target": what, "measured": value, "goal": goal,
-                    "met": "yes" if value >= goal else "NO"})
+                    "met": "yes" if met else "NO"})
 
     batch64 = [r for r in sampler_rows or [] if r["batch"] == DEFAULT_BATCH]
     for r in sampler_summary(batch64):
@@ -1220,6 +1300,12 @@ def check_targets(sampler_rows: list[dict] | None = None,
             if r["order"] == "second":
                 add(f"maml second order, {r['tasks']} tasks: auto ({r['auto path']}) / "
                     "reference", r["auto/reference"], TARGETS["maml_vs_reference"])
+    for r in corruption_rows or []:
+        if (r["corruption"] != "clean" and r["batch"] == DEFAULT_BATCH
+                and r["setting"] == _setting(*CORRUPTION_SETTING)):
+            add(f"corruption {r['corruption']} (severity {r['severity']}) {r['dtype']}: "
+                "corrupted/clean (at most)", r["x clean"], TARGETS["corrupted_vs_clean"],
+                at_most=True)
     return out
 
 
@@ -1287,13 +1373,16 @@ def machine_info() -> dict:
     }
 
 
+WHATS = ("sampler", "kernels", "maml", "corruptions", "all")
+
+
 def run(what: str = "all", *, ways: int | None = None, shots: int | None = None,
         queries: int | None = None, batch: int | None = None, dim: int | None = None,
         tasks: int | None = None, repeats: int | None = None, min_time: float = 0.1,
         data_root: str | None = None, diagnostics: bool = True, device: str = "cpu",
-        file: Any = None) -> dict:
-    """Runs and prints the ``sampler``, ``kernels`` and/or ``maml`` comparisons (``all``:
-    the three); returns all rows.
+        file: Any = None, severity: int = CORRUPTION_SEVERITY) -> dict:
+    """Runs and prints the ``sampler``, ``kernels``, ``maml`` and/or ``corruptions``
+    comparisons (``all``: the four); returns all rows.
 
     ways/shots/queries replace the default sampler settings with one; batch applies to
     every sampler setting. For kernels, any of tasks/ways/shots/queries/dim replaces the
@@ -1302,10 +1391,12 @@ def run(what: str = "all", *, ways: int | None = None, shots: int | None = None,
     the resident-memory check, the output-allocation probe and the kernel-overhead probe.
     MAML: meta-batch ``tasks`` (default 32), ``ways or 5``-way ``shots or 1``-shot
     ``queries or 15``-query, on ``device``. repeats: interleaved rounds (default 7;
-    MAML 3, one meta-training step per candidate per round).
+    MAML 3, one meta-training step per candidate per round). Corruptions: every corruption
+    at ``severity`` on the queries of ``ways or 5``-way ``shots or 1``-shot ``queries or
+    15``-query episodes, batch ``batch or 64``, against the clean sampler.
     """
-    if what not in ("sampler", "kernels", "maml", "all"):
-        raise ValueError(f"what: expected sampler, kernels, maml or all, got {what!r}")
+    if what not in WHATS:
+        raise ValueError(f"what: expected one of {', '.join(WHATS)}, got {what!r}")
     maml_repeats = DEFAULT_MAML_REPEATS if repeats is None else repeats
     repeats = 7 if repeats is None else repeats
     file = file or sys.stdout
@@ -1376,8 +1467,22 @@ def run(what: str = "all", *, ways: int | None = None, shots: int | None = None,
         print_table(summary, "MAML ratios (tasks/s of best rounds; auto = metarobust's "
                              "default path)", file)
         result["maml"], result["maml_summary"] = rows, summary
+    if what in ("corruptions", "all"):
+        images, labels, source = omniglot_like(data_root)
+        setting = (ways or 5, shots or 1, 15 if queries is None else queries)
+        b = batch or DEFAULT_BATCH
+        print(f"\ndata: {source}, images {images.shape} {images.dtype}", file=file)
+        rows = bench_corruptions(images, labels, setting, b, severity=severity,
+                                 repeats=repeats, min_time=min_time)
+        print_table(rows, f"Corruptions: {_setting(*setting)} batches of {b}, queries "
+                          f"corrupted at severity {severity} (best of {repeats} interleaved "
+                          "rounds; x clean = time / the clean sampler's)", file)
+        summary = corruption_summary(rows)
+        print_table(summary, "Corruption ratios (corrupted / clean time per batch; target "
+                             f"<= {TARGETS['corrupted_vs_clean']})", file)
+        result["corruptions"], result["corruption_summary"] = rows, summary
     targets = check_targets(result.get("sampler"), result.get("kernels"), result.get("maml"),
-                            device)
+                            device, result.get("corruptions"))
     if targets:
         print_table(targets, "Targets", file)
         result["targets"] = targets
@@ -1387,14 +1492,15 @@ def run(what: str = "all", *, ways: int | None = None, shots: int | None = None,
 # ---------------------------------------------------------------- command line
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Adds ``bench sampler|kernels|maml|all [--ways --shots --queries --batch --dim --tasks
-    --repeats --device]`` to an argparse subparsers object; ``args.func(args)`` runs it."""
+    """Adds ``bench sampler|kernels|maml|corruptions|all [--ways --shots --queries --batch
+    --dim --tasks --repeats --device --severity]`` to an argparse subparsers object;
+    ``args.func(args)`` runs it."""
     p = subparsers.add_parser(
         "bench", help="compare the Rust sampler and kernels with NumPy/torch references, "
-                      "and MAML meta-training with a learn2learn-style reference",
+                      "MAML meta-training with a learn2learn-style reference, and corrupted "
+                      "with clean sampling",
         description="Side-by-side timings in one process, reported as ratios.")
-    p.add_argument("what", nargs="?", default="all",
-                   choices=("sampler", "kernels", "maml", "all"))
+    p.add_argument("what", nargs="?", default="all", choices=WHATS)
     p.add_argument("--ways", type=int, default=None, help="classes per episode / task")
     p.add_argument("--shots", type=int, default=None, help="support items per class")
     p.add_argument("--queries", type=int, default=None, help="query items per class")
@@ -1412,6 +1518,8 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-diagnostics", action="store_true",
                    help="skip the memory, allocation and overhead probes")
     p.add_argument("--device", default="cpu", help="MAML device (default cpu; e.g. cuda)")
+    p.add_argument("--severity", type=int, default=CORRUPTION_SEVERITY,
+                   help=f"corruption severity 1..5 (default {CORRUPTION_SEVERITY})")
     p.set_defaults(func=run_cli)
     return p
 
@@ -1423,6 +1531,9 @@ def run_cli(args: argparse.Namespace) -> int:
             raise SystemExit(f"--{name}: must be >= 1, got {v}")
     if args.queries is not None and args.queries < 0:
         raise SystemExit(f"--queries: must be >= 0, got {args.queries}")
+    severity = getattr(args, "severity", CORRUPTION_SEVERITY)
+    if not 1 <= severity <= 5:
+        raise SystemExit(f"--severity: must be in 1..5, got {severity}")
     device = getattr(args, "device", "cpu")
     try:
         dev = torch.device(device)
@@ -1434,5 +1545,6 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"{k}: {v}")
     run(args.what, ways=args.ways, shots=args.shots, queries=args.queries, batch=args.batch,
         dim=args.dim, tasks=args.tasks, repeats=args.repeats, min_time=args.min_time,
-        data_root=args.data_root, diagnostics=not args.no_diagnostics, device=device)
+        data_root=args.data_root, diagnostics=not args.no_diagnostics, device=device,
+        severity=severity)
     return 0

@@ -22,6 +22,11 @@ from . import _core
 from ._checks import check_int as _check_int
 
 DTYPES = {"float32": np.float32, "uint8": np.uint8}
+#: Corruption names the sampler (and ``metarobust.robust.corrupt``) accept.
+CORRUPTIONS: tuple[str, ...] = tuple(_core.CORRUPTIONS)
+CORRUPT_TARGETS = ("query", "support", "both")
+INKS = ("dark", "light")
+MAX_SEVERITY = 5
 _NUMPY = {torch.float32: np.float32, torch.uint8: np.uint8, torch.int64: np.int64}
 
 
@@ -74,6 +79,28 @@ def _as_arrays(data: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     return data, labels
 
 
+def _quoted(names: tuple[str, ...]) -> str:
+    return ", ".join(map(repr, names))
+
+
+def check_corruption_args(name: Any, severity: Any, ink: Any, arg: str = "corruption",
+                          corrupt: Any = "query") -> tuple[str | None, int, str, str]:
+    """``(name, severity, ink, corrupt)`` checked; ``arg`` is the name argument's name.
+    ``name`` may be None (no corruption); the other values are checked all the same."""
+    if name is not None:
+        if not isinstance(name, str):
+            raise TypeError(f"{arg}: expected a str, got {name!r} ({type(name).__name__})")
+        if name not in CORRUPTIONS:
+            raise ValueError(f"{arg}: unknown corruption {name!r}; expected one of "
+                             f"{_quoted(CORRUPTIONS)}")
+    severity = _check_int(severity, "severity", 1, MAX_SEVERITY)
+    if not isinstance(ink, str) or ink not in INKS:
+        raise ValueError(f"ink: expected {_quoted(INKS)}, got {ink!r}")
+    if not isinstance(corrupt, str) or corrupt not in CORRUPT_TARGETS:
+        raise ValueError(f"corrupt: expected {_quoted(CORRUPT_TARGETS)}, got {corrupt!r}")
+    return name, severity, ink, corrupt
+
+
 class EpisodeSampler:
     """N-way K-shot episode sampler over a uint8 (N, C, H, W) dataset, in Rust.
 
@@ -89,6 +116,20 @@ class EpisodeSampler:
             "uint8" (raw, to normalise on the GPU).
         mean, std: one value or one per channel, for float32 output.
         classes: restrict episodes to these dataset classes (a split).
+        corruption: None, or one of :data:`CORRUPTIONS` (see
+            :mod:`metarobust.robust.corruptions` for what each does at each severity),
+            applied in Rust in the same parallel pass as the sampling.
+        severity: 1..5, how strong the corruption is.
+        corrupt: which items to corrupt: "query" (default), "support" or "both".
+        ink: "dark" (ink towards 0 on a light background, as Omniglot and the glyphs) or
+            "light": stroke thickening/thinning, occluders and the background that geometric
+            warps bring in depend on it.
+
+    Item ``j`` of episode ``i`` (``j`` counts ``support_x``, then ``query_x``) is corrupted
+    with the randomness of stream ``(seed, i, j)``: for float32 output without mean/std, and
+    for uint8 output, it equals ``metarobust.robust.corrupt(np.concatenate([s, q]), name,
+    severity, seed=seed, index=i, ink=ink)[j]`` with ``s, q`` the clean episode's
+    ``support_x, query_x``. The corruption runs on ``[0, 1]`` floats, before mean/std.
     """
 
     def __init__(
@@ -104,8 +145,14 @@ class EpisodeSampler:
         mean: float | list[float] | None = None,
         std: float | list[float] | None = None,
         classes: Any = None,
+        corruption: str | None = None,
+        severity: int = 3,
+        corrupt: str = "query",
+        ink: str = "dark",
     ) -> None:
         images, labels = _as_arrays(dataset, labels)
+        self.corruption, self.severity, self.ink, self.corrupt = check_corruption_args(
+            corruption, severity, ink, corrupt=corrupt)
         if dtype not in DTYPES:
             raise ValueError(f"dtype: expected 'float32' or 'uint8', got {dtype!r}")
         if dtype == "uint8" and (mean is not None or std is not None):
@@ -124,6 +171,8 @@ class EpisodeSampler:
         self._core = _core.SamplerCore(
             images, labels, self.ways, self.shots, self.queries, self.seed,
             classes, _listify(mean, "mean"), _listify(std, "std"),
+            corruption=self.corruption, severity=self.severity, corrupt=self.corrupt,
+            ink=self.ink,
         )
         self.image_shape = self._core.image_shape
 
@@ -133,22 +182,30 @@ class EpisodeSampler:
         return self._core.class_ids
 
     def __repr__(self) -> str:
+        corruption = "" if self.corruption is None else (
+            f", corruption={self.corruption!r}, severity={self.severity}, "
+            f"corrupt={self.corrupt!r}, ink={self.ink!r}")
         return (
             f"EpisodeSampler(ways={self.ways}, shots={self.shots}, queries={self.queries}, "
             f"seed={self.seed}, dtype={self.dtype!r}, classes={len(self.class_ids)}, "
-            f"image_shape={self.image_shape})"
+            f"image_shape={self.image_shape}{corruption})"
         )
 
     # Pickling rebuilds the Rust side (spawn-based DataLoader workers).
     def __getstate__(self) -> dict:
         return {"args": self._args, "ways": self.ways, "shots": self.shots,
-                "queries": self.queries, "seed": self.seed, "dtype": self.dtype}
+                "queries": self.queries, "seed": self.seed, "dtype": self.dtype,
+                "corruption": self.corruption, "severity": self.severity,
+                "corrupt": self.corrupt, "ink": self.ink}
 
     def __setstate__(self, state: dict) -> None:
         images, labels, classes, mean, std = state["args"]
         self.__init__(
             images, labels, ways=state["ways"], shots=state["shots"], queries=state["queries"],
             seed=state["seed"], dtype=state["dtype"], mean=mean, std=std, classes=classes,
+            # Absent from states pickled before corruptions existed.
+            corruption=state.get("corruption"), severity=state.get("severity", 3),
+            corrupt=state.get("corrupt", "query"), ink=state.get("ink", "dark"),
         )
 
     def sample(self, index: int) -> Episode:

@@ -5,9 +5,12 @@
 //! - [`prototypes`]: per-class mean and robust aggregators, with the mean's backward.
 //! - [`distances`]: squared-Euclidean and cosine distances with their backward passes,
 //!   and a fused prototypes + distances kernel for episode-sized shapes.
+//! - [`corruptions`]: ten image corruptions at five severities (noise, blur, stroke width,
+//!   elastic, occlusion, contrast, rotation, shear), counter-based like the sampler.
 //!
 //! Every function checks its arguments and returns [`Error`] rather than panicking.
 
+pub mod corruptions;
 pub mod distances;
 pub mod error;
 pub mod glyphs;

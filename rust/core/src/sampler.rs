@@ -3,12 +3,18 @@
 //! Episode `i` draws from ChaCha8 keyed by `seed` on stream `i`, so it is a pure function of
 //! `(seed, i)`: batches can be split any way and filled by any number of threads.
 //! The dataset is borrowed as a flat `&[u8]` of `n_items * item_size` bytes, never copied.
+//!
+//! With a corruption ([`EpisodeSampler::with_corruption`]), the chosen items are corrupted in
+//! the same pass: item `j` of episode `i` (`j` counts the support items, then the queries)
+//! gets the randomness of `corruptions::item_rng(seed, i, j)` (the stream key drawn once per
+//! episode), and the corruption runs on `[0, 1]` floats before the output conversion.
 
 use rand::seq::{index, SliceRandom};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use crate::corruptions::{Corruption, StreamKey, Target, Workspace};
 use crate::error::{checked_product, value_err, Error, Result};
 use crate::pool;
 
@@ -17,6 +23,9 @@ const PARALLEL_MIN_BYTES: usize = 1 << 18;
 
 /// How many items ahead of the copy the sampler prefetches.
 const PREFETCH_AHEAD: usize = 4;
+
+/// A corrupted pixel counts as this many copied bytes when deciding to go parallel.
+const CORRUPT_PIXEL_COST: usize = 16;
 
 /// Hints the processor to load `bytes` into cache (a no-op where there is no such hint).
 #[inline(always)]
@@ -56,11 +65,14 @@ pub struct EpisodeSampler {
     /// `items[offsets[c]..offsets[c + 1]]`: item indices of eligible class `c`, ascending.
     offsets: Vec<usize>,
     items: Vec<u32>,
+    corruption: Option<(Corruption, Target)>,
 }
 
 /// Pixel output type: raw bytes or float32 through a per-channel lookup table.
 pub trait Pixel: Copy + Send + Sync + 'static {
     fn convert(src: &[u8], dst: &mut [Self], table: &PixelTable);
+    /// Output of a corrupted item, from its `[0, 1]` floats.
+    fn from_unit(src: &[f32], dst: &mut [Self], table: &PixelTable);
 }
 
 /// Per-channel byte-to-float conversion: `((v / 255) - mean[c]) / std[c]` in f32.
@@ -123,6 +135,9 @@ impl Pixel for u8 {
     fn convert(src: &[u8], dst: &mut [u8], _: &PixelTable) {
         dst.copy_from_slice(src);
     }
+    fn from_unit(src: &[f32], dst: &mut [u8], _: &PixelTable) {
+        crate::corruptions::unit_to_u8(src, dst);
+    }
 }
 
 impl Pixel for f32 {
@@ -133,6 +148,14 @@ impl Pixel for f32 {
             return unsafe { to_float_avx2(src, dst, table) };
         }
         to_float(src, dst, table)
+    }
+    fn from_unit(src: &[f32], dst: &mut [f32], table: &PixelTable) {
+        let planes = src.chunks(table.plane).zip(dst.chunks_mut(table.plane));
+        for ((s, d), (&m, &sd)) in planes.zip(table.mean.iter().zip(&table.std)) {
+            for (x, y) in s.iter().zip(d.iter_mut()) {
+                *y = (*x - m) / sd;
+            }
+        }
     }
 }
 
@@ -265,7 +288,27 @@ impl EpisodeSampler {
             class_ids,
             offsets,
             items,
+            corruption: None,
         })
+    }
+
+    /// The same sampler, corrupting the `target` items of every episode with `corruption`.
+    pub fn with_corruption(mut self, corruption: Corruption, target: Target) -> Result<Self> {
+        if corruption.item_size() != self.item_size {
+            return value_err(format!(
+                "corruption: made for images of {:?} ({} values), the dataset's hold {}",
+                corruption.shape(),
+                corruption.item_size(),
+                self.item_size
+            ));
+        }
+        self.corruption = Some((corruption, target));
+        Ok(self)
+    }
+
+    /// The corruption and the items it applies to, if any.
+    pub fn corruption(&self) -> Option<&(Corruption, Target)> {
+        self.corruption.as_ref()
     }
 
     pub fn ways(&self) -> usize {
@@ -351,14 +394,18 @@ impl EpisodeSampler {
         if count == 0 {
             return Ok(());
         }
+        let corrupt = self.corruption.as_ref();
         let fill_one = |j: usize,
                         sx: &mut [T],
                         sy: &mut [i64],
                         qx: &mut [T],
                         qy: &mut [i64],
                         cl: &mut [i64],
-                        picks: &mut Vec<u32>| {
-            self.draw(start + j as u64, cl, picks);
+                        state: &mut ThreadState| {
+            let episode = start + j as u64;
+            let picks = &mut state.picks;
+            self.draw(episode, cl, picks);
+            let key = corrupt.map(|_| StreamKey::new(self.seed, episode));
             for way in 0..w {
                 let mine = &picks[way * (s + q)..(way + 1) * (s + q)];
                 for (k, &item) in mine.iter().enumerate() {
@@ -368,18 +415,43 @@ impl EpisodeSampler {
                         prefetch(&images[ahead as usize * d..(ahead as usize + 1) * d]);
                     }
                     let src = &images[item as usize * d..(item as usize + 1) * d];
-                    if k < s {
+                    let (dst, position, support) = if k < s {
                         let slot = way * s + k;
-                        T::convert(src, &mut sx[slot * d..(slot + 1) * d], table);
                         sy[slot] = way as i64;
+                        (&mut sx[slot * d..(slot + 1) * d], slot, true)
                     } else {
                         let slot = way * q + (k - s);
-                        T::convert(src, &mut qx[slot * d..(slot + 1) * d], table);
                         qy[slot] = way as i64;
+                        (&mut qx[slot * d..(slot + 1) * d], w * s + slot, false)
+                    };
+                    match (corrupt, &key) {
+                        (Some((c, t)), Some(key))
+                            if (if support { t.support() } else { t.query() }) =>
+                        {
+                            let unit = &mut state.unit[..d];
+                            for (u, &b) in unit.iter_mut().zip(src) {
+                                *u = b as f32 / 255.0;
+                            }
+                            let ws = &mut state.workspace;
+                            c.apply_unchecked(unit, key, position as u64, ws);
+                            T::from_unit(unit, dst, table);
+                        }
+                        _ => T::convert(src, dst, table),
                     }
                 }
             }
         };
+        let new_state = || ThreadState {
+            picks: Vec::with_capacity(w * (s + q)),
+            unit: vec![0.0; if corrupt.is_some() { d } else { 0 }],
+            workspace: Workspace::default(),
+        };
+        let corrupted_items = match corrupt {
+            None => 0,
+            Some((_, t)) => w * (s * t.support() as usize + q * t.query() as usize),
+        };
+        let work = (count * w * (s + q) * d)
+            .saturating_add((count * corrupted_items * d).saturating_mul(CORRUPT_PIXEL_COST));
         // A query-free episode has empty query chunks; chunks_mut rejects size 0.
         let qchunk = (w * q * d).max(1);
         let qychunk = (w * q).max(1);
@@ -392,52 +464,54 @@ impl EpisodeSampler {
         } else {
             (out.query_x, out.query_y)
         };
-        // Copies are cheap per byte: a few episodes already pay for waking the pool.
-        pool::install_if(
-            count > 1 && count * w * (s + q) * d >= PARALLEL_MIN_BYTES,
-            |par| {
-                if !par {
-                    let mut picks = Vec::with_capacity(w * (s + q));
-                    let chunks = out
-                        .support_x
-                        .chunks_mut(w * s * d)
-                        .zip(out.support_y.chunks_mut(w * s))
-                        .zip(qx_all.chunks_mut(qchunk).zip(qy_all.chunks_mut(qychunk)))
-                        .zip(out.classes.chunks_mut(w));
-                    for (j, (((sx, sy), (qx, qy)), cl)) in chunks.enumerate() {
-                        let (qx, qy) = if q == 0 {
-                            (&mut qx[..0], &mut qy[..0])
-                        } else {
-                            (qx, qy)
-                        };
-                        fill_one(j, sx, sy, qx, qy, cl, &mut picks);
-                    }
-                    return;
+        // Copies are cheap per byte (corrupted pixels weigh more): a few episodes already pay
+        // for waking the pool.
+        pool::install_if(count > 1 && work >= PARALLEL_MIN_BYTES, |par| {
+            if !par {
+                let mut state = new_state();
+                let chunks = out
+                    .support_x
+                    .chunks_mut(w * s * d)
+                    .zip(out.support_y.chunks_mut(w * s))
+                    .zip(qx_all.chunks_mut(qchunk).zip(qy_all.chunks_mut(qychunk)))
+                    .zip(out.classes.chunks_mut(w));
+                for (j, (((sx, sy), (qx, qy)), cl)) in chunks.enumerate() {
+                    let (qx, qy) = if q == 0 {
+                        (&mut qx[..0], &mut qy[..0])
+                    } else {
+                        (qx, qy)
+                    };
+                    fill_one(j, sx, sy, qx, qy, cl, &mut state);
                 }
-                (
-                    out.support_x.par_chunks_mut(w * s * d),
-                    out.support_y.par_chunks_mut(w * s),
-                    qx_all.par_chunks_mut(qchunk),
-                    qy_all.par_chunks_mut(qychunk),
-                    out.classes.par_chunks_mut(w),
-                )
-                    .into_par_iter()
-                    .enumerate()
-                    .for_each_init(
-                        || Vec::with_capacity(w * (s + q)),
-                        |picks, (j, (sx, sy, qx, qy, cl))| {
-                            let (qx, qy) = if q == 0 {
-                                (&mut qx[..0], &mut qy[..0])
-                            } else {
-                                (qx, qy)
-                            };
-                            fill_one(j, sx, sy, qx, qy, cl, picks)
-                        },
-                    );
-            },
-        );
+                return;
+            }
+            (
+                out.support_x.par_chunks_mut(w * s * d),
+                out.support_y.par_chunks_mut(w * s),
+                qx_all.par_chunks_mut(qchunk),
+                qy_all.par_chunks_mut(qychunk),
+                out.classes.par_chunks_mut(w),
+            )
+                .into_par_iter()
+                .enumerate()
+                .for_each_init(new_state, |state, (j, (sx, sy, qx, qy, cl))| {
+                    let (qx, qy) = if q == 0 {
+                        (&mut qx[..0], &mut qy[..0])
+                    } else {
+                        (qx, qy)
+                    };
+                    fill_one(j, sx, sy, qx, qy, cl, state)
+                });
+        });
         Ok(())
     }
+}
+
+/// Scratch of one worker thread: the episode's item picks and the corruption buffers.
+struct ThreadState {
+    picks: Vec<u32>,
+    unit: Vec<f32>,
+    workspace: Workspace,
 }
 
 #[cfg(test)]
@@ -509,6 +583,58 @@ mod tests {
                 assert!(mine.iter().all(|&i| labels[i as usize] == cl[way]));
             }
         }
+    }
+
+    #[test]
+    fn corrupted_items_match_the_corruption_of_clean_items() {
+        use crate::corruptions::{unit_to_u8, Unit};
+        let (images, labels) = toy(12, 7, 16);
+        let clean = EpisodeSampler::new(&labels, 16, 5, 2, 3, 42, None).unwrap();
+        for (name, target) in [
+            ("gaussian_noise", Target::Query),
+            ("rotate", Target::Support),
+            ("thicken", Target::Both),
+        ] {
+            let c = Corruption::new(name, 3, "dark", [1, 4, 4]).unwrap();
+            let s = clean.clone().with_corruption(c.clone(), target).unwrap();
+            let base = run(&clean, &images, 3, 6);
+            let whole = run(&s, &images, 3, 6);
+            let a = run(&s, &images, 3, 2);
+            let b = run(&s, &images, 5, 4);
+            assert_eq!([a.0, b.0].concat(), whole.0, "{name}: split invariance");
+            assert_eq!([a.2, b.2].concat(), whole.2, "{name}: split invariance");
+            assert_eq!((&base.1, &base.3, &base.4), (&whole.1, &whole.3, &whole.4));
+            let (ns, nq) = (5 * 2, 5 * 3);
+            for j in 0..6 {
+                let items = base.0[j * ns * 16..(j + 1) * ns * 16]
+                    .chunks(16)
+                    .chain(base.2[j * nq * 16..(j + 1) * nq * 16].chunks(16));
+                let got = whole.0[j * ns * 16..(j + 1) * ns * 16]
+                    .chunks(16)
+                    .chain(whole.2[j * nq * 16..(j + 1) * nq * 16].chunks(16));
+                for (pos, (src, got)) in items.zip(got).enumerate() {
+                    let hit = if pos < ns {
+                        target.support()
+                    } else {
+                        target.query()
+                    };
+                    if !hit {
+                        assert_eq!(src, got);
+                        continue;
+                    }
+                    let mut unit = vec![0f32; 16];
+                    u8::load(src, &mut unit);
+                    let mut ws = Workspace::default();
+                    let key = StreamKey::new(42, 3 + j as u64);
+                    c.apply(&mut unit, &key, pos as u64, &mut ws).unwrap();
+                    let mut want = vec![0u8; 16];
+                    unit_to_u8(&unit, &mut want);
+                    assert_eq!(want, got, "{name} episode {j} item {pos}");
+                }
+            }
+        }
+        let wrong = Corruption::new("rotate", 1, "dark", [1, 3, 3]).unwrap();
+        assert!(clean.with_corruption(wrong, Target::Query).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 mod arrays;
+mod corruptions;
 mod glyphs;
 mod kernels;
 mod sampler;
@@ -52,5 +53,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sampler::register(m)?;
     kernels::register(m)?;
     glyphs::register(m)?;
+    corruptions::register(m)?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The episode sampler: holds a reference to the dataset arrays (never a copy) and fills
 //! output arrays allocated by the caller, with the GIL released.
 
+use metarobust_core::corruptions::{check_severity, Corruption, Ink, Target};
 use metarobust_core::sampler::{BatchOut, EpisodeSampler, Pixel, PixelTable};
 use numpy::{Element, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -21,7 +22,10 @@ pub struct SamplerCore {
 #[pymethods]
 impl SamplerCore {
     #[new]
-    #[pyo3(signature = (images, labels, ways, shots, queries, seed, classes=None, mean=None, std=None))]
+    #[pyo3(signature = (
+        images, labels, ways, shots, queries, seed, classes=None, mean=None, std=None,
+        corruption=None, severity=3, corrupt="query", ink="dark"
+    ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -34,6 +38,10 @@ impl SamplerCore {
         classes: Option<&Bound<'_, PyAny>>,
         mean: Option<Vec<f32>>,
         std: Option<Vec<f32>>,
+        corruption: Option<&str>,
+        severity: i64,
+        corrupt: &str,
+        ink: &str,
     ) -> PyResult<Self> {
         let images = checked::<u8>(images, "images", "uint8", 4)?;
         let labels = checked::<i64>(labels, "labels", "int64", 1)?;
@@ -60,6 +68,14 @@ impl SamplerCore {
             ),
         };
         let item_size = shape[1] * shape[2] * shape[3];
+        // Checked even without a corruption, so that a bad value fails here, not later.
+        let target = Target::parse(corrupt).map_err(to_py)?;
+        check_severity(severity).map_err(to_py)?;
+        Ink::parse(ink).map_err(to_py)?;
+        let corruption = corruption
+            .map(|name| Corruption::new(name, severity, ink, [shape[1], shape[2], shape[3]]))
+            .transpose()
+            .map_err(to_py)?;
         let table = PixelTable::new(
             shape[1],
             shape[2] * shape[3],
@@ -70,7 +86,7 @@ impl SamplerCore {
         let labels_ro = labels.readonly();
         let label_slice = labels_ro.as_slice()?;
         let inner = run_detached(py, || {
-            EpisodeSampler::new(
+            let sampler = EpisodeSampler::new(
                 label_slice,
                 item_size,
                 ways,
@@ -78,7 +94,11 @@ impl SamplerCore {
                 queries,
                 seed,
                 classes.as_deref(),
-            )
+            )?;
+            match corruption {
+                Some(c) => sampler.with_corruption(c, target),
+                None => Ok(sampler),
+            }
         })?;
         Ok(Self {
             inner,

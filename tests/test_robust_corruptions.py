@@ -1,0 +1,317 @@
+"""Corruptions: metarobust.robust.corrupt and the corrupting EpisodeSampler (determinism,
+range, severity monotone on real glyphs, stream mapping, batch split, pickling, bad input)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import metarobust as mr
+from metarobust import _core
+from metarobust.robust import CORRUPTIONS, corrupt
+
+NAMES = (
+    "gaussian_noise", "impulse_noise", "gaussian_blur", "thicken", "thin", "elastic",
+    "occlusion", "contrast", "rotate", "shear",
+)
+# Real-looking data: dark ink on white, as Omniglot.
+GLYPHS = mr.data.glyphs(num_classes=12, per_class=6, image_size=28, seed=3)
+
+
+def glyph_images(n: int = 8) -> np.ndarray:
+    return np.ascontiguousarray(GLYPHS.images[:: len(GLYPHS.images) // n][:n])
+
+
+@pytest.fixture(scope="module")
+def omniglot28(data_root: Path) -> np.ndarray:
+    """Eight Omniglot drawings (two characters), BOX-resized 105 -> 28 as bench.py does."""
+    from PIL import Image
+
+    alphabet = sorted((data_root / "omniglot-py" / "images_background").iterdir())[0]
+    files = [f for c in sorted(alphabet.iterdir())[:2] for f in sorted(c.glob("*.png"))[:4]]
+    images = [np.asarray(Image.open(f).convert("L").resize((28, 28), Image.BOX)) for f in files]
+    return np.ascontiguousarray(np.stack(images)[:, None])
+
+
+def mad(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+
+
+def test_names():
+    assert CORRUPTIONS == NAMES == _core.CORRUPTIONS == mr.episodes.CORRUPTIONS
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+@pytest.mark.parametrize("name", NAMES)
+def test_deterministic_bounded_new_array(name, dtype):
+    x = glyph_images()
+    if dtype == "float32":
+        x = x.astype(np.float32) / 255
+    before = x.copy()
+    a = corrupt(x, name, 5, seed=4, index=9)
+    assert a.dtype == x.dtype and a.shape == x.shape and a is not x
+    assert np.array_equal(x, before), "the input is left alone"
+    assert np.array_equal(a, corrupt(x, name, 5, seed=4, index=9))
+    if dtype == "float32":
+        assert np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1
+    assert not np.array_equal(a, x)
+
+
+def check_monotone(images: np.ndarray, name: str) -> None:
+    diffs = [mad(corrupt(images, name, s, seed=1, index=2), images) for s in range(1, 6)]
+    assert diffs[0] > 0, name
+    assert all(b > a for a, b in zip(diffs, diffs[1:])), f"{name}: {diffs}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_monotone_in_severity_on_glyphs(name):
+    check_monotone(glyph_images(), name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_monotone_in_severity_on_omniglot(name, omniglot28):
+    check_monotone(omniglot28, name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_uint8_is_the_rounded_float_result(name):
+    x = glyph_images(4)
+    f = corrupt(x.astype(np.float32) / np.float32(255), name, 3, seed=7)
+    # In float32, as the core computes it.
+    want = np.floor(f * np.float32(255) + np.float32(0.5)).astype(np.uint8)
+    assert np.array_equal(corrupt(x, name, 3, seed=7), want)
+
+
+def test_polarity():
+    x = glyph_images(4)
+    light = 255 - x
+    for name in ("thicken", "thin", "occlusion", "rotate", "shear", "elastic"):
+        dark = corrupt(x, name, 4, seed=2)
+        mirrored = 255 - corrupt(light, name, 4, seed=2, ink="light")
+        assert np.abs(dark.astype(int) - mirrored).max() <= 1, name
+    # Thickening dark ink darkens the image; thinning it lightens.
+    assert (corrupt(x, "thicken", 3) <= x).all() and (corrupt(x, "thicken", 3) < x).any()
+    assert (corrupt(x, "thin", 3) >= x).all() and (corrupt(x, "thin", 3) > x).any()
+
+
+def test_streams():
+    x = np.repeat(glyph_images(1), 4, axis=0)
+    a = corrupt(x, "gaussian_noise", 2, seed=5, index=6)
+    assert not np.array_equal(a[0], a[1]), "identical images, different items"
+    assert not np.array_equal(a, corrupt(x, "gaussian_noise", 2, seed=6, index=6))
+    assert not np.array_equal(a, corrupt(x, "gaussian_noise", 2, seed=5, index=7))
+    # A one-image call is item 0 of the stream.
+    assert np.array_equal(corrupt(x[:1], "gaussian_noise", 2, seed=5, index=6), a[:1])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    name=st.sampled_from(NAMES), severity=st.integers(1, 5), seed=st.integers(0, 2**64 - 1),
+    index=st.integers(0, 2**64 - 1), j=st.integers(0, 5), ink=st.sampled_from(["dark", "light"]),
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 12), st.integers(1, 12)),
+)
+def test_image_j_depends_only_on_image_j(name, severity, seed, index, j, ink, shape):
+    rng = np.random.default_rng(seed % 1000)
+    x = rng.integers(0, 256, (6, *shape), dtype=np.uint8)
+    y = rng.integers(0, 256, (6, *shape), dtype=np.uint8)
+    y[j] = x[j]
+    a = corrupt(x, name, severity, seed=seed, index=index, ink=ink)
+    b = corrupt(y, name, severity, seed=seed, index=index, ink=ink)
+    assert np.array_equal(a[j], b[j])
+    f = corrupt(x.astype(np.float32) / 255, name, severity, seed=seed, index=index, ink=ink)
+    assert f.min() >= 0 and f.max() <= 1
+
+
+def test_empty_batch():
+    x = np.zeros((0, 1, 28, 28), np.uint8)
+    assert corrupt(x, "rotate", 1).shape == x.shape
+
+
+@pytest.mark.parametrize(("kwargs", "exc", "match"), [
+    ({"severity": 0}, ValueError, r"severity: must be in \[1, 5\], got 0"),
+    ({"severity": 6}, ValueError, r"severity: .* got 6"),
+    ({"severity": 2.0}, TypeError, "severity"),
+    ({"severity": True}, TypeError, "severity"),
+    ({"name": "fog"}, ValueError, r"name: unknown corruption 'fog'; expected one of "
+                                  r"'gaussian_noise', .*'shear'"),
+    ({"name": None}, TypeError, "name"),
+    ({"name": 3}, TypeError, "name"),
+    ({"ink": "grey"}, ValueError, r"ink: expected 'dark', 'light', got 'grey'"),
+    ({"seed": -1}, ValueError, "seed"),
+    ({"index": 2**64}, ValueError, "index"),
+])
+def test_bad_arguments(kwargs, exc, match):
+    args = {"images": glyph_images(2), "name": "rotate", "severity": 3} | kwargs
+    with pytest.raises(exc, match=match):
+        corrupt(**args)
+
+
+@pytest.mark.parametrize(("images", "exc", "match"), [
+    (np.zeros((2, 1, 4, 4), np.float64), TypeError, "images: expected dtype uint8 or float32"),
+    (np.zeros((2, 1, 4, 4), np.int16), TypeError, "images: expected dtype"),
+    (torch.zeros(2, 1, 4, 4), TypeError, r"images: expected a numpy array.*tensor.numpy"),
+    ([[[[0]]]], TypeError, "images: expected a numpy array"),
+    (np.zeros((1, 4, 4), np.uint8), ValueError, r"images: expected 4 dimensions"),
+    (np.zeros((2, 1, 4, 8), np.uint8)[..., ::2], ValueError, "C-contiguous"),
+    (np.full((2, 1, 4, 4), 1.5, np.float32), ValueError, r"images: float32 values must lie "
+                                                         r"in \[0, 1\]; got 1.5"),
+    (np.full((2, 1, 4, 4), np.nan, np.float32), ValueError, "images: float32 values"),
+])
+def test_bad_images(images, exc, match):
+    with pytest.raises(exc, match=match):
+        corrupt(images, "gaussian_noise", 1)
+
+
+def test_core_errors_are_clean():
+    x = glyph_images(2)
+    with pytest.raises(ValueError, match="out: shape"):
+        _core.corrupt_into(x, np.empty((3, 1, 28, 28), np.uint8), "rotate", 1, 0, 0, "dark")
+    with pytest.raises(ValueError, match="out: must be a writeable"):
+        _core.corrupt_into(x, x, "rotate", 1, 0, 0, "dark")
+    ro = np.empty_like(x)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="out"):
+        _core.corrupt_into(x, ro, "rotate", 1, 0, 0, "dark")
+    with pytest.raises(ValueError, match="corruption: unknown"):
+        _core.corrupt_into(x, np.empty_like(x), "fog", 1, 0, 0, "dark")
+
+
+# ---------------------------------------------------------------- the sampler
+
+
+def sampler(**kwargs) -> mr.EpisodeSampler:
+    args = {"ways": 5, "shots": 2, "queries": 3, "seed": 11} | kwargs
+    return mr.EpisodeSampler(GLYPHS, **args)
+
+
+def same(a: mr.Episode, b: mr.Episode, fields=("support_x", "support_y", "query_x",
+                                                 "query_y", "classes")) -> bool:
+    return all(torch.equal(getattr(a, f), getattr(b, f)) for f in fields)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+@pytest.mark.parametrize("name", NAMES)
+def test_query_corruption_leaves_the_support(name, dtype):
+    clean = sampler(dtype=dtype).sample_batch(3, 4)
+    dirty = sampler(dtype=dtype, corruption=name, severity=4).sample_batch(3, 4)
+    assert same(clean, dirty, ("support_x", "support_y", "query_y", "classes"))
+    assert not torch.equal(clean.query_x, dirty.query_x)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+@pytest.mark.parametrize(("name", "target"), [
+    ("gaussian_noise", "query"), ("elastic", "both"), ("rotate", "support"),
+    ("thin", "query"), ("occlusion", "both"), ("impulse_noise", "support"),
+])
+def test_sampler_items_are_corrupt_of_the_clean_items(name, target, dtype):
+    clean = sampler(dtype=dtype)
+    dirty = sampler(dtype=dtype, corruption=name, severity=2, corrupt=target)
+    n_support = clean.ways * clean.shots
+    for i in (0, 5, 2**40):
+        c, d = clean.sample(i), dirty.sample(i)
+        items = np.concatenate([c.support_x.numpy(), c.query_x.numpy()])
+        want = corrupt(items, name, 2, seed=11, index=i)
+        got = np.concatenate([d.support_x.numpy(), d.query_x.numpy()])
+        hit = np.zeros(len(items), bool)
+        hit[:n_support] = target in ("support", "both")
+        hit[n_support:] = target in ("query", "both")
+        assert np.array_equal(got[hit], want[hit])
+        assert np.array_equal(got[~hit], items[~hit])
+
+
+def test_batch_split_and_batches():
+    s = sampler(corruption="elastic", severity=5, corrupt="both")
+    batch = s.sample_batch(0, 8)
+    for j in range(8):
+        assert same(batch[j], s.sample(j))
+    halves = [s.sample_batch(0, 3), s.sample_batch(3, 5)]
+    assert torch.equal(torch.cat([h.query_x for h in halves]), batch.query_x)
+    with s.batches(4, num_batches=2) as it:
+        first, second = list(it)
+    assert same(first, s.sample_batch(0, 4)) and same(second, s.sample_batch(4, 4))
+
+
+def test_thread_count_does_not_matter(tmp_path):
+    code = (
+        "import hashlib, numpy as np, metarobust as mr\n"
+        "from metarobust.robust import corrupt\n"
+        "ds = mr.data.glyphs(num_classes=12, per_class=6, image_size=28, seed=3)\n"
+        "s = mr.EpisodeSampler(ds, ways=5, shots=2, queries=3, seed=11, corruption='rotate')\n"
+        "b = s.sample_batch(0, 16)\n"
+        "h = hashlib.sha256(b.query_x.numpy().tobytes())\n"
+        "h.update(corrupt(ds.images, 'elastic', 3, seed=1).tobytes())\n"
+        "print(h.hexdigest())\n"
+    )
+    env = dict(os.environ, RAYON_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    s = sampler(corruption="rotate", severity=3)
+    h = hashlib.sha256(s.sample_batch(0, 16).query_x.numpy().tobytes())
+    h.update(corrupt(GLYPHS.images, "elastic", 3, seed=1).tobytes())
+    assert out == h.hexdigest()
+
+
+def test_pickling_keeps_the_corruption():
+    s = sampler(corruption="thicken", severity=2, corrupt="both", ink="light", dtype="uint8")
+    t = pickle.loads(pickle.dumps(s))
+    assert (t.corruption, t.severity, t.corrupt, t.ink) == ("thicken", 2, "both", "light")
+    assert same(s.sample_batch(7, 3), t.sample_batch(7, 3))
+    assert "corruption='thicken'" in repr(t)
+    ds = mr.episodes.EpisodeDataset(s, 4)
+    assert same(pickle.loads(pickle.dumps(ds))[2], s.sample(2))
+    # A state pickled before corruptions existed still loads (clean).
+    state = s.__getstate__()
+    for key in ("corruption", "severity", "corrupt", "ink"):
+        del state[key]
+    old = mr.EpisodeSampler.__new__(mr.EpisodeSampler)
+    old.__setstate__(state)
+    assert old.corruption is None and same(old.sample(1), sampler(dtype="uint8").sample(1))
+
+
+def test_support_and_both():
+    clean = sampler().sample_batch(0, 4)
+    sup = sampler(corruption="contrast", corrupt="support").sample_batch(0, 4)
+    both = sampler(corruption="contrast", corrupt="both").sample_batch(0, 4)
+    assert torch.equal(sup.query_x, clean.query_x)
+    assert not torch.equal(sup.support_x, clean.support_x)
+    assert torch.equal(both.support_x, sup.support_x)
+    assert not torch.equal(both.query_x, clean.query_x)
+
+
+def test_corruption_runs_before_normalisation():
+    plain = sampler(corruption="gaussian_blur").sample(4)
+    norm = sampler(corruption="gaussian_blur", mean=0.5, std=0.25).sample(4)
+    torch.testing.assert_close(norm.query_x, (plain.query_x - 0.5) / 0.25)
+
+
+@pytest.mark.parametrize(("kwargs", "exc", "match"), [
+    ({"corruption": "fog"}, ValueError, r"corruption: unknown corruption 'fog'; expected one "
+                                        r"of 'gaussian_noise'"),
+    ({"corruption": 1}, TypeError, "corruption: expected a str"),
+    ({"corruption": "rotate", "severity": 0}, ValueError, r"severity: must be in \[1, 5\]"),
+    ({"corruption": "rotate", "severity": 6}, ValueError, "severity"),
+    ({"severity": 9}, ValueError, "severity"),
+    ({"corruption": "rotate", "corrupt": "all"}, ValueError,
+     r"corrupt: expected 'query', 'support', 'both', got 'all'"),
+    ({"corruption": "rotate", "ink": "grey"}, ValueError, r"ink: expected 'dark', 'light'"),
+    ({"corruption": "rotate", "ink": None}, ValueError, "ink"),
+])
+def test_sampler_bad_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        sampler(**kwargs)
+
+
+def test_clean_sampler_is_unchanged():
+    # corruption=None must not disturb the episodes (the default path).
+    a, b = sampler(), sampler(severity=5, corrupt="both", ink="light")
+    assert same(a.sample_batch(0, 5), b.sample_batch(0, 5))
