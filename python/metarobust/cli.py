@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from . import __version__, distributed
+from ._runtime import retain_freed_memory
 from .bench import add_bench_parser
 from .config import DATASETS, DEVICES, LEARNERS, TrainConfig
 from .data.prepare import add_data_parser
@@ -262,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    retain_freed_memory()
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError) as e:

@@ -22,15 +22,19 @@ def mean_ci95(values: torch.Tensor) -> tuple[float, float]:
     return float(v.mean()), ci
 
 
-def evaluate(learner: Any, sampler: Any, episodes: int = 600, batch_size: int = 50,
+def evaluate(learner: Any, sampler: Any, episodes: int = 600, batch_size: int | None = None,
              device: torch.device | str = "cpu", start: int = 0,
              progress: bool = True) -> dict[str, Any]:
-    """Accuracy of ``learner`` on episodes ``start .. start + episodes`` of ``sampler``.
+    """Accuracy of ``learner`` on episodes ``start .. start + episodes`` of ``sampler``,
+    ``batch_size`` episodes at a time (default 50 on CUDA, 10 on CPU, where smaller
+    activations stay in cache and in reused memory).
 
     Returns ``{"accuracy", "ci95", "episodes", "ways", "shots", "queries"}``.
     """
     if episodes < 1:
         raise ValueError(f"episodes: must be >= 1, got {episodes}")
+    if batch_size is None:
+        batch_size = 50 if torch.device(device).type == "cuda" else 10
     batch_size = max(1, min(batch_size, episodes))
     was_training = learner.training
     learner.eval()

@@ -159,8 +159,8 @@ class Learner(nn.Module):
         normalize: optional ``(mean, std)``, one value or one per channel, applied to the
             [0, 1] inputs inside the learner (``(x - mean) / std``).
         chunk_size: tasks processed together in ``meta_backward`` / ``evaluate_batch``
-            (None: the whole batch at once). Smaller chunks bound peak memory; gradients
-            are the same.
+            (None: the whole batch at once; MAML off vmap: one task at a time). Smaller
+            chunks bound peak memory; gradients are the same.
 
     Subclasses implement ``_chunk_outputs(chunk, ways, meta)`` returning the query outputs
     ``(c, Q, ways)`` (``meta``: keep the graph to the meta-parameters) and ``_predict_one``.
@@ -242,8 +242,12 @@ class Learner(nn.Module):
                         raise ValueError(f"batch.{name}: labels must be in 0..{ways - 1} "
                                          f"(ways={ways}), got values in {lo}..{hi}")
 
-    def _chunks(self, b: int) -> Iterator[tuple[int, int]]:
-        step = self.chunk_size or b
+    def _default_chunk(self, x: torch.Tensor) -> int | None:
+        """Tasks per chunk when ``chunk_size`` is None (None: the whole batch)."""
+        return None
+
+    def _chunks(self, b: int, x: torch.Tensor | None = None) -> Iterator[tuple[int, int]]:
+        step = self.chunk_size or (self._default_chunk(x) if x is not None else None) or b
         for start in range(0, b, step):
             yield start, min(b, start + step)
 
@@ -276,7 +280,7 @@ class Learner(nn.Module):
         self._check_batch(batch, ways)
         b = batch.support_x.shape[0]
         total_loss = total_metric = 0.0
-        for start, stop in self._chunks(b):
+        for start, stop in self._chunks(b, batch.support_x):
             chunk = slice_batch(batch, start, stop)
             out = self._chunk_outputs(chunk, ways, meta=True)
             loss, metric = self._task_losses(out, chunk.query_y)
@@ -290,7 +294,7 @@ class Learner(nn.Module):
         """Query outputs ``(B, Q, ways)`` (after adaptation, for MAML), without meta-graph."""
         self._check_batch(batch, ways)
         outs = []
-        for start, stop in self._chunks(batch.support_x.shape[0]):
+        for start, stop in self._chunks(batch.support_x.shape[0], batch.support_x):
             outs.append(self._chunk_outputs(slice_batch(batch, start, stop), ways,
                                             meta=False).detach())
         return torch.cat(outs)
@@ -318,7 +322,7 @@ class Learner(nn.Module):
                 raise ValueError(f"inner_steps: must be >= 0, got {inner_steps}")
         outs = []
         with torch.enable_grad(), frozen_batch_norm_stats(self):
-            for start, stop in self._chunks(batch.support_x.shape[0]):
+            for start, stop in self._chunks(batch.support_x.shape[0], batch.support_x):
                 outs.append(self._attack_outputs(slice_batch(batch, start, stop), ways,
                                                  inner_steps))
         return torch.cat(outs)

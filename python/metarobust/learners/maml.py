@@ -244,6 +244,11 @@ class MAML(Learner):
             return x.device.type == "cuda" or not self._has_conv
         return self.path == "vmap"
 
+    def _default_chunk(self, x: torch.Tensor) -> int | None:
+        # The loop path builds one graph per task anyway: a backward per task frees each
+        # graph at once (peak memory of one task, as learn2learn's loop) at no extra cost.
+        return None if self._use_vmap(x) else 1
+
     @functools.cached_property
     def _has_conv(self) -> bool:
         return any(isinstance(m, nn.modules.conv._ConvNd) for m in self.net.modules())

@@ -4,7 +4,8 @@ Logits are ``-scale * distance(query embedding, class prototype)``; the loss is 
 cross-entropy. Mean prototypes run the fused ``mr.ops.prototype_distances`` (one Rust call
 on CPU); robust ones (median, trimmed mean, geometric median) ``mr.ops.prototypes`` then
 ``mr.ops.pairwise_distances``. Nothing in the learner fixes ways or shots: train 20-way
-5-shot, test 5-way 1-shot.
+5-shot, test 5-way 1-shot. A class with no support item in a task (support-label noise can
+empty one) is at an infinite distance: never predicted.
 
 BatchNorm: each task (its support and query items together) is one forward-pass group, and
 batch statistics are computed per task even when a chunk of tasks is embedded in one
@@ -86,9 +87,27 @@ class ProtoNet(Learner):
             items = torch.cat([sx, qx], dim=1).reshape(c * (s + q), *sx.shape[2:])
             emb = self.embed(items, tasks=c).reshape(c, s + q, -1)
             se, qe = emb[:, :s], emb[:, s:]
+            present = torch.nn.functional.one_hot(sy, ways).sum(1) > 0
+            if not bool(present.all()):  # e.g. support-label noise emptied a class
+                return self._distances_with_missing(se, sy, qe, ways, present) * -self.scale
             if self.prototype == "mean":
                 dist = ops.prototype_distances(se, sy, qe, ways, self.metric)
             else:
                 protos = ops.prototypes(se, sy, ways, self.prototype, trim=self.trim)
                 dist = ops.pairwise_distances(qe, protos, self.metric)
             return dist * -self.scale
+
+    def _distances_with_missing(self, se: torch.Tensor, sy: torch.Tensor, qe: torch.Tensor,
+                                ways: int, present: torch.Tensor) -> torch.Tensor:
+        """Distances ``(c, Q, ways)`` when some class of a task has no support item: the
+        prototypes of the classes present, and an infinite distance to a missing class (a
+        logit of -inf: never predicted; its queries count as errors)."""
+        out = qe.new_full((*qe.shape[:2], ways), float("inf"))
+        for t in range(se.shape[0]):
+            cls = present[t].nonzero().flatten()
+            remap = torch.full((ways,), -1, dtype=sy.dtype, device=sy.device)
+            remap[cls] = torch.arange(cls.numel(), dtype=sy.dtype, device=sy.device)
+            protos = ops.prototypes(se[t], remap[sy[t]], cls.numel(), self.prototype,
+                                    trim=self.trim)
+            out[t, :, cls] = ops.pairwise_distances(qe[t], protos, self.metric)
+        return out

@@ -1,0 +1,208 @@
+"""Support-label noise for batches of episodes.
+
+Three kinds, each corrupting exactly ``k = floor(rate * shots + 0.5)`` support items of every
+class of every episode (``rate * shots`` rounded half up), chosen at random:
+
+``"symmetric"``
+    the item gets a wrong label drawn uniformly from the other ``ways - 1`` labels.
+``"paired"``
+    the item of label ``c`` gets the fixed wrong label ``(c + 1) % ways`` (a systematic
+    confusion of one class with another).
+``"outlier"``
+    the item keeps its label but its image is replaced by an image of a dataset class that
+    is not in the episode (``batch.classes[b]``): a class uniformly among those outside the
+    episode, then an image of it uniformly. Needs the ``dataset`` the episodes came from.
+
+Query items are never touched. Which items are corrupted, and how, is a pure function of
+``(seed, kind, episode index)`` where episode ``j`` of the batch has index ``start + j``: so
+noisy episodes do not depend on how the episodes were split into batches, and the same
+``(seed, start)`` as the sampler's gives paired, reproducible results.
+
+>>> import metarobust as mr
+>>> ds = mr.data.glyphs(num_classes=20, per_class=10, seed=0)
+>>> batch = mr.EpisodeSampler(ds, ways=5, shots=4, queries=2, seed=0).sample_batch(0, 3)
+>>> noisy, counts = apply_label_noise(batch, "symmetric", 0.5, seed=1)
+>>> counts.tolist()                     # 2 of 4 items in each of the 5 classes
+[10, 10, 10]
+>>> int((noisy.support_y != batch.support_y).sum(1)[0])
+10
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from numbers import Real
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._checks import check_int
+from ..episodes import Episode
+
+__all__ = ["LABEL_NOISE_KINDS", "apply_label_noise", "corrupted_per_class"]
+
+LABEL_NOISE_KINDS = ("symmetric", "paired", "outlier")
+_KIND_TAG = {"symmetric": 1, "paired": 2, "outlier": 3}
+_SEED_TAG = 0x4C4E  # "LN": keeps these streams apart from other uses of the same seed
+
+
+def check_rate(rate: Any, name: str = "rate") -> float:
+    """``rate`` as a float in [0, 1]; TypeError for non-numbers, ValueError otherwise."""
+    if isinstance(rate, bool) or not isinstance(rate, (Real, np.floating, np.integer)):
+        raise TypeError(f"{name}: expected a number in [0, 1], got {rate!r} "
+                        f"({type(rate).__name__})")
+    value = float(rate)
+    if not (0.0 <= value <= 1.0):  # also rejects NaN
+        raise ValueError(f"{name}: must be in [0, 1], got {rate!r}")
+    return value
+
+
+def corrupted_per_class(rate: float, shots: int) -> int:
+    """Support items corrupted in each class: ``rate * shots`` rounded half up."""
+    return int(math.floor(check_rate(rate) * shots + 0.5))
+
+
+def _episode_rng(seed: int, kind: str, index: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(
+        np.random.SeedSequence([seed, _SEED_TAG, _KIND_TAG[kind], index])))
+
+
+class _ClassIndex:
+    """Dataset images grouped by class, for drawing outliers."""
+
+    def __init__(self, dataset: Any, item_shape: tuple[int, ...]) -> None:
+        from ..episodes import _as_arrays
+
+        images, labels = _as_arrays(dataset, None)
+        images, labels = np.asarray(images), np.asarray(labels)
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise TypeError(f"dataset: expected uint8 images (N, C, H, W), got "
+                            f"{images.dtype} {images.shape}")
+        if labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.dtype.kind not in "iu":
+            raise TypeError(f"dataset: expected integer labels (N,) = ({images.shape[0]},), got "
+                            f"{labels.dtype} {labels.shape}")
+        if tuple(images.shape[1:]) != tuple(item_shape):
+            raise ValueError(f"dataset: images of shape {tuple(images.shape[1:])} do not match "
+                             f"the episodes' {tuple(item_shape)}")
+        self.images = images
+        order = np.argsort(labels, kind="stable")
+        self.classes, starts, counts = np.unique(labels[order], return_index=True,
+                                                 return_counts=True)
+        self.order, self.starts, self.counts = order, starts, counts
+
+    def draw(self, rng: np.random.Generator, exclude: np.ndarray, n: int) -> np.ndarray:
+        """Dataset indices of ``n`` images of classes outside ``exclude``."""
+        allowed = np.flatnonzero(~np.isin(self.classes, exclude))
+        if allowed.size == 0:
+            raise ValueError(f"dataset: kind='outlier' needs a class outside the episode, but "
+                             f"all {self.classes.size} dataset classes are in it")
+        cls = allowed[rng.integers(0, allowed.size, size=n)]
+        offset = (rng.random(n) * self.counts[cls]).astype(np.int64)
+        offset = np.minimum(offset, self.counts[cls] - 1)
+        return self.order[self.starts[cls] + offset]
+
+
+def apply_label_noise(batch: Episode, kind: str, rate: float, *, seed: int = 0,
+                      start: int = 0, dataset: Any = None) -> tuple[Episode, torch.Tensor]:
+    """Corrupt the support sets of a batch of episodes.
+
+    Args:
+        batch: an :class:`~metarobust.Episode` batch (leading dimension ``B``), e.g. from
+            ``sampler.sample_batch(start, B)``; a single episode is accepted too. Every label
+            ``0..ways-1`` must appear equally often (``shots`` times) in each support set.
+        kind: ``"symmetric"``, ``"paired"`` or ``"outlier"`` (see the module docs).
+        rate: fraction of each class's support items to corrupt, in [0, 1];
+            ``floor(rate * shots + 0.5)`` items per class.
+        seed: seed of the noise (any int in ``0 .. 2**64-1``).
+        start: index of the batch's first episode (the ``start`` of ``sample_batch``).
+        dataset: for ``"outlier"``: the dataset the episodes were drawn from (an
+            ImageDataset or an ``(images, labels)`` tuple of uint8 ``(N, C, H, W)`` images
+            and int64 labels, the labels ``batch.classes`` refers to). Float batches get the
+            outliers as ``images / 255``.
+
+    Returns:
+        ``(noisy, counts)``: a new Episode whose support (labels, or images for
+        ``"outlier"``) is corrupted and whose query tensors are the batch's own, and an int64
+        tensor ``(B,)`` (a scalar for a single episode) with the number of corrupted support
+        items in each episode (``ways * k``).
+    """
+    if not isinstance(batch, Episode):
+        raise TypeError(f"batch: expected an Episode, got {type(batch).__name__}")
+    if not isinstance(kind, str) or kind not in LABEL_NOISE_KINDS:
+        raise ValueError(f"kind: expected one of {', '.join(LABEL_NOISE_KINDS)}; got {kind!r}")
+    rate = check_rate(rate)
+    seed = check_int(seed, "seed", 0, 2**64 - 1)
+    start = check_int(start, "start", 0, 2**64 - 1)
+    single = batch.support_y.dim() == 1
+    if single:
+        batch = Episode(*(getattr(batch, f.name)[None] for f in dataclasses.fields(batch)))
+    sy = batch.support_y
+    if sy.dim() != 2 or batch.classes.dim() != 2 or batch.support_x.dim() < 3:
+        raise ValueError(f"batch: expected support_y (B, S) and classes (B, ways), got "
+                         f"{tuple(sy.shape)} and {tuple(batch.classes.shape)}")
+    b, s = sy.shape
+    ways = batch.classes.shape[1]
+    if ways < 1 or s % ways:
+        raise ValueError(f"batch: {s} support items is not a multiple of ways={ways}")
+    shots = s // ways
+    labels = sy.detach().cpu().numpy()
+    if labels.size and (labels.min() < 0 or labels.max() >= ways):
+        raise ValueError(f"batch.support_y: labels must be in 0..{ways - 1}")
+    # item positions of each class, (B, ways, shots); checks the support set is balanced
+    pos = np.argsort(labels, axis=1, kind="stable").reshape(b, ways, shots)
+    if not (np.take_along_axis(labels, pos.reshape(b, s), 1).reshape(b, ways, shots)
+            == np.arange(ways)[None, :, None]).all():
+        raise ValueError(f"batch.support_y: each label 0..{ways - 1} must appear {shots} times "
+                         "in every support set")
+    k = int(math.floor(rate * shots + 0.5))
+    if kind in ("symmetric", "paired") and ways < 2 and k > 0:
+        raise ValueError(f"kind: {kind!r} needs ways >= 2 (a wrong label), got ways={ways}")
+    index = None
+    if kind == "outlier":
+        if dataset is None:
+            raise ValueError("dataset: kind='outlier' needs the dataset the episodes come "
+                             "from (an ImageDataset or an (images, labels) tuple), got None")
+        index = _ClassIndex(dataset, tuple(batch.support_x.shape[2:]))
+    counts = torch.full((b,), ways * k, dtype=torch.int64)
+    if k == 0:
+        noisy = dataclasses.replace(batch)
+    else:
+        classes = batch.classes.detach().cpu().numpy()
+        new_labels = labels.copy()
+        flat_rows, flat_items, sources = [], [], []
+        for j in range(b):
+            rng = _episode_rng(seed, kind, start + j)
+            # k random items of each class: the k smallest of random keys
+            chosen = np.take_along_axis(
+                pos[j], np.argsort(rng.random((ways, shots)), axis=1)[:, :k], 1)  # (ways, k)
+            if kind == "symmetric":
+                shift = rng.integers(1, ways, size=(ways, k))
+                new_labels[j, chosen] = (np.arange(ways)[:, None] + shift) % ways
+            elif kind == "paired":
+                new_labels[j, chosen] = (np.arange(ways)[:, None] + 1) % ways
+            else:
+                flat_rows.append(np.full(ways * k, j))
+                flat_items.append(chosen.reshape(-1))
+                sources.append(index.draw(rng, classes[j], ways * k))
+        if kind == "outlier":
+            rows = torch.from_numpy(np.concatenate(flat_rows))
+            items = torch.from_numpy(np.concatenate(flat_items))
+            imgs = torch.from_numpy(index.images[np.concatenate(sources)])
+            sx = batch.support_x.clone()
+            if sx.dtype == torch.uint8:
+                imgs = imgs.to(sx.device)
+            elif sx.is_floating_point():
+                imgs = imgs.to(sx.device, sx.dtype) / 255.0
+            else:
+                raise TypeError(f"batch.support_x: expected uint8 or float images, got "
+                                f"{sx.dtype}")
+            sx[rows.to(sx.device), items.to(sx.device)] = imgs
+            noisy = dataclasses.replace(batch, support_x=sx)
+        else:
+            noisy = dataclasses.replace(
+                batch, support_y=torch.from_numpy(new_labels).to(sy.device, sy.dtype))
+    if single:
+        return noisy[0], counts[0]
+    return noisy, counts
