@@ -75,8 +75,8 @@ def train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
     overrides = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}
-    if args.rotations:
-        overrides["rotations"] = True
+    if args.rotations is not None:
+        overrides["rotations"] = args.rotations
     if args.channels_last is not None:
         overrides["channels_last"] = args.channels_last
     if args.bf16:
@@ -229,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (typ, text) in TRAIN_FLAGS.items():
         t.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None,
                        help=text)
-    t.add_argument("--rotations", action="store_true", help="Omniglot: add rotated classes")
+    t.add_argument("--rotations", action=argparse.BooleanOptionalAction, default=None,
+                   help="Omniglot training: add rotated classes (default: on for the "
+                        "background/evaluation splits)")
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC convolutions (default: on for ProtoNet)")
     t.add_argument("--bf16", action="store_true",

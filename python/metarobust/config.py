@@ -39,7 +39,8 @@ class TrainConfig:
     val_split: str | None = None      # validation split (none when None, glyphs: "val")
     model: str | None = None          # backbone; conv4_snell (ProtoNet) / conv4_finn (MAML)
     image_size: int = 28
-    rotations: bool = False           # Omniglot: rotated copies as new classes
+    rotations: bool | None = None     # Omniglot training: rotated copies as new classes
+                                      # (default: on for background/evaluation splits)
     glyph_classes: int = 1000         # glyphs: number of training classes
     ways: int = 5
     shots: int = 1
@@ -137,6 +138,11 @@ class TrainConfig:
             # Tiny networks gain nothing from intra-op threads, and on a busy machine their
             # barriers cost far more than the arithmetic.
             threads=self.threads or (1 if sinusoid else None),
+            # Rotations quadruple the training classes: a 10-minute 20-way run otherwise sees
+            # each background character ~35 times and overfits. Split files name their own.
+            rotations=self.rotations if self.rotations is not None
+            else self.dataset == "omniglot" and (self.split or "background") in (
+                "background", "evaluation"),
             # 5-minute sinusoid runs (12k steps) reach Finn et al.'s 70k-step MSE at 3e-3
             lr=self.lr or (3e-3 if sinusoid else 1e-3),
             channels_last=self.channels_last if self.channels_last is not None

@@ -54,7 +54,8 @@ def load_dataset(cfg: TrainConfig, split: str | None, role: str = "train"):
     if cfg.dataset == "omniglot":
         return mrdata.omniglot(root, split=split or ("background" if role == "train"
                                                       else "evaluation"),
-                               image_size=cfg.image_size, rotations=cfg.rotations)
+                               image_size=cfg.image_size,
+                               rotations=bool(cfg.rotations) and role == "train")
     if cfg.dataset == "folder":
         return mrdata.image_folder(root, image_size=cfg.image_size, split_csv=split)
     # idx: data_root holds <split>-images-idx3-ubyte[.gz] and <split>-labels-idx1-ubyte[.gz]

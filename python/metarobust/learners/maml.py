@@ -213,29 +213,13 @@ class MAML(Learner):
         so the outputs differentiate through the adaptation to the support images. The
         meta-parameters enter as fresh detached leaves: constants to the caller, whose
         backward never reaches the learner's ``.grad``."""
-        if self.task == "classification" and ways != self.ways:
-            raise ValueError(f"ways: this MAML classifier has {self.ways} outputs, the batch "
-                             f"asks for {ways}-way episodes")
-        sx = self.normalize(chunk.support_x.flatten(0, 1)).reshape(chunk.support_x.shape)
-        qx = self.normalize(chunk.query_x.flatten(0, 1)).reshape(chunk.query_x.shape)
-        sy = chunk.support_y
+        sx, sy, qx = self._inputs(chunk, ways)
         steps = self.test_inner_steps if inner_steps is None else inner_steps
         params = {k: v.detach().requires_grad_(True) for k, v in self.net.named_parameters()}
         buffers = dict(self.net.named_buffers())
         lrs = None if self.inner_lrs is None else [a.detach() for a in self.inner_lrs]
         with torch.enable_grad():
-            if self._use_vmap(sx):
-                def one(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
-                    return self._task(params, buffers, lrs, sx, sy, qx, steps, False,
-                                      functional=True)
-
-                with _decomposed_batch_norm(self.net):
-                    return vmap(one)(sx, sy, qx)
-            return torch.stack([
-                self._task(params, buffers, lrs, sx[i], sy[i], qx[i], steps, False,
-                           functional=False)
-                for i in range(sx.shape[0])
-            ])
+            return self._tasks(params, buffers, lrs, sx, sy, qx, steps, False)
 
     def _use_vmap(self, x: torch.Tensor) -> bool:
         if self.path == "auto":
@@ -400,12 +384,7 @@ class MAML(Learner):
         return [torch.zeros_like(fast[k]) if g is None else g for k, g in zip(names, gs)]
 
     def _chunk_outputs(self, chunk: Any, ways: int | None, meta: bool) -> torch.Tensor:
-        if self.task == "classification" and ways != self.ways:
-            raise ValueError(f"ways: this MAML classifier has {self.ways} outputs, the batch "
-                             f"asks for {ways}-way episodes")
-        sx = self.normalize(chunk.support_x.flatten(0, 1)).reshape(chunk.support_x.shape)
-        qx = self.normalize(chunk.query_x.flatten(0, 1)).reshape(chunk.query_x.shape)
-        sy = chunk.support_y
+        sx, sy, qx = self._inputs(chunk, ways)
         meta = meta and torch.is_grad_enabled()
         steps = self.inner_steps if meta else self.test_inner_steps
         first_order = self.order == "first" or not meta
@@ -416,15 +395,30 @@ class MAML(Learner):
             params = {k: v.detach() for k, v in params.items()}
             lrs = [a.detach() for a in lrs] if lrs is not None else None
         with torch.set_grad_enabled(meta):
-            if self._use_vmap(sx):
-                def one(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
-                    return self._task(params, buffers, lrs, sx, sy, qx, steps, first_order,
-                                      functional=True)
+            return self._tasks(params, buffers, lrs, sx, sy, qx, steps, first_order)
 
-                with _decomposed_batch_norm(self.net):
-                    return vmap(one)(sx, sy, qx)
-            return torch.stack([
-                self._task(params, buffers, lrs, sx[i], sy[i], qx[i], steps, first_order,
-                           functional=False)
-                for i in range(sx.shape[0])
-            ])
+    def _inputs(self, chunk: Any, ways: int | None) -> tuple[torch.Tensor, ...]:
+        """A chunk's normalised support images, support labels and query images."""
+        if self.task == "classification" and ways != self.ways:
+            raise ValueError(f"ways: this MAML classifier has {self.ways} outputs, the batch "
+                             f"asks for {ways}-way episodes")
+        sx = self.normalize(chunk.support_x.flatten(0, 1)).reshape(chunk.support_x.shape)
+        qx = self.normalize(chunk.query_x.flatten(0, 1)).reshape(chunk.query_x.shape)
+        return sx, chunk.support_y, qx
+
+    def _tasks(self, params: Params, buffers: Params, lrs: Sequence[torch.Tensor] | None,
+               sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, steps: int,
+               first_order: bool) -> torch.Tensor:
+        """Query outputs ``(c, Q, out)`` of every task of a chunk: vmap or per-task loop."""
+        if self._use_vmap(sx):
+            def one(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
+                return self._task(params, buffers, lrs, sx, sy, qx, steps, first_order,
+                                  functional=True)
+
+            with _decomposed_batch_norm(self.net):
+                return vmap(one)(sx, sy, qx)
+        return torch.stack([
+            self._task(params, buffers, lrs, sx[i], sy[i], qx[i], steps, first_order,
+                       functional=False)
+            for i in range(sx.shape[0])
+        ])
