@@ -36,8 +36,10 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available()
 BASE = dict(dataset="glyphs", glyph_classes=30, ways=5, shots=1, device="cpu", threads=1,
             seed=3, test_queries=3, val_episodes=10, checkpoint_every=3)
 PROTO = dict(BASE, learner="protonet", queries=3, meta_batch=2, episodes=8, val_every=2)
+# chunk_size 2: each rank's 2 tasks in one forward pass, as in the reference (MAML's CPU
+# loop otherwise backs up one task at a time, a different summation order)
 MAML = dict(BASE, learner="maml", queries=2, meta_batch=4, episodes=12, inner_steps=1,
-            val_every=100)
+            val_every=100, chunk_size=2)
 
 WORKER = """
 import json, sys, time
