@@ -22,7 +22,7 @@ from metarobust.evaluate import mean_ci95
 from metarobust.robust import apply_label_noise
 from metarobust.train import load_dataset
 
-METHODS = ("mean", "median", "trimmed_mean", "geometric_median")
+METHODS = mr.ops.METHODS
 
 
 def main() -> None:

@@ -133,6 +133,53 @@ def test_geometric_median_at_a_data_point():
         assert torch.isfinite(gm).all() and gm.abs().max() < 1e-9
 
 
+@settings(max_examples=30, deadline=None)
+@given(ways=st.integers(2, 5), shots=st.integers(3, 7), dim=st.integers(2, 12),
+       seed=st.integers(0, 2**32 - 1), metric=st.sampled_from(ops.METRICS),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_filtered_mean_drops_mislabelled_items(ways, shots, dim, seed, metric, dtype):
+    """Support-label noise as in the suite: in each class a minority of items carry this
+    class's label but lie in another class's cluster. The filtered mean is the NumPy mean of
+    the correctly labelled items alone; the plain mean is dragged away."""
+    rng = np.random.default_rng(seed)
+    # cluster centres at least 72 degrees apart on a circle of radius 100, randomly rotated:
+    # far apart in direction (cosine) and in place (sqeuclidean)
+    angle = 2 * np.pi * np.arange(ways) / ways + rng.uniform(0, 2 * np.pi)
+    circle = np.zeros((ways, dim))
+    circle[:, 0], circle[:, 1] = 100 * np.cos(angle), 100 * np.sin(angle)
+    centres = circle @ np.linalg.qr(rng.normal(size=(dim, dim)))[0]
+    true = np.repeat(np.arange(ways), shots)
+    emb = centres[true] + rng.normal(scale=0.5, size=(ways * shots, dim))
+    labels = true.copy()
+    wrong = rng.integers(0, (shots - 1) // 2 + 1, size=ways)  # fewer wrong than right
+    for c in range(ways):
+        for i in range(wrong[c]):
+            labels[c * shots + i] = (c + 1 + rng.integers(0, ways - 1)) % ways
+    emb_t = torch.from_numpy(emb.astype(dtype))
+    lab_t = torch.from_numpy(labels)
+    want = np.stack([emb[(labels == c) & (true == c)].mean(0) for c in range(ways)])
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    for fn in (ops.prototypes, ops.prototypes_torch):
+        got = fn(emb_t, lab_t, ways, "filtered_mean", metric=metric, tol=1e-10,
+                 max_iter=1000).numpy()
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 100)
+    if wrong.any():
+        mean = ops.prototypes(emb_t, lab_t, ways, "mean").numpy()
+        assert np.abs(mean - want).max() > 1
+
+
+def test_filtered_mean_keeps_the_geometric_median_of_a_class_with_no_kept_item():
+    # class 0's two items sit on classes 1 and 2: both lie nearer those classes' prototypes
+    emb = torch.tensor([[-1.0], [1.0], [-1.1], [-1.0], [-0.9], [0.9], [1.0], [1.1]],
+                       dtype=torch.float64)
+    lab = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2])
+    for fn in (ops.prototypes, ops.prototypes_torch):
+        got = fn(emb, lab, 3, "filtered_mean", rounds=3)
+        centre = fn(emb, lab, 3, "geometric_median")
+        torch.testing.assert_close(got[0], centre[0])
+        torch.testing.assert_close(got[1:, 0], torch.tensor([-1.0, 1.0], dtype=torch.float64))
+
+
 @pytest.mark.parametrize("method", ops.METHODS)
 def test_gradcheck_prototypes(method):
     rng = np.random.default_rng(2)
@@ -218,6 +265,10 @@ def test_bad_prototype_input():
         ops.prototypes(emb, lab, 3, "trimmed_mean", trim=0.5)
     with pytest.raises(ValueError, match="tol"):
         ops.prototypes(emb, lab, 3, "geometric_median", tol=0)
+    with pytest.raises(ValueError, match="rounds: must be an int >= 1"):
+        ops.prototypes(emb, lab, 3, "filtered_mean", rounds=0)
+    with pytest.raises(ValueError, match="metric: expected one of"):
+        ops.prototypes_torch(emb, lab, 3, "filtered_mean", metric="l1")
     with pytest.raises(ValueError, match="ways: must be >= 1"):
         ops.prototypes(emb, lab, 0)
     with pytest.raises(TypeError, match="labels: expected an integer"):

@@ -315,3 +315,62 @@ def test_clean_sampler_is_unchanged():
     # corruption=None must not disturb the episodes (the default path).
     a, b = sampler(), sampler(severity=5, corrupt="both", ink="light")
     assert same(a.sample_batch(0, 5), b.sample_batch(0, 5))
+
+
+# ------------------------------------------------------------------ augmentation
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_augment_is_the_corruption_of_the_clean_episode(dtype):
+    s = sampler(dtype=dtype)
+    aug = mr.robust.Augment(["gaussian_blur", "elastic"], max_severity=4, prob=0.5, seed=5)
+    clean = s.sample_batch(20, 40)
+    got = aug(s.sample_batch(20, 40), 20)
+    changed = 0
+    for j in range(40):
+        items = torch.cat([clean.support_x[j], clean.query_x[j]])
+        chosen = aug.choice(20 + j)
+        if chosen is None:
+            want = items
+        else:
+            name, severity = chosen
+            assert name in ("gaussian_blur", "elastic") and 1 <= severity <= 4
+            want = torch.from_numpy(corrupt(items.numpy(), name, severity, seed=5, index=20 + j))
+            assert not torch.equal(want, items)
+            changed += 1
+        assert torch.equal(torch.cat([got.support_x[j], got.query_x[j]]), want)
+        assert torch.equal(got.support_y[j], clean.support_y[j])
+    assert 8 <= changed <= 32  # prob 0.5 of 40 episodes
+    # the choice depends on the episode index, not on the batch split
+    part = aug(s.sample_batch(25, 5), 25)
+    assert torch.equal(part.query_x, got.query_x[5:10])
+
+
+def test_augment_probability_and_batches():
+    s = sampler(dtype="uint8")
+    never = mr.robust.Augment("all", prob=0.0)
+    assert same(never(s.sample_batch(0, 6), 0), s.sample_batch(0, 6))
+    always = mr.robust.Augment("thin", max_severity=1, prob=1.0, seed=2)
+    with s.batches(3, start=6, num_batches=2, transform=always) as it:
+        first, second = list(it)
+    for j, ep in enumerate([*[first[i] for i in range(3)], *[second[i] for i in range(3)]]):
+        clean = s.sample(6 + j)
+        items = torch.cat([clean.support_x, clean.query_x]).numpy()
+        want = corrupt(items, "thin", 1, seed=2, index=6 + j)
+        assert np.array_equal(torch.cat([ep.support_x, ep.query_x]).numpy(), want)
+    assert len(mr.robust.Augment("all").names) == len(NAMES)
+    assert mr.robust.Augment("gaussian_blur, thin").names == ("gaussian_blur", "thin")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"names": []}, "names: expected at least one"),
+    ({"names": "blur"}, "names: unknown corruption 'blur'"),
+    ({"names": "thin", "max_severity": 0}, "max_severity"),
+    ({"names": "thin", "prob": -0.1}, "prob: expected a probability"),
+    ({"names": "thin", "ink": "grey"}, "ink: expected"),
+])
+def test_augment_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        mr.robust.Augment(**kwargs)
+    s = sampler()
+    with pytest.raises(TypeError, match="transform: expected a callable"):
+        s.batches(2, transform="thin")

@@ -94,6 +94,24 @@ def test_report_files_are_consistent(runs, tmp_path, capsys):
     assert not (Path(runs[0]) / "robustness.json").exists()  # --out was honoured
 
 
+def test_episode_shape_flags(runs, tmp_path, capsys):
+    """The runs test at 5 ways: the default stays 5; --ways/--shots/--queries override it."""
+    common = ["--families", "clean", "--episodes", "2", "--no-progress", "--device", "cpu"]
+    assert main(["robustness", str(runs[0]), "--out", str(tmp_path / "a"), *common]) == 0
+    assert (load_result(tmp_path / "a")["ways"], load_result(tmp_path / "a")["shots"]) == (5, 1)
+    assert main(["robustness", str(runs[0]), "--out", str(tmp_path / "b"), "--ways", "3",
+                 "--shots", "2", "--queries", "1", *common]) == 0
+    res = load_result(tmp_path / "b")
+    assert (res["ways"], res["shots"], res["queries"]) == (3, 2, 1)
+    assert res["rows"][0]["setting"] == "3-way 2-shot"
+    assert main(["robustness", str(runs[0]), "--out", str(tmp_path / "c"), "--prototype",
+                 "filtered_mean", *common]) == 0
+    assert load_result(tmp_path / "c")["prototype"] == "filtered_mean"
+    capsys.readouterr()
+    assert main(["robustness", str(runs[0]), "--ways", "0", *common]) == 2
+    assert "ways: must be >= 1" in capsys.readouterr().err
+
+
 def test_compare_plots_several_runs(runs, tmp_path, capsys):
     a, b = runs
     common = ["--families", "clean", "gaussian_noise", "--episodes", "4", "--no-progress",

@@ -165,6 +165,11 @@ def test_cli_train_then_eval_prints_json(tmp_path):
     assert ev.returncode == 0, ev.stderr
     res = json.loads(ev.stdout.strip().splitlines()[-1])
     assert res["episodes"] == 20 and 0 <= res["accuracy"] <= 1 and res["ci95"] >= 0
+    for proto, code in (("filtered_mean", 0), ("mode", 2)):
+        ev = subprocess.run(cmd + ["eval", str(run), "--episodes", "4", "--device", "cpu",
+                                   "--prototype", proto], capture_output=True, text=True)
+        assert ev.returncode == code, ev.stderr
+    assert "prototype: expected one of" in ev.stderr and "filtered_mean" in ev.stderr
     bad = subprocess.run(cmd + ["train", "--learner", "reptile", "--episodes", "1", "--out",
                                 str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode == 2 and "learner: expected one of" in bad.stderr
@@ -198,6 +203,9 @@ def test_sinusoid_regression_run_and_eval(tmp_path):
     res = json.loads(ev.stdout.strip().splitlines()[-1])
     assert set(res["mse_by_steps"]) == {"1", "5", "10"} and res["episodes"] == 30
     assert all(v > 0 for v in res["mse_by_steps"].values())
+    bad = subprocess.run([sys.executable, "-m", "metarobust", "eval", str(tmp_path / "run"),
+                          "--prototype", "median"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "only ProtoNet runs have prototypes" in bad.stderr
     with pytest.raises(ValueError, match="regression"):
         TrainConfig(learner="protonet", dataset="sinusoid", episodes=1).check()
 
@@ -240,3 +248,28 @@ def test_adversarial_querying_trains_on_attacked_queries(tmp_path, monkeypatch):
     natural.fit()
     assert any(not torch.equal(a, b) for a, b in zip(params(adv.learner),
                                                      params(natural.learner)))
+
+
+def test_corruption_augmentation_trains_on_corrupted_episodes(tmp_path, monkeypatch):
+    seen = []
+    cfg = tiny(augment="gaussian_blur,thin", augment_severity=2, augment_prob=1.0, episodes=3)
+    trainer = Trainer(cfg, tmp_path / "aug", progress=False)
+    real = trainer.learner.meta_backward
+    monkeypatch.setattr(trainer.learner, "meta_backward",
+                        lambda batch, ways: seen.append(batch) or real(batch, ways))
+    trainer.fit()
+    assert len(seen) == 3
+    aug = mr.robust.Augment("gaussian_blur,thin", 2, 1.0, seed=cfg.seed)
+    for i, batch in enumerate(seen):
+        clean = trainer.sampler.sample(i)
+        name, severity = aug.choice(i)
+        items = torch.cat([clean.support_x, clean.query_x]).numpy()
+        want = mr.robust.corrupt(items, name, severity, seed=cfg.seed, index=i)
+        assert np.array_equal(torch.cat([batch.support_x[0], batch.query_x[0]]).numpy(), want)
+    assert TrainConfig.load(tmp_path / "aug" / "config.toml").augment == "gaussian_blur,thin"
+    with pytest.raises(ValueError, match="augment: unknown corruption 'blur'"):
+        tiny(augment="blur").check()
+    with pytest.raises(ValueError, match="augment_prob: expected a probability"):
+        tiny(augment="thin", augment_prob=2).check()
+    with pytest.raises(ValueError, match="augment: corruption augmentation perturbs images"):
+        TrainConfig(learner="maml", dataset="sinusoid", augment="thin", episodes=2).check()

@@ -28,6 +28,7 @@ from .bench import add_bench_parser
 from .config import DATASETS, DEVICES, LEARNERS, TrainConfig
 from .data.prepare import add_data_parser
 from .distributed import DistributedError
+from .learners.protonet import PROTOTYPE_HELP, set_test_prototype
 from .robust.suite import add_robustness_parser
 
 TRAIN_FLAGS = {
@@ -49,7 +50,8 @@ TRAIN_FLAGS = {
     "inner_lr": (float, "MAML inner learning rate"),
     "test_inner_steps": (int, "MAML inner steps at evaluation"),
     "metric": (str, "ProtoNet metric: sqeuclidean | cosine"),
-    "prototype": (str, "ProtoNet prototypes: mean | median | trimmed_mean | geometric_median"),
+    "prototype": (str, "ProtoNet prototypes: mean | median | trimmed_mean | geometric_median | "
+                          "filtered_mean"),
     "lr": (float, "meta learning rate (Adam)"),
     "schedule": (str, "cosine | step | constant"),
     "episodes": (int, "training episodes in all"),
@@ -67,6 +69,10 @@ TRAIN_FLAGS = {
     "adv_steps": (int, "adversarial querying: PGD steps (default 7)"),
     "adv_step_size": (float, "adversarial querying: PGD step size (default 2/255)"),
     "adv_norm": (str, "adversarial querying: linf | l2"),
+    "augment": (str, "corruption augmentation: corruption names, comma-separated, or 'all' "
+                     "(see metarobust.robust.corruptions)"),
+    "augment_severity": (int, "augmentation severities 1..this (default 3)"),
+    "augment_prob": (float, "share of training episodes augmented (default 0.5)"),
 }
 
 
@@ -103,6 +109,7 @@ def evaluate_run(args: argparse.Namespace) -> int:
     from .train import load_dataset, load_run, resolve_device
 
     learner = load_run(args.run_dir)
+    set_test_prototype(learner, args.prototype)
     cfg = learner.config
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -252,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--queries", type=int, default=None)
     e.add_argument("--episodes", type=int, default=600)
     e.add_argument("--inner-steps", type=int, default=None, help="MAML test-time steps")
+    e.add_argument("--prototype", default=None, help=PROTOTYPE_HELP)
     e.add_argument("--device", choices=DEVICES, default="auto")
     e.add_argument("--seed", type=int, default=1234, help="evaluation episode seed")
     e.set_defaults(func=evaluate_run)

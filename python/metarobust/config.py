@@ -70,6 +70,9 @@ class TrainConfig:
     adv_steps: int = 7
     adv_step_size: float = 2 / 255
     adv_norm: str = "linf"            # linf | l2
+    augment: str | None = None        # corruption augmentation: names, comma-separated, or all
+    augment_severity: int = 3         # its severities: 1..augment_severity, drawn uniformly
+    augment_prob: float = 0.5         # the share of training episodes it corrupts
     seed: int = 0
     checkpoint_every: int = 1000      # steps between resumable checkpoints
 
@@ -111,6 +114,19 @@ class TrainConfig:
         if not (self.adv_eps >= 0 and self.adv_step_size > 0):
             raise ValueError(f"adv_eps, adv_step_size: must be >= 0 and > 0, got "
                              f"{self.adv_eps}, {self.adv_step_size}")
+        if self.augment is not None:
+            if self.dataset == "sinusoid":
+                raise ValueError("augment: corruption augmentation perturbs images; dataset "
+                                 "'sinusoid' is regression")
+            from .robust.corruptions import Augment
+
+            try:
+                Augment(self.augment, self.augment_severity, self.augment_prob)
+            except (TypeError, ValueError) as e:  # the config's names for Augment's arguments
+                field, _, rest = str(e).partition(":")
+                names = {"names": "augment", "max_severity": "augment_severity",
+                         "prob": "augment_prob"}
+                raise ValueError(f"{names.get(field, field)}:{rest}") from None
         if self.adversarial and self.dataset == "sinusoid":
             raise ValueError("adversarial: adversarial querying attacks image classifiers; "
                              "dataset 'sinusoid' is regression")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -247,17 +247,20 @@ class EpisodeSampler:
         num_batches: int | None = None,
         pin_memory: bool = False,
         stride: int | None = None,
+        transform: Callable[[Episode, int], Episode] | None = None,
     ) -> BatchIterator:
         """Consecutive batches from episode ``start``, produced ahead on a background thread.
 
         stride: episodes from one batch's start to the next (default ``batch_size``); a
         distributed rank takes its slice of each global batch with ``stride=global_batch``.
+        transform: ``transform(batch, first_episode_index)``, run on the background thread
+        too (e.g. :class:`metarobust.robust.Augment`).
 
         >>> for batch in sampler.batches(32, num_batches=100):  # doctest: +SKIP
         ...     train_step(batch)
         """
         return BatchIterator(self, batch_size, start, prefetch, num_batches, pin_memory,
-                             stride)
+                             stride, transform)
 
 
 def _listify(value: Any, name: str) -> list[float] | None:
@@ -277,7 +280,12 @@ class BatchIterator(Iterator[Episode]):
     """
 
     def __init__(self, sampler: EpisodeSampler, batch_size: int, start: int, prefetch: int,
-                 num_batches: int | None, pin_memory: bool, stride: int | None = None) -> None:
+                 num_batches: int | None, pin_memory: bool, stride: int | None = None,
+                 transform: Callable[[Episode, int], Episode] | None = None) -> None:
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform: expected a callable (batch, first_episode_index), "
+                            f"got {type(transform).__name__}")
+        self._transform = transform
         self.batch_size = _check_int(batch_size, "batch_size", 1)
         self.stride = self.batch_size if stride is None else _check_int(stride, "stride", 1)
         self.position = _check_int(start, "start", 0)
@@ -297,9 +305,11 @@ class BatchIterator(Iterator[Episode]):
                  pin_memory: bool) -> None:
         made = 0
         while not self._stop.is_set() and (total is None or made < total):
+            first = start + made * self.stride
             try:
-                item: Any = sampler.sample_batch(start + made * self.stride,
-                                                 self.batch_size, pin_memory)
+                item: Any = sampler.sample_batch(first, self.batch_size, pin_memory)
+                if self._transform is not None:
+                    item = self._transform(item, first)
             except BaseException as e:  # handed to the consumer, raised there
                 item = e
             while not self._stop.is_set():
@@ -338,7 +348,9 @@ class BatchIterator(Iterator[Episode]):
         self.close()
 
     def __del__(self) -> None:
-        self._stop.set()
+        stop = getattr(self, "_stop", None)  # None when __init__ rejected an argument
+        if stop is not None:
+            stop.set()
 
 
 class EpisodeDataset(torch.utils.data.Dataset):

@@ -19,7 +19,7 @@ from torch.autograd.function import once_differentiable
 
 from . import _core
 
-METHODS = ("mean", "median", "trimmed_mean", "geometric_median")
+METHODS = ("mean", "median", "trimmed_mean", "geometric_median", "filtered_mean")
 METRICS = ("sqeuclidean", "cosine")
 COSINE_EPS = 1e-8
 
@@ -214,7 +214,8 @@ def _robust_torch(emb, labels, ways, counts, method, trim, tol, max_iter, solved
     return kept / (n - 2 * cut).squeeze(2).to(emb.dtype)
 
 
-def prototypes_torch(emb, labels, ways, method="mean", *, trim=0.2, tol=1e-6, max_iter=100):
+def prototypes_torch(emb, labels, ways, method="mean", *, trim=0.2, tol=1e-6, max_iter=100,
+                     metric="sqeuclidean", rounds=2):
     """Torch implementation of :func:`prototypes` (used on CUDA; a reference on CPU)."""
     emb3, single = _batched(emb, "emb")
     ways = _check_ways(ways)
@@ -226,15 +227,37 @@ def prototypes_torch(emb, labels, ways, method="mean", *, trim=0.2, tol=1e-6, ma
         onehot = F.one_hot(lab, ways).to(emb3.dtype)
         out = onehot.transpose(1, 2) @ emb3 / counts[..., None].to(emb3.dtype)
     else:
-        _check_method_args(method, trim, tol, max_iter)
-        out = _robust_torch(emb3, lab, ways, counts, method, trim, tol, max_iter)
+        _check_method_args(method, trim, tol, max_iter, metric, rounds)
+        robust = "geometric_median" if method == "filtered_mean" else method
+        out = _robust_torch(emb3, lab, ways, counts, robust, trim, tol, max_iter)
+        if method == "filtered_mean":
+            out = _filtered_mean(emb3, lab, ways, out, metric, rounds, pairwise_distances_torch)
     return out[0] if single else out
 
 
-def _check_method_args(method, trim, tol, max_iter):
+def _filtered_mean(emb, labels, ways, centre, metric, rounds, distances):
+    """``rounds`` passes of: the mean of each class's items nearest their own class's
+    prototype (the keep/drop choice is not differentiated; the mean is)."""
+    onehot = F.one_hot(labels, ways).to(emb.dtype)  # (B, S, W)
+    protos = centre
+    for _ in range(rounds):
+        with torch.no_grad():
+            keep = distances(emb, protos, metric).argmin(-1) == labels  # (B, S)
+        weights = onehot * keep[..., None].to(emb.dtype)
+        kept = weights.sum(1)[..., None]  # (B, W, 1)
+        mean = weights.transpose(1, 2) @ emb / kept.clamp_min(1)
+        protos = torch.where(kept > 0, mean, centre)
+    return protos
+
+
+def _check_method_args(method, trim, tol, max_iter, metric="sqeuclidean", rounds=2):
     if method == "trimmed_mean" and not 0.0 <= trim < 0.5:
         raise ValueError(f"trim: must be in [0, 0.5), got {trim}")
-    if method == "geometric_median":
+    if method == "filtered_mean":
+        _check_choice(metric, "metric", METRICS)
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+            raise ValueError(f"rounds: must be an int >= 1, got {rounds!r}")
+    if method in ("geometric_median", "filtered_mean"):
         if not (tol > 0 and tol < float("inf")):
             raise ValueError(f"tol: must be finite and > 0, got {tol}")
         if max_iter < 1:
@@ -356,21 +379,33 @@ class _ProtoDistances(torch.autograd.Function):
 
 # ---------------------------------------------------------------- public API
 
-def prototypes(emb, labels, ways, method="mean", *, trim=0.2, tol=1e-6, max_iter=100):
+def prototypes(emb, labels, ways, method="mean", *, trim=0.2, tol=1e-6, max_iter=100,
+               metric="sqeuclidean", rounds=2):
     """Class prototypes ``(ways, D)`` or ``(B, ways, D)`` of support embeddings.
 
     method: "mean"; "median" (coordinate-wise, averaging the two middle values like NumPy);
     "trimmed_mean" (drops ``floor(trim * n)`` values at each end per coordinate, like
     scipy.stats.trim_mean); "geometric_median" (Weiszfeld to ``tol``, at most ``max_iter``
-    steps, differentiated through its fixed point). Every class 0..ways-1 needs an item.
+    steps, differentiated through its fixed point); "filtered_mean" (starts from the
+    geometric medians, then ``rounds`` times takes the mean of each class's items whose
+    nearest prototype under ``metric`` is their own class's: an item carrying another
+    class's label, the usual support-label noise, lies nearer that class and drops out; a
+    class left with no such item keeps its geometric median). Every class 0..ways-1 needs
+    an item.
     """
     emb3, single = _batched(emb, "emb")
     ways = _check_ways(ways)
     method = _check_choice(method, "method", METHODS)
     lab = _check_labels(labels, emb3, ways)
-    _check_method_args(method, trim, tol, max_iter)
+    _check_method_args(method, trim, tol, max_iter, metric, rounds)
     if not _rust_ok(emb3):
-        return prototypes_torch(emb, labels, ways, method, trim=trim, tol=tol, max_iter=max_iter)
+        return prototypes_torch(emb, labels, ways, method, trim=trim, tol=tol, max_iter=max_iter,
+                                metric=metric, rounds=rounds)
+    if method == "filtered_mean":
+        centre = _RobustPrototypes.apply(emb3, lab, ways, "geometric_median", float(trim),
+                                         float(tol), int(max_iter))
+        out = _filtered_mean(emb3, lab, ways, centre, metric, rounds, pairwise_distances)
+        return out[0] if single else out
     if method == "mean":
         out = _MeanPrototypes.apply(emb3, lab, ways)
     else:

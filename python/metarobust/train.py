@@ -29,6 +29,7 @@ from .evaluate import evaluate, evaluate_regression
 from .learners import MAML, ProtoNet
 from .models import build_model
 from .robust.attacks import adversarial_queries
+from .robust.corruptions import Augment
 
 MAML_VARIANTS = {"maml": ("second", "maml"), "fomaml": ("first", "maml"),
                  "metasgd": ("second", "metasgd"), "anil": ("second", "anil")}
@@ -238,6 +239,14 @@ class Trainer:
 
     # -- loop -------------------------------------------------------------------------
 
+    def _augment(self) -> Augment | None:
+        cfg = self.cfg
+        if cfg.augment is None:
+            return None
+        ink = "light" if cfg.dataset == "idx" else "dark"
+        return Augment(cfg.augment, cfg.augment_severity, cfg.augment_prob, seed=cfg.seed,
+                       ink=ink)
+
     def fit(self, stop_at: int | None = None) -> dict[str, Any]:
         """Trains until ``episodes`` or ``minutes`` is reached (or step ``stop_at``, leaving a
         resumable ``last.pt``); Ctrl-C saves ``last.pt`` too."""
@@ -259,7 +268,8 @@ class Trainer:
             batches = TaskBatches(self.sampler, local, start=first, stride=mb)
         else:
             batches = self.sampler.batches(local, start=first, prefetch=2, stride=mb,
-                                           pin_memory=self.device.type == "cuda")
+                                           pin_memory=self.device.type == "cuda",
+                                           transform=self._augment())
         try:
             while not self._done() and (stop_at is None or self.step < stop_at):
                 t0 = time.perf_counter()

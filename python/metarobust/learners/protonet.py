@@ -2,10 +2,10 @@
 
 Logits are ``-scale * distance(query embedding, class prototype)``; the loss is the
 cross-entropy. Mean prototypes run the fused ``mr.ops.prototype_distances`` (one Rust call
-on CPU); robust ones (median, trimmed mean, geometric median) ``mr.ops.prototypes`` then
-``mr.ops.pairwise_distances``. Nothing in the learner fixes ways or shots: train 20-way
-5-shot, test 5-way 1-shot. A class with no support item in a task (support-label noise can
-empty one) is at an infinite distance: never predicted.
+on CPU); robust ones (median, trimmed mean, geometric median, filtered mean)
+``mr.ops.prototypes`` then ``mr.ops.pairwise_distances``. Nothing in the learner fixes
+ways or shots: train 20-way 5-shot, test 5-way 1-shot. A class with no support item in a
+task (support-label noise can empty one) is at an infinite distance: never predicted.
 
 BatchNorm: each task (its support and query items together) is one forward-pass group, and
 batch statistics are computed per task even when a chunk of tasks is embedded in one
@@ -38,7 +38,8 @@ class ProtoNet(Learner):
         backbone: embedding network ``(N, ...) -> (N, D)``.
         metric: "sqeuclidean" (Snell et al.) or "cosine" (``1 - cos``; use a ``scale``
             around 10 so the softmax is not flat).
-        prototype: "mean", "median", "trimmed_mean" or "geometric_median".
+        prototype: "mean", "median", "trimmed_mean", "geometric_median" or "filtered_mean"
+            (see :func:`metarobust.ops.prototypes`; the most robust to support-label noise).
         trim: fraction cut at each end for "trimmed_mean".
         scale: logits are ``-scale * distances``.
         channels_last: run the backbone's convolutions on NHWC tensors (about 1.25x the
@@ -93,7 +94,8 @@ class ProtoNet(Learner):
             if self.prototype == "mean":
                 dist = ops.prototype_distances(se, sy, qe, ways, self.metric)
             else:
-                protos = ops.prototypes(se, sy, ways, self.prototype, trim=self.trim)
+                protos = ops.prototypes(se, sy, ways, self.prototype, trim=self.trim,
+                                        metric=self.metric)
                 dist = ops.pairwise_distances(qe, protos, self.metric)
             return dist * -self.scale
 
@@ -108,6 +110,23 @@ class ProtoNet(Learner):
             remap = torch.full((ways,), -1, dtype=sy.dtype, device=sy.device)
             remap[cls] = torch.arange(cls.numel(), dtype=sy.dtype, device=sy.device)
             protos = ops.prototypes(se[t], remap[sy[t]], cls.numel(), self.prototype,
-                                    trim=self.trim)
+                                    trim=self.trim, metric=self.metric)
             out[t, :, cls] = ops.pairwise_distances(qe[t], protos, self.metric)
         return out
+
+
+PROTOTYPE_HELP = ("ProtoNet runs: evaluate with these prototypes instead of the run's ("
+                  + " | ".join(ops.METHODS) + ")")
+
+
+def set_test_prototype(learner: Any, prototype: str | None) -> None:
+    """Evaluate ``learner`` (a ProtoNet) with ``prototype`` prototypes; None leaves it."""
+    if prototype is None:
+        return
+    if not isinstance(learner, ProtoNet):
+        raise ValueError(f"prototype: only ProtoNet runs have prototypes; this run's learner "
+                         f"is {type(learner).__name__}")
+    if prototype not in ops.METHODS:
+        raise ValueError(f"prototype: expected one of {', '.join(ops.METHODS)}; got "
+                         f"{prototype!r}")
+    learner.prototype = prototype

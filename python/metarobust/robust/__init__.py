@@ -5,13 +5,13 @@ report (see ``metarobust robustness``)."""
 from __future__ import annotations
 
 from .attacks import adversarial_queries, fgsm, pgd
-from .corruptions import CORRUPTIONS, corrupt
+from .corruptions import CORRUPTIONS, Augment, corrupt
 from .label_noise import LABEL_NOISE_KINDS, apply_label_noise
 from .report import format_table, load_result, plot_results, write_report
 from .suite import SUITES, check_grid, run_suite, suite_grid
 
 __all__ = [
-    "CORRUPTIONS", "LABEL_NOISE_KINDS", "SUITES", "adversarial_queries", "apply_label_noise",
-    "check_grid", "corrupt", "fgsm", "format_table", "load_result", "pgd", "plot_results",
-    "run_suite", "suite_grid", "write_report",
+    "CORRUPTIONS", "LABEL_NOISE_KINDS", "SUITES", "Augment", "adversarial_queries",
+    "apply_label_noise", "check_grid", "corrupt", "fgsm", "format_table", "load_result", "pgd",
+    "plot_results", "run_suite", "suite_grid", "write_report",
 ]

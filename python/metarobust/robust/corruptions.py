@@ -54,12 +54,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from .. import _core
 from .._checks import check_int as _check_int
 from ..episodes import CORRUPTIONS, check_corruption_args
 
-__all__ = ["CORRUPTIONS", "SEVERITIES", "corrupt"]
+__all__ = ["CORRUPTIONS", "SEVERITIES", "Augment", "corrupt"]
 
 SEVERITIES = (1, 2, 3, 4, 5)
 _DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
@@ -100,3 +101,66 @@ def corrupt(images: Any, name: str, severity: int, seed: int = 0, index: int = 0
     if images.size:
         _core.corrupt_into(images, out, name, severity, seed, index, ink)
     return out
+
+
+_AUGMENT_TAG = 0x4147  # "AG": the augmentation choices' own random stream
+
+
+class Augment:
+    """Corruption augmentation of training episodes: a callable ``(batch, first_index)``
+    for :meth:`EpisodeSampler.batches(transform=...) <metarobust.EpisodeSampler.batches>`.
+
+    Each episode ``first_index + j`` of a batch is, with probability ``prob``, corrupted
+    (support and queries alike) by one of ``names`` at a severity drawn from
+    ``1..max_severity``, both chosen uniformly; the choice and the corruption are functions of
+    ``(seed, episode index)`` alone, so a resumed or distributed run sees the same episodes.
+    The corrupted episode equals ``corrupt(concat(support_x, query_x), name, severity,
+    seed=seed, index=episode)``.
+
+    >>> aug = Augment(["gaussian_blur", "gaussian_noise"], max_severity=3, prob=0.5, seed=0)
+    >>> batches = sampler.batches(16, transform=aug)  # doctest: +SKIP
+    """
+
+    def __init__(self, names: Any, max_severity: int = 3, prob: float = 0.5, seed: int = 0,
+                 ink: str = "dark") -> None:
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",")] if names != "all" else CORRUPTIONS
+        names = tuple(names)
+        if not names:
+            raise ValueError("names: expected at least one corruption")
+        for n in names:
+            check_corruption_args(n, 1, ink, arg="names")
+        self.names = names
+        self.max_severity = _check_int(max_severity, "max_severity", 1, SEVERITIES[-1])
+        if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0 <= prob <= 1:
+            raise ValueError(f"prob: expected a probability in [0, 1], got {prob!r}")
+        self.prob = float(prob)
+        self.seed = _check_int(seed, "seed", 0, 2**64 - 1)
+        self.ink = ink
+
+    def choice(self, episode: int) -> tuple[str, int] | None:
+        """``(name, severity)`` for episode ``episode``, or None (left clean)."""
+        rng = np.random.default_rng([self.seed, _AUGMENT_TAG, episode])
+        draw, pick, severity = rng.random(), rng.integers(len(self.names)), \
+            rng.integers(1, self.max_severity + 1)
+        return (self.names[pick], int(severity)) if draw < self.prob else None
+
+    def __call__(self, batch: Any, first_index: int) -> Any:
+        single = batch.support_y.dim() == 1
+        sx = batch.support_x[None] if single else batch.support_x
+        qx = batch.query_x[None] if single else batch.query_x
+        s = sx.shape[1]
+        for j in range(sx.shape[0]):
+            chosen = self.choice(first_index + j)
+            if chosen is None:
+                continue
+            items = torch.cat([sx[j], qx[j]]).numpy()
+            out = torch.from_numpy(corrupt(items, *chosen, seed=self.seed,
+                                           index=first_index + j, ink=self.ink))
+            sx[j].copy_(out[:s])  # in place: pinned buffers stay pinned
+            qx[j].copy_(out[s:])
+        return batch
+
+    def __repr__(self) -> str:
+        return (f"Augment({list(self.names)!r}, max_severity={self.max_severity}, "
+                f"prob={self.prob}, seed={self.seed}, ink={self.ink!r})")

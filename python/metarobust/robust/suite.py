@@ -67,6 +67,7 @@ from tqdm.auto import tqdm
 from .._checks import check_int
 from ..episodes import EpisodeSampler
 from ..evaluate import mean_ci95
+from ..learners.protonet import PROTOTYPE_HELP, set_test_prototype
 from .label_noise import LABEL_NOISE_KINDS, apply_label_noise, check_rate
 
 __all__ = [
@@ -596,6 +597,14 @@ def add_robustness_parser(sub: Any) -> Any:
                         "root for domain_shift:omniglot (else $METAROBUST_DATA)")
     r.add_argument("--split", default=None,
                    help="test split (default: omniglot evaluation, glyphs test)")
+    r.add_argument("--ways", type=int, default=None,
+                   help="classes per test episode (default: the run's test ways, at most 5: "
+                        "the usual robustness setting, comparable across runs)")
+    r.add_argument("--shots", type=int, default=None,
+                   help="support items per class (default: the run's test shots)")
+    r.add_argument("--queries", type=int, default=None,
+                   help="query items per class (default: the run's test queries, else 15)")
+    r.add_argument("--prototype", default=None, help=PROTOTYPE_HELP)
     r.add_argument("--episodes", type=int, default=None,
                    help="episodes per cell (default: 200 / 600 / 1000 by suite)")
     r.add_argument("--families", nargs="+", default=None, metavar="FAMILY",
@@ -652,12 +661,17 @@ def robustness_command(args: Any, load_run: Callable, load_dataset: Callable,
                              "robustness suite needs a classification run")
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
+        set_test_prototype(learner, args.prototype)
         if args.data_root is not None:
             cfg = dataclasses.replace(cfg, data_root=args.data_root)
         split = args.split or {"glyphs": "test", "omniglot": "evaluation"}.get(cfg.dataset)
         ds = load_dataset(cfg, split, "test")
-        res = run_suite(learner, ds, ways=cfg.test_ways, shots=cfg.test_shots,
-                        queries=cfg.test_queries or 15, suite=args.suite,
+        def given(name: str, default: int) -> int:
+            return default if getattr(args, name) is None else getattr(args, name)
+
+        res = run_suite(learner, ds, ways=given("ways", min(cfg.test_ways, 5)),
+                        shots=given("shots", cfg.test_shots),
+                        queries=given("queries", cfg.test_queries or 15), suite=args.suite,
                         grid=grid_for(cfg.dataset), episodes=args.episodes, seed=args.seed,
                         device=device, source=cfg.dataset, image_size=cfg.image_size,
                         data_root=args.data_root or (cfg.data_root if cfg.dataset ==
@@ -666,7 +680,8 @@ def robustness_command(args: Any, load_run: Callable, load_dataset: Callable,
                         pgd_steps=args.pgd_steps, progress=not args.no_progress,
                         run=str(run_dir))
         res.update(suite=args.suite, families=args.families, learner=cfg.learner,
-                   dataset=cfg.dataset, split=split, device=str(device))
+                   dataset=cfg.dataset, split=split, device=str(device),
+                   prototype=getattr(learner, "prototype", None))
         return res
 
     result = evaluate_run(args.run_dir)
