@@ -87,6 +87,8 @@ def train(args: argparse.Namespace) -> int:
         overrides["channels_last"] = args.channels_last
     if args.bf16:
         overrides["bf16"] = True
+    if args.compile:
+        overrides["compile"] = True
     if args.adversarial:
         overrides["adversarial"] = True
     if "episodes" in overrides and "minutes" not in overrides:
@@ -243,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NHWC convolutions (default: on for ProtoNet)")
     t.add_argument("--bf16", action="store_true",
                    help="bf16 autocast of the training steps (CUDA only)")
+    t.add_argument("--compile", action="store_true",
+                   help="torch.compile the backbone for training (ProtoNet; the first steps "
+                        "pay the compilation)")
     t.add_argument("--adversarial", action="store_true",
                    help="adversarial querying (Goldblum et al. 2020): train on PGD queries")
     t.add_argument("--config", default=None, help="a TOML config (flags override it)")

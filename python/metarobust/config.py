@@ -65,6 +65,7 @@ class TrainConfig:
     threads: int | None = None        # torch CPU threads (sinusoid: 1; else torch's default)
     channels_last: bool | None = None  # NHWC convolutions (ProtoNet default: on)
     bf16: bool = False                # bf16 autocast of training steps on CUDA
+    compile: bool = False             # torch.compile the backbone for training (ProtoNet)
     adversarial: bool = False         # adversarial querying: PGD on the training queries
     adv_eps: float = 8 / 255          # its L-inf (or L2) radius in [0, 1] pixel units
     adv_steps: int = 7
@@ -114,6 +115,11 @@ class TrainConfig:
         if not (self.adv_eps >= 0 and self.adv_step_size > 0):
             raise ValueError(f"adv_eps, adv_step_size: must be >= 0 and > 0, got "
                              f"{self.adv_eps}, {self.adv_step_size}")
+        if self.compile and self.learner != "protonet":
+            raise ValueError(f"compile: torch.compile of the backbone is offered for ProtoNet; "
+                             f"{self.learner!r} differentiates through its inner loop "
+                             "(functional calls, double backward), which compiled graphs do "
+                             "not support")
         if self.augment is not None:
             if self.dataset == "sinusoid":
                 raise ValueError("augment: corruption augmentation perturbs images; dataset "

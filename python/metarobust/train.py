@@ -166,6 +166,8 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)
         channels = 1 if self.regression else self.train_set.images.shape[1]
         self.learner = build_learner(self.cfg, channels).to(self.device)
+        if self.cfg.compile:  # in place: state_dict keys stay those of the plain module
+            self.learner.backbone.compile()
         self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=self.cfg.lr)
         self.step, self.elapsed, self.best = 0, 0.0, None
         self.total_steps = (math.ceil(self.cfg.episodes / self.cfg.meta_batch)

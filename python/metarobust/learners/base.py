@@ -135,6 +135,9 @@ def task_batch_norm(model: nn.Module, groups: int) -> Iterator[None]:
     """Within the block, BatchNorm layers of ``model`` that use batch statistics compute them
     over each of ``groups`` equal consecutive slices of the batch (one slice per task), so
     one forward over ``groups`` tasks never mixes their statistics."""
+    if groups <= 1:  # plain BatchNorm already does it; leaving it unpatched suits torch.compile
+        yield
+        return
     patched = []
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and (
