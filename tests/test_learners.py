@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _nets import TanhNet
 from torch import nn
 
 import metarobust as mr
@@ -15,18 +16,6 @@ from metarobust.learners import MAML, ProtoNet, Task
 from metarobust.models import build_model
 
 D, H, WAYS = 4, 5, 3
-
-
-class TanhNet(nn.Module):
-    """A smooth one-hidden-layer body (finite differences need no ReLU kinks)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(D, H)
-        self.out_features = H
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.fc(x))
 
 
 class Flatten(nn.Module):
@@ -58,7 +47,7 @@ def image_batch(b: int = 3, shots: int = 2, queries: int = 2, side: int = 8,
 def tiny_maml(variant: str = "maml", order: str = "second", steps: int = 2,
               path: str = "loop", seed: int = 0, **kw) -> MAML:
     torch.manual_seed(seed)
-    return MAML(TanhNet(), inner_lr=0.5, inner_steps=steps, order=order, variant=variant,
+    return MAML(TanhNet(D, H), inner_lr=0.5, inner_steps=steps, order=order, variant=variant,
                 ways=WAYS, path=path, **kw).double()
 
 
@@ -301,13 +290,13 @@ def test_maml_bad_ways() -> None:
     with pytest.raises(ValueError, match="3 outputs.*5-way"):
         learner.meta_backward(vector_batch(), 5)
     with pytest.raises(ValueError, match="ways"):
-        MAML(TanhNet(), ways=None)
+        MAML(TanhNet(D, H), ways=None)
     with pytest.raises(ValueError, match="variant"):
-        MAML(TanhNet(), ways=3, variant="reptile")
+        MAML(TanhNet(D, H), ways=3, variant="reptile")
     with pytest.raises(ValueError, match="order"):
-        MAML(TanhNet(), ways=3, order="third")
+        MAML(TanhNet(D, H), ways=3, order="third")
     with pytest.raises(ValueError, match="path"):
-        MAML(TanhNet(), ways=3, path="gpu")
+        MAML(TanhNet(D, H), ways=3, path="gpu")
     bad = vector_batch()
     bad.support_y[0, 0] = 7
     with pytest.raises(ValueError, match="support_y.*0..2"):

@@ -13,6 +13,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from _nets import TanhNet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -186,18 +187,6 @@ def test_pgd_is_deterministic_given_the_seed(trained: ProtoNet) -> None:
 D, H, MW = 4, 5, 3
 
 
-class TanhNet(nn.Module):
-    """A smooth one-hidden-layer body (finite differences need no ReLU kinks)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(D, H)
-        self.out_features = H
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.fc(x))
-
-
 def vector_batch(b: int = 2, shots: int = 2, queries: int = 3, seed: int = 0) -> Task:
     g = torch.Generator().manual_seed(seed)
     sy = torch.arange(MW).repeat_interleave(shots).expand(b, -1).contiguous()
@@ -211,7 +200,7 @@ def tiny_maml(variant: str = "maml", order: str = "second", path: str = "loop",
               **kw) -> MAML:
     torch.manual_seed(0)
     kw.setdefault("inner_steps", 2)
-    return MAML(TanhNet(), inner_lr=0.5, order=order, variant=variant, ways=MW, path=path,
+    return MAML(TanhNet(D, H), inner_lr=0.5, order=order, variant=variant, ways=MW, path=path,
                 **kw).double()
 
 
@@ -263,7 +252,7 @@ def test_maml_attack_gradients_match_finite_differences(variant: str, order: str
 @pytest.mark.parametrize("prototype", ["mean", "trimmed_mean"])
 def test_protonet_attack_gradients_match_finite_differences(prototype: str) -> None:
     torch.manual_seed(0)
-    learner = ProtoNet(TanhNet(), prototype=prototype, trim=0.25).double().eval()
+    learner = ProtoNet(TanhNet(D, H), prototype=prototype, trim=0.25).double().eval()
     batch = vector_batch(shots=4)
     weights = torch.randn(2, 3 * MW, MW, generator=torch.Generator().manual_seed(1),
                           dtype=torch.float64)
@@ -461,7 +450,7 @@ def test_bad_arguments(trained: ProtoNet) -> None:
     for exc, match, call in cases:
         with pytest.raises(exc, match=match):
             call()
-    sinusoid = MAML(TanhNet(), task="regression", outputs=1)
+    sinusoid = MAML(TanhNet(D, H), task="regression", outputs=1)
     with pytest.raises(ValueError, match="learner"):
         fgsm(sinusoid, batch, WAYS, 0.1)
 

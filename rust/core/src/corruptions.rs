@@ -677,12 +677,11 @@ pub fn unit_to_u8(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// Calls `one(pixel, draw)` on every pixel in order, with a 16-bit random draw in the low
+/// bits of `draw`: four draws per u64 (exact chunks of four unroll into constant shifts),
+/// and one more u64 for the remainder, drawn even when it is empty.
 #[inline(always)]
-fn gaussian_noise(img: &mut [f32], std: f32, rng: &mut ItemRng) {
-    let table = normal_table();
-    // Four 16-bit draws per u64; the top 12 bits of each index the table. Exact chunks of
-    // four unroll into constant shifts.
-    let one = |v: &mut f32, b: u64| *v += std * table[((b >> 4) & 0xFFF) as usize];
+fn with_16bit_draws(img: &mut [f32], rng: &mut ItemRng, one: impl Fn(&mut f32, u64)) {
     let mut chunks = img.chunks_exact_mut(4);
     for chunk in &mut chunks {
         let bits = rng.next_u64();
@@ -697,27 +696,25 @@ fn gaussian_noise(img: &mut [f32], std: f32, rng: &mut ItemRng) {
 }
 
 #[inline(always)]
+fn gaussian_noise(img: &mut [f32], std: f32, rng: &mut ItemRng) {
+    let table = normal_table();
+    // The top 12 bits of each 16-bit draw index the table.
+    with_16bit_draws(img, rng, |v, b| {
+        *v += std * table[((b >> 4) & 0xFFF) as usize]
+    });
+}
+
+#[inline(always)]
 fn impulse_noise(img: &mut [f32], amount: f32, rng: &mut ItemRng) {
     // 15 bits pick whether a pixel is hit, the 16th salt or pepper, so a higher amount hits
     // a superset of the pixels with the same values.
     let threshold = (amount * 32768.0).round() as u32;
-    let one = |v: &mut f32, b: u64| {
+    with_16bit_draws(img, rng, |v, b| {
         let b = b as u32;
         let hit = ((b >> 1) & 0x7FFF < threshold) as u32 as f32;
         // Arithmetic, exact for 0/1 weights: a select here becomes a masked store.
         *v = *v * (1.0 - hit) + (b & 1) as f32 * hit;
-    };
-    let mut chunks = img.chunks_exact_mut(4);
-    for chunk in &mut chunks {
-        let bits = rng.next_u64();
-        for (k, v) in chunk.iter_mut().enumerate() {
-            one(v, bits >> (16 * k));
-        }
-    }
-    let bits = rng.next_u64();
-    for (k, v) in chunks.into_remainder().iter_mut().enumerate() {
-        one(v, bits >> (16 * k));
-    }
+    });
 }
 
 #[inline(always)]
