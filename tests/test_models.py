@@ -62,6 +62,37 @@ def test_structure() -> None:
                for m in res.modules()) == 4
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_snell_blocks_equal_the_published_order(channels_last: bool) -> None:
+    # The blocks pool before the ReLU (cheaper); Snell et al.'s order is conv, BN, ReLU,
+    # pool. Same outputs and the same gradients, written out with torch.nn.functional.
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    net = build_model("conv4_snell", 1, 28).double()
+    x = torch.randn(6, 1, 28, 28, dtype=torch.float64)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def published(params: list[torch.Tensor]) -> torch.Tensor:
+        h = x
+        for i in range(4):
+            w, b, gamma, beta = params[4 * i: 4 * i + 4]
+            h = F.conv2d(h, w, b, padding=1)
+            h = F.batch_norm(h, None, None, gamma, beta, training=True)
+            h = F.max_pool2d(F.relu(h), 2)
+        return h.flatten(1)
+
+    params = list(net.parameters())
+    ref_params = [p.detach().clone().requires_grad_() for p in params]
+    out, ref = net(x), published(ref_params)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, ref_params, g)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_mlp_sinusoid() -> None:
     body = mlp_sinusoid()
     assert body(torch.rand(5, 1)).shape == (5, 40) and body.out_features == 40

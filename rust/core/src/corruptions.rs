@@ -466,23 +466,70 @@ impl Corruption {
         item: u64,
         ws: &mut Workspace,
     ) {
+        self.apply_fused(
+            img,
+            |_| {},
+            |unit| {
+                for v in unit.iter_mut() {
+                    *v = clamp(*v, 0.0, 1.0);
+                }
+            },
+            key,
+            item,
+            ws,
+        )
+    }
+
+    /// One image through `load` (fills `unit` with its `[0, 1]` values), the corruption, and
+    /// `store`, which gets the result *unclamped* and must clamp it to `[0, 1]` (interpolation
+    /// and blur round just past the ends). The three run as one function compiled for AVX2
+    /// where the processor has it, so the conversions vectorise too.
+    #[inline(always)]
+    pub(crate) fn apply_fused<L, S>(
+        &self,
+        unit: &mut [f32],
+        load: L,
+        store: S,
+        key: &StreamKey,
+        item: u64,
+        ws: &mut Workspace,
+    ) where
+        L: FnOnce(&mut [f32]),
+        S: FnOnce(&mut [f32]),
+    {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the processor supports AVX2 (checked just above).
-            return unsafe { self.apply_avx2(img, key, item, ws) };
+            return unsafe { self.apply_fused_avx2(unit, load, store, key, item, ws) };
         }
-        self.apply_impl::<false>(img, key, item, ws)
+        load(unit);
+        self.apply_impl::<false>(unit, key, item, ws);
+        store(unit);
     }
 
-    /// `apply_impl` compiled for AVX2 (the portable build targets SSE2). The results are
+    /// `apply_fused` compiled for AVX2 (the portable build targets SSE2). The results are
     /// the same bits: no floating-point operation is reordered or fused.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn apply_avx2(&self, img: &mut [f32], key: &StreamKey, item: u64, ws: &mut Workspace) {
-        self.apply_impl::<true>(img, key, item, ws)
+    unsafe fn apply_fused_avx2<L, S>(
+        &self,
+        unit: &mut [f32],
+        load: L,
+        store: S,
+        key: &StreamKey,
+        item: u64,
+        ws: &mut Workspace,
+    ) where
+        L: FnOnce(&mut [f32]),
+        S: FnOnce(&mut [f32]),
+    {
+        load(unit);
+        self.apply_impl::<true>(unit, key, item, ws);
+        store(unit);
     }
 
-    /// `AVX2`: running inside `apply_avx2`, so AVX2 intrinsics may be used.
+    /// The corruption, unclamped. `AVX2`: running inside `apply_fused_avx2`, so AVX2
+    /// intrinsics may be used.
     #[inline(always)]
     fn apply_impl<const AVX2: bool>(
         &self,
@@ -543,7 +590,7 @@ impl Corruption {
                     -1.0
                 };
                 for p in img.chunks_mut(plane) {
-                    rotate(p, h, w, sign * ROTATE_RADIANS[s], background, ws);
+                    rotate::<AVX2>(p, h, w, sign * ROTATE_RADIANS[s], background, ws);
                 }
             }
             (_, Kind::Shear) => {
@@ -559,14 +606,10 @@ impl Corruption {
                     let copy = grown(c, plane);
                     copy.copy_from_slice(p);
                     // Source x = x + k (y - centre).
-                    shift_rows(copy, w, p, w, |y| k * (y as f32 - cy), background, b);
+                    shift_rows::<AVX2>(copy, w, p, w, |y| k * (y as f32 - cy), background, b);
                 }
             }
             _ => unreachable!("every kind has a plan"),
-        }
-        for v in img.iter_mut() {
-            // Also catches rounding just past the ends (interpolation, blur).
-            *v = clamp(*v, 0.0, 1.0);
         }
     }
 
@@ -599,9 +642,11 @@ impl Corruption {
         let key = StreamKey::new(seed, index);
         let one = |j: usize, src: &[T], dst: &mut [T], (unit, ws): &mut (Vec<f32>, Workspace)| {
             let unit = grown(unit, d);
-            T::load(src, unit);
-            self.apply_unchecked(unit, &key, j as u64, ws);
-            T::store(unit, dst);
+            let (load, store) = (
+                |u: &mut [f32]| T::load(src, u),
+                |u: &mut [f32]| T::store(u, dst),
+            );
+            self.apply_fused(unit, load, store, &key, j as u64, ws);
         };
         let n = images.len() / d;
         let init = || (Vec::new(), Workspace::default());
@@ -631,6 +676,7 @@ pub trait Unit: Copy + Send + Sync + 'static {
     /// Rejects values outside the type's range.
     fn check(images: &[Self]) -> Result<()>;
     fn load(src: &[Self], dst: &mut [f32]);
+    /// Writes `src` clamped to `[0, 1]`.
     fn store(src: &[f32], dst: &mut [Self]);
 }
 
@@ -638,12 +684,14 @@ impl Unit for u8 {
     fn check(_: &[u8]) -> Result<()> {
         Ok(())
     }
+    #[inline(always)]
     fn load(src: &[u8], dst: &mut [f32]) {
         // The sampler's float conversion, bit for bit.
         for (s, d) in src.iter().zip(dst.iter_mut()) {
             *d = *s as f32 / 255.0;
         }
     }
+    #[inline(always)]
     fn store(src: &[f32], dst: &mut [u8]) {
         unit_to_u8(src, dst);
     }
@@ -659,15 +707,20 @@ impl Unit for f32 {
             )),
         }
     }
+    #[inline(always)]
     fn load(src: &[f32], dst: &mut [f32]) {
         dst.copy_from_slice(src);
     }
+    #[inline(always)]
     fn store(src: &[f32], dst: &mut [f32]) {
-        dst.copy_from_slice(src);
+        for (s, d) in src.iter().zip(dst.iter_mut()) {
+            *d = clamp(*s, 0.0, 1.0);
+        }
     }
 }
 
 /// `[0, 1]` floats to bytes: `floor(255 x + 0.5)`, `x` clamped first (NaN gives 0).
+#[inline(always)]
 pub fn unit_to_u8(src: &[f32], dst: &mut [u8]) {
     for (s, d) in src.iter().zip(dst.iter_mut()) {
         let v = clamp(*s, 0.0, 1.0) * 255.0 + 0.5;
@@ -763,17 +816,55 @@ fn min_affine(acc: &mut [f32], src: &[f32], keep: f32, wgt: f32) {
     }
 }
 
-/// `dst = a + f * (b - a)`
+/// `dst = a + f * (b - a)`. The rows here are short (28 pixels), too short for LLVM's
+/// vectorised loop (four vectors per iteration), hence the explicit AVX2 version.
 #[inline(always)]
-fn lerp(dst: &mut [f32], a: &[f32], b: &[f32], f: f32) {
+fn lerp<const AVX2: bool>(dst: &mut [f32], a: &[f32], b: &[f32], f: f32) {
+    let n = dst.len().min(a.len()).min(b.len());
+    let (dst, a, b) = (&mut dst[..n], &a[..n], &b[..n]);
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        // SAFETY: AVX2 is available (AVX2 is only set inside `apply_fused_avx2`), and the
+        // three slices have the same length.
+        return unsafe { lerp_avx2(dst, a, b, f) };
+    }
+    lerp_scalar(dst, a, b, f);
+}
+
+#[inline(always)]
+fn lerp_scalar(dst: &mut [f32], a: &[f32], b: &[f32], f: f32) {
     for ((d, &a), &b) in dst.iter_mut().zip(a).zip(b) {
         *d = a + f * (b - a);
     }
 }
 
+/// `lerp` eight values at a time (the same operations, unfused: the same bits).
+///
+/// # Safety
+/// AVX2 must be available; `a` and `b` hold at least `dst.len()` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn lerp_avx2(dst: &mut [f32], a: &[f32], b: &[f32], f: f32) {
+    use std::arch::x86_64::*;
+    let n = dst.len();
+    let fv = _mm256_set1_ps(f);
+    let mut k = 0;
+    while k + 8 <= n {
+        // SAFETY: k + 8 <= n bounds the loads and the store.
+        unsafe {
+            let av = _mm256_loadu_ps(a.as_ptr().add(k));
+            let bv = _mm256_loadu_ps(b.as_ptr().add(k));
+            let v = _mm256_add_ps(av, _mm256_mul_ps(fv, _mm256_sub_ps(bv, av)));
+            _mm256_storeu_ps(dst.as_mut_ptr().add(k), v);
+        }
+        k += 8;
+    }
+    lerp_scalar(&mut dst[k..], &a[k..], &b[k..], f);
+}
+
 /// `x` clamped to `[lo, hi]` (one maxps and one minps; NaN becomes `lo`).
 #[inline(always)]
-fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
+pub(crate) fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
     x.max(lo).min(hi)
 }
 
@@ -959,7 +1050,6 @@ fn elastic_field(
         }
     }
 }
-
 /// Bilinear resampling of every plane of `img` at the coordinates `(ws.c, ws.d)` (which it
 /// overwrites); samples outside the image read `background`.
 #[inline(always)]
@@ -1006,7 +1096,7 @@ fn warp<const AVX2: bool>(
         }
         #[cfg(target_arch = "x86_64")]
         if AVX2 && fits {
-            // SAFETY: AVX2 is available (AVX2 is only set inside `apply_avx2`), the four
+            // SAFETY: AVX2 is available (AVX2 is only set inside `apply_fused_avx2`), the four
             // slices have one value per pixel, and `fits` bounds every read of `padded`.
             unsafe { bilinear_avx2(p, idx, tx, ty, padded, pw) };
             continue;
@@ -1108,7 +1198,7 @@ unsafe fn bilinear_avx2(
 /// `w_out` out); columns outside the source read `background`. Each row is one vectorised
 /// loop, which is what makes rotations and shears cheap.
 #[inline(always)]
-fn shift_rows(
+fn shift_rows<const AVX2: bool>(
     src: &[f32],
     w_in: usize,
     dst: &mut [f32],
@@ -1127,7 +1217,7 @@ fn shift_rows(
         let n = sh.floor();
         let f = sh - n;
         let start = (p as isize + n as isize) as usize;
-        lerp(
+        lerp::<AVX2>(
             d,
             &row[start..start + w_out],
             &row[start + 1..start + 1 + w_out],
@@ -1136,14 +1226,81 @@ fn shift_rows(
     }
 }
 
+/// `dst` (`w x h`) = the transpose of `src` (`h x w`): 8 x 8 tiles in AVX2 registers, the
+/// edges one value at a time.
 #[inline(always)]
-fn transpose(src: &[f32], h: usize, w: usize, dst: &mut [f32]) {
+fn transpose<const AVX2: bool>(src: &[f32], h: usize, w: usize, dst: &mut [f32]) {
     // Checked once here, not per element: this loop is a large part of a rotation.
     assert!(src.len() >= h * w && dst.len() >= h * w);
+    let tiled = AVX2 && cfg!(target_arch = "x86_64");
+    let (h8, w8) = if tiled {
+        (h - h % 8, w - w % 8)
+    } else {
+        (0, 0)
+    };
+    #[cfg(target_arch = "x86_64")]
+    for y in (0..h8).step_by(8) {
+        for x in (0..w8).step_by(8) {
+            // SAFETY: AVX2 is available (AVX2 is only set inside `apply_fused_avx2`); the
+            // tile's rows y..y+8 and columns x..x+8 lie inside both planes (checked above).
+            unsafe {
+                transpose8_avx2(
+                    src.as_ptr().add(y * w + x),
+                    w,
+                    dst.as_mut_ptr().add(x * h + y),
+                    h,
+                )
+            };
+        }
+    }
     for y in 0..h {
-        for x in 0..w {
+        let from = if y < h8 { w8 } else { 0 };
+        for x in from..w {
             // SAFETY: y < h and x < w, so both indices are below h * w <= both lengths.
             unsafe { *dst.get_unchecked_mut(x * h + y) = *src.get_unchecked(y * w + x) };
+        }
+    }
+}
+
+/// One 8 x 8 tile: rows at `src + i * src_pitch` to columns at `dst + i * dst_pitch`.
+///
+/// # Safety
+/// AVX2 must be available, and the 8 rows of 8 values at both addresses must be in bounds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose8_avx2(src: *const f32, src_pitch: usize, dst: *mut f32, dst_pitch: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller bounds all eight loads and stores.
+    unsafe {
+        let r = [0, 1, 2, 3, 4, 5, 6, 7].map(|i| _mm256_loadu_ps(src.add(i * src_pitch)));
+        let lo = |a, b| _mm256_unpacklo_ps(a, b);
+        let hi = |a, b| _mm256_unpackhi_ps(a, b);
+        let t = [
+            lo(r[0], r[1]),
+            hi(r[0], r[1]),
+            lo(r[2], r[3]),
+            hi(r[2], r[3]),
+            lo(r[4], r[5]),
+            hi(r[4], r[5]),
+            lo(r[6], r[7]),
+            hi(r[6], r[7]),
+        ];
+        // Within each 128-bit half: four columns of four rows.
+        let u = [
+            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+        ];
+        for i in 0..4 {
+            let low = _mm256_permute2f128_ps::<0x20>(u[i], u[i + 4]);
+            let high = _mm256_permute2f128_ps::<0x31>(u[i], u[i + 4]);
+            _mm256_storeu_ps(dst.add(i * dst_pitch), low);
+            _mm256_storeu_ps(dst.add((i + 4) * dst_pitch), high);
         }
     }
 }
@@ -1152,7 +1309,14 @@ fn transpose(src: &[f32], h: usize, w: usize, dst: &mut [f32]) {
 /// shears `R = Sx(a) Sy(b) Sx(a)`, `a = tan(theta / 2)`, `b = -sin(theta)`, each a
 /// row-wise linear resampling. The intermediate images are widened so nothing is cut off.
 #[inline(always)]
-fn rotate(plane: &mut [f32], h: usize, w: usize, theta: f32, background: f32, ws: &mut Workspace) {
+fn rotate<const AVX2: bool>(
+    plane: &mut [f32],
+    h: usize,
+    w: usize,
+    theta: f32,
+    background: f32,
+    ws: &mut Workspace,
+) {
     let (a, b) = ((theta / 2.0).tan(), -theta.sin());
     let (cx, cy) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
     let e = (a.abs() * h as f32 / 2.0).ceil() as usize + 1;
@@ -1160,7 +1324,7 @@ fn rotate(plane: &mut [f32], h: usize, w: usize, theta: f32, background: f32, ws
     let ef = e as f32;
     let Workspace { b: row, c, d, .. } = ws;
     let t1 = grown(c, h * w2);
-    shift_rows(
+    shift_rows::<AVX2>(
         plane,
         w,
         t1,
@@ -1170,12 +1334,12 @@ fn rotate(plane: &mut [f32], h: usize, w: usize, theta: f32, background: f32, ws
         row,
     );
     let tt = grown(d, w2 * h);
-    transpose(t1, h, w2, tt);
+    transpose::<AVX2>(t1, h, w2, tt);
     let t2 = grown(c, w2 * h);
-    shift_rows(tt, h, t2, h, |x| b * (x as f32 - ef - cx), background, row);
+    shift_rows::<AVX2>(tt, h, t2, h, |x| b * (x as f32 - ef - cx), background, row);
     let t3 = grown(d, h * w2);
-    transpose(t2, w2, h, t3);
-    shift_rows(
+    transpose::<AVX2>(t2, w2, h, t3);
+    shift_rows::<AVX2>(
         t3,
         w2,
         plane,
@@ -1382,7 +1546,7 @@ mod tests {
         for theta in [0.2f32, -0.6, 1.0] {
             let mut ws = Workspace::default();
             let mut fast = img.clone();
-            rotate(&mut fast, 28, 28, theta, 1.0, &mut ws);
+            rotate::<false>(&mut fast, 28, 28, theta, 1.0, &mut ws);
             let (sin, cos) = theta.sin_cos();
             let c = 13.5;
             let mut sx = vec![0f32; 784];
@@ -1418,8 +1582,32 @@ mod tests {
                 let (mut a, mut b) = (img.clone(), img.clone());
                 c.apply_impl::<false>(&mut a, &key, 2, &mut Workspace::default());
                 // SAFETY: AVX2 is available (checked above).
-                unsafe { c.apply_avx2(&mut b, &key, 2, &mut Workspace::default()) };
+                unsafe {
+                    c.apply_fused_avx2(&mut b, |_| {}, |_| {}, &key, 2, &mut Workspace::default())
+                };
                 assert_eq!(a, b, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn tiled_transpose_matches_the_definition() {
+        for (h, w) in [(1, 1), (8, 8), (9, 17), (28, 40), (40, 28), (3, 16)] {
+            let src: Vec<f32> = (0..h * w).map(|i| i as f32).collect();
+            let mut want = vec![0f32; h * w];
+            for y in 0..h {
+                for x in 0..w {
+                    want[x * h + y] = src[y * w + x];
+                }
+            }
+            let mut got = vec![-1f32; h * w];
+            transpose::<false>(&src, h, w, &mut got);
+            assert_eq!(got, want, "{h}x{w} portable");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let mut got = vec![-1f32; h * w];
+                transpose::<true>(&src, h, w, &mut got);
+                assert_eq!(got, want, "{h}x{w} tiled");
             }
         }
     }

@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::corruptions::{Corruption, StreamKey, Target, Workspace};
+use crate::corruptions::{clamp, Corruption, StreamKey, Target, Unit, Workspace};
 use crate::error::{checked_product, value_err, Error, Result};
 use crate::pool;
 
@@ -71,7 +71,7 @@ pub struct EpisodeSampler {
 /// Pixel output type: raw bytes or float32 through a per-channel lookup table.
 pub trait Pixel: Copy + Send + Sync + 'static {
     fn convert(src: &[u8], dst: &mut [Self], table: &PixelTable);
-    /// Output of a corrupted item, from its `[0, 1]` floats.
+    /// Output of a corrupted item, from its floats clamped to `[0, 1]` here.
     fn from_unit(src: &[f32], dst: &mut [Self], table: &PixelTable);
 }
 
@@ -81,6 +81,8 @@ pub struct PixelTable {
     plane: usize,
     mean: Vec<f32>,
     std: Vec<f32>,
+    /// Every mean 0 and every std 1: the conversion is plain `v / 255`.
+    identity: bool,
 }
 
 impl PixelTable {
@@ -106,7 +108,13 @@ impl PixelTable {
                 return value_err(format!("std: channel {c} is {s}; must be finite and > 0"));
             }
         }
-        Ok(Self { plane, mean, std })
+        let identity = mean.iter().all(|&m| m == 0.0) && std.iter().all(|&s| s == 1.0);
+        Ok(Self {
+            plane,
+            mean,
+            std,
+            identity,
+        })
     }
 
     fn channels(&self) -> usize {
@@ -135,6 +143,7 @@ impl Pixel for u8 {
     fn convert(src: &[u8], dst: &mut [u8], _: &PixelTable) {
         dst.copy_from_slice(src);
     }
+    #[inline(always)]
     fn from_unit(src: &[f32], dst: &mut [u8], _: &PixelTable) {
         crate::corruptions::unit_to_u8(src, dst);
     }
@@ -149,11 +158,20 @@ impl Pixel for f32 {
         }
         to_float(src, dst, table)
     }
+    #[inline(always)]
     fn from_unit(src: &[f32], dst: &mut [f32], table: &PixelTable) {
+        let unit = |x: f32| clamp(x, 0.0, 1.0);
+        if table.identity {
+            // `(x - 0) / 1` is `x`, bit for bit: skip the division.
+            for (x, y) in src.iter().zip(dst.iter_mut()) {
+                *y = unit(*x);
+            }
+            return;
+        }
         let planes = src.chunks(table.plane).zip(dst.chunks_mut(table.plane));
         for ((s, d), (&m, &sd)) in planes.zip(table.mean.iter().zip(&table.std)) {
             for (x, y) in s.iter().zip(d.iter_mut()) {
-                *y = (*x - m) / sd;
+                *y = (unit(*x) - m) / sd;
             }
         }
     }
@@ -428,13 +446,10 @@ impl EpisodeSampler {
                         (Some((c, t)), Some(key))
                             if (if support { t.support() } else { t.query() }) =>
                         {
-                            let unit = &mut state.unit[..d];
-                            for (u, &b) in unit.iter_mut().zip(src) {
-                                *u = b as f32 / 255.0;
-                            }
-                            let ws = &mut state.workspace;
-                            c.apply_unchecked(unit, key, position as u64, ws);
-                            T::from_unit(unit, dst, table);
+                            let load = |unit: &mut [f32]| u8::load(src, unit);
+                            let store = |unit: &mut [f32]| T::from_unit(unit, dst, table);
+                            let (unit, ws) = (&mut state.unit[..d], &mut state.workspace);
+                            c.apply_fused(unit, load, store, key, position as u64, ws);
                         }
                         _ => T::convert(src, dst, table),
                     }
