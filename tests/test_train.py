@@ -30,6 +30,17 @@ def params(learner) -> list[torch.Tensor]:
     return [p.detach().clone() for p in learner.state_dict().values()]
 
 
+@pytest.mark.parametrize("learner, dataset, lr", [
+    ("protonet", "omniglot", 3e-3), ("maml", "omniglot", 1e-3), ("protonet", "glyphs", 1e-3),
+    ("maml", "sinusoid", 3e-3),
+])
+def test_default_learning_rates(learner, dataset, lr):
+    cfg = TrainConfig(learner=learner, dataset=dataset, data_root="data").resolved()
+    assert cfg.lr == lr
+    assert TrainConfig(learner=learner, dataset=dataset, data_root="data",
+                       lr=0.02).resolved().lr == 0.02
+
+
 def test_run_directory_contents_and_load_run(tmp_path):
     result = Trainer(tiny(), tmp_path / "run", progress=False).fit()
     assert result["steps"] == 8 and result["episodes"] == 8
