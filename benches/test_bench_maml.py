@@ -51,6 +51,7 @@ def test_maml_agree(agreement, order):
     assert errors["loop"] < 1e-9  # the same operations as the reference
     assert errors["threads"] < 1e-9
     assert errors["vmap"] < 1e-6
+    assert errors["plain"] < 1e-9  # the reference without the module cloning
 
 
 @pytest.mark.parametrize("candidate", bench.MAML_CANDIDATES)

@@ -45,12 +45,15 @@ Omniglot setting: ``conv4_finn`` at 28x28, 5-way 1-shot 15-query, one inner step
   (``meta_backward``); ``auto`` is whichever it picks on the device for the Conv-4 (threads
   on a CPU with several torch threads, else the loop; vmap on CUDA), shown as ``(auto)``;
 - ``reference``: :class:`ReferenceMAML`, MAML as learn2learn runs it: per task, clone the
-  parameters (learn2learn's ``clone_module``; here ``p.clone()`` used through
-  ``torch.func.functional_call``), adapt with ``torch.autograd.grad`` (``create_graph=True``
-  for second order; first order: no graph, the gradients are constants), query loss at the
-  adapted parameters and ``(loss / tasks).backward()`` per task. Its BatchNorm layers keep
-  no running statistics (``track_running_stats=False``, as learn2learn's Omniglot CNN) and
-  normalise every forward with its own batch statistics, in training mode.
+  module (the mechanics of learn2learn's ``clone_module``: the module objects copied, every
+  parameter replaced by ``p.clone()``), adapt with ``torch.autograd.grad``
+  (``create_graph=True`` for second order; first order: no graph, the gradients are
+  constants) and learn2learn's ``update_module`` (each parameter replaced by ``p - lr g``),
+  query loss through the adapted module and ``(loss / tasks).backward()`` per task. Its
+  BatchNorm layers keep no running statistics (``track_running_stats=False``, as
+  learn2learn's Omniglot CNN) and normalise every forward with its own batch statistics;
+- ``plain``: the same loop without the module cloning: cloned parameters applied with
+  ``torch.func.functional_call`` (a lean plain autograd loop, shown beside the reference).
 
 Every candidate starts from the same initial weights and the same batch, and before any
 timing :func:`check_maml_agree` verifies that each one's meta-gradient equals the
@@ -800,7 +803,7 @@ def kernel_overhead_probe(shape: tuple[int, int, int, int, int] = SMALL_KERNEL_S
 # ---------------------------------------------------------------- MAML meta-training
 
 MAML_ORDERS = ("second", "first")
-MAML_CANDIDATES = ("loop", "threads", "vmap", "reference")
+MAML_CANDIDATES = ("loop", "threads", "vmap", "reference", "plain")
 DEFAULT_MAML_TASKS = 32
 DEFAULT_MAML_REPEATS = 3
 MAML_SETTING = (5, 1, 15)  # ways, shots, queries per class
@@ -850,41 +853,87 @@ class _RefClassifier(nn.Module):
         return self.head(self.body(x).flatten(1))
 
 
+def _clone_module(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose parameters are ``p.clone()`` (so gradients flow back to the
+    originals), submodules copied the same way; the mechanics of learn2learn's
+    ``clone_module``: the module object and its dictionaries are copied, not deep-copied."""
+    clone = module.__new__(type(module))
+    clone.__dict__ = module.__dict__.copy()
+    clone._parameters = {k: None if p is None else p.clone()
+                         for k, p in module._parameters.items()}
+    clone._buffers = module._buffers.copy()
+    clone._modules = {k: None if m is None else _clone_module(m)
+                      for k, m in module._modules.items()}
+    return clone
+
+
+def _update_module(module: nn.Module, updates: dict[int, torch.Tensor]) -> None:
+    """Replaces every parameter ``p`` of ``module`` by ``p + updates[id(p)]``, walking the
+    submodules (learn2learn's ``update_module``)."""
+    for k, p in module._parameters.items():
+        if p is not None:
+            module._parameters[k] = p + updates[id(p)]
+    for m in module._modules.values():
+        if m is not None:
+            _update_module(m, updates)
+
+
 class ReferenceMAML:
     """MAML the way learn2learn's ``MAML`` wrapper runs it, written out (no learn2learn
-    dependency): for each task, clone the meta-parameters (``clone_module``), take
-    ``inner_steps`` steps of ``p - lr * g`` with ``g = torch.autograd.grad(support loss,
-    params, create_graph=second_order)`` (first order: no graph, ``g`` detached), then
+    dependency): for each task, clone the module (``style="learn2learn"``:
+    learn2learn's ``clone_module`` and ``update_module`` mechanics, the adapted module called
+    as usual; ``style="functional"``: cloned parameters applied with
+    ``torch.func.functional_call``, a leaner plain autograd loop), take ``inner_steps`` steps
+    of ``p - lr * g`` with ``g = torch.autograd.grad(support loss, params,
+    create_graph=second_order)`` (first order: no graph, ``g`` detached), then
     ``(query loss / tasks).backward()`` per task, accumulating into the meta-parameters'
-    ``.grad``. The cloned parameters are applied with ``torch.func.functional_call``.
+    ``.grad``.
 
     ``net`` must use batch statistics in every forward (BatchNorm without running
     statistics, training mode), as learn2learn's Omniglot CNN does.
     """
 
+    STYLES = ("learn2learn", "functional")
+
     def __init__(self, net: nn.Module, inner_lr: float = MAML_INNER_LR,
-                 inner_steps: int = MAML_INNER_STEPS, order: str = "second") -> None:
+                 inner_steps: int = MAML_INNER_STEPS, order: str = "second",
+                 style: str = "learn2learn") -> None:
         if order not in MAML_ORDERS:
             raise ValueError(f"order: expected one of {MAML_ORDERS}, got {order!r}")
+        if style not in self.STYLES:
+            raise ValueError(f"style: expected one of {self.STYLES}, got {style!r}")
         self.net, self.inner_lr, self.inner_steps = net, inner_lr, inner_steps
         self.second_order = order == "second"
+        self.style = style
+
+    def _adapted_query_loss(self, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor,
+                            qy: torch.Tensor) -> torch.Tensor:
+        lr, second = self.inner_lr, self.second_order
+        if self.style == "learn2learn":
+            learner = _clone_module(self.net)
+            for _ in range(self.inner_steps):
+                params = list(learner.parameters())
+                grads = torch.autograd.grad(F.cross_entropy(learner(sx), sy), params,
+                                            create_graph=second, retain_graph=second)
+                _update_module(learner, {id(p): -lr * (g if second else g.detach())
+                                         for p, g in zip(params, grads)})
+            return F.cross_entropy(learner(qx), qy)
+        fast = {n: p.clone() for n, p in self.net.named_parameters()}
+        for _ in range(self.inner_steps):
+            loss = F.cross_entropy(functional_call(self.net, fast, (sx,)), sy)
+            grads = torch.autograd.grad(loss, list(fast.values()), create_graph=second,
+                                        retain_graph=second)
+            fast = {n: p - lr * (g if second else g.detach())
+                    for (n, p), g in zip(fast.items(), grads)}
+        return F.cross_entropy(functional_call(self.net, fast, (qx,)), qy)
 
     def meta_backward(self, batch: Episode, ways: int | None = None) -> float:
         """Mean query loss over the batch's tasks; the meta-gradient lands in ``.grad``."""
-        net, lr, second = self.net, self.inner_lr, self.second_order
         b = batch.support_x.shape[0]
         total = 0.0
         for i in range(b):
-            params = {n: p.clone() for n, p in net.named_parameters()}  # clone_module
-            for _ in range(self.inner_steps):
-                loss = F.cross_entropy(functional_call(net, params, (batch.support_x[i],)),
-                                       batch.support_y[i])
-                grads = torch.autograd.grad(loss, list(params.values()),
-                                            create_graph=second, retain_graph=second)
-                params = {n: p - lr * (g if second else g.detach())
-                          for (n, p), g in zip(params.items(), grads)}
-            qloss = F.cross_entropy(functional_call(net, params, (batch.query_x[i],)),
-                                    batch.query_y[i])
+            qloss = self._adapted_query_loss(batch.support_x[i], batch.support_y[i],
+                                             batch.query_x[i], batch.query_y[i])
             (qloss / b).backward()
             total += float(qloss.detach())
         return total / b
@@ -929,8 +978,9 @@ def maml_candidates(batch: Episode, order: str, names: Iterable[str] = MAML_CAND
                 if sync:
                     torch.cuda.synchronize()
                 return learner.net
-        elif name == "reference":
-            ref = ReferenceMAML(_reference_net(batch, ways, seed), order=order)
+        elif name in ("reference", "plain"):
+            ref = ReferenceMAML(_reference_net(batch, ways, seed), order=order,
+                                style="learn2learn" if name == "reference" else "functional")
 
             def step(ref: ReferenceMAML = ref) -> nn.Module:
                 ref.net.zero_grad(set_to_none=True)
@@ -939,8 +989,8 @@ def maml_candidates(batch: Episode, order: str, names: Iterable[str] = MAML_CAND
                     torch.cuda.synchronize()
                 return ref.net
         else:
-            raise ValueError(f"maml candidate: expected loop, threads, vmap, auto or "
-                             f"reference, got {name!r}")
+            raise ValueError(f"maml candidate: expected loop, threads, vmap, auto, "
+                             f"reference or plain, got {name!r}")
         out[name] = step
     return out
 
@@ -1121,6 +1171,8 @@ def maml_peak_memory(batch: Episode, order: str, candidate: str, ways: int | Non
 def _maml_label(name: str, auto: str) -> str:
     if name == "reference":
         return "reference (learn2learn-style)"
+    if name == "plain":
+        return "plain loop (functional_call)"
     return f"metarobust {name}" + (" (auto)" if name == auto else "")
 
 
