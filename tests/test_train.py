@@ -181,6 +181,15 @@ def test_cli_train_then_eval_prints_json(tmp_path):
                                    "--prototype", proto], capture_output=True, text=True)
         assert ev.returncode == code, ev.stderr
     assert "prototype: expected one of" in ev.stderr and "filtered_mean" in ev.stderr
+    # A run stopped before its first validation holds only last.pt.
+    (run / "best.pt").unlink()
+    ev = subprocess.run(cmd + ["eval", str(run), "--episodes", "4", "--device", "cpu"],
+                        capture_output=True, text=True)
+    assert ev.returncode == 2 and "--checkpoint last" in ev.stderr
+    ev = subprocess.run(cmd + ["eval", str(run), "--episodes", "4", "--device", "cpu",
+                               "--checkpoint", "last"], capture_output=True, text=True)
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout.strip().splitlines()[-1])["episodes"] == 4
     bad = subprocess.run(cmd + ["train", "--learner", "reptile", "--episodes", "1", "--out",
                                 str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode == 2 and "learner: expected one of" in bad.stderr

@@ -111,7 +111,7 @@ def evaluate_run(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .train import load_dataset, load_run, resolve_device
 
-    learner = load_run(args.run_dir)
+    learner = load_run(args.run_dir, args.checkpoint)
     set_test_prototype(learner, args.prototype)
     cfg = learner.config
     if cfg.threads is not None:
@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--prototype", default=None, help=PROTOTYPE_HELP)
     e.add_argument("--device", choices=DEVICES, default="auto")
     e.add_argument("--seed", type=int, default=1234, help="evaluation episode seed")
+    e.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                   help="best.pt (best validation score; the final model of a run without "
+                        "validation) or last.pt (the latest state, also after Ctrl-C)")
     e.set_defaults(func=evaluate_run)
 
     add_data_parser(sub)

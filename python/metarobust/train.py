@@ -332,6 +332,11 @@ def load_run(run_dir: str | os.PathLike, which: str = "best") -> torch.nn.Module
     path = run / f"{which}.pt"
     if which not in ("best", "last"):
         raise ValueError(f"which: expected 'best' or 'last', got {which!r}")
+    if which == "best" and not path.is_file() and (run / "last.pt").is_file():
+        raise FileNotFoundError(
+            f"checkpoint: no best.pt in {run} (the run stopped before its first validation "
+            "and before its end); its latest state is last.pt: load_run(run_dir, 'last'), "
+            "or metarobust eval --checkpoint last")
     state = load_checkpoint(path)
     in_channels = _in_channels(state["model"])
     learner = build_learner(cfg, in_channels)
