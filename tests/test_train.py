@@ -94,6 +94,29 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, monkeypatch):
         assert torch.equal(a, b)
 
 
+def test_cli_ctrl_c_names_the_checkpoint(tmp_path, monkeypatch, capsys):
+    from metarobust import cli
+    from metarobust.learners.protonet import ProtoNet
+
+    original = ProtoNet.meta_backward
+    calls = {"n": 0}
+
+    def interrupt_at_3(self, batch, ways):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, batch, ways)
+
+    monkeypatch.setattr(ProtoNet, "meta_backward", interrupt_at_3)
+    run = tmp_path / "run"
+    code = cli.main(["train", "--learner", "protonet", "--dataset", "glyphs", "--glyph-classes",
+                     "30", "--ways", "5", "--shots", "1", "--queries", "3", "--episodes", "10",
+                     "--device", "cpu", "--out", str(run)])
+    err = capsys.readouterr().err
+    assert code == 130 and f"{run / 'last.pt'}" in err and "resume" in err
+    assert load_checkpoint(run / "last.pt")["step"] == 2
+
+
 def test_corrupt_and_foreign_checkpoints(tmp_path):
     path = tmp_path / "x.pt"
     save_checkpoint({"model": {}, "step": 3}, path)

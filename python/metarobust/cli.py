@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -292,8 +293,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"metarobust: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("metarobust: interrupted (a resumable checkpoint was saved where training)",
-              file=sys.stderr)
+        where = ""
+        if args.func is train and (Path(args.out) / "last.pt").is_file():
+            where = (f"; the run's state is in {Path(args.out) / 'last.pt'} (rerun the same "
+                     "command to resume)")
+        print(f"metarobust: interrupted{where}", file=sys.stderr)
         return 130
 
 
