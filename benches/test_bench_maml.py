@@ -64,3 +64,8 @@ def test_maml_step(benchmark, batch, agreement, order, candidate):
     net = benchmark(fn)
     grads = [p.grad for p in net.parameters()]
     assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+
+
+def test_reference_rejects_an_unknown_style():
+    with pytest.raises(ValueError, match="style: expected one of"):
+        bench.ReferenceMAML(torch.nn.Linear(2, 2), style="higher")

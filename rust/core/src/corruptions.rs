@@ -1050,6 +1050,7 @@ fn elastic_field(
         }
     }
 }
+
 /// Bilinear resampling of every plane of `img` at the coordinates `(ws.c, ws.d)` (which it
 /// overwrites); samples outside the image read `background`.
 #[inline(always)]
@@ -1241,8 +1242,9 @@ fn transpose<const AVX2: bool>(src: &[f32], h: usize, w: usize, dst: &mut [f32])
     #[cfg(target_arch = "x86_64")]
     for y in (0..h8).step_by(8) {
         for x in (0..w8).step_by(8) {
-            // SAFETY: AVX2 is available (AVX2 is only set inside `apply_fused_avx2`); the
-            // tile's rows y..y+8 and columns x..x+8 lie inside both planes (checked above).
+            // SAFETY: AVX2 is available (AVX2 is only set inside `apply_fused_avx2`, or by
+            // a test that detected it); the tile's rows y..y+8 and columns x..x+8 lie inside
+            // both planes (checked above).
             unsafe {
                 transpose8_avx2(
                     src.as_ptr().add(y * w + x),
