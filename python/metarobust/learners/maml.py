@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -248,27 +249,27 @@ class MAML(Learner):
 
     def _map_tasks(self, fn: Callable[[int], Any], tasks: int, workers: int) -> list[Any]:
         """``[fn(i) for i in range(tasks)]`` on ``workers`` threads with one torch thread
-        each; contiguous slices of tasks per worker."""
-        bounds = [tasks * w // workers for w in range(workers + 1)]
+        each. Each worker takes the next task when it finishes one, so a worker slowed by
+        another process on its core does not hold the step up; results stay in task order."""
         nets = [copy.deepcopy(self.net) for _ in range(workers)]
+        results: list[Any] = [None] * tasks
+        next_task = itertools.count()  # next() on it is atomic under the GIL
+        grad_mode = torch.is_grad_enabled()
 
-        def run(w: int) -> list[Any]:
+        def run(w: int) -> None:
             torch.set_num_threads(1)
             _WORKER.nets = {id(self): nets[w]}
             try:
-                return [fn(i) for i in range(bounds[w], bounds[w + 1])]
+                with torch.set_grad_enabled(grad_mode):  # grad mode is thread-local
+                    while (i := next(next_task)) < tasks:
+                        results[i] = fn(i)
             finally:
                 del _WORKER.nets
 
-        grad_mode = torch.is_grad_enabled()
-
-        def run_with_mode(w: int) -> list[Any]:
-            with torch.set_grad_enabled(grad_mode):  # grad mode is thread-local
-                return run(w)
-
         with ThreadPoolExecutor(workers, thread_name_prefix="metarobust-maml") as pool:
-            parts = list(pool.map(run_with_mode, range(workers)))
-        return [r for part in parts for r in part]
+            for f in [pool.submit(run, w) for w in range(workers)]:
+                f.result()
+        return results
 
     def meta_backward(self, batch: Any, ways: int | None) -> dict[str, float]:
         workers = self._task_threads(batch.support_x, batch.support_x.shape[0])
