@@ -31,7 +31,7 @@ def params(learner) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("learner, dataset, lr", [
-    ("protonet", "omniglot", 3e-3), ("maml", "omniglot", 1e-3), ("protonet", "glyphs", 1e-3),
+    ("protonet", "omniglot", 6e-3), ("maml", "omniglot", 1e-3), ("protonet", "glyphs", 1e-3),
     ("maml", "sinusoid", 3e-3),
 ])
 def test_default_learning_rates(learner, dataset, lr):

@@ -53,7 +53,7 @@ TRAIN_FLAGS = {
     "metric": (str, "ProtoNet metric: sqeuclidean | cosine"),
     "prototype": (str, "ProtoNet prototypes: mean | median | trimmed_mean | geometric_median | "
                           "filtered_mean"),
-    "lr": (float, "meta learning rate (Adam; default 1e-3, 3e-3 for sinusoid and for "
+    "lr": (float, "meta learning rate (Adam; default 1e-3, 3e-3 for sinusoid, 6e-3 for "
                   "ProtoNet on Omniglot)"),
     "schedule": (str, "cosine | step | constant"),
     "episodes": (int, "training episodes in all"),

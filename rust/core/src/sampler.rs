@@ -124,6 +124,14 @@ impl PixelTable {
 
 #[inline(always)]
 fn to_float(src: &[u8], dst: &mut [f32], table: &PixelTable) {
+    if table.identity {
+        // `(v / 255 - 0) / 1` is `v / 255` bit for bit; a division costs ~3.5 cycles per
+        // eight pixels, about a third of a clean item's time.
+        for (x, y) in src.iter().zip(dst.iter_mut()) {
+            *y = (*x as f32) / 255.0;
+        }
+        return;
+    }
     let planes = src.chunks(table.plane).zip(dst.chunks_mut(table.plane));
     for ((s, d), (&m, &sd)) in planes.zip(table.mean.iter().zip(&table.std)) {
         for (x, y) in s.iter().zip(d.iter_mut()) {
@@ -681,5 +689,22 @@ mod tests {
         );
         assert!(PixelTable::new(2, 2, &[0.1, 0.2, 0.3], &[]).is_err());
         assert!(PixelTable::new(1, 2, &[], &[0.0]).is_err());
+    }
+
+    #[test]
+    fn identity_table_is_the_general_formula_bit_for_bit() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        for table in [
+            PixelTable::new(1, 256, &[], &[]).unwrap(),
+            PixelTable::new(1, 256, &[0.0], &[1.0]).unwrap(),
+        ] {
+            assert!(table.identity);
+            let mut out = [0f32; 256];
+            f32::convert(&bytes, &mut out, &table);
+            for (&v, &y) in bytes.iter().zip(&out) {
+                let general = ((v as f32) / 255.0 - 0.0) / 1.0;
+                assert_eq!(y.to_bits(), general.to_bits(), "byte {v}");
+            }
+        }
     }
 }
