@@ -51,9 +51,10 @@ def tiny_maml(variant: str = "maml", order: str = "second", steps: int = 2,
                 ways=WAYS, path=path, **kw).double()
 
 
-def tiny_conv_maml(variant: str, order: str, path: str, **kw) -> MAML:
+def tiny_conv_maml(variant: str, order: str, path: str, model: str = "conv4_finn",
+                   side: int = 8, **kw) -> MAML:
     torch.manual_seed(0)
-    net = build_model("conv4_finn", 1, 8, filters=3)
+    net = build_model(model, 1, side, filters=3)
     return MAML(net, inner_lr=0.3, inner_steps=2, test_inner_steps=3, order=order,
                 variant=variant, ways=WAYS, path=path, **kw).double()
 
@@ -162,14 +163,18 @@ def test_first_order_is_stop_gradient(path: str) -> None:
         torch.testing.assert_close(got[n].grad, total[n], rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("variant, order", [("maml", "second"), ("maml", "first"),
-                                            ("metasgd", "second"), ("anil", "second"),
-                                            ("anil", "first")])
-def test_vmap_equals_loop(variant: str, order: str) -> None:
-    batch = image_batch()
+@pytest.mark.parametrize("variant, order, model", [
+    ("maml", "second", "conv4_finn"), ("maml", "first", "conv4_finn"),
+    ("metasgd", "second", "conv4_finn"), ("anil", "second", "conv4_finn"),
+    ("anil", "first", "conv4_finn"),
+    # Its first block runs channels-last on the CPU, under vmap and double backward too.
+    ("maml", "second", "conv4_snell")])
+def test_vmap_equals_loop(variant: str, order: str, model: str) -> None:
+    side = 8 if model == "conv4_finn" else 16
+    batch = image_batch(side=side)
     results = {}
     for path in ("loop", "vmap", "threads"):
-        learner = tiny_conv_maml(variant, order, path)
+        learner = tiny_conv_maml(variant, order, path, model=model, side=side)
         out = learner.meta_backward(batch, WAYS)
         with torch.no_grad():  # evaluation adapts with inner gradients even so
             logits = learner.query_logits(batch, WAYS)
