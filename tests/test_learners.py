@@ -167,7 +167,7 @@ def test_first_order_is_stop_gradient(path: str) -> None:
     ("maml", "second", "conv4_finn"), ("maml", "first", "conv4_finn"),
     ("metasgd", "second", "conv4_finn"), ("anil", "second", "conv4_finn"),
     ("anil", "first", "conv4_finn"),
-    # Its first block runs channels-last on the CPU, under vmap and double backward too.
+    # The pooling form (Snell's), through vmap and double backward too.
     ("maml", "second", "conv4_snell")])
 def test_vmap_equals_loop(variant: str, order: str, model: str) -> None:
     side = 8 if model == "conv4_finn" else 16
