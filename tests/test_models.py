@@ -64,9 +64,8 @@ def test_structure() -> None:
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_snell_blocks_equal_the_published_order(channels_last: bool) -> None:
-    # The blocks pool before the ReLU (cheaper), and on the CPU the first runs channels-last
-    # (faster); Snell et al.'s order is conv, BN, ReLU, pool, in the input's layout. Same
-    # outputs and the same gradients, written out with torch.nn.functional.
+    # The blocks pool before the ReLU (cheaper); Snell et al.'s order is conv, BN, ReLU,
+    # pool. Same outputs and the same gradients, written out with torch.nn.functional.
     import torch.nn.functional as F
 
     torch.manual_seed(0)

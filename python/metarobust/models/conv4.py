@@ -21,7 +21,6 @@ Every backbone maps ``(N, C, H, W)`` to ``(N, out_features)``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Conv4", "conv4_finn", "conv4_mini", "conv4_snell"]
@@ -87,45 +86,10 @@ class Conv4(nn.Module):
             for i in range(4)
         ))
         self.out_features = filters if readout == "mean" else filters * side * side
-        self.strided = strided
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        blocks = self.blocks
-        if not self.strided and _channels_last_pays(x, blocks[0][0].weight):
-            x = _channels_last_block(blocks[0], x)
-            blocks = blocks[1:]
-        x = blocks(x)
+        x = self.blocks(x)
         return x.mean(dim=(2, 3)) if self.readout == "mean" else x.flatten(1)
-
-
-def _channels_last_pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether to run the first block channels-last: on the CPU, outside ``torch.compile``
-    (which picks its own layouts) and ``torch.func`` transforms (``vmap``'s batched tensors
-    have no memory formats)."""
-    if x.device.type != "cpu" or torch.compiler.is_compiling():
-        return False
-    return not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in (x, weight))
-
-
-def _channels_last_block(block: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """``block(x)`` computed in channels-last layout, returned contiguous.
-
-    On the CPU the first pooling block, at full resolution, is about half of a Conv-4 step in
-    the default layout; oneDNN's channels-last convolution, BatchNorm and max-pool run it in
-    about 0.7x the time (the whole step in about 0.85x). Later blocks stay contiguous: their
-    weight gradients are slower in channels-last. The weight is converted too (a differentiable
-    copy of a few hundred values): oneDNN picks its layout from the weight's when the input has
-    one channel.
-    """
-    conv, *rest = block
-    cl = torch.channels_last
-    # `.to`, not `.contiguous`: with one channel the default strides already count as
-    # channels-last for `.contiguous`, which would then return the tensor as it is.
-    x = F.conv2d(x.to(memory_format=cl), conv.weight.to(memory_format=cl), conv.bias,
-                 conv.stride, conv.padding)
-    for layer in rest:
-        x = layer(x)
-    return x.contiguous()
 
 
 def conv4_finn(in_channels: int = 1, image_size: int = 28, filters: int = 64) -> Conv4:
