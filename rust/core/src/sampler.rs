@@ -140,7 +140,7 @@ fn to_float(src: &[u8], dst: &mut [f32], table: &PixelTable) {
     let planes = src.chunks(table.plane).zip(dst.chunks_mut(table.plane));
     for ((s, d), (&m, &sd)) in planes.zip(table.mean.iter().zip(&table.std)) {
         for (x, y) in s.iter().zip(d.iter_mut()) {
-            *y = ((*x as f32) / 255.0 - m) / sd;
+            *y = (byte_to_unit(*x) - m) / sd;
         }
     }
 }
