@@ -229,6 +229,43 @@ def test_sampler_items_are_corrupt_of_the_clean_items(name, target, dtype):
         assert np.array_equal(got[~hit], items[~hit])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+@pytest.mark.parametrize("name", ["gaussian_blur", "thicken", "thin", "contrast", "rotate",
+                                  "shear"])
+def test_cached_corruptions_are_the_computed_ones(name, dtype):
+    # These have a finite set of results per image: after enough items the sampler caches
+    # them; the cached episodes must still be the corruption of the clean items.
+    clean = sampler(dtype=dtype)
+    cached = sampler(dtype=dtype, corruption=name, severity=3, corrupt="both")
+    off = sampler(dtype=dtype, corruption=name, severity=3, corrupt="both",
+                  corruption_cache_mb=0)
+    assert not cached._core.cache_built(dtype)
+    first = cached.sample_batch(0, 2)  # 50 items: fewer than 72 images (x2 for warps)
+    assert not cached._core.cache_built(dtype)
+    batch = cached.sample_batch(0, 40)
+    # Contrast is as cheap to compute as a float row is to read: cached for uint8 only.
+    want_cache = not (name == "contrast" and dtype == "float32")
+    assert cached._core.cache_built(dtype) == want_cache and not off._core.cache_built(dtype)
+    assert same(first, batch[:2]) and same(batch, off.sample_batch(0, 40))
+    for i in (3, 39):
+        c = clean.sample(i)
+        items = np.concatenate([c.support_x.numpy(), c.query_x.numpy()])
+        got = np.concatenate([batch[i].support_x.numpy(), batch[i].query_x.numpy()])
+        assert np.array_equal(got, corrupt(items, name, 3, seed=11, index=i))
+    if dtype == "float32":
+        norm = sampler(corruption=name, severity=3, corrupt="both", mean=0.5, std=0.25)
+        nb = norm.sample_batch(0, 40)
+        assert norm._core.cache_built("float32") == want_cache
+        expect = (batch.query_x - 0.5) / 0.25
+        assert torch.equal(nb.query_x, expect), "(x - mean) / std of the cached values"
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "big", True, None])
+def test_bad_cache_size(bad):
+    with pytest.raises(ValueError, match="corruption_cache_mb: expected a finite number >= 0"):
+        sampler(corruption="rotate", corruption_cache_mb=bad)
+
+
 def test_batch_split_and_batches():
     s = sampler(corruption="elastic", severity=5, corrupt="both")
     batch = s.sample_batch(0, 8)
@@ -267,6 +304,8 @@ def test_pickling_keeps_the_corruption():
     assert (t.corruption, t.severity, t.corrupt, t.ink) == ("thicken", 2, "both", "light")
     assert same(s.sample_batch(7, 3), t.sample_batch(7, 3))
     assert "corruption='thicken'" in repr(t)
+    small = sampler(corruption="rotate", corruption_cache_mb=0.5)
+    assert pickle.loads(pickle.dumps(small)).corruption_cache_mb == 0.5
     ds = mr.episodes.EpisodeDataset(s, 4)
     assert same(pickle.loads(pickle.dumps(ds))[2], s.sample(2))
     # A state pickled before corruptions existed still loads (clean).

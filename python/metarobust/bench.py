@@ -70,7 +70,9 @@ CPU allocations are invisible to ``tracemalloc``.) On CUDA it is
 Corruptions (:func:`bench_corruptions`): the Rust sampler with ``corruption=name`` (applied
 to the queries, severity 3, in the same parallel pass) against the same sampler without,
 5-way 1-shot 15-query, batch 64, Omniglot 28x28: the ratio ``corrupted / clean`` of the best
-rounds' times per batch (target: at most 2).
+rounds' times per batch (target: at most 2). The corruptions with a finite set of results
+per image are timed in the steady state of a long run (the sampler's cache built, in the
+warm-up) and again with the cache off, every item computed.
 
 Diagnostics (:func:`sampler_memory`, :func:`sampler_alloc_probe`,
 :func:`kernel_overhead_probe`) show resident memory around sampling, the cost of fresh
@@ -1258,9 +1260,15 @@ def corruption_candidates(images: np.ndarray, labels: np.ndarray,
                           setting: tuple[int, int, int] = CORRUPTION_SETTING,
                           batch: int = DEFAULT_BATCH, dtype: str = "float32",
                           severity: int = CORRUPTION_SEVERITY, seed: int = 0,
-                          names: Iterable[str] | None = None) -> dict[str, Callable]:
+                          names: Iterable[str] | None = None,
+                          cache: bool = True) -> dict[str, Callable]:
     """``clean`` and one candidate per corruption name: consecutive ``sample_batch`` calls
-    of the same sampler settings, the corrupted ones with ``corruption=name`` (queries)."""
+    of the same sampler settings, the corrupted ones with ``corruption=name`` (queries).
+
+    cache: the samplers' default corruption cache (see :class:`EpisodeSampler`), warmed up
+    here until built where the corruption has one: the steady state of a long run. False:
+    every corrupted item computed (``corruption_cache_mb=0``). Each candidate's ``cached``
+    attribute says whether its sampler reads a built cache."""
     ways, shots, queries = setting
     names = ("clean", *CORRUPTIONS) if names is None else tuple(names)
     out: dict[str, Callable] = {}
@@ -1270,8 +1278,19 @@ def corruption_candidates(images: np.ndarray, labels: np.ndarray,
                              f"{CORRUPTIONS}, got {name!r}")
         sampler = EpisodeSampler((images, labels), ways=ways, shots=shots, queries=queries,
                                  seed=seed, dtype=dtype, severity=severity,
-                                 corruption=None if name == "clean" else name)
-        out[name] = _rust_batches(sampler, batch)
+                                 corruption=None if name == "clean" else name,
+                                 corruption_cache_mb=256 if cache else 0)
+        fn = _rust_batches(sampler, batch)
+        if name != "clean" and cache:
+            # A cache of at most two results per image is built once the batches have
+            # corrupted that many items.
+            per_batch = batch * ways * queries
+            for _ in range(-(-2 * len(images) // max(per_batch, 1)) + 1):
+                if sampler._core.cache_built(dtype):
+                    break
+                fn()
+        fn.cached = name != "clean" and sampler._core.cache_built(dtype)  # type: ignore[attr-defined]
+        out[name] = fn
     return out
 
 
@@ -1282,7 +1301,9 @@ def bench_corruptions(images: np.ndarray | None = None, labels: np.ndarray | Non
                       min_time: float = 0.1,
                       names: Iterable[str] | None = None) -> list[dict]:
     """One row per (dtype, candidate): ms per batch, episodes/s and ``x clean`` (time per
-    batch over the clean sampler's, best rounds, measured interleaved in one process)."""
+    batch over the clean sampler's, best rounds, measured interleaved in one process).
+    ``cache``: "built" (the default sampler, its corruption cache built), "none" (the
+    corruption has no cache) or "off" (the same corruption computed for every item)."""
     if images is None or labels is None:
         images, labels, _ = omniglot_like()
     rows = []
@@ -1292,29 +1313,43 @@ def bench_corruptions(images: np.ndarray | None = None, labels: np.ndarray | Non
         if "clean" not in cands:
             cands = corruption_candidates(images, labels, setting, batch, dtype, severity,
                                           names=["clean"]) | cands
+        cached = [n for n, fn in cands.items() if fn.cached]  # type: ignore[attr-defined]
+        off = corruption_candidates(images, labels, setting, batch, dtype, severity,
+                                    names=cached, cache=False)
+        cands |= {f"{n} (cache off)": fn for n, fn in off.items()}
         times = measure(cands, repeats, min_time)
         clean = _stats(times["clean"])[0]
-        for name, samples in times.items():
+        for key, samples in times.items():
             t_best, t_med = _stats(samples)
+            name = key.removesuffix(" (cache off)")
             rows.append({
                 "setting": _setting(*setting), "batch": batch, "dtype": dtype,
-                "severity": severity, "corruption": name, "ms/batch": t_best * 1e3,
-                "median ms": t_med * 1e3, "episodes/s": batch / t_best,
-                "x clean": t_best / clean,
+                "severity": severity, "corruption": name,
+                "cache": "-" if name == "clean" else "off" if key != name
+                else "built" if name in cached else "none",
+                "ms/batch": t_best * 1e3, "median ms": t_med * 1e3,
+                "episodes/s": batch / t_best, "x clean": t_best / clean,
             })
         gc.collect()
     return rows
 
 
 def corruption_summary(rows: list[dict]) -> list[dict]:
-    """Per corruption: the corrupted/clean time ratio of each dtype side by side."""
+    """Per corruption: the corrupted/clean time ratio of each dtype side by side, with the
+    sampler's default (its cache where the corruption has one) and with the cache off."""
     out: dict[str, dict] = {}
     for r in rows:
         if r["corruption"] == "clean":
             continue
         row = out.setdefault(r["corruption"], {"corruption": r["corruption"],
-                                               "severity": r["severity"]})
-        row[f"{r['dtype']} corrupted/clean"] = r["x clean"]
+                                               "severity": r["severity"], "cached": "no"})
+        if r["cache"] == "off":
+            row[f"{r['dtype']} cache off"] = r["x clean"]
+        else:
+            row[f"{r['dtype']} corrupted/clean"] = r["x clean"]
+            row.setdefault(f"{r['dtype']} cache off", math.nan)
+            if r["cache"] == "built":
+                row["cached"] = "yes"
     return list(out.values())
 
 
@@ -1353,7 +1388,8 @@ def check_targets(sampler_rows: list[dict] | None = None,
                 add(f"maml second order, {r['tasks']} tasks: auto ({r['auto path']}) / "
                     "reference", r["auto/reference"], TARGETS["maml_vs_reference"])
     for r in corruption_rows or []:
-        if (r["corruption"] != "clean" and r["batch"] == DEFAULT_BATCH
+        if (r["corruption"] != "clean" and r.get("cache") != "off"
+                and r["batch"] == DEFAULT_BATCH
                 and r["setting"] == _setting(*CORRUPTION_SETTING)):
             add(f"corruption {r['corruption']} (severity {r['severity']}) {r['dtype']}: "
                 "corrupted/clean (at most)", r["x clean"], TARGETS["corrupted_vs_clean"],

@@ -366,6 +366,13 @@ pub struct Corruption {
     plan: Plan,
 }
 
+/// Where a corruption's randomness comes from: an item of a stream, or a chosen variant.
+#[derive(Clone, Copy)]
+enum Draw<'a> {
+    Item(&'a StreamKey, u64),
+    Variant(usize),
+}
+
 /// Per-thread scratch buffers, grown on first use.
 #[derive(Debug, Default)]
 pub struct Workspace {
@@ -498,53 +505,109 @@ impl Corruption {
         L: FnOnce(&mut [f32]),
         S: FnOnce(&mut [f32]),
     {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the processor supports AVX2 (checked just above).
-            return unsafe { self.apply_fused_avx2(unit, load, store, key, item, ws) };
-        }
-        load(unit);
-        self.apply_impl::<false>(unit, key, item, ws);
-        store(unit);
+        self.fused(unit, load, store, Draw::Item(key, item), ws)
     }
 
-    /// `apply_fused` compiled for AVX2 (the portable build targets SSE2). The results are
-    /// the same bits: no floating-point operation is reordered or fused.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn apply_fused_avx2<L, S>(
+    /// How many different results the corruption has for one image, if it draws from a
+    /// finite set: 1 for those without randomness (blur, thickening, thinning, contrast),
+    /// 2 for rotation and shear (the direction is random); `None` for the others.
+    pub fn variants(&self) -> Option<usize> {
+        match self.kind {
+            Kind::GaussianBlur | Kind::Thicken | Kind::Thin | Kind::Contrast => Some(1),
+            Kind::Rotate | Kind::Shear => Some(2),
+            _ => None,
+        }
+    }
+
+    /// Which of the [`variants`](Self::variants) item `item` of stream `key` gets (0 for
+    /// the corruptions without a finite set).
+    #[inline]
+    pub fn variant_of(&self, key: &StreamKey, item: u64) -> usize {
+        match self.kind {
+            Kind::Rotate | Kind::Shear => (key.item(item).next_u64() >> 63) as usize,
+            _ => 0,
+        }
+    }
+
+    /// `apply_fused` giving variant `variant` (below [`variants`](Self::variants)), the
+    /// same bits as `apply_fused` for an item whose [`variant_of`](Self::variant_of) it is.
+    #[inline(always)]
+    pub(crate) fn apply_variant_fused<L, S>(
         &self,
         unit: &mut [f32],
         load: L,
         store: S,
-        key: &StreamKey,
-        item: u64,
+        variant: usize,
+        ws: &mut Workspace,
+    ) where
+        L: FnOnce(&mut [f32]),
+        S: FnOnce(&mut [f32]),
+    {
+        debug_assert!(variant < self.variants().unwrap_or(0), "no such variant");
+        self.fused(unit, load, store, Draw::Variant(variant), ws)
+    }
+
+    #[inline(always)]
+    fn fused<L, S>(&self, unit: &mut [f32], load: L, store: S, draw: Draw, ws: &mut Workspace)
+    where
+        L: FnOnce(&mut [f32]),
+        S: FnOnce(&mut [f32]),
+    {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor supports AVX2 (checked just above).
+            return unsafe { self.fused_avx2(unit, load, store, draw, ws) };
+        }
+        load(unit);
+        self.apply_impl::<false>(unit, draw, ws);
+        store(unit);
+    }
+
+    /// `fused` compiled for AVX2 (the portable build targets SSE2). The results are the
+    /// same bits: no floating-point operation is reordered or fused.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn fused_avx2<L, S>(
+        &self,
+        unit: &mut [f32],
+        load: L,
+        store: S,
+        draw: Draw,
         ws: &mut Workspace,
     ) where
         L: FnOnce(&mut [f32]),
         S: FnOnce(&mut [f32]),
     {
         load(unit);
-        self.apply_impl::<true>(unit, key, item, ws);
+        self.apply_impl::<true>(unit, draw, ws);
         store(unit);
     }
 
-    /// The corruption, unclamped. `AVX2`: running inside `apply_fused_avx2`, so AVX2
-    /// intrinsics may be used.
+    /// The corruption, unclamped. `AVX2`: running inside `fused_avx2`, so AVX2 intrinsics
+    /// may be used.
     #[inline(always)]
-    fn apply_impl<const AVX2: bool>(
-        &self,
-        img: &mut [f32],
-        key: &StreamKey,
-        item: u64,
-        ws: &mut Workspace,
-    ) {
+    fn apply_impl<const AVX2: bool>(&self, img: &mut [f32], draw: Draw, ws: &mut Workspace) {
         let s = self.severity as usize - 1;
         let [_, h, w] = self.shape;
         let plane = h * w;
         let scale = h.min(w) as f32 / REFERENCE_SIDE;
         let background = self.ink.background();
-        let rng = || key.item(item);
+        let rng = || match draw {
+            Draw::Item(key, item) => key.item(item),
+            Draw::Variant(_) => unreachable!("only finite-variant corruptions take a variant"),
+        };
+        // Rotation and shear: variant 0 turns one way, 1 the other.
+        let sign = || {
+            let variant = match draw {
+                Draw::Item(key, item) => self.variant_of(key, item),
+                Draw::Variant(v) => v,
+            };
+            if variant == 0 {
+                1.0
+            } else {
+                -1.0
+            }
+        };
         match (&self.plan, self.kind) {
             (_, Kind::GaussianNoise) => {
                 gaussian_noise::<AVX2>(img, GAUSSIAN_NOISE_STD[s], &mut rng())
@@ -565,18 +628,14 @@ impl Corruption {
                     morph(p, h, w, *pad, taps, kind == Kind::Thicken, self.ink, ws);
                 }
             }
-            (Plan::Occlusion { side }, _) => {
-                let mut rng = rng();
-                for _ in 0..OCCLUSION_PATCHES[s] {
-                    let y0 = rng.below(h - side + 1);
-                    let x0 = rng.below(w - side + 1);
-                    for p in img.chunks_mut(plane) {
-                        for row in p.chunks_mut(w).skip(y0).take(*side) {
-                            row[x0..x0 + side].fill(self.ink.value());
-                        }
-                    }
-                }
-            }
+            (Plan::Occlusion { side }, _) => occlude(
+                img,
+                [h, w],
+                *side,
+                OCCLUSION_PATCHES[s],
+                self.ink.value(),
+                rng(),
+            ),
             (Plan::Elastic { phi_x, phi_y }, _) => {
                 let mut rng = rng();
                 let std = ELASTIC_STD[s] * scale;
@@ -587,22 +646,13 @@ impl Corruption {
                 warp::<AVX2>(img, h, w, background, ws);
             }
             (_, Kind::Rotate) => {
-                let sign = if rng().next_u64() >> 63 == 0 {
-                    1.0
-                } else {
-                    -1.0
-                };
+                let theta = sign() * ROTATE_RADIANS[s];
                 for p in img.chunks_mut(plane) {
-                    rotate::<AVX2>(p, h, w, sign * ROTATE_RADIANS[s], background, ws);
+                    rotate::<AVX2>(p, h, w, theta, background, ws);
                 }
             }
             (_, Kind::Shear) => {
-                let sign = if rng().next_u64() >> 63 == 0 {
-                    1.0
-                } else {
-                    -1.0
-                };
-                let k = -sign * SHEAR_FACTOR[s];
+                let k = -sign() * SHEAR_FACTOR[s];
                 let cy = (h as f32 - 1.0) / 2.0;
                 let Workspace { b, c, .. } = ws;
                 for p in img.chunks_mut(plane) {
@@ -644,6 +694,9 @@ impl Corruption {
         T::check(images)?;
         let key = StreamKey::new(seed, index);
         let one = |j: usize, src: &[T], dst: &mut [T], (unit, ws): &mut (Vec<f32>, Workspace)| {
+            if T::corrupt_direct(self, src, dst, &key, j as u64) {
+                return;
+            }
             let unit = grown(unit, d);
             let (load, store) = (
                 |u: &mut [f32]| T::load(src, u),
@@ -671,6 +724,123 @@ impl Corruption {
     }
 }
 
+impl Corruption {
+    /// Corrupts the bytes `src` into `dst` without floats where the corruption allows it:
+    /// occlusion and impulse noise only set pixels to 0 or 255, and the other bytes survive
+    /// the float round trip exactly, so this gives the bytes of the float path rounded
+    /// (tested). Returns false, writing nothing, for the other corruptions.
+    pub(crate) fn apply_bytes(
+        &self,
+        src: &[u8],
+        dst: &mut [u8],
+        key: &StreamKey,
+        item: u64,
+    ) -> bool {
+        let s = self.severity as usize - 1;
+        let [_, h, w] = self.shape;
+        let ink = if self.ink.value() == 0.0 { 0 } else { 255 };
+        match (&self.plan, self.kind) {
+            (Plan::Occlusion { side }, _) => {
+                dst.copy_from_slice(src);
+                occlude(
+                    dst,
+                    [h, w],
+                    *side,
+                    OCCLUSION_PATCHES[s],
+                    ink,
+                    key.item(item),
+                );
+            }
+            (_, Kind::ImpulseNoise) => {
+                dst.copy_from_slice(src);
+                impulse_noise_bytes::<true>(dst, IMPULSE_AMOUNT[s], &mut key.item(item));
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// `patches` squares of side `side` set to `ink` at random places, the same in every plane.
+fn occlude<T: Copy>(
+    img: &mut [T],
+    [h, w]: [usize; 2],
+    side: usize,
+    patches: usize,
+    ink: T,
+    mut rng: ItemRng,
+) {
+    for _ in 0..patches {
+        let y0 = rng.below(h - side + 1);
+        let x0 = rng.below(w - side + 1);
+        for p in img.chunks_mut(h * w) {
+            for row in p.chunks_mut(w).skip(y0).take(side) {
+                row[x0..x0 + side].fill(ink);
+            }
+        }
+    }
+}
+
+/// [`impulse_noise`] on bytes (salt 255, pepper 0): the same draws, so the same pixels.
+/// `AVX2`: use it (checked here).
+fn impulse_noise_bytes<const AVX2: bool>(img: &mut [u8], amount: f32, rng: &mut ItemRng) {
+    let threshold = impulse_threshold(amount);
+    let mut draws = PixelRng::new(rng);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the processor supports AVX2 (checked just above).
+        done = unsafe { impulse_noise_bytes_avx2(img, threshold, &mut draws) };
+    }
+    for chunk in img[done..].chunks_mut(PIXELS_PER_STEP) {
+        impulse_step(chunk, &draws.next_words(), threshold, 255);
+    }
+}
+
+/// `impulse_noise_bytes` on the whole steps of `img`; returns how many pixels it did.
+///
+/// # Safety
+/// AVX2 must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn impulse_noise_bytes_avx2(img: &mut [u8], threshold: u32, draws: &mut PixelRng) -> usize {
+    use std::arch::x86_64::*;
+    let limit = _mm256_set1_epi32(threshold as i32);
+    let low16 = _mm256_set1_epi32(0xFFFF);
+    let one = _mm256_set1_epi32(1);
+    let mut state = Lanes::load(draws);
+    let whole = img.len() / PIXELS_PER_STEP * PIXELS_PER_STEP;
+    for chunk in img[..whole].chunks_exact_mut(PIXELS_PER_STEP) {
+        let words = state.next();
+        // Pixels 0..8 in the low halves of the words, 8..16 in the high halves.
+        let (lo, hi) = (
+            _mm256_and_si256(words, low16),
+            _mm256_srli_epi32::<16>(words),
+        );
+        // Lanes of 0 or -1: hit, and salt (the lowest bit).
+        let hit = |b| _mm256_cmpgt_epi32(limit, _mm256_srli_epi32::<1>(b));
+        let salt = |b| _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_and_si256(b, one));
+        // 2 x 8 lanes of 0 / -1 to 16 bytes of 0 / 255 in pixel order (the signed packs
+        // keep -1; they interleave the 128-bit halves, hence the permute).
+        let bytes = |a, b| {
+            let words = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(a, b));
+            _mm_packs_epi16(
+                _mm256_castsi256_si128(words),
+                _mm256_extracti128_si256::<1>(words),
+            )
+        };
+        let mask = bytes(hit(lo), hit(hi));
+        let value = bytes(salt(lo), salt(hi));
+        // SAFETY: the chunk holds 16 bytes.
+        unsafe {
+            let p = chunk.as_mut_ptr() as *mut __m128i;
+            _mm_storeu_si128(p, _mm_blendv_epi8(_mm_loadu_si128(p), value, mask));
+        }
+    }
+    state.store(draws);
+    whole
+}
+
 /// Batches of at least this many pixels are corrupted by the whole pool (about 0.1 ms).
 const PARALLEL_MIN_PIXELS: usize = 1 << 15;
 
@@ -681,11 +851,31 @@ pub trait Unit: Copy + Send + Sync + 'static {
     fn load(src: &[Self], dst: &mut [f32]);
     /// Writes `src` clamped to `[0, 1]`.
     fn store(src: &[f32], dst: &mut [Self]);
+    /// Corrupts `src` into `dst` without the float round trip where that gives the same
+    /// values ([`Corruption::apply_bytes`]); false, writing nothing, where it does not.
+    fn corrupt_direct(
+        _: &Corruption,
+        _src: &[Self],
+        _dst: &mut [Self],
+        _: &StreamKey,
+        _item: u64,
+    ) -> bool {
+        false
+    }
 }
 
 impl Unit for u8 {
     fn check(_: &[u8]) -> Result<()> {
         Ok(())
+    }
+    fn corrupt_direct(
+        c: &Corruption,
+        src: &[u8],
+        dst: &mut [u8],
+        key: &StreamKey,
+        item: u64,
+    ) -> bool {
+        c.apply_bytes(src, dst, key, item)
     }
     #[inline(always)]
     fn load(src: &[u8], dst: &mut [f32]) {
@@ -813,7 +1003,7 @@ fn gaussian_noise<const AVX2: bool>(img: &mut [f32], std: f32, rng: &mut ItemRng
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if AVX2 {
-        // SAFETY: AVX2 is available (AVX2 is only set inside `apply_fused_avx2`).
+        // SAFETY: AVX2 is available (AVX2 is only set inside `fused_avx2`).
         done = unsafe { gaussian_noise_avx2(img, std, &mut draws) };
     }
     let table = normal_table();
@@ -863,21 +1053,31 @@ unsafe fn gaussian_noise_avx2(img: &mut [f32], std: f32, draws: &mut PixelRng) -
 /// the pixels with the same values.
 #[inline(always)]
 fn impulse_noise<const AVX2: bool>(img: &mut [f32], amount: f32, rng: &mut ItemRng) {
-    let threshold = (amount * 32768.0).round() as u32;
+    let threshold = impulse_threshold(amount);
     let mut draws = PixelRng::new(rng);
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if AVX2 {
-        // SAFETY: AVX2 is available (AVX2 is only set inside `apply_fused_avx2`).
+        // SAFETY: AVX2 is available (AVX2 is only set inside `fused_avx2`).
         done = unsafe { impulse_noise_avx2(img, threshold, &mut draws) };
     }
     for chunk in img[done..].chunks_mut(PIXELS_PER_STEP) {
-        let words = draws.next_words();
-        for (k, v) in chunk.iter_mut().enumerate() {
-            let b = draw16(&words, k);
-            if b >> 1 < threshold {
-                *v = (b & 1) as f32;
-            }
+        impulse_step(chunk, &draws.next_words(), threshold, 1.0);
+    }
+}
+
+/// Hits are draws of 15 bits below this.
+fn impulse_threshold(amount: f32) -> u32 {
+    (amount * 32768.0).round() as u32
+}
+
+/// One step of impulse noise, portably: pixel `k` is hit if its draw's top 15 bits are
+/// below `threshold`, and becomes `salt` or 0 by its lowest bit.
+fn impulse_step<T: Copy + Default>(chunk: &mut [T], words: &[u32; 8], threshold: u32, salt: T) {
+    for (k, v) in chunk.iter_mut().enumerate() {
+        let b = draw16(words, k);
+        if b >> 1 < threshold {
+            *v = if b & 1 == 1 { salt } else { T::default() };
         }
     }
 }
@@ -1018,7 +1218,7 @@ fn lerp<const AVX2: bool>(dst: &mut [f32], a: &[f32], b: &[f32], f: f32) {
     let (dst, a, b) = (&mut dst[..n], &a[..n], &b[..n]);
     #[cfg(target_arch = "x86_64")]
     if AVX2 {
-        // SAFETY: AVX2 is available (AVX2 is only set inside `apply_fused_avx2`), and the
+        // SAFETY: AVX2 is available (AVX2 is only set inside `fused_avx2`), and the
         // three slices have the same length.
         return unsafe { lerp_avx2(dst, a, b, f) };
     }
@@ -1291,7 +1491,7 @@ fn warp<const AVX2: bool>(
         }
         #[cfg(target_arch = "x86_64")]
         if AVX2 && fits {
-            // SAFETY: AVX2 is available (AVX2 is only set inside `apply_fused_avx2`), the four
+            // SAFETY: AVX2 is available (AVX2 is only set inside `fused_avx2`), the four
             // slices have one value per pixel, and `fits` bounds every read of `padded`.
             unsafe { bilinear_avx2(p, idx, tx, ty, padded, pw) };
             continue;
@@ -1436,7 +1636,7 @@ fn transpose<const AVX2: bool>(src: &[f32], h: usize, w: usize, dst: &mut [f32])
     #[cfg(target_arch = "x86_64")]
     for y in (0..h8).step_by(8) {
         for x in (0..w8).step_by(8) {
-            // SAFETY: AVX2 is available (AVX2 is only set inside `apply_fused_avx2`, or by
+            // SAFETY: AVX2 is available (AVX2 is only set inside `fused_avx2`, or by
             // a test that detected it); the tile's rows y..y+8 and columns x..x+8 lie inside
             // both planes (checked above).
             unsafe {
@@ -1779,14 +1979,61 @@ mod tests {
                     let key = StreamKey::new(3, 1);
                     let (mut a, mut b) = (img.clone(), img.clone());
                     let mut ws = Workspace::default();
-                    c.apply_impl::<false>(&mut a, &key, 2, &mut ws);
+                    c.apply_impl::<false>(&mut a, Draw::Item(&key, 2), &mut ws);
                     // SAFETY: AVX2 is available (checked above).
-                    unsafe { c.apply_fused_avx2(&mut b, |_| {}, |_| {}, &key, 2, &mut ws) };
+                    unsafe { c.fused_avx2(&mut b, |_| {}, |_| {}, Draw::Item(&key, 2), &mut ws) };
                     assert_eq!(a, b, "{name} {side}");
                     assert_ne!(a, img, "{name} {side}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn byte_path_is_the_rounded_float_path() {
+        let mut rng = item_rng(9, 9, 9);
+        for shape in [[1, 28, 28], [1, 29, 29], [3, 5, 7], [1, 1, 1]] {
+            let n: usize = shape.iter().product();
+            let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
+            for (name, ink, sev) in (1..=5).flat_map(|sev| {
+                [
+                    ("occlusion", "dark"),
+                    ("occlusion", "light"),
+                    ("impulse_noise", "dark"),
+                ]
+                .map(|(n, i)| (n, i, sev))
+            }) {
+                let c = Corruption::new(name, sev, ink, shape).unwrap();
+                let key = StreamKey::new(5, 6);
+                let mut unit = vec![0f32; n];
+                u8::load(&bytes, &mut unit);
+                c.apply(&mut unit, &key, 7, &mut Workspace::default())
+                    .unwrap();
+                let mut want = vec![0u8; n];
+                unit_to_u8(&unit, &mut want);
+                let mut got = vec![0u8; n];
+                assert!(c.apply_bytes(&bytes, &mut got, &key, 7));
+                assert_eq!(got, want, "{name} {ink} {sev} {shape:?}");
+                // The floats too: the sampler converts these bytes for float output.
+                for (&g, &u) in got.iter().zip(&unit) {
+                    assert_eq!(byte_to_unit(g).to_bits(), clamp(u, 0.0, 1.0).to_bits());
+                }
+                if shape[1] >= 28 {
+                    assert_ne!(got, bytes, "{name} {ink} {sev} {shape:?}");
+                }
+                if name == "impulse_noise" {
+                    // The portable steps give the same bytes as the AVX2 ones.
+                    let mut portable = bytes.clone();
+                    let amount = IMPULSE_AMOUNT[sev as usize - 1];
+                    impulse_noise_bytes::<false>(&mut portable, amount, &mut key.item(7));
+                    assert_eq!(portable, want, "portable impulse {sev} {shape:?}");
+                }
+            }
+        }
+        let blur = Corruption::new("gaussian_blur", 1, "dark", [1, 2, 2]).unwrap();
+        let mut out = [7u8; 4];
+        assert!(!blur.apply_bytes(&[1, 2, 3, 4], &mut out, &StreamKey::new(0, 0), 0));
+        assert_eq!(out, [7; 4], "nothing written");
     }
 
     #[test]

@@ -9,12 +9,17 @@
 //! gets the randomness of `corruptions::item_rng(seed, i, j)` (the stream key drawn once per
 //! episode), and the corruption runs on `[0, 1]` floats before the output conversion.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
 use rand::seq::{index, SliceRandom};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::corruptions::{byte_to_unit, clamp, Corruption, StreamKey, Target, Unit, Workspace};
+use crate::corruptions::{
+    byte_to_unit, clamp, Corruption, Kind, StreamKey, Target, Unit, Workspace,
+};
 use crate::error::{checked_product, value_err, Error, Result};
 use crate::pool;
 
@@ -26,6 +31,12 @@ const PREFETCH_AHEAD: usize = 4;
 
 /// A corrupted pixel counts as this many copied bytes when deciding to go parallel.
 const CORRUPT_PIXEL_COST: usize = 16;
+
+/// `ThreadState::cache_starts` of an item not read from the cache.
+const NOT_CACHED: usize = usize::MAX;
+
+/// Default memory for caching a corruption's results ([`CorruptionCache`]).
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
 /// Hints the processor to fetch the `bytes` bytes at `start` into cache, for reading or (with
 /// `WRITE`) for writing, so the fetch overlaps other work (a no-op where there is no such
@@ -72,13 +83,64 @@ pub struct EpisodeSampler {
     offsets: Vec<usize>,
     items: Vec<u32>,
     corruption: Option<(Corruption, Target)>,
+    /// Shared by clones, which sample the same episodes.
+    cache: Arc<CorruptionCache>,
+}
+
+/// The results of a corruption with a finite set of them per image ([`Corruption::variants`]:
+/// blur, thickening, thinning, rotation, shear; contrast for byte output), computed once for
+/// every eligible image and variant and then copied like clean items, so that a long run
+/// samples them at about the clean speed. Built (in parallel) by the fill that brings the
+/// corrupted items computed so far up to the cache's number of images: building costs about
+/// what computing on the fly had already cost, so the cache never costs more than twice the
+/// better choice. Only when it fits the byte budget; one cache per output element type.
+///
+/// The cache is computed from the `images` of the fill that builds it; a fill with other
+/// images (another address) computes on the fly. Images changed in place after that are not
+/// seen: the sampler's images must not change (as for the Python sampler, which holds them).
+#[derive(Debug)]
+pub struct CorruptionCache {
+    budget: usize,
+    /// Corrupted items computed on the fly so far.
+    computed: AtomicUsize,
+    f32_rows: OnceLock<CachedRows<f32>>,
+    u8_rows: OnceLock<CachedRows<u8>>,
+}
+
+impl CorruptionCache {
+    fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            computed: AtomicUsize::new(0),
+            f32_rows: OnceLock::new(),
+            u8_rows: OnceLock::new(),
+        }
+    }
+}
+
+/// A built [`CorruptionCache`] for one output type: row `row_of[item] * variants + v`
+/// holds variant `v` of dataset item `item`.
+#[derive(Debug)]
+pub struct CachedRows<T> {
+    /// Address of the dataset the rows were computed from.
+    images: usize,
+    /// Row of each dataset item; `u32::MAX` for items outside the eligible classes.
+    row_of: Vec<u32>,
+    variants: usize,
+    values: Vec<T>,
 }
 
 /// Pixel output type: raw bytes or float32 through a per-channel lookup table.
-pub trait Pixel: Copy + Send + Sync + 'static {
+pub trait Pixel: Copy + Default + Send + Sync + 'static {
     fn convert(src: &[u8], dst: &mut [Self], table: &PixelTable);
     /// Output of a corrupted item, from its floats clamped to `[0, 1]` here.
     fn from_unit(src: &[f32], dst: &mut [Self], table: &PixelTable);
+    /// A corrupted item's floats (unclamped) as a [`CorruptionCache`] row.
+    fn to_cached(src: &[f32], dst: &mut [Self]);
+    /// The output from a cache row: the same values as `from_unit` on the item's floats.
+    fn from_cached(src: &[Self], dst: &mut [Self], table: &PixelTable);
+    /// This type's cache.
+    fn cached_rows(cache: &CorruptionCache) -> &OnceLock<CachedRows<Self>>;
 }
 
 /// Per-channel byte-to-float conversion: `((v / 255) - mean[c]) / std[c]` in f32.
@@ -160,6 +222,15 @@ impl Pixel for u8 {
     fn from_unit(src: &[f32], dst: &mut [u8], _: &PixelTable) {
         crate::corruptions::unit_to_u8(src, dst);
     }
+    fn to_cached(src: &[f32], dst: &mut [u8]) {
+        crate::corruptions::unit_to_u8(src, dst);
+    }
+    fn from_cached(src: &[u8], dst: &mut [u8], _: &PixelTable) {
+        dst.copy_from_slice(src);
+    }
+    fn cached_rows(cache: &CorruptionCache) -> &OnceLock<CachedRows<u8>> {
+        &cache.u8_rows
+    }
 }
 
 impl Pixel for f32 {
@@ -183,6 +254,19 @@ impl Pixel for f32 {
                 *y = (clamp(*x, 0.0, 1.0) - m) / sd;
             }
         }
+    }
+    fn to_cached(src: &[f32], dst: &mut [f32]) {
+        f32::store(src, dst);
+    }
+    fn from_cached(src: &[f32], dst: &mut [f32], table: &PixelTable) {
+        if table.identity {
+            // Already clamped.
+            return dst.copy_from_slice(src);
+        }
+        Self::from_unit(src, dst, table)
+    }
+    fn cached_rows(cache: &CorruptionCache) -> &OnceLock<CachedRows<f32>> {
+        &cache.f32_rows
     }
 }
 
@@ -316,6 +400,7 @@ impl EpisodeSampler {
             offsets,
             items,
             corruption: None,
+            cache: Arc::new(CorruptionCache::new(DEFAULT_CACHE_BYTES)),
         })
     }
 
@@ -330,7 +415,91 @@ impl EpisodeSampler {
             ));
         }
         self.corruption = Some((corruption, target));
+        self.cache = Arc::new(CorruptionCache::new(self.cache.budget));
         Ok(self)
+    }
+
+    /// The same sampler with at most `bytes` of memory for caching the corruption's results
+    /// ([`CorruptionCache`]; 0 turns caching off). Default [`DEFAULT_CACHE_BYTES`].
+    pub fn with_cache_budget(mut self, bytes: usize) -> Self {
+        self.cache = Arc::new(CorruptionCache::new(bytes));
+        self
+    }
+
+    /// Whether the cache for output type `T` is built.
+    pub fn cache_built<T: Pixel>(&self) -> bool {
+        T::cached_rows(&self.cache).get().is_some()
+    }
+
+    /// The cache rows for output type `T` to use in a fill of `images` that corrupts
+    /// `corrupted` items: built now if that brings the items corrupted so far up to the
+    /// cache's size (and it fits the budget), `None` if there is none to use.
+    fn cached_rows<T: Pixel>(&self, images: &[u8], corrupted: usize) -> Option<&CachedRows<T>> {
+        let (c, _) = self.corruption.as_ref()?;
+        let variants = c.variants()?;
+        if c.kind() == Kind::Contrast && std::mem::size_of::<T>() > 1 {
+            // One cheap pass over the pixels: a float row read from the cache costs as much
+            // (measured), so only byte output caches it.
+            return None;
+        }
+        let slot = T::cached_rows(&self.cache);
+        let usable = |rows: &CachedRows<T>| rows.images == images.as_ptr() as usize;
+        if let Some(rows) = slot.get() {
+            return Some(rows).filter(|r| usable(r));
+        }
+        let n_rows = self.items.len().checked_mul(variants)?;
+        let bytes = n_rows
+            .checked_mul(self.item_size)?
+            .checked_mul(std::mem::size_of::<T>())?;
+        let so_far = self.cache.computed.load(Ordering::Relaxed);
+        if bytes > self.cache.budget || so_far.saturating_add(corrupted) < n_rows {
+            return None;
+        }
+        Some(slot.get_or_init(|| self.build_cache(c, variants, images))).filter(|r| usable(r))
+    }
+
+    fn build_cache<T: Pixel>(
+        &self,
+        c: &Corruption,
+        variants: usize,
+        images: &[u8],
+    ) -> CachedRows<T> {
+        let d = self.item_size;
+        let mut row_of = vec![u32::MAX; self.n_items];
+        for (row, &item) in self.items.iter().enumerate() {
+            row_of[item as usize] = row as u32;
+        }
+        let mut values = huge_page_zeros::<T>(self.items.len() * variants * d);
+        let one = |k: usize, dst: &mut [T], (unit, ws): &mut (Vec<f32>, Workspace)| {
+            let item = self.items[k / variants] as usize;
+            let src = &images[item * d..(item + 1) * d];
+            let (load, store) = (
+                |u: &mut [f32]| u8::load(src, u),
+                |u: &mut [f32]| T::to_cached(u, dst),
+            );
+            c.apply_variant_fused(&mut unit[..d], load, store, k % variants, ws);
+        };
+        let init = || (vec![0f32; d], Workspace::default());
+        let work = values.len().saturating_mul(CORRUPT_PIXEL_COST);
+        pool::install_if(values.len() > d && work >= PARALLEL_MIN_BYTES, |par| {
+            if par {
+                values
+                    .par_chunks_mut(d)
+                    .enumerate()
+                    .for_each_init(init, |st, (k, dst)| one(k, dst, st));
+            } else {
+                let mut st = init();
+                for (k, dst) in values.chunks_mut(d).enumerate() {
+                    one(k, dst, &mut st);
+                }
+            }
+        });
+        CachedRows {
+            images: images.as_ptr() as usize,
+            row_of,
+            variants,
+            values,
+        }
     }
 
     /// The corruption and the items it applies to, if any.
@@ -422,6 +591,21 @@ impl EpisodeSampler {
             return Ok(());
         }
         let corrupt = self.corruption.as_ref();
+        let corrupted_items = match corrupt {
+            None => 0,
+            Some((_, t)) => w * (s * t.support() as usize + q * t.query() as usize),
+        };
+        let cached = self.cached_rows::<T>(images, count * corrupted_items);
+        // Item `k` of way `way`: its position in the episode, and whether it is corrupted.
+        let position = |way: usize, k: usize| -> (usize, bool) {
+            let hit = |t: &Target| if k < s { t.support() } else { t.query() };
+            let pos = if k < s {
+                way * s + k
+            } else {
+                w * s + way * q + (k - s)
+            };
+            (pos, corrupt.is_some_and(|(_, t)| hit(t)))
+        };
         let fill_one = |j: usize,
                         sx: &mut [T],
                         sy: &mut [i64],
@@ -433,37 +617,69 @@ impl EpisodeSampler {
             let picks = &mut state.picks;
             self.draw(episode, cl, picks);
             let key = corrupt.map(|_| StreamKey::new(self.seed, episode));
+            // Where each cached corrupted item's output starts in the cache (NOT_CACHED for
+            // the others), found once for the prefetch and the copy.
+            let starts = &mut state.cache_starts;
+            starts.clear();
+            if let (Some(rows), Some((c, _)), Some(key)) = (cached, corrupt, &key) {
+                starts.extend(picks.iter().enumerate().map(|(i, &item)| {
+                    match position(i / (s + q), i % (s + q)) {
+                        (pos, true) => {
+                            let row = rows.row_of[item as usize] as usize * rows.variants
+                                + c.variant_of(key, pos as u64);
+                            row * d
+                        }
+                        _ => NOT_CACHED,
+                    }
+                }));
+            }
+            let cache_start = |i: usize| starts.get(i).copied().filter(|&r| r != NOT_CACHED);
             for way in 0..w {
                 let mine = &picks[way * (s + q)..(way + 1) * (s + q)];
                 for (k, &item) in mine.iter().enumerate() {
-                    // Items are scattered over the dataset: ask for one a few ahead now, so
-                    // its cache misses overlap this copy.
-                    if let Some(&ahead) = picks.get(way * (s + q) + k + PREFETCH_AHEAD) {
-                        prefetch::<false>(images[ahead as usize * d..].as_ptr(), d);
+                    // Items are scattered over the dataset (or the cache): ask for one a few
+                    // ahead now, so its cache misses overlap this copy.
+                    let next = way * (s + q) + k + PREFETCH_AHEAD;
+                    if let Some(&ahead) = picks.get(next) {
+                        match (cached, cache_start(next)) {
+                            (Some(rows), Some(r)) => {
+                                let row = &rows.values[r..r + d];
+                                prefetch::<false>(row.as_ptr() as *const u8, size_of_val(row));
+                            }
+                            _ => prefetch::<false>(images[ahead as usize * d..].as_ptr(), d),
+                        }
                     }
                     let src = &images[item as usize * d..(item as usize + 1) * d];
-                    let (dst, position, support) = if k < s {
-                        let slot = way * s + k;
-                        sy[slot] = way as i64;
-                        (&mut sx[slot * d..(slot + 1) * d], slot, true)
+                    let (pos, hit) = position(way, k);
+                    let dst = if k < s {
+                        sy[pos] = way as i64;
+                        &mut sx[pos * d..(pos + 1) * d]
                     } else {
-                        let slot = way * q + (k - s);
+                        let slot = pos - w * s;
                         qy[slot] = way as i64;
-                        (&mut qx[slot * d..(slot + 1) * d], w * s + slot, false)
+                        &mut qx[slot * d..(slot + 1) * d]
                     };
                     match (corrupt, &key) {
-                        (Some((c, t)), Some(key))
-                            if (if support { t.support() } else { t.query() }) =>
-                        {
-                            // The output is only written at the end: fetch it meanwhile
-                            // (the clean copy has no work for a fetch to overlap).
-                            let bytes = std::mem::size_of_val(dst);
-                            prefetch::<true>(dst.as_ptr() as *const u8, bytes);
-                            let load = |unit: &mut [f32]| u8::load(src, unit);
-                            let store = |unit: &mut [f32]| T::from_unit(unit, dst, table);
-                            let (unit, ws) = (&mut state.unit[..d], &mut state.workspace);
-                            c.apply_fused(unit, load, store, key, position as u64, ws);
-                        }
+                        (Some((c, _)), Some(key)) if hit => match cached {
+                            Some(rows) => {
+                                let r = cache_start(way * (s + q) + k).expect("cached item");
+                                T::from_cached(&rows.values[r..r + d], dst, table);
+                            }
+                            // Corrupted in bytes where that gives the same values, then
+                            // converted as a clean item.
+                            None if c.apply_bytes(src, &mut state.bytes[..d], key, pos as u64) => {
+                                T::convert(&state.bytes[..d], dst, table)
+                            }
+                            None => {
+                                // The output is only written at the end: fetch it meanwhile
+                                // (the clean copy has no work for a fetch to overlap).
+                                prefetch::<true>(dst.as_ptr() as *const u8, size_of_val(dst));
+                                let load = |unit: &mut [f32]| u8::load(src, unit);
+                                let store = |unit: &mut [f32]| T::from_unit(unit, dst, table);
+                                let (unit, ws) = (&mut state.unit[..d], &mut state.workspace);
+                                c.apply_fused(unit, load, store, key, pos as u64, ws);
+                            }
+                        },
                         _ => T::convert(src, dst, table),
                     }
                 }
@@ -471,15 +687,19 @@ impl EpisodeSampler {
         };
         let new_state = || ThreadState {
             picks: Vec::with_capacity(w * (s + q)),
+            cache_starts: Vec::with_capacity(if cached.is_some() { w * (s + q) } else { 0 }),
             unit: vec![0.0; if corrupt.is_some() { d } else { 0 }],
+            bytes: vec![0; if corrupt.is_some() { d } else { 0 }],
             workspace: Workspace::default(),
         };
-        let corrupted_items = match corrupt {
-            None => 0,
-            Some((_, t)) => w * (s * t.support() as usize + q * t.query() as usize),
-        };
+        if cached.is_none() && corrupt.is_some() {
+            let done = count.saturating_mul(corrupted_items);
+            self.cache.computed.fetch_add(done, Ordering::Relaxed);
+        }
+        // Cached corrupted items cost what clean ones do.
+        let computed_items = if cached.is_some() { 0 } else { corrupted_items };
         let work = (count * w * (s + q) * d)
-            .saturating_add((count * corrupted_items * d).saturating_mul(CORRUPT_PIXEL_COST));
+            .saturating_add((count * computed_items * d).saturating_mul(CORRUPT_PIXEL_COST));
         // A query-free episode has empty query chunks; chunks_mut rejects size 0.
         let qchunk = (w * q * d).max(1);
         let qychunk = (w * q).max(1);
@@ -535,10 +755,34 @@ impl EpisodeSampler {
     }
 }
 
-/// Scratch of one worker thread: the episode's item picks and the corruption buffers.
+/// `n` zeros in memory the OS may back with huge pages (Linux's transparent huge pages in
+/// "madvise" mode): the cache is read at random, and with 4 KiB pages most rows would cost
+/// a page walk (NumPy asks the same for its large arrays).
+fn huge_page_zeros<T: Pixel>(n: usize) -> Vec<T> {
+    // Zeros come from calloc: fresh pages, none touched before the advice.
+    let v = vec![T::default(); n];
+    #[cfg(target_os = "linux")]
+    {
+        let (start, page) = (v.as_ptr() as usize, 4096);
+        let (lo, hi) = (
+            start.next_multiple_of(page),
+            (start + size_of_val(&v[..])) / page * page,
+        );
+        if hi > lo {
+            // SAFETY: advice on whole pages inside `v`'s allocation; it changes no contents.
+            unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE) };
+        }
+    }
+    v
+}
+
+/// Scratch of one worker thread: the episode's item picks, their cache rows and the
+/// corruption buffers.
 struct ThreadState {
     picks: Vec<u32>,
+    cache_starts: Vec<usize>,
     unit: Vec<f32>,
+    bytes: Vec<u8>,
     workspace: Workspace,
 }
 
@@ -663,6 +907,111 @@ mod tests {
         }
         let wrong = Corruption::new("rotate", 1, "dark", [1, 3, 3]).unwrap();
         assert!(clean.with_corruption(wrong, Target::Query).is_err());
+    }
+
+    /// Episodes `start..start + count` with outputs of type `T` through `table`.
+    fn run_as<T: Pixel>(
+        s: &EpisodeSampler,
+        images: &[u8],
+        table: &PixelTable,
+        start: u64,
+        count: usize,
+    ) -> (Vec<T>, Vec<T>) {
+        let (w, k, q, d) = (s.ways, s.shots, s.queries, s.item_size);
+        let mut sx = vec![T::default(); count * w * k * d];
+        let mut qx = vec![T::default(); count * w * q * d];
+        let out = BatchOut {
+            support_x: &mut sx,
+            support_y: &mut vec![0; count * w * k],
+            query_x: &mut qx,
+            query_y: &mut vec![0; count * w * q],
+            classes: &mut vec![0; count * w],
+        };
+        s.sample_into(images, table, start, count, out).unwrap();
+        (sx, qx)
+    }
+
+    #[test]
+    fn cached_corruptions_give_the_computed_bits() {
+        // 7x7 images with structure (a bright blob on a random background).
+        let (n_classes, per, side) = (9, 6, 7);
+        let d = side * side;
+        let mut rng = episode_rng(5, 0);
+        let labels: Vec<i64> = (0..n_classes * per)
+            .map(|i| (i % n_classes) as i64)
+            .collect();
+        let images: Vec<u8> = (0..labels.len() * d)
+            .map(|p| {
+                let (y, x) = ((p % d) / side, p % side);
+                let blob = if (2..5).contains(&y) && (1..4).contains(&x) {
+                    200
+                } else {
+                    0
+                };
+                (rand::Rng::random_range(&mut rng, 0..56u32) + blob) as u8
+            })
+            .collect();
+        let base = EpisodeSampler::new(&labels, d, 3, 2, 2, 11, Some(&[0, 2, 3, 5, 8])).unwrap();
+        let tables = [
+            PixelTable::new(1, d, &[], &[]).unwrap(),
+            PixelTable::new(1, d, &[0.25], &[0.5]).unwrap(),
+        ];
+        let n_rows = 5 * per; // eligible images
+        for name in [
+            "gaussian_blur",
+            "thicken",
+            "thin",
+            "contrast",
+            "rotate",
+            "shear",
+        ] {
+            for target in [Target::Query, Target::Both] {
+                let c = Corruption::new(name, 4, "dark", [1, side, side]).unwrap();
+                let variants = c.variants().unwrap();
+                let plain = base.clone().with_cache_budget(0);
+                let plain = plain.with_corruption(c.clone(), target).unwrap();
+                let cached = base.clone().with_corruption(c, target).unwrap();
+                // Each fill corrupts 6 (queries) or 12 (both) items.
+                let fills_to_build =
+                    (n_rows * variants).div_ceil(if target.support() { 12 } else { 6 });
+                let want_u8 = run_as::<u8>(&plain, &images, &tables[0], 0, 40);
+                for e in 0..40 {
+                    let got = run_as::<u8>(&cached, &images, &tables[0], e as u64, 1);
+                    let per_ep = |v: &[u8], n| v[e * n * d..(e + 1) * n * d].to_vec();
+                    assert_eq!(got.0, per_ep(&want_u8.0, 6), "{name} {target:?} ep {e}");
+                    assert_eq!(got.1, per_ep(&want_u8.1, 6), "{name} {target:?} ep {e}");
+                    assert_eq!(
+                        cached.cache_built::<u8>(),
+                        e + 1 >= fills_to_build,
+                        "{name}"
+                    );
+                }
+                assert!(!plain.cache_built::<u8>() && !cached.cache_built::<f32>());
+                for table in &tables {
+                    let want = run_as::<f32>(&plain, &images, table, 7, 30);
+                    // One fill big enough to build the float cache at once.
+                    let got = run_as::<f32>(&cached, &images, table, 7, 30);
+                    assert_eq!(cached.cache_built::<f32>(), name != "contrast", "{name}");
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got.0), bits(&want.0), "{name} {target:?}");
+                    assert_eq!(bits(&got.1), bits(&want.1), "{name} {target:?}");
+                }
+                // Other images (another address) are computed, not read from the cache.
+                let other: Vec<u8> = images.iter().map(|v| 255 - v).collect();
+                let want = run_as::<u8>(&plain, &other, &tables[0], 0, 4);
+                assert_eq!(run_as::<u8>(&cached, &other, &tables[0], 0, 4), want);
+            }
+        }
+        // Too large for the budget, or without a finite set of results: never cached.
+        let c = Corruption::new("rotate", 1, "dark", [1, side, side]).unwrap();
+        let small = base.clone().with_cache_budget(2 * n_rows * d - 1);
+        let small = small.with_corruption(c, Target::Both).unwrap();
+        let c = Corruption::new("gaussian_noise", 1, "dark", [1, side, side]).unwrap();
+        let noise = base.clone().with_corruption(c, Target::Both).unwrap();
+        for s in [small, noise] {
+            run_as::<u8>(&s, &images, &tables[0], 0, 100);
+            assert!(!s.cache_built::<u8>());
+        }
     }
 
     #[test]

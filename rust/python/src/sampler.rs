@@ -2,7 +2,7 @@
 //! output arrays allocated by the caller, with the GIL released.
 
 use metarobust_core::corruptions::{check_severity, Corruption, Ink, Target};
-use metarobust_core::sampler::{BatchOut, EpisodeSampler, Pixel, PixelTable};
+use metarobust_core::sampler::{BatchOut, EpisodeSampler, Pixel, PixelTable, DEFAULT_CACHE_BYTES};
 use numpy::{Element, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -24,7 +24,7 @@ impl SamplerCore {
     #[new]
     #[pyo3(signature = (
         images, labels, ways, shots, queries, seed, classes=None, mean=None, std=None,
-        corruption=None, severity=3, corrupt="query", ink="dark"
+        corruption=None, severity=3, corrupt="query", ink="dark", cache_bytes=DEFAULT_CACHE_BYTES
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -42,6 +42,7 @@ impl SamplerCore {
         severity: i64,
         corrupt: &str,
         ink: &str,
+        cache_bytes: usize,
     ) -> PyResult<Self> {
         let images = checked::<u8>(images, "images", "uint8", 4)?;
         let labels = checked::<i64>(labels, "labels", "int64", 1)?;
@@ -94,7 +95,8 @@ impl SamplerCore {
                 queries,
                 seed,
                 classes.as_deref(),
-            )?;
+            )?
+            .with_cache_budget(cache_bytes);
             match corruption {
                 Some(c) => sampler.with_corruption(c, target),
                 None => Ok(sampler),
@@ -135,6 +137,17 @@ impl SamplerCore {
     #[getter]
     fn class_ids(&self) -> Vec<i64> {
         self.inner.class_ids().to_vec()
+    }
+
+    /// Whether the corruption cache for `dtype` output ("float32" or "uint8") is built.
+    fn cache_built(&self, dtype: &str) -> PyResult<bool> {
+        match dtype {
+            "float32" => Ok(self.inner.cache_built::<f32>()),
+            "uint8" => Ok(self.inner.cache_built::<u8>()),
+            _ => Err(PyValueError::new_err(format!(
+                "dtype: expected 'float32' or 'uint8', got {dtype:?}"
+            ))),
+        }
     }
 
     /// Fills caller-allocated outputs with episodes `start .. start + count`. The image
