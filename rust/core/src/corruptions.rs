@@ -805,40 +805,28 @@ fn impulse_noise_bytes<const AVX2: bool>(img: &mut [u8], amount: f32, rng: &mut 
 #[target_feature(enable = "avx2")]
 unsafe fn impulse_noise_bytes_avx2(img: &mut [u8], threshold: u32, draws: &mut PixelRng) -> usize {
     use std::arch::x86_64::*;
-    let limit = _mm256_set1_epi32(threshold as i32);
-    let low16 = _mm256_set1_epi32(0xFFFF);
-    let one = _mm256_set1_epi32(1);
-    let mut state = Lanes::load(draws);
-    let whole = img.len() / PIXELS_PER_STEP * PIXELS_PER_STEP;
-    for chunk in img[..whole].chunks_exact_mut(PIXELS_PER_STEP) {
-        let words = state.next();
-        // Pixels 0..8 in the low halves of the words, 8..16 in the high halves.
-        let (lo, hi) = (
-            _mm256_and_si256(words, low16),
-            _mm256_srli_epi32::<16>(words),
-        );
-        // Lanes of 0 or -1: hit, and salt (the lowest bit).
-        let hit = |b| _mm256_cmpgt_epi32(limit, _mm256_srli_epi32::<1>(b));
-        let salt = |b| _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_and_si256(b, one));
-        // 2 x 8 lanes of 0 / -1 to 16 bytes of 0 / 255 in pixel order (the signed packs
-        // keep -1; they interleave the 128-bit halves, hence the permute).
-        let bytes = |a, b| {
-            let words = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(a, b));
-            _mm_packs_epi16(
-                _mm256_castsi256_si128(words),
-                _mm256_extracti128_si256::<1>(words),
-            )
-        };
-        let mask = bytes(hit(lo), hit(hi));
-        let value = bytes(salt(lo), salt(hi));
-        // SAFETY: the chunk holds 16 bytes.
-        unsafe {
-            let p = chunk.as_mut_ptr() as *mut __m128i;
-            _mm_storeu_si128(p, _mm_blendv_epi8(_mm_loadu_si128(p), value, mask));
-        }
-    }
-    state.store(draws);
-    whole
+    // 2 x 8 lanes of 0 / -1 to 16 bytes of 0 / 255 in pixel order (the signed packs keep
+    // -1; they interleave the 128-bit halves, hence the permute).
+    let bytes = |a, b| {
+        let words = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(a, b));
+        _mm_packs_epi16(
+            _mm256_castsi256_si128(words),
+            _mm256_extracti128_si256::<1>(words),
+        )
+    };
+    impulse_steps_avx2(
+        img,
+        threshold,
+        draws,
+        |chunk, [(hit0, salt0), (hit1, salt1)]| {
+            let (mask, value) = (bytes(hit0, hit1), bytes(salt0, salt1));
+            // SAFETY: the chunk holds 16 bytes.
+            unsafe {
+                let p = chunk.as_mut_ptr() as *mut __m128i;
+                _mm_storeu_si128(p, _mm_blendv_epi8(_mm_loadu_si128(p), value, mask));
+            }
+        },
+    )
 }
 
 /// Batches of at least this many pixels are corrupted by the whole pool (about 0.1 ms).
@@ -1090,21 +1078,10 @@ fn impulse_step<T: Copy + Default>(chunk: &mut [T], words: &[u32; 8], threshold:
 #[target_feature(enable = "avx2")]
 unsafe fn impulse_noise_avx2(img: &mut [f32], threshold: u32, draws: &mut PixelRng) -> usize {
     use std::arch::x86_64::*;
-    // Draws are below 2^16 and the threshold at most 2^15: signed compares are exact.
-    let limit = _mm256_set1_epi32(threshold as i32);
-    let low16 = _mm256_set1_epi32(0xFFFF);
-    let one = _mm256_set1_epi32(1);
-    let mut state = Lanes::load(draws);
-    let whole = img.len() / PIXELS_PER_STEP * PIXELS_PER_STEP;
-    for chunk in img[..whole].chunks_exact_mut(PIXELS_PER_STEP) {
-        let words = state.next();
-        let halves = [
-            _mm256_and_si256(words, low16),
-            _mm256_srli_epi32::<16>(words),
-        ];
-        for (k, b) in halves.into_iter().enumerate() {
-            let hit = _mm256_cmpgt_epi32(limit, _mm256_srli_epi32::<1>(b));
-            let salt = _mm256_cvtepi32_ps(_mm256_and_si256(b, one));
+    let one = _mm256_set1_ps(1.0);
+    impulse_steps_avx2(img, threshold, draws, |chunk, halves| {
+        for (k, (hit, salt)) in halves.into_iter().enumerate() {
+            let salt = _mm256_and_ps(_mm256_castsi256_ps(salt), one);
             // SAFETY: the chunk holds 16 floats.
             unsafe {
                 let p = chunk.as_mut_ptr().add(8 * k);
@@ -1112,6 +1089,41 @@ unsafe fn impulse_noise_avx2(img: &mut [f32], threshold: u32, draws: &mut PixelR
                 _mm256_storeu_ps(p, v);
             }
         }
+    })
+}
+
+/// The AVX2 steps of impulse noise over the whole steps of `img`: `blend` gets each step's
+/// 16 pixels and, for pixels 0..8 and 8..16, lanes of 0 or -1 saying which are hit and
+/// which of those become salt. Returns how many pixels it did.
+///
+/// # Safety
+/// AVX2 must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn impulse_steps_avx2<T>(
+    img: &mut [T],
+    threshold: u32,
+    draws: &mut PixelRng,
+    mut blend: impl FnMut(&mut [T], [(std::arch::x86_64::__m256i, std::arch::x86_64::__m256i); 2]),
+) -> usize {
+    use std::arch::x86_64::*;
+    // Draws are below 2^16 and the threshold at most 2^15: signed compares are exact.
+    let limit = _mm256_set1_epi32(threshold as i32);
+    let low16 = _mm256_set1_epi32(0xFFFF);
+    let one = _mm256_set1_epi32(1);
+    let hit = |b| _mm256_cmpgt_epi32(limit, _mm256_srli_epi32::<1>(b));
+    let salt = |b| _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_and_si256(b, one));
+    let mut state = Lanes::load(draws);
+    let whole = img.len() / PIXELS_PER_STEP * PIXELS_PER_STEP;
+    for chunk in img[..whole].chunks_exact_mut(PIXELS_PER_STEP) {
+        let words = state.next();
+        // Pixels 0..8 in the low halves of the words, 8..16 in the high halves.
+        let (lo, hi) = (
+            _mm256_and_si256(words, low16),
+            _mm256_srli_epi32::<16>(words),
+        );
+        blend(chunk, [(hit(lo), salt(lo)), (hit(hi), salt(hi))]);
     }
     state.store(draws);
     whole
