@@ -1280,7 +1280,13 @@ fn gaussian_taps(sigma: f32) -> Vec<f32> {
         .map(|k| (-(k * k) as f32 / (2.0 * sigma * sigma)).exp())
         .collect();
     let sum: f32 = taps.iter().sum();
-    taps.into_iter().map(|t| t / sum).collect()
+    let mut taps: Vec<f32> = taps.into_iter().map(|t| t / sum).collect();
+    // The last tap makes the running sum (the blur's own order) exactly 1, so a flat region
+    // stays exactly flat (white stays 1.0): `1 - partial` is exact for partial in [0.5, 1].
+    if let Some((last, rest)) = taps.split_last_mut() {
+        *last = 1.0 - rest.iter().fold(0.0f32, |acc, &t| acc + t);
+    }
+    taps
 }
 
 /// Copies the `h x w` plane into `dst` with `pad` pixels on every side, edges replicated;

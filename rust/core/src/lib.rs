@@ -10,6 +10,7 @@
 //!
 //! Every function checks its arguments and returns [`Error`] rather than panicking.
 
+mod cache;
 pub mod corruptions;
 pub mod distances;
 pub mod error;

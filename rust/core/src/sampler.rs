@@ -9,7 +9,6 @@
 //! gets the randomness of `corruptions::item_rng(seed, i, j)` (the stream key drawn once per
 //! episode), and the corruption runs on `[0, 1]` floats before the output conversion.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use rand::seq::{index, SliceRandom};
@@ -17,6 +16,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+pub use crate::cache::{CachedRows, CorruptionCache, DEFAULT_CACHE_BYTES};
 use crate::corruptions::{
     byte_to_unit, clamp, Corruption, Kind, StreamKey, Target, Unit, Workspace,
 };
@@ -24,25 +24,22 @@ use crate::error::{checked_product, value_err, Error, Result};
 use crate::pool;
 
 /// Batches of at least this many output bytes are filled by the whole pool.
-const PARALLEL_MIN_BYTES: usize = 1 << 18;
+pub(crate) const PARALLEL_MIN_BYTES: usize = 1 << 18;
 
 /// How many items ahead of the copy the sampler prefetches.
 const PREFETCH_AHEAD: usize = 4;
 
 /// A corrupted pixel counts as this many copied bytes when deciding to go parallel.
-const CORRUPT_PIXEL_COST: usize = 16;
+pub(crate) const CORRUPT_PIXEL_COST: usize = 16;
 
-/// `ThreadState::cache_starts` of an item not read from the cache.
+/// `ThreadState::cache_rows` of an item not read from the cache.
 const NOT_CACHED: usize = usize::MAX;
-
-/// Default memory for caching a corruption's results ([`CorruptionCache`]).
-pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
 /// Hints the processor to fetch the `bytes` bytes at `start` into cache, for reading or (with
 /// `WRITE`) for writing, so the fetch overlaps other work (a no-op where there is no such
 /// hint).
 #[inline(always)]
-fn prefetch<const WRITE: bool>(start: *const u8, bytes: usize) {
+pub(crate) fn prefetch<const WRITE: bool>(start: *const u8, bytes: usize) {
     #[cfg(target_arch = "x86_64")]
     for offset in (0..bytes).step_by(64) {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0, _MM_HINT_T0};
@@ -87,49 +84,6 @@ pub struct EpisodeSampler {
     cache: Arc<CorruptionCache>,
 }
 
-/// The results of a corruption with a finite set of them per image ([`Corruption::variants`]:
-/// blur, thickening, thinning, rotation, shear; contrast for byte output), computed once for
-/// every eligible image and variant and then copied like clean items, so that a long run
-/// samples them at about the clean speed. Built (in parallel) by the fill that brings the
-/// corrupted items computed so far up to the cache's number of images: building costs about
-/// what computing on the fly had already cost, so the cache never costs more than twice the
-/// better choice. Only when it fits the byte budget; one cache per output element type.
-///
-/// The cache is computed from the `images` of the fill that builds it; a fill with other
-/// images (another address) computes on the fly. Images changed in place after that are not
-/// seen: the sampler's images must not change (as for the Python sampler, which holds them).
-#[derive(Debug)]
-pub struct CorruptionCache {
-    budget: usize,
-    /// Corrupted items computed on the fly so far.
-    computed: AtomicUsize,
-    f32_rows: OnceLock<CachedRows<f32>>,
-    u8_rows: OnceLock<CachedRows<u8>>,
-}
-
-impl CorruptionCache {
-    fn new(budget: usize) -> Self {
-        Self {
-            budget,
-            computed: AtomicUsize::new(0),
-            f32_rows: OnceLock::new(),
-            u8_rows: OnceLock::new(),
-        }
-    }
-}
-
-/// A built [`CorruptionCache`] for one output type: row `row_of[item] * variants + v`
-/// holds variant `v` of dataset item `item`.
-#[derive(Debug)]
-pub struct CachedRows<T> {
-    /// Address of the dataset the rows were computed from.
-    images: usize,
-    /// Row of each dataset item; `u32::MAX` for items outside the eligible classes.
-    row_of: Vec<u32>,
-    variants: usize,
-    values: Vec<T>,
-}
-
 /// Pixel output type: raw bytes or float32 through a per-channel lookup table.
 pub trait Pixel: Copy + Default + Send + Sync + 'static {
     fn convert(src: &[u8], dst: &mut [Self], table: &PixelTable);
@@ -139,6 +93,11 @@ pub trait Pixel: Copy + Default + Send + Sync + 'static {
     fn to_cached(src: &[f32], dst: &mut [Self]);
     /// The output from a cache row: the same values as `from_unit` on the item's floats.
     fn from_cached(src: &[Self], dst: &mut [Self], table: &PixelTable);
+    /// Cache rows of this type as floats, if they are floats.
+    fn floats(values: &[Self]) -> Option<&[f32]>;
+    /// Sets output pixel `pixel` (of `dst`, one item) from its `[0, 1]` float `value`, as
+    /// `from_unit` would.
+    fn patch(dst: &mut [Self], pixel: usize, value: f32, table: &PixelTable);
     /// This type's cache.
     fn cached_rows(cache: &CorruptionCache) -> &OnceLock<CachedRows<Self>>;
 }
@@ -228,6 +187,12 @@ impl Pixel for u8 {
     fn from_cached(src: &[u8], dst: &mut [u8], _: &PixelTable) {
         dst.copy_from_slice(src);
     }
+    fn floats(_: &[u8]) -> Option<&[f32]> {
+        None
+    }
+    fn patch(dst: &mut [u8], pixel: usize, value: f32, _: &PixelTable) {
+        crate::corruptions::unit_to_u8(&[value], &mut dst[pixel..pixel + 1]);
+    }
     fn cached_rows(cache: &CorruptionCache) -> &OnceLock<CachedRows<u8>> {
         &cache.u8_rows
     }
@@ -264,6 +229,19 @@ impl Pixel for f32 {
             return dst.copy_from_slice(src);
         }
         Self::from_unit(src, dst, table)
+    }
+    fn floats(values: &[f32]) -> Option<&[f32]> {
+        Some(values)
+    }
+    #[inline(always)]
+    fn patch(dst: &mut [f32], pixel: usize, value: f32, table: &PixelTable) {
+        let value = clamp(value, 0.0, 1.0);
+        dst[pixel] = if table.identity {
+            value
+        } else {
+            let c = pixel / table.plane;
+            (value - table.mean[c]) / table.std[c]
+        };
     }
     fn cached_rows(cache: &CorruptionCache) -> &OnceLock<CachedRows<f32>> {
         &cache.f32_rows
@@ -415,7 +393,7 @@ impl EpisodeSampler {
             ));
         }
         self.corruption = Some((corruption, target));
-        self.cache = Arc::new(CorruptionCache::new(self.cache.budget));
+        self.cache = Arc::new(CorruptionCache::new(self.cache.budget()));
         Ok(self)
     }
 
@@ -428,7 +406,7 @@ impl EpisodeSampler {
 
     /// Whether the cache for output type `T` is built.
     pub fn cache_built<T: Pixel>(&self) -> bool {
-        T::cached_rows(&self.cache).get().is_some()
+        self.cache.built::<T>()
     }
 
     /// The cache rows for output type `T` to use in a fill of `images` that corrupts
@@ -442,64 +420,7 @@ impl EpisodeSampler {
             // (measured), so only byte output caches it.
             return None;
         }
-        let slot = T::cached_rows(&self.cache);
-        let usable = |rows: &CachedRows<T>| rows.images == images.as_ptr() as usize;
-        if let Some(rows) = slot.get() {
-            return Some(rows).filter(|r| usable(r));
-        }
-        let n_rows = self.items.len().checked_mul(variants)?;
-        let bytes = n_rows
-            .checked_mul(self.item_size)?
-            .checked_mul(std::mem::size_of::<T>())?;
-        let so_far = self.cache.computed.load(Ordering::Relaxed);
-        if bytes > self.cache.budget || so_far.saturating_add(corrupted) < n_rows {
-            return None;
-        }
-        Some(slot.get_or_init(|| self.build_cache(c, variants, images))).filter(|r| usable(r))
-    }
-
-    fn build_cache<T: Pixel>(
-        &self,
-        c: &Corruption,
-        variants: usize,
-        images: &[u8],
-    ) -> CachedRows<T> {
-        let d = self.item_size;
-        let mut row_of = vec![u32::MAX; self.n_items];
-        for (row, &item) in self.items.iter().enumerate() {
-            row_of[item as usize] = row as u32;
-        }
-        let mut values = huge_page_zeros::<T>(self.items.len() * variants * d);
-        let one = |k: usize, dst: &mut [T], (unit, ws): &mut (Vec<f32>, Workspace)| {
-            let item = self.items[k / variants] as usize;
-            let src = &images[item * d..(item + 1) * d];
-            let (load, store) = (
-                |u: &mut [f32]| u8::load(src, u),
-                |u: &mut [f32]| T::to_cached(u, dst),
-            );
-            c.apply_variant_fused(&mut unit[..d], load, store, k % variants, ws);
-        };
-        let init = || (vec![0f32; d], Workspace::default());
-        let work = values.len().saturating_mul(CORRUPT_PIXEL_COST);
-        pool::install_if(values.len() > d && work >= PARALLEL_MIN_BYTES, |par| {
-            if par {
-                values
-                    .par_chunks_mut(d)
-                    .enumerate()
-                    .for_each_init(init, |st, (k, dst)| one(k, dst, st));
-            } else {
-                let mut st = init();
-                for (k, dst) in values.chunks_mut(d).enumerate() {
-                    one(k, dst, &mut st);
-                }
-            }
-        });
-        CachedRows {
-            images: images.as_ptr() as usize,
-            row_of,
-            variants,
-            values,
-        }
+        self.cache.rows(c, variants, &self.items, images, corrupted)
     }
 
     /// The corruption and the items it applies to, if any.
@@ -617,23 +538,19 @@ impl EpisodeSampler {
             let picks = &mut state.picks;
             self.draw(episode, cl, picks);
             let key = corrupt.map(|_| StreamKey::new(self.seed, episode));
-            // Where each cached corrupted item's output starts in the cache (NOT_CACHED for
-            // the others), found once for the prefetch and the copy.
-            let starts = &mut state.cache_starts;
-            starts.clear();
+            // Each cached corrupted item's cache row (NOT_CACHED for the others), found once
+            // for the prefetch and the copy.
+            let rows_of = &mut state.cache_rows;
+            rows_of.clear();
             if let (Some(rows), Some((c, _)), Some(key)) = (cached, corrupt, &key) {
-                starts.extend(picks.iter().enumerate().map(|(i, &item)| {
+                rows_of.extend(picks.iter().enumerate().map(|(i, &item)| {
                     match position(i / (s + q), i % (s + q)) {
-                        (pos, true) => {
-                            let row = rows.row_of[item as usize] as usize * rows.variants
-                                + c.variant_of(key, pos as u64);
-                            row * d
-                        }
+                        (pos, true) => rows.row(item, c.variant_of(key, pos as u64)),
                         _ => NOT_CACHED,
                     }
                 }));
             }
-            let cache_start = |i: usize| starts.get(i).copied().filter(|&r| r != NOT_CACHED);
+            let cache_row = |i: usize| rows_of.get(i).copied().filter(|&r| r != NOT_CACHED);
             for way in 0..w {
                 let mine = &picks[way * (s + q)..(way + 1) * (s + q)];
                 for (k, &item) in mine.iter().enumerate() {
@@ -641,11 +558,8 @@ impl EpisodeSampler {
                     // ahead now, so its cache misses overlap this copy.
                     let next = way * (s + q) + k + PREFETCH_AHEAD;
                     if let Some(&ahead) = picks.get(next) {
-                        match (cached, cache_start(next)) {
-                            (Some(rows), Some(r)) => {
-                                let row = &rows.values[r..r + d];
-                                prefetch::<false>(row.as_ptr() as *const u8, size_of_val(row));
-                            }
+                        match (cached, cache_row(next)) {
+                            (Some(rows), Some(r)) => rows.prefetch(r),
                             _ => prefetch::<false>(images[ahead as usize * d..].as_ptr(), d),
                         }
                     }
@@ -662,8 +576,8 @@ impl EpisodeSampler {
                     match (corrupt, &key) {
                         (Some((c, _)), Some(key)) if hit => match cached {
                             Some(rows) => {
-                                let r = cache_start(way * (s + q) + k).expect("cached item");
-                                T::from_cached(&rows.values[r..r + d], dst, table);
+                                let r = cache_row(way * (s + q) + k).expect("a cached item");
+                                rows.read(r, dst, table);
                             }
                             // Corrupted in bytes where that gives the same values, then
                             // converted as a clean item.
@@ -687,14 +601,14 @@ impl EpisodeSampler {
         };
         let new_state = || ThreadState {
             picks: Vec::with_capacity(w * (s + q)),
-            cache_starts: Vec::with_capacity(if cached.is_some() { w * (s + q) } else { 0 }),
+            cache_rows: Vec::with_capacity(if cached.is_some() { w * (s + q) } else { 0 }),
             unit: vec![0.0; if corrupt.is_some() { d } else { 0 }],
             bytes: vec![0; if corrupt.is_some() { d } else { 0 }],
             workspace: Workspace::default(),
         };
         if cached.is_none() && corrupt.is_some() {
             let done = count.saturating_mul(corrupted_items);
-            self.cache.computed.fetch_add(done, Ordering::Relaxed);
+            self.cache.add_computed(done);
         }
         // Cached corrupted items cost what clean ones do.
         let computed_items = if cached.is_some() { 0 } else { corrupted_items };
@@ -755,32 +669,11 @@ impl EpisodeSampler {
     }
 }
 
-/// `n` zeros in memory the OS may back with huge pages (Linux's transparent huge pages in
-/// "madvise" mode): the cache is read at random, and with 4 KiB pages most rows would cost
-/// a page walk (NumPy asks the same for its large arrays).
-fn huge_page_zeros<T: Pixel>(n: usize) -> Vec<T> {
-    // Zeros come from calloc: fresh pages, none touched before the advice.
-    let v = vec![T::default(); n];
-    #[cfg(target_os = "linux")]
-    {
-        let (start, page) = (v.as_ptr() as usize, 4096);
-        let (lo, hi) = (
-            start.next_multiple_of(page),
-            (start + size_of_val(&v[..])) / page * page,
-        );
-        if hi > lo {
-            // SAFETY: advice on whole pages inside `v`'s allocation; it changes no contents.
-            unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE) };
-        }
-    }
-    v
-}
-
 /// Scratch of one worker thread: the episode's item picks, their cache rows and the
 /// corruption buffers.
 struct ThreadState {
     picks: Vec<u32>,
-    cache_starts: Vec<usize>,
+    cache_rows: Vec<usize>,
     unit: Vec<f32>,
     bytes: Vec<u8>,
     workspace: Workspace,
@@ -933,8 +826,25 @@ mod tests {
 
     #[test]
     fn cached_corruptions_give_the_computed_bits() {
-        // 7x7 images with structure (a bright blob on a random background).
-        let (n_classes, per, side) = (9, 6, 7);
+        let mut compact = Vec::new();
+        for glyphs in [false, true] {
+            compact.extend(check_cache(glyphs));
+        }
+        // Both layouts were read back: noisy images keep float rows, glyph-like ones
+        // (white stays 1.0) mostly become bytes.
+        assert!(compact.iter().any(|&(c, _)| !c), "{compact:?}");
+        assert!(
+            compact.iter().any(|&(c, glyphs)| c && glyphs),
+            "{compact:?}"
+        );
+    }
+
+    /// Checks every cached corruption against the computed one, on noisy images or on
+    /// glyph-like ones (dark noisy strokes on white); returns, per float cache built,
+    /// whether its rows were compact and whether the images were glyph-like.
+    fn check_cache(glyphs: bool) -> Vec<(bool, bool)> {
+        let mut layouts = Vec::new();
+        let (n_classes, per, side) = (9, 6, if glyphs { 12 } else { 7 });
         let d = side * side;
         let mut rng = episode_rng(5, 0);
         let labels: Vec<i64> = (0..n_classes * per)
@@ -943,12 +853,14 @@ mod tests {
         let images: Vec<u8> = (0..labels.len() * d)
             .map(|p| {
                 let (y, x) = ((p % d) / side, p % side);
-                let blob = if (2..5).contains(&y) && (1..4).contains(&x) {
-                    200
-                } else {
-                    0
-                };
-                (rand::Rng::random_range(&mut rng, 0..56u32) + blob) as u8
+                let stroke = (2..5).contains(&y) && (1..4).contains(&x);
+                let noise = rand::Rng::random_range(&mut rng, 0..56u32) as u8;
+                match (glyphs, stroke) {
+                    (false, true) => 200 + noise,
+                    (false, false) => noise,
+                    (true, true) => noise,
+                    (true, false) => 255,
+                }
             })
             .collect();
         let base = EpisodeSampler::new(&labels, d, 3, 2, 2, 11, Some(&[0, 2, 3, 5, 8])).unwrap();
@@ -992,6 +904,9 @@ mod tests {
                     // One fill big enough to build the float cache at once.
                     let got = run_as::<f32>(&cached, &images, table, 7, 30);
                     assert_eq!(cached.cache_built::<f32>(), name != "contrast", "{name}");
+                    if let Some(rows) = cached.cache.f32_rows.get() {
+                        layouts.push((rows.is_compact(), glyphs));
+                    }
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&got.0), bits(&want.0), "{name} {target:?}");
                     assert_eq!(bits(&got.1), bits(&want.1), "{name} {target:?}");
@@ -1012,6 +927,7 @@ mod tests {
             run_as::<u8>(&s, &images, &tables[0], 0, 100);
             assert!(!s.cache_built::<u8>());
         }
+        layouts
     }
 
     #[test]
