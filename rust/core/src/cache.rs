@@ -1,7 +1,7 @@
 //! The sampler's cache of corrupted images: see [`CorruptionCache`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
 
@@ -30,6 +30,10 @@ pub struct CorruptionCache {
     computed: AtomicUsize,
     pub(crate) f32_rows: OnceLock<CachedRows<f32>>,
     pub(crate) u8_rows: OnceLock<CachedRows<u8>>,
+    /// Held while rows are built. Fills that find it held compute their items instead of
+    /// waiting, which also keeps a process forked during a build (whose builder thread
+    /// does not exist there) from waiting forever.
+    pub(crate) building: Mutex<()>,
 }
 
 impl CorruptionCache {
@@ -39,6 +43,7 @@ impl CorruptionCache {
             computed: AtomicUsize::new(0),
             f32_rows: OnceLock::new(),
             u8_rows: OnceLock::new(),
+            building: Mutex::new(()),
         }
     }
 
@@ -80,8 +85,13 @@ impl CorruptionCache {
         if bytes > self.budget || so_far.saturating_add(corrupted) < n_rows {
             return None;
         }
-        let build = || CachedRows::build(c, variants, items, images);
-        Some(slot.get_or_init(build)).filter(|r| usable(r))
+        let Ok(_building) = self.building.try_lock() else {
+            return None;
+        };
+        if slot.get().is_none() {
+            let _ = slot.set(CachedRows::build(c, variants, items, images));
+        }
+        slot.get().filter(|r| usable(r))
     }
 }
 

@@ -931,6 +931,34 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_fills_agree_while_the_cache_builds() {
+        let (images, labels) = toy(12, 7, 16);
+        let c = Corruption::new("rotate", 3, "dark", [1, 4, 4]).unwrap();
+        let base = EpisodeSampler::new(&labels, 16, 5, 2, 3, 42, None).unwrap();
+        let plain = base.clone().with_cache_budget(0);
+        let plain = plain.with_corruption(c.clone(), Target::Both).unwrap();
+        let cached = base.with_corruption(c, Target::Both).unwrap();
+        let want = run(&plain, &images, 0, 50);
+        // A build held elsewhere (or by a thread that a fork left behind): compute, no wait.
+        let held = cached.cache.building.lock().unwrap();
+        let computed = run(&cached, &images, 0, 50);
+        assert!(!cached.cache_built::<u8>());
+        assert_eq!((&computed.0, &computed.2), (&want.0, &want.2));
+        drop(held);
+        // Each fill is big enough to build the cache: one builds, the others compute.
+        let got: Vec<Outputs> = std::thread::scope(|scope| {
+            let fills: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| run(&cached, &images, 0, 50)))
+                .collect();
+            fills.into_iter().map(|f| f.join().unwrap()).collect()
+        });
+        assert!(cached.cache_built::<u8>());
+        for g in got.into_iter().chain([run(&cached, &images, 0, 50)]) {
+            assert_eq!((g.0, g.2), (want.0.clone(), want.2.clone()));
+        }
+    }
+
+    #[test]
     fn bad_sizes_are_errors() {
         let (_, labels) = toy(4, 3, 1);
         assert!(EpisodeSampler::new(&labels, 1, 5, 1, 1, 0, None)
