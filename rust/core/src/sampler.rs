@@ -100,6 +100,24 @@ pub trait Pixel: Copy + Default + Send + Sync + 'static {
     fn patch(dst: &mut [Self], pixel: usize, value: f32, table: &PixelTable);
     /// This type's cache.
     fn cached_rows(cache: &CorruptionCache) -> &OnceLock<CachedRows<Self>>;
+    /// Corrupts item `item` of stream `key` from the bytes `src` into `dst` where the
+    /// corruption can work on bytes ([`Corruption::apply_bytes`], the same values), through
+    /// `scratch`, then converts as a clean item; false, writing nothing, where it cannot.
+    #[inline(always)]
+    fn corrupt_bytes(
+        c: &Corruption,
+        src: &[u8],
+        dst: &mut [Self],
+        scratch: &mut [u8],
+        (key, item): (&StreamKey, u64),
+        table: &PixelTable,
+    ) -> bool {
+        let done = c.apply_bytes(src, scratch, key, item);
+        if done {
+            Self::convert(scratch, dst, table);
+        }
+        done
+    }
 }
 
 /// Per-channel byte-to-float conversion: `((v / 255) - mean[c]) / std[c]` in f32.
@@ -195,6 +213,18 @@ impl Pixel for u8 {
     }
     fn cached_rows(cache: &CorruptionCache) -> &OnceLock<CachedRows<u8>> {
         &cache.u8_rows
+    }
+    #[inline(always)]
+    fn corrupt_bytes(
+        c: &Corruption,
+        src: &[u8],
+        dst: &mut [u8],
+        _: &mut [u8],
+        (key, item): (&StreamKey, u64),
+        _: &PixelTable,
+    ) -> bool {
+        // The output is bytes already: no scratch copy.
+        c.apply_bytes(src, dst, key, item)
     }
 }
 
@@ -579,11 +609,14 @@ impl EpisodeSampler {
                                 let r = cache_row(way * (s + q) + k).expect("a cached item");
                                 rows.read(r, dst, table);
                             }
-                            // Corrupted in bytes where that gives the same values, then
-                            // converted as a clean item.
-                            None if c.apply_bytes(src, &mut state.bytes[..d], key, pos as u64) => {
-                                T::convert(&state.bytes[..d], dst, table)
-                            }
+                            None if T::corrupt_bytes(
+                                c,
+                                src,
+                                dst,
+                                &mut state.bytes[..d],
+                                (key, pos as u64),
+                                table,
+                            ) => {}
                             None => {
                                 // The output is only written at the end: fetch it meanwhile
                                 // (the clean copy has no work for a fetch to overlap).
