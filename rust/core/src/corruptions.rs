@@ -805,28 +805,38 @@ fn impulse_noise_bytes<const AVX2: bool>(img: &mut [u8], amount: f32, rng: &mut 
 #[target_feature(enable = "avx2")]
 unsafe fn impulse_noise_bytes_avx2(img: &mut [u8], threshold: u32, draws: &mut PixelRng) -> usize {
     use std::arch::x86_64::*;
-    // 2 x 8 lanes of 0 / -1 to 16 bytes of 0 / 255 in pixel order (the signed packs keep
-    // -1; they interleave the 128-bit halves, hence the permute).
-    let bytes = |a, b| {
-        let words = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(a, b));
-        _mm_packs_epi16(
-            _mm256_castsi256_si128(words),
-            _mm256_extracti128_si256::<1>(words),
-        )
-    };
-    impulse_steps_avx2(
-        img,
-        threshold,
-        draws,
-        |chunk, [(hit0, salt0), (hit1, salt1)]| {
-            let (mask, value) = (bytes(hit0, hit1), bytes(salt0, salt1));
-            // SAFETY: the chunk holds 16 bytes.
-            unsafe {
-                let p = chunk.as_mut_ptr() as *mut __m128i;
-                _mm_storeu_si128(p, _mm_blendv_epi8(_mm_loadu_si128(p), value, mask));
-            }
-        },
-    )
+    // In 16-bit lanes (pixels 0, 8, 1, 9, ... in the low 128 bits, 4, 12, 5, 13, ... in
+    // the high): the draws' top 15 bits are below 2^15, so signed compares are exact.
+    debug_assert!(threshold <= i16::MAX as u32, "amounts stay below one");
+    let limit = _mm256_set1_epi16(threshold.min(i16::MAX as u32) as i16);
+    let one = _mm256_set1_epi16(1);
+    // Within each 128-bit half of the packed masks: the hit bytes of its four low-half
+    // pixels, then of its four high-half ones, then the same for salt.
+    let order = _mm256_broadcastsi128_si256(_mm_setr_epi8(
+        0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15,
+    ));
+    let mut state = Lanes::load(draws);
+    let whole = img.len() / PIXELS_PER_STEP * PIXELS_PER_STEP;
+    for chunk in img[..whole].chunks_exact_mut(PIXELS_PER_STEP) {
+        let words = state.next();
+        let hit = _mm256_cmpgt_epi16(limit, _mm256_srli_epi16::<1>(words));
+        let salt = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_and_si256(words, one));
+        // Lanes of 0 / -1 to bytes (the signed pack keeps -1), grouped by pixel quarter.
+        let packed = _mm256_shuffle_epi8(_mm256_packs_epi16(hit, salt), order);
+        let (a, b) = (
+            _mm256_castsi256_si128(packed),
+            _mm256_extracti128_si256::<1>(packed),
+        );
+        // a: hit 0-3, hit 8-11, salt 0-3, salt 8-11; b: the same for 4-7 and 12-15.
+        let (mask, value) = (_mm_unpacklo_epi32(a, b), _mm_unpackhi_epi32(a, b));
+        // SAFETY: the chunk holds 16 bytes.
+        unsafe {
+            let p = chunk.as_mut_ptr() as *mut __m128i;
+            _mm_storeu_si128(p, _mm_blendv_epi8(_mm_loadu_si128(p), value, mask));
+        }
+    }
+    state.store(draws);
+    whole
 }
 
 /// Batches of at least this many pixels are corrupted by the whole pool (about 0.1 ms).
