@@ -44,13 +44,17 @@ class ProtoNet(Learner):
         scale: logits are ``-scale * distances``.
         channels_last: run the backbone's convolutions on NHWC tensors (about 1.25x the
             steps/s of NCHW for Conv-4 on a CPU with oneDNN; the same results to rounding).
+        fuse_first_block: a pooling Conv-4 backbone trains its first block through the
+            fused Rust kernels of :mod:`metarobust.models.fused` on the CPU (the same
+            function and gradients to rounding; that block is about half a CPU step).
         normalize, chunk_size: see :class:`Learner`.
     """
 
     def __init__(self, backbone: nn.Module, metric: str = "sqeuclidean",
                  prototype: str = "mean", *, trim: float = 0.2, scale: float = 1.0,
                  normalize: Sequence[Any] | None = None,
-                 chunk_size: int | None = None, channels_last: bool = False) -> None:
+                 chunk_size: int | None = None, channels_last: bool = False,
+                 fuse_first_block: bool = True) -> None:
         super().__init__(normalize=normalize, chunk_size=chunk_size)
         if not isinstance(backbone, nn.Module):
             raise TypeError(f"backbone: expected an nn.Module, got {type(backbone).__name__}")
@@ -64,6 +68,8 @@ class ProtoNet(Learner):
         if not (scale > 0 and scale < float("inf")):
             raise ValueError(f"scale: must be finite and > 0, got {scale}")
         self.channels_last = bool(channels_last)
+        if hasattr(backbone, "fuse_first_block"):
+            backbone.fuse_first_block = bool(fuse_first_block)
         self.backbone = (backbone.to(memory_format=torch.channels_last) if self.channels_last
                          else backbone)
         self.metric = metric

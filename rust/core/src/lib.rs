@@ -11,6 +11,7 @@
 //! Every function checks its arguments and returns [`Error`] rather than panicking.
 
 mod cache;
+pub mod conv_block;
 pub mod corruptions;
 pub mod distances;
 pub mod error;

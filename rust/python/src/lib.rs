@@ -10,6 +10,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 mod arrays;
+mod conv_block;
 mod corruptions;
 mod glyphs;
 mod kernels;
@@ -54,5 +55,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     kernels::register(m)?;
     glyphs::register(m)?;
     corruptions::register(m)?;
+    conv_block::register(m)?;
     Ok(())
 }

@@ -1,0 +1,765 @@
+//! A fused first block of a pooling Conv-4 (Snell et al.): 3x3 convolution (padding 1),
+//! BatchNorm with the batch's statistics, 2x2 max-pooling and ReLU, forward and backward,
+//! for training on the CPU.
+//!
+//! Unfused, the block writes and reads back several full-resolution maps (`N x C x H x W`
+//! floats, 24 MB for a 20-way 1-shot 5-query Omniglot episode) in each direction; here
+//! nothing of full resolution is stored. The BatchNorm statistics come from the input
+//! patches' first and second moments (a `K x K` matrix, `K = 9 * in_channels`, in f64):
+//! the convolution is linear, so `mean_c = b_c + w_c . E[p]` and `var_c = w_c' Cov[p] w_c`.
+//! The backward needs the gradient with respect to the parameters only (the block's input
+//! is data), and the same moments turn its dense terms into `K x C` products: one pass over
+//! the pooling windows, recomputing the maps, gives the rest.
+
+// The per-image kernels take the folded parameters one slice each.
+#![allow(clippy::too_many_arguments)]
+
+use rayon::prelude::*;
+
+use crate::error::{value_err, Result};
+use crate::pool;
+
+/// `fn $name(args) -> ret` calling `$body` (an `#[inline(always)]` fn of the same
+/// arguments) compiled for AVX2 and FMA where the processor has them: the portable build
+/// targets SSE2, and these loops run twice as wide with AVX2.
+macro_rules! dispatch_avx2 {
+    ($name:ident => $body:ident ($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty) => {
+        fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn fast($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                // SAFETY: the processor has AVX2 and FMA (checked just above).
+                return unsafe { fast($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+/// Shape of a block's input and output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockShape {
+    /// Images.
+    pub n: usize,
+    /// Input channels.
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    /// Output channels.
+    pub c: usize,
+}
+
+impl BlockShape {
+    /// Values per input patch (`9 * cin`).
+    pub fn k(&self) -> usize {
+        9 * self.cin
+    }
+    /// Pooled output side lengths (floor).
+    pub fn pooled(&self) -> (usize, usize) {
+        (self.h / 2, self.w / 2)
+    }
+    fn pixels(&self) -> usize {
+        self.n * self.h * self.w
+    }
+    fn check(&self, x: usize, weight: usize, per_channel: [usize; 4]) -> Result<()> {
+        if [self.n, self.cin, self.h, self.w, self.c].contains(&0) {
+            return value_err(format!("shape: every size must be >= 1, got {self:?}"));
+        }
+        if self.h < 2 || self.w < 2 {
+            return value_err(format!(
+                "x: images must be at least 2x2 for 2x2 pooling, got {}x{}",
+                self.h, self.w
+            ));
+        }
+        let want_x = self.n * self.cin * self.h * self.w;
+        if x != want_x {
+            return value_err(format!("x: expected {want_x} values, got {x}"));
+        }
+        if weight != self.c * self.k() {
+            return value_err(format!(
+                "weight: expected {} values ({} x {} x 3 x 3), got {weight}",
+                self.c * self.k(),
+                self.c,
+                self.cin
+            ));
+        }
+        for (n, name) in per_channel.iter().zip(["bias", "gamma", "beta", "stats"]) {
+            if *n != self.c {
+                return value_err(format!("{name}: expected {} values, got {n}", self.c));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The batch statistics of the convolution's output, per channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchStats {
+    pub mean: Vec<f32>,
+    /// Biased (divided by the number of pixels), as the normalisation uses it.
+    pub var: Vec<f32>,
+}
+
+/// Sums over every pixel's patch `p` (zero padding included): `s[k] = sum p_k` and
+/// `m[k * K + l] = sum p_k p_l`.
+struct Moments {
+    s: Vec<f64>,
+    m: Vec<f64>,
+}
+
+/// The zero-padded `(cin, h + 2, w + 2)` copy of image `img`.
+fn padded(img: &[f32], sh: &BlockShape, out: &mut Vec<f32>) {
+    let (ph, pw) = (sh.h + 2, sh.w + 2);
+    out.clear();
+    out.resize(sh.cin * ph * pw, 0.0);
+    for (plane, dst) in img.chunks(sh.h * sh.w).zip(out.chunks_mut(ph * pw)) {
+        for (row, d) in plane.chunks(sh.w).zip(dst.chunks_mut(pw).skip(1)) {
+            d[1..=sh.w].copy_from_slice(row);
+        }
+    }
+}
+
+/// The patch of pixel `(y, x)` from a padded image, tap `k = (ci * 3 + dy) * 3 + dx`.
+#[inline(always)]
+fn patch(pad: &[f32], sh: &BlockShape, y: usize, x: usize, out: &mut [f32]) {
+    let (ph, pw) = (sh.h + 2, sh.w + 2);
+    for ci in 0..sh.cin {
+        for dy in 0..3 {
+            let row = &pad[ci * ph * pw + (y + dy) * pw + x..];
+            out[(ci * 3 + dy) * 3..(ci * 3 + dy) * 3 + 3].copy_from_slice(&row[..3]);
+        }
+    }
+}
+
+#[inline(always)]
+fn moments_image_body(img: &[f32], sh: &BlockShape, pad: &mut Vec<f32>) -> Moments {
+    let k = sh.k();
+    padded(img, sh, pad);
+    let (ph, pw) = (sh.h + 2, sh.w + 2);
+    // Tap `t` of every pixel's patch is the padded image shifted by its offset, so each
+    // moment is a sum over rows of dot products of two shifted rows (vectorised along x).
+    let row = |t: usize, y: usize| {
+        let (ci, dy, dx) = (t / 9, (t / 3) % 3, t % 3);
+        &pad[ci * ph * pw + (y + dy) * pw + dx..][..sh.w]
+    };
+    let mut s = vec![0f64; k];
+    let mut m = vec![0f64; k * k];
+    for a in 0..k {
+        for b in a..k {
+            let mut acc = 0f64;
+            for y in 0..sh.h {
+                let (ra, rb) = (row(a, y), row(b, y));
+                // f32 within a row (a few dozen terms), f64 across rows.
+                let mut lanes = [0f32; 8];
+                let (ca, cb) = (ra.chunks_exact(8), rb.chunks_exact(8));
+                let tail: f32 = ca
+                    .remainder()
+                    .iter()
+                    .zip(cb.remainder())
+                    .map(|(u, v)| u * v)
+                    .sum();
+                for (u, v) in ca.zip(cb) {
+                    for ((l, &u), &v) in lanes.iter_mut().zip(u).zip(v) {
+                        *l += u * v;
+                    }
+                }
+                acc += (lanes.iter().sum::<f32>() + tail) as f64;
+            }
+            m[a * k + b] = acc;
+            m[b * k + a] = acc;
+        }
+        s[a] = (0..sh.h)
+            .map(|y| row(a, y).iter().sum::<f32>() as f64)
+            .sum();
+    }
+    Moments { s, m }
+}
+
+dispatch_avx2!(moments_image => moments_image_body(
+    img: &[f32], sh: &BlockShape, pad: &mut Vec<f32>) -> Moments);
+
+/// The patch of pixel `(y, x)` minus the batch's mean patch `mu`: the BatchNorm subtracts
+/// the mean anyway, and centring first keeps large constant parts (a white background)
+/// from cancelling in float sums.
+#[inline(always)]
+fn centred_patch(pad: &[f32], sh: &BlockShape, y: usize, x: usize, mu: &[f32], out: &mut [f32]) {
+    patch(pad, sh, y, x, out);
+    for (p, m) in out.iter_mut().zip(mu) {
+        *p -= m;
+    }
+}
+
+impl Moments {
+    /// The mean patch.
+    fn mean(&self, pixels: usize) -> Vec<f32> {
+        self.s.iter().map(|s| (s / pixels as f64) as f32).collect()
+    }
+}
+
+fn moments(x: &[f32], sh: &BlockShape) -> Moments {
+    let k = sh.k();
+    let per_image = |img: &[f32], pad: &mut Vec<f32>| moments_image(img, sh, pad);
+    let init = Vec::new;
+    let add = |mut a: Moments, b: Moments| {
+        for (x, y) in a.s.iter_mut().zip(&b.s) {
+            *x += y;
+        }
+        for (x, y) in a.m.iter_mut().zip(&b.m) {
+            *x += y;
+        }
+        a
+    };
+    let zero = || Moments {
+        s: vec![0.0; k],
+        m: vec![0.0; k * k],
+    };
+    let plane = sh.cin * sh.h * sh.w;
+    pool::install_if(sh.n > 1, |par| {
+        if par {
+            x.par_chunks(plane)
+                .map_init(init, |st, img| per_image(img, st))
+                .reduce(zero, add)
+        } else {
+            let mut st = init();
+            x.chunks(plane)
+                .map(|img| per_image(img, &mut st))
+                .fold(zero(), add)
+        }
+    })
+}
+
+/// Per-channel statistics from the moments: `(mean, biased var)` in f64.
+fn stats_from(mo: &Moments, weight: &[f32], bias: &[f32], sh: &BlockShape) -> BatchStats {
+    let (k, m) = (sh.k(), sh.pixels() as f64);
+    let mu: Vec<f64> = mo.s.iter().map(|s| s / m).collect();
+    let mut mean = Vec::with_capacity(sh.c);
+    let mut var = Vec::with_capacity(sh.c);
+    for (c, wc) in weight.chunks(k).enumerate() {
+        let wc: Vec<f64> = wc.iter().map(|&v| v as f64).collect();
+        let dot_mu: f64 = wc.iter().zip(&mu).map(|(a, b)| a * b).sum();
+        let mut v = 0.0;
+        for a in 0..k {
+            let row: f64 = (0..k).map(|b| mo.m[a * k + b] / m * wc[b]).sum();
+            v += wc[a] * row;
+        }
+        mean.push((bias[c] as f64 + dot_mu) as f32);
+        var.push((v - dot_mu * dot_mu).max(0.0) as f32);
+    }
+    BatchStats { mean, var }
+}
+
+/// `w[c * K + k]` to `out[k * C + c]`, each row scaled by `scale[c]`.
+fn transposed(weight: &[f32], scale: &[f32], sh: &BlockShape) -> Vec<f32> {
+    let (k, cc) = (sh.k(), sh.c);
+    let mut out = vec![0f32; k * cc];
+    for c in 0..cc {
+        for t in 0..k {
+            out[t * cc + c] = weight[c * k + t] * scale[c];
+        }
+    }
+    out
+}
+
+/// `acc = b + sum_k p[k] * wt[k]` (rows of `C`).
+#[inline(always)]
+fn affine(acc: &mut [f32], b: &[f32], wt: &[f32], p: &[f32]) {
+    acc.copy_from_slice(b);
+    for (row, &pk) in wt.chunks_exact(acc.len()).zip(p) {
+        for (a, &w) in acc.iter_mut().zip(row) {
+            *a += pk * w;
+        }
+    }
+}
+
+/// Training forward: `out` (`N x H/2 x W/2 x C`, channels last) gets
+/// `relu(maxpool(batchnorm(conv(x))))`; returns the batch statistics (for the running
+/// averages and the backward). `x` is `(N, cin, H, W)`, `weight` `(C, cin, 3, 3)`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    x: &[f32],
+    sh: BlockShape,
+    weight: &[f32],
+    bias: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    out: &mut [f32],
+) -> Result<BatchStats> {
+    sh.check(
+        x.len(),
+        weight.len(),
+        [bias.len(), gamma.len(), beta.len(), sh.c],
+    )?;
+    let (hp, wp) = sh.pooled();
+    if out.len() != sh.n * hp * wp * sh.c {
+        return value_err(format!(
+            "out: expected {} values, got {}",
+            sh.n * hp * wp * sh.c,
+            out.len()
+        ));
+    }
+    if !(eps >= 0.0 && eps.is_finite()) {
+        return value_err(format!("eps: must be finite and >= 0, got {eps}"));
+    }
+    let mo = moments(x, &sh);
+    let stats = stats_from(&mo, weight, bias, &sh);
+    let mu = mo.mean(sh.pixels());
+    // y = a (z - mean) + beta = a w . (p - mu) + beta, a = gamma / sqrt(var + eps): a is
+    // folded into the weights.
+    let a: Vec<f32> = (0..sh.c)
+        .map(|c| gamma[c] / (stats.var[c] + eps).sqrt())
+        .collect();
+    let wt = transposed(weight, &a, &sh);
+    let per_image = |img: &[f32], dst: &mut [f32], st: &mut (Vec<f32>, Vec<f32>, Vec<f32>)| {
+        forward_image(img, dst, &sh, &wt, beta, &mu, st)
+    };
+    run_images(x, out, &sh, hp * wp * sh.c, per_image);
+    Ok(stats)
+}
+
+/// One image of `forward`: `dst` (its pooled outputs, channels last) from the folded
+/// weights `wt` (`K x C`), offsets `b` and the mean patch `mu`.
+#[inline(always)]
+fn forward_image_body(
+    img: &[f32],
+    dst: &mut [f32],
+    sh: &BlockShape,
+    wt: &[f32],
+    b: &[f32],
+    mu: &[f32],
+    (pad, p, y): &mut (Vec<f32>, Vec<f32>, Vec<f32>),
+) {
+    let (_, wp) = sh.pooled();
+    padded(img, sh, pad);
+    for (i, o) in dst.chunks_exact_mut(sh.c).enumerate() {
+        let (py, px) = (i / wp, i % wp);
+        o.fill(f32::NEG_INFINITY);
+        for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            centred_patch(pad, sh, 2 * py + dy, 2 * px + dx, mu, p);
+            affine(y, b, wt, p);
+            for (o, &v) in o.iter_mut().zip(y.iter()) {
+                *o = o.max(v);
+            }
+        }
+        for o in o.iter_mut() {
+            *o = o.max(0.0);
+        }
+    }
+}
+
+dispatch_avx2!(forward_image => forward_image_body(
+    img: &[f32],
+    dst: &mut [f32],
+    sh: &BlockShape,
+    wt: &[f32],
+    b: &[f32],
+    mu: &[f32],
+    st: &mut (Vec<f32>, Vec<f32>, Vec<f32>),
+) -> ());
+
+/// Runs `f(image, its output, scratch)` for every image, in parallel for several.
+fn run_images<F>(x: &[f32], out: &mut [f32], sh: &BlockShape, out_per: usize, f: F)
+where
+    F: Fn(&[f32], &mut [f32], &mut (Vec<f32>, Vec<f32>, Vec<f32>)) + Sync,
+{
+    let plane = sh.cin * sh.h * sh.w;
+    let init = || (Vec::new(), vec![0f32; sh.k()], vec![0f32; sh.c]);
+    pool::install_if(sh.n > 1, |par| {
+        if par {
+            x.par_chunks(plane)
+                .zip(out.par_chunks_mut(out_per))
+                .for_each_init(init, |st, (img, o)| f(img, o, st));
+        } else {
+            let mut st = init();
+            for (img, o) in x.chunks(plane).zip(out.chunks_mut(out_per)) {
+                f(img, o, &mut st);
+            }
+        }
+    });
+}
+
+/// Gradients of the block's parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockGrads {
+    /// `(C, cin, 3, 3)`
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+}
+
+/// Sums of one pass over the pooling windows.
+struct WindowSums {
+    /// `sum g` and `sum g * xhat` per channel, `g` the gradient at the window's maximum.
+    dbeta: Vec<f64>,
+    dgamma: Vec<f64>,
+    /// `sum g_c p_k` over the windows, `p` the patch of channel `c`'s maximum: `k * C + c`.
+    gp: Vec<f64>,
+}
+
+/// One image of `backward`: its sums over the pooling windows, `g_img` the gradient of its
+/// pooled outputs, `wx` the weights folded to give `xhat = wx . (p - mu)` (`bx` zeros).
+#[inline(always)]
+fn backward_image_body(
+    img: &[f32],
+    g_img: &[f32],
+    sh: &BlockShape,
+    wx: &[f32],
+    bx: &[f32],
+    mu: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+) -> WindowSums {
+    let (k, cc) = (sh.k(), sh.c);
+    let (_, wp) = sh.pooled();
+    let mut sums = WindowSums {
+        dbeta: vec![0.0; cc],
+        dgamma: vec![0.0; cc],
+        gp: vec![0.0; k * cc],
+    };
+    let mut pad = Vec::new();
+    padded(img, sh, &mut pad);
+    let mut patches = vec![0f32; 4 * k];
+    let mut xh = vec![0f32; 4 * cc];
+    let (mut db, mut dg, mut gp) = (vec![0f32; cc], vec![0f32; cc], vec![0f32; k * cc]);
+    // Per channel: which pixel of the window is its maximum, and the gradient it takes.
+    let mut which = vec![0f32; cc];
+    let mut gj = vec![0f32; cc];
+    for (py, g_row) in g_img.chunks_exact(wp * cc).enumerate() {
+        for (px, g) in g_row.chunks_exact(cc).enumerate() {
+            for (j, (dy, dx)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+                let p = &mut patches[j * k..(j + 1) * k];
+                centred_patch(&pad, sh, 2 * py + dy, 2 * px + dx, mu, p);
+                affine(&mut xh[j * cc..(j + 1) * cc], bx, wx, p);
+            }
+            // The first maximum in row-major order takes the gradient (as torch's
+            // max-pooling; strict comparisons); the ReLU passes it where that maximum is
+            // positive. One zipped pass over the channels with bit-mask selects: it
+            // vectorises (a plain `if` becomes masked stores, microcoded on AMD).
+            let (x0, rest) = xh.split_at(cc);
+            let (x1, rest) = rest.split_at(cc);
+            let (x2, x3) = rest.split_at(cc);
+            let xs = x0.iter().zip(x1).zip(x2.iter().zip(x3));
+            let params = gamma.iter().zip(beta);
+            for ((((w, o), (d, e)), &gv), (((&a0, &a1), (&a2, &a3)), (&ga, &be))) in which
+                .iter_mut()
+                .zip(gj.iter_mut())
+                .zip(db.iter_mut().zip(dg.iter_mut()))
+                .zip(g)
+                .zip(xs.zip(params))
+            {
+                let (mut top, mut top_x, mut at) = (ga * a0 + be, a0, 0.0f32);
+                for (jf, x) in [(1.0f32, a1), (2.0, a2), (3.0, a3)] {
+                    let y = ga * x + be;
+                    let up = 0u32.wrapping_sub((y > top) as u32);
+                    let pick = |new: f32, old: f32| {
+                        f32::from_bits((new.to_bits() & up) | (old.to_bits() & !up))
+                    };
+                    (top, top_x, at) = (pick(y, top), pick(x, top_x), pick(jf, at));
+                }
+                let gc = if top > 0.0 { gv } else { 0.0 };
+                *d += gc;
+                *e += gc * top_x;
+                (*w, *o) = (at, gc);
+            }
+            // Each channel's gradient times the patch of its maximum, tap by tap.
+            for (t, row) in gp.chunks_exact_mut(cc).enumerate() {
+                let [p0, p1, p2, p3] = [0, 1, 2, 3].map(|j| patches[j * k + t]);
+                for ((r, &w), &gc) in row.iter_mut().zip(&which).zip(&gj) {
+                    let pv = if w == 0.0 {
+                        p0
+                    } else if w == 1.0 {
+                        p1
+                    } else if w == 2.0 {
+                        p2
+                    } else {
+                        p3
+                    };
+                    *r += gc * pv;
+                }
+            }
+        }
+    }
+    // f32 sums over an image's windows (a few hundred terms), then f64.
+    for (s, v) in sums
+        .dbeta
+        .iter_mut()
+        .zip(&db)
+        .chain(sums.dgamma.iter_mut().zip(&dg))
+        .chain(sums.gp.iter_mut().zip(&gp))
+    {
+        *s += *v as f64;
+    }
+    sums
+}
+
+dispatch_avx2!(backward_image => backward_image_body(
+    img: &[f32],
+    g_img: &[f32],
+    sh: &BlockShape,
+    wx: &[f32],
+    bx: &[f32],
+    mu: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+) -> WindowSums);
+
+/// Training backward: the parameters' gradients given `dout` (the gradient of `forward`'s
+/// `out`, same layout) and the forward's `stats`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    x: &[f32],
+    sh: BlockShape,
+    weight: &[f32],
+    bias: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    stats: &BatchStats,
+    eps: f32,
+    dout: &[f32],
+) -> Result<BlockGrads> {
+    sh.check(
+        x.len(),
+        weight.len(),
+        [bias.len(), gamma.len(), beta.len(), stats.mean.len()],
+    )?;
+    sh.check(
+        x.len(),
+        weight.len(),
+        [bias.len(), gamma.len(), beta.len(), stats.var.len()],
+    )?;
+    let (hp, wp) = sh.pooled();
+    if dout.len() != sh.n * hp * wp * sh.c {
+        return value_err(format!(
+            "dout: expected {} values, got {}",
+            sh.n * hp * wp * sh.c,
+            dout.len()
+        ));
+    }
+    let (k, cc) = (sh.k(), sh.c);
+    let invstd: Vec<f32> = stats.var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    // xhat = (z - mean) * invstd, folded; y = gamma * xhat + beta.
+    let wx = transposed(weight, &invstd, &sh);
+    // Centred patches: xhat = wx . (p - mu), no offset (the bias cancels in the mean).
+    let bx = vec![0f32; cc];
+    let mo = moments(x, &sh);
+    let mu = mo.mean(sh.pixels());
+    let plane = sh.cin * sh.h * sh.w;
+    let per_image =
+        |img: &[f32], g_img: &[f32]| backward_image(img, g_img, &sh, &wx, &bx, &mu, gamma, beta);
+    let add = |mut a: WindowSums, b: WindowSums| {
+        for (x, y) in a
+            .dbeta
+            .iter_mut()
+            .chain(a.dgamma.iter_mut())
+            .chain(a.gp.iter_mut())
+            .zip(b.dbeta.iter().chain(&b.dgamma).chain(&b.gp))
+        {
+            *x += y;
+        }
+        a
+    };
+    let zero = || WindowSums {
+        dbeta: vec![0.0; cc],
+        dgamma: vec![0.0; cc],
+        gp: vec![0.0; k * cc],
+    };
+    let out_per = hp * wp * cc;
+    let sums = pool::install_if(sh.n > 1, |par| {
+        if par {
+            x.par_chunks(plane)
+                .zip(dout.par_chunks(out_per))
+                .map(|(img, g)| per_image(img, g))
+                .reduce(zero, add)
+        } else {
+            x.chunks(plane)
+                .zip(dout.chunks(out_per))
+                .map(|(img, g)| per_image(img, g))
+                .fold(zero(), add)
+        }
+    });
+    let m = sh.pixels() as f64;
+    let mut grads = BlockGrads {
+        weight: vec![0.0; cc * k],
+        // sum dz = a (dbeta - m dbeta / m - dgamma / m sum xhat), and sum xhat = 0: the
+        // bias before a BatchNorm has no effect (torch gives rounding noise).
+        bias: vec![0.0; cc],
+        gamma: sums.dgamma.iter().map(|&v| v as f32).collect(),
+        beta: sums.dbeta.iter().map(|&v| v as f32).collect(),
+    };
+    // Centred second moments: sum over pixels of (p_l - mu_l)(p_t - mu_t).
+    let cov: Vec<f64> = (0..k * k)
+        .map(|i| mo.m[i] - mo.s[i / k] * mo.s[i % k] / m)
+        .collect();
+    for c in 0..cc {
+        let a = gamma[c] as f64 * invstd[c] as f64;
+        let dgamma = sums.dgamma[c];
+        // dW = sum dz (p - mu) (sum dz = 0) = a (sum dy (p - mu) - dgamma / m sum xhat (p - mu)),
+        // the dbeta term vanishing with sum (p - mu) = 0.
+        for t in 0..k {
+            let xhat_p: f64 = (0..k).map(|l| wx[l * cc + c] as f64 * cov[l * k + t]).sum();
+            let v = sums.gp[t * cc + c] - dgamma / m * xhat_p;
+            grads.weight[c * k + t] = (a * v) as f32;
+        }
+    }
+    Ok(grads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The block computed plainly, in f64: conv, batch norm, ReLU, pool; and the numeric
+    /// gradient of `sum(out * g)` by central differences.
+    fn reference(
+        x: &[f32],
+        sh: BlockShape,
+        p: &[Vec<f32>; 4],
+        eps: f32,
+        g: &[f32],
+    ) -> (Vec<f64>, f64) {
+        let (k, cc, hw) = (sh.k(), sh.c, sh.h * sh.w);
+        let mut z = vec![0f64; sh.n * cc * hw];
+        for n in 0..sh.n {
+            for c in 0..cc {
+                for y in 0..sh.h {
+                    for xx in 0..sh.w {
+                        let mut acc = p[1][c] as f64;
+                        for t in 0..k {
+                            let (ci, dy, dx) = (t / 9, (t / 3) % 3, t % 3);
+                            let (yy, xw) =
+                                (y as isize + dy as isize - 1, xx as isize + dx as isize - 1);
+                            if yy >= 0 && xw >= 0 && (yy as usize) < sh.h && (xw as usize) < sh.w {
+                                let v = x
+                                    [((n * sh.cin + ci) * sh.h + yy as usize) * sh.w + xw as usize];
+                                acc += p[0][c * k + t] as f64 * v as f64;
+                            }
+                        }
+                        z[(n * cc + c) * hw + y * sh.w + xx] = acc;
+                    }
+                }
+            }
+        }
+        let (hp, wp) = sh.pooled();
+        let mut out = vec![0f64; sh.n * hp * wp * cc];
+        let m = (sh.n * hw) as f64;
+        for c in 0..cc {
+            let vals: Vec<f64> = (0..sh.n)
+                .flat_map(|n| z[(n * cc + c) * hw..(n * cc + c + 1) * hw].to_vec())
+                .collect();
+            let mean = vals.iter().sum::<f64>() / m;
+            let var = vals.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / m;
+            for n in 0..sh.n {
+                for py in 0..hp {
+                    for px in 0..wp {
+                        let mut best = f64::NEG_INFINITY;
+                        for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                            let v = z[(n * cc + c) * hw + (2 * py + dy) * sh.w + 2 * px + dx];
+                            let y = p[2][c] as f64 * (v - mean) / (var + eps as f64).sqrt()
+                                + p[3][c] as f64;
+                            best = best.max(y);
+                        }
+                        out[((n * hp + py) * wp + px) * cc + c] = best.max(0.0);
+                    }
+                }
+            }
+        }
+        let loss = out.iter().zip(g).map(|(o, &g)| o * g as f64).sum();
+        (out, loss)
+    }
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    #[test]
+    fn matches_a_plain_f64_reference_and_its_numeric_gradient() {
+        for sh in [
+            BlockShape {
+                n: 3,
+                cin: 1,
+                h: 6,
+                w: 5,
+                c: 4,
+            },
+            BlockShape {
+                n: 2,
+                cin: 2,
+                h: 4,
+                w: 7,
+                c: 3,
+            },
+        ] {
+            let mut seed = 7u64;
+            let x: Vec<f32> = (0..sh.n * sh.cin * sh.h * sh.w)
+                .map(|_| lcg(&mut seed))
+                .collect();
+            let mut params = [
+                (0..sh.c * sh.k())
+                    .map(|_| lcg(&mut seed) * 0.5)
+                    .collect::<Vec<f32>>(),
+                (0..sh.c).map(|_| lcg(&mut seed)).collect(),
+                (0..sh.c).map(|_| 1.0 + 0.3 * lcg(&mut seed)).collect(),
+                (0..sh.c).map(|_| 0.3 * lcg(&mut seed)).collect(),
+            ];
+            let (hp, wp) = sh.pooled();
+            let g: Vec<f32> = (0..sh.n * hp * wp * sh.c).map(|_| lcg(&mut seed)).collect();
+            let eps = 1e-5;
+            let mut out = vec![0f32; g.len()];
+            let [w, b, ga, be] = &params;
+            let stats = forward(&x, sh, w, b, ga, be, eps, &mut out).unwrap();
+            let (want, _) = reference(&x, sh, &params, eps, &g);
+            for (o, r) in out.iter().zip(&want) {
+                assert!((*o as f64 - r).abs() < 1e-4, "{o} vs {r} ({sh:?})");
+            }
+            let grads = backward(&x, sh, w, b, ga, be, &stats, eps, &g).unwrap();
+            let analytic = [&grads.weight, &grads.bias, &grads.gamma, &grads.beta];
+            for which in 0..4 {
+                for i in 0..params[which].len() {
+                    let h = 1e-3f32;
+                    let orig = params[which][i];
+                    params[which][i] = orig + h;
+                    let up = reference(&x, sh, &params, eps, &g).1;
+                    params[which][i] = orig - h;
+                    let down = reference(&x, sh, &params, eps, &g).1;
+                    params[which][i] = orig;
+                    let numeric = (up - down) / (2.0 * h as f64);
+                    let got = analytic[which][i] as f64;
+                    assert!(
+                        (got - numeric).abs() < 2e-3 * (1.0 + numeric.abs()),
+                        "param {which}[{i}]: {got} vs {numeric} ({sh:?})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let sh = BlockShape {
+            n: 1,
+            cin: 1,
+            h: 4,
+            w: 4,
+            c: 2,
+        };
+        let (x, w, v) = (vec![0f32; 16], vec![0f32; 18], vec![1f32; 2]);
+        let mut out = vec![0f32; 8];
+        assert!(forward(&x, sh, &w, &v, &v, &v, 1e-5, &mut out).is_ok());
+        assert!(forward(&x[..15], sh, &w, &v, &v, &v, 1e-5, &mut out).is_err());
+        assert!(forward(&x, sh, &w[..17], &v, &v, &v, 1e-5, &mut out).is_err());
+        assert!(forward(&x, sh, &w, &v[..1], &v, &v, 1e-5, &mut out).is_err());
+        assert!(forward(&x, sh, &w, &v, &v, &v, -1.0, &mut out).is_err());
+        assert!(forward(&x, sh, &w, &v, &v, &v, 1e-5, &mut out[..7]).is_err());
+        let tiny = BlockShape { h: 1, ..sh };
+        assert!(forward(&x[..4], tiny, &w, &v, &v, &v, 1e-5, &mut out).is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! The fused first Conv-4 block (conv 3x3, batch-statistics BatchNorm, 2x2 max-pool, ReLU)
+//! for CPU training: forward into a caller-allocated channels-last output, and the
+//! parameters' gradients.
+
+use metarobust_core::conv_block::{self, BatchStats, BlockShape};
+use numpy::{PyArrayMethods, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::arrays::checked;
+use crate::run_detached;
+
+type Params = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
+/// The block's shape from `x (N, cin, H, W)` and `weight (C, cin, 3, 3)`.
+fn shape(x: &[usize], weight: &[usize]) -> PyResult<BlockShape> {
+    if weight[1] != x[1] || weight[2] != 3 || weight[3] != 3 {
+        return Err(PyValueError::new_err(format!(
+            "weight: expected shape (C, {}, 3, 3) for x of shape {x:?}, got {weight:?}",
+            x[1]
+        )));
+    }
+    Ok(BlockShape {
+        n: x[0],
+        cin: x[1],
+        h: x[2],
+        w: x[3],
+        c: weight[0],
+    })
+}
+
+fn vector(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<f32>> {
+    Ok(checked::<f32>(obj, name, "float32", 1)?
+        .readonly()
+        .as_slice()?
+        .to_vec())
+}
+
+/// Fills `out (N, H // 2, W // 2, C)` with the block's training output for `x`; returns the
+/// batch mean and biased variance of the convolution's output per channel.
+#[pyfunction]
+#[pyo3(signature = (x, weight, bias, gamma, beta, eps, out))]
+fn conv_block_forward(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    weight: &Bound<'_, PyAny>,
+    bias: &Bound<'_, PyAny>,
+    gamma: &Bound<'_, PyAny>,
+    beta: &Bound<'_, PyAny>,
+    eps: f32,
+    out: &Bound<'_, PyAny>,
+) -> PyResult<(Vec<f32>, Vec<f32>)> {
+    let xa = checked::<f32>(x, "x", "float32", 4)?;
+    let wa = checked::<f32>(weight, "weight", "float32", 4)?;
+    let sh = shape(xa.shape(), wa.shape())?;
+    let (b, g, be) = (
+        vector(bias, "bias")?,
+        vector(gamma, "gamma")?,
+        vector(beta, "beta")?,
+    );
+    let mut oa = checked::<f32>(out, "out", "float32", 4)?.readwrite();
+    let (xr, wr) = (xa.readonly(), wa.readonly());
+    let (xs, ws, os) = (xr.as_slice()?, wr.as_slice()?, oa.as_slice_mut()?);
+    let stats = run_detached(py, || conv_block::forward(xs, sh, ws, &b, &g, &be, eps, os))?;
+    Ok((stats.mean, stats.var))
+}
+
+/// The gradients `(weight, bias, gamma, beta)` of the block's parameters, given the
+/// gradient `dout` of `conv_block_forward`'s `out` and its `mean` and `var`.
+#[pyfunction]
+#[pyo3(signature = (x, weight, bias, gamma, beta, mean, var, eps, dout))]
+fn conv_block_backward(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    weight: &Bound<'_, PyAny>,
+    bias: &Bound<'_, PyAny>,
+    gamma: &Bound<'_, PyAny>,
+    beta: &Bound<'_, PyAny>,
+    mean: &Bound<'_, PyAny>,
+    var: &Bound<'_, PyAny>,
+    eps: f32,
+    dout: &Bound<'_, PyAny>,
+) -> PyResult<Params> {
+    let xa = checked::<f32>(x, "x", "float32", 4)?;
+    let wa = checked::<f32>(weight, "weight", "float32", 4)?;
+    let sh = shape(xa.shape(), wa.shape())?;
+    let (b, g, be) = (
+        vector(bias, "bias")?,
+        vector(gamma, "gamma")?,
+        vector(beta, "beta")?,
+    );
+    let stats = BatchStats {
+        mean: vector(mean, "mean")?,
+        var: vector(var, "var")?,
+    };
+    let da = checked::<f32>(dout, "dout", "float32", 4)?;
+    let (xr, wr, dr) = (xa.readonly(), wa.readonly(), da.readonly());
+    let (xs, ws, ds) = (xr.as_slice()?, wr.as_slice()?, dr.as_slice()?);
+    let grads = run_detached(py, || {
+        conv_block::backward(xs, sh, ws, &b, &g, &be, &stats, eps, ds)
+    })?;
+    Ok((grads.weight, grads.bias, grads.gamma, grads.beta))
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(conv_block_forward, m)?)?;
+    m.add_function(wrap_pyfunction!(conv_block_backward, m)?)?;
+    Ok(())
+}
