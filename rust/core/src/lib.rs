@@ -6,7 +6,10 @@
 //! - [`distances`]: squared-Euclidean and cosine distances with their backward passes,
 //!   and a fused prototypes + distances kernel for episode-sized shapes.
 //! - [`corruptions`]: ten image corruptions at five severities (noise, blur, stroke width,
-//!   elastic, occlusion, contrast, rotation, shear), counter-based like the sampler.
+//!   elastic, occlusion, contrast, rotation, shear), counter-based like the sampler; the
+//!   sampler caches those with a finite set of results per image.
+//! - [`conv_block`]: the first block of a pooling Conv-4 (conv, BatchNorm, max-pool, ReLU)
+//!   fused for CPU training, forward and parameter gradients.
 //!
 //! Every function checks its arguments and returns [`Error`] rather than panicking.
 
