@@ -101,3 +101,23 @@ def corrupt_into(
     index: int,
     ink: str,
 ) -> None: ...
+def conv_block_forward(
+    x: npt.NDArray[np.float32],
+    weight: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32],
+    gamma: npt.NDArray[np.float32],
+    beta: npt.NDArray[np.float32],
+    eps: float,
+    out: npt.NDArray[np.float32],
+) -> tuple[list[float], list[float]]: ...
+def conv_block_backward(
+    x: npt.NDArray[np.float32],
+    weight: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32],
+    gamma: npt.NDArray[np.float32],
+    beta: npt.NDArray[np.float32],
+    mean: npt.NDArray[np.float32],
+    var: npt.NDArray[np.float32],
+    eps: float,
+    dout: npt.NDArray[np.float32],
+) -> tuple[list[float], list[float], list[float], list[float]]: ...

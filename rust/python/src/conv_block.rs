@@ -3,7 +3,7 @@
 //! parameters' gradients.
 
 use metarobust_core::conv_block::{self, BatchStats, BlockShape};
-use numpy::{PyArrayMethods, PyUntypedArrayMethods};
+use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -29,6 +29,27 @@ fn shape(x: &[usize], weight: &[usize]) -> PyResult<BlockShape> {
     })
 }
 
+/// The checked `x` and `weight`, the block's shape, and `bias`, `gamma`, `beta`.
+fn inputs<'py>(
+    x: &Bound<'py, PyAny>,
+    weight: &Bound<'py, PyAny>,
+    bias: &Bound<'py, PyAny>,
+    gamma: &Bound<'py, PyAny>,
+    beta: &Bound<'py, PyAny>,
+) -> PyResult<(Array<'py>, Array<'py>, BlockShape, [Vec<f32>; 3])> {
+    let xa = checked::<f32>(x, "x", "float32", 4)?;
+    let wa = checked::<f32>(weight, "weight", "float32", 4)?;
+    let sh = shape(xa.shape(), wa.shape())?;
+    let per_channel = [
+        vector(bias, "bias")?,
+        vector(gamma, "gamma")?,
+        vector(beta, "beta")?,
+    ];
+    Ok((xa, wa, sh, per_channel))
+}
+
+type Array<'py> = Bound<'py, PyArrayDyn<f32>>;
+
 fn vector(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<f32>> {
     Ok(checked::<f32>(obj, name, "float32", 1)?
         .readonly()
@@ -50,14 +71,7 @@ fn conv_block_forward(
     eps: f32,
     out: &Bound<'_, PyAny>,
 ) -> PyResult<(Vec<f32>, Vec<f32>)> {
-    let xa = checked::<f32>(x, "x", "float32", 4)?;
-    let wa = checked::<f32>(weight, "weight", "float32", 4)?;
-    let sh = shape(xa.shape(), wa.shape())?;
-    let (b, g, be) = (
-        vector(bias, "bias")?,
-        vector(gamma, "gamma")?,
-        vector(beta, "beta")?,
-    );
+    let (xa, wa, sh, [b, g, be]) = inputs(x, weight, bias, gamma, beta)?;
     let mut oa = checked::<f32>(out, "out", "float32", 4)?.readwrite();
     let (xr, wr) = (xa.readonly(), wa.readonly());
     let (xs, ws, os) = (xr.as_slice()?, wr.as_slice()?, oa.as_slice_mut()?);
@@ -81,14 +95,7 @@ fn conv_block_backward(
     eps: f32,
     dout: &Bound<'_, PyAny>,
 ) -> PyResult<Params> {
-    let xa = checked::<f32>(x, "x", "float32", 4)?;
-    let wa = checked::<f32>(weight, "weight", "float32", 4)?;
-    let sh = shape(xa.shape(), wa.shape())?;
-    let (b, g, be) = (
-        vector(bias, "bias")?,
-        vector(gamma, "gamma")?,
-        vector(beta, "beta")?,
-    );
+    let (xa, wa, sh, [b, g, be]) = inputs(x, weight, bias, gamma, beta)?;
     let stats = BatchStats {
         mean: vector(mean, "mean")?,
         var: vector(var, "var")?,
