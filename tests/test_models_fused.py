@@ -120,3 +120,7 @@ def test_kernel_bad_arguments():
         _core.conv_block_forward(x.astype(np.float64), w, v, v, v, 1e-5, out)
     with pytest.raises(ValueError, match="dout: expected 24 values"):
         _core.conv_block_backward(x, w, v, v, v, v, v, 1e-5, out[:1])
+    with pytest.raises(ValueError, match="mean: expected 3 values"):
+        _core.conv_block_backward(x, w, v, v, v, v[:2], v, 1e-5, out)
+    with pytest.raises(ValueError, match="eps"):
+        _core.conv_block_backward(x, w, v, v, v, v, v, float("nan"), out)

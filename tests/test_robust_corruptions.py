@@ -306,6 +306,8 @@ def test_pickling_keeps_the_corruption():
     assert "corruption='thicken'" in repr(t)
     small = sampler(corruption="rotate", corruption_cache_mb=0.5)
     assert pickle.loads(pickle.dumps(small)).corruption_cache_mb == 0.5
+    huge = sampler(corruption="rotate", corruption_cache_mb=1e30)  # no overflow: "no limit"
+    assert same(huge.sample_batch(0, 40), sampler(corruption="rotate").sample_batch(0, 40))
     ds = mr.episodes.EpisodeDataset(s, 4)
     assert same(pickle.loads(pickle.dumps(ds))[2], s.sample(2))
     # A state pickled before corruptions existed still loads (clean).

@@ -187,7 +187,7 @@ class EpisodeSampler:
             images, labels, self.ways, self.shots, self.queries, self.seed,
             classes, _listify(mean, "mean"), _listify(std, "std"),
             corruption=self.corruption, severity=self.severity, corrupt=self.corrupt,
-            ink=self.ink, cache_bytes=int(corruption_cache_mb * 2**20),
+            ink=self.ink, cache_bytes=min(int(corruption_cache_mb * 2**20), 2**62),
         )
         self.image_shape = self._core.image_shape
 

@@ -66,7 +66,15 @@ impl BlockShape {
     fn pixels(&self) -> usize {
         self.n * self.h * self.w
     }
-    fn check(&self, x: usize, weight: usize, per_channel: [usize; 4]) -> Result<()> {
+    /// Checks the lengths of `x`, `weight` and the per-channel vectors `(length, name)`,
+    /// and `eps`.
+    fn check(
+        &self,
+        x: usize,
+        weight: usize,
+        per_channel: &[(usize, &str)],
+        eps: f32,
+    ) -> Result<()> {
         if [self.n, self.cin, self.h, self.w, self.c].contains(&0) {
             return value_err(format!("shape: every size must be >= 1, got {self:?}"));
         }
@@ -88,10 +96,13 @@ impl BlockShape {
                 self.cin
             ));
         }
-        for (n, name) in per_channel.iter().zip(["bias", "gamma", "beta", "stats"]) {
-            if *n != self.c {
+        for &(n, name) in per_channel {
+            if n != self.c {
                 return value_err(format!("{name}: expected {} values, got {n}", self.c));
             }
+        }
+        if !(eps >= 0.0 && eps.is_finite()) {
+            return value_err(format!("eps: must be finite and >= 0, got {eps}"));
         }
         Ok(())
     }
@@ -290,11 +301,12 @@ pub fn forward(
     eps: f32,
     out: &mut [f32],
 ) -> Result<BatchStats> {
-    sh.check(
-        x.len(),
-        weight.len(),
-        [bias.len(), gamma.len(), beta.len(), sh.c],
-    )?;
+    let vectors = [
+        (bias.len(), "bias"),
+        (gamma.len(), "gamma"),
+        (beta.len(), "beta"),
+    ];
+    sh.check(x.len(), weight.len(), &vectors, eps)?;
     let (hp, wp) = sh.pooled();
     if out.len() != sh.n * hp * wp * sh.c {
         return value_err(format!(
@@ -302,9 +314,6 @@ pub fn forward(
             sh.n * hp * wp * sh.c,
             out.len()
         ));
-    }
-    if !(eps >= 0.0 && eps.is_finite()) {
-        return value_err(format!("eps: must be finite and >= 0, got {eps}"));
     }
     let mo = moments(x, &sh);
     let stats = stats_from(&mo, weight, bias, &sh);
@@ -523,16 +532,14 @@ pub fn backward(
     eps: f32,
     dout: &[f32],
 ) -> Result<BlockGrads> {
-    sh.check(
-        x.len(),
-        weight.len(),
-        [bias.len(), gamma.len(), beta.len(), stats.mean.len()],
-    )?;
-    sh.check(
-        x.len(),
-        weight.len(),
-        [bias.len(), gamma.len(), beta.len(), stats.var.len()],
-    )?;
+    let vectors = [
+        (bias.len(), "bias"),
+        (gamma.len(), "gamma"),
+        (beta.len(), "beta"),
+        (stats.mean.len(), "mean"),
+        (stats.var.len(), "var"),
+    ];
+    sh.check(x.len(), weight.len(), &vectors, eps)?;
     let (hp, wp) = sh.pooled();
     if dout.len() != sh.n * hp * wp * sh.c {
         return value_err(format!(
