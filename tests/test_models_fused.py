@@ -5,6 +5,9 @@ ProtoNet training with it on and off; bad arguments to the kernels."""
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -124,3 +127,27 @@ def test_kernel_bad_arguments():
         _core.conv_block_backward(x, w, v, v, v, v[:2], v, 1e-5, out)
     with pytest.raises(ValueError, match="eps"):
         _core.conv_block_backward(x, w, v, v, v, v, v, float("nan"), out)
+
+
+def test_same_bits_for_any_thread_count():
+    code = (
+        "import hashlib, torch\n"
+        "from metarobust.models.conv4 import _block\n"
+        "from metarobust.models.fused import fused_pool_block\n"
+        "torch.manual_seed(0)\n"
+        "b = _block(1, 16, 1, True)\n"
+        "x = torch.rand(24, 1, 28, 28)\n"
+        "out = fused_pool_block(b, x)\n"
+        "(out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()\n"
+        "h = hashlib.sha256(out.detach().numpy().tobytes())\n"
+        "for p in b.parameters():\n"
+        "    h.update(p.grad.numpy().tobytes())\n"
+        "h.update(b[1].running_var.numpy().tobytes())\n"
+        "print(h.hexdigest())\n"
+    )
+    digests = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True, env=dict(os.environ, RAYON_NUM_THREADS=n)).stdout
+        for n in ("1", "2", "3")
+    }
+    assert len(digests) == 1, digests

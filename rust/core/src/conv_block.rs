@@ -230,18 +230,18 @@ fn moments(x: &[f32], sh: &BlockShape) -> Moments {
         m: vec![0.0; k * k],
     };
     let plane = sh.cin * sh.h * sh.w;
-    pool::install_if(sh.n > 1, |par| {
+    // Per image in parallel, summed in image order: the same bits for any thread count.
+    let each: Vec<Moments> = pool::install_if(sh.n > 1, |par| {
         if par {
             x.par_chunks(plane)
                 .map_init(init, |st, img| per_image(img, st))
-                .reduce(zero, add)
+                .collect()
         } else {
             let mut st = init();
-            x.chunks(plane)
-                .map(|img| per_image(img, &mut st))
-                .fold(zero(), add)
+            x.chunks(plane).map(|img| per_image(img, &mut st)).collect()
         }
-    })
+    });
+    each.into_iter().fold(zero(), add)
 }
 
 /// Per-channel statistics from the moments: `(mean, biased var)` in f64.
@@ -577,19 +577,21 @@ pub fn backward(
         gp: vec![0.0; k * cc],
     };
     let out_per = hp * wp * cc;
-    let sums = pool::install_if(sh.n > 1, |par| {
+    // Per image in parallel, summed in image order: the same bits for any thread count.
+    let each: Vec<WindowSums> = pool::install_if(sh.n > 1, |par| {
         if par {
             x.par_chunks(plane)
                 .zip(dout.par_chunks(out_per))
                 .map(|(img, g)| per_image(img, g))
-                .reduce(zero, add)
+                .collect()
         } else {
             x.chunks(plane)
                 .zip(dout.chunks(out_per))
                 .map(|(img, g)| per_image(img, g))
-                .fold(zero(), add)
+                .collect()
         }
     });
+    let sums = each.into_iter().fold(zero(), add);
     let m = sh.pixels() as f64;
     let mut grads = BlockGrads {
         weight: vec![0.0; cc * k],
