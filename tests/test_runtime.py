@@ -37,7 +37,12 @@ def test_retain_freed_memory_stops_page_faults():
     _, default_faults = run("0")
     # 20 temporaries of 12,544 pages each: all faulted in again by default; retained, the
     # heap serves them again (a few faults remain where the heap grows or fragments: seen
-    # from ~0 to ~38,000 depending on the machine's state)
+    # from ~0 to ~63,000 depending on the machine's state, so the best of up to three
+    # fresh processes is compared; a broken setting faults ~250,000 times in every one)
+    for _ in range(2):
+        if faults < default_faults / 5:
+            break
+        faults = min(faults, run("1")[1])
     assert default_faults > 100_000
     assert faults < default_faults / 5
 
