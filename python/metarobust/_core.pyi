@@ -121,3 +121,23 @@ def conv_block_backward(
     eps: float,
     dout: npt.NDArray[np.float32],
 ) -> tuple[list[float], list[float], list[float], list[float]]: ...
+def strided_block_forward(
+    x: npt.NDArray[np.float32],
+    weight: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32],
+    gamma: npt.NDArray[np.float32],
+    beta: npt.NDArray[np.float32],
+    eps: float,
+    out: npt.NDArray[np.float32],
+    parallel: bool = True,
+) -> tuple[list[float], list[float]]: ...
+def strided_block_backward(
+    x: npt.NDArray[np.float32],
+    weight: npt.NDArray[np.float32],
+    gamma: npt.NDArray[np.float32],
+    var: npt.NDArray[np.float32],
+    eps: float,
+    out: npt.NDArray[np.float32],
+    dout: npt.NDArray[np.float32],
+    parallel: bool = True,
+) -> tuple[list[float], list[float], list[float]]: ...

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from ..models import fused
 from .base import Learner, slice_batch
 
 __all__ = ["MAML", "ORDERS", "PATHS", "VARIANTS"]
@@ -141,6 +142,10 @@ class MAML(Learner):
         outputs: regression outputs (classification uses ``ways``).
         path: "vmap", "loop", "threads" or "auto" (vmap on CUDA; on CPU vmap for networks
             without convolutions, else threads, or the loop with a single torch thread).
+        fuse_first_block: a Conv-4 backbone runs its first block through the fused Rust
+            kernels of :mod:`metarobust.models.fused` on the CPU where the graph is
+            differentiated once (query passes, first-order inner steps, evaluation); the
+            same function and gradients to rounding.
         normalize, chunk_size: see :class:`Learner`.
     """
 
@@ -150,10 +155,12 @@ class MAML(Learner):
                  head: str | nn.Module = "linear", task: str = "classification",
                  outputs: int = 1, path: str = "auto",
                  normalize: Sequence[Any] | None = None,
-                 chunk_size: int | None = None) -> None:
+                 chunk_size: int | None = None, fuse_first_block: bool = True) -> None:
         super().__init__(normalize=normalize, chunk_size=chunk_size)
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+        if hasattr(model, "fuse_first_block"):
+            model.fuse_first_block = bool(fuse_first_block)
         if not (inner_lr >= 0 and inner_lr < float("inf")):
             raise ValueError(f"inner_lr: must be finite and >= 0, got {inner_lr}")
         self.inner_lr = float(inner_lr)
@@ -379,7 +386,8 @@ class MAML(Learner):
                 loss = inner_loss(fast, x)
                 gs = torch.autograd.grad(loss, [fast[k] for k in names], allow_unused=True)
         else:
-            loss = inner_loss(fast, x)
+            with fused.disabled():  # this graph is differentiated twice
+                loss = inner_loss(fast, x)
             gs = torch.autograd.grad(loss, [fast[k] for k in names], create_graph=True,
                                      allow_unused=True)
         return [torch.zeros_like(fast[k]) if g is None else g for k, g in zip(names, gs)]
@@ -416,7 +424,7 @@ class MAML(Learner):
                 return self._task(params, buffers, lrs, sx, sy, qx, steps, first_order,
                                   functional=True)
 
-            with _decomposed_batch_norm(self.net):
+            with _decomposed_batch_norm(self.net), fused.disabled():
                 return vmap(one)(sx, sy, qx)
         return torch.stack([
             self._task(params, buffers, lrs, sx[i], sy[i], qx[i], steps, first_order,

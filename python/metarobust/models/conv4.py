@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from metarobust.models.fused import fused_pool_block
+from metarobust.models.fused import fused_block
 
 __all__ = ["Conv4", "conv4_finn", "conv4_mini", "conv4_snell"]
 
@@ -88,11 +88,12 @@ class Conv4(nn.Module):
             for i in range(4)
         ))
         self.out_features = filters if readout == "mean" else filters * side * side
-        # Set by ProtoNet: the first block through metarobust.models.fused where it applies.
+        # Set by the learners: the first block through metarobust.models.fused where it
+        # applies.
         self.fuse_first_block = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = fused_pool_block(self.blocks[0], x) if self.fuse_first_block else None
+        first = fused_block(self.blocks[0], x) if self.fuse_first_block else None
         x = self.blocks(x) if first is None else self.blocks[1:](first)
         return x.mean(dim=(2, 3)) if self.readout == "mean" else x.flatten(1)
 

@@ -40,6 +40,7 @@ macro_rules! dispatch_avx2 {
         }
     };
 }
+pub(crate) use dispatch_avx2;
 
 /// Shape of a block's input and output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +69,7 @@ impl BlockShape {
     }
     /// Checks the lengths of `x`, `weight` and the per-channel vectors `(length, name)`,
     /// and `eps`.
-    fn check(
+    pub(crate) fn check(
         &self,
         x: usize,
         weight: usize,
@@ -77,12 +78,6 @@ impl BlockShape {
     ) -> Result<()> {
         if [self.n, self.cin, self.h, self.w, self.c].contains(&0) {
             return value_err(format!("shape: every size must be >= 1, got {self:?}"));
-        }
-        if self.h < 2 || self.w < 2 {
-            return value_err(format!(
-                "x: images must be at least 2x2 for 2x2 pooling, got {}x{}",
-                self.h, self.w
-            ));
         }
         let want_x = self.n * self.cin * self.h * self.w;
         if x != want_x {
@@ -106,6 +101,15 @@ impl BlockShape {
         }
         Ok(())
     }
+    fn check_poolable(&self) -> Result<()> {
+        if self.h < 2 || self.w < 2 {
+            return value_err(format!(
+                "x: images must be at least 2x2 for 2x2 pooling, got {}x{}",
+                self.h, self.w
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The batch statistics of the convolution's output, per channel.
@@ -124,7 +128,7 @@ struct Moments {
 }
 
 /// The zero-padded `(cin, h + 2, w + 2)` copy of image `img`.
-fn padded(img: &[f32], sh: &BlockShape, out: &mut Vec<f32>) {
+pub(crate) fn padded(img: &[f32], sh: &BlockShape, out: &mut Vec<f32>) {
     let (ph, pw) = (sh.h + 2, sh.w + 2);
     out.clear();
     out.resize(sh.cin * ph * pw, 0.0);
@@ -198,7 +202,14 @@ dispatch_avx2!(moments_image => moments_image_body(
 /// the mean anyway, and centring first keeps large constant parts (a white background)
 /// from cancelling in float sums.
 #[inline(always)]
-fn centred_patch(pad: &[f32], sh: &BlockShape, y: usize, x: usize, mu: &[f32], out: &mut [f32]) {
+pub(crate) fn centred_patch(
+    pad: &[f32],
+    sh: &BlockShape,
+    y: usize,
+    x: usize,
+    mu: &[f32],
+    out: &mut [f32],
+) {
     patch(pad, sh, y, x, out);
     for (p, m) in out.iter_mut().zip(mu) {
         *p -= m;
@@ -265,7 +276,7 @@ fn stats_from(mo: &Moments, weight: &[f32], bias: &[f32], sh: &BlockShape) -> Ba
 }
 
 /// `w[c * K + k]` to `out[k * C + c]`, each row scaled by `scale[c]`.
-fn transposed(weight: &[f32], scale: &[f32], sh: &BlockShape) -> Vec<f32> {
+pub(crate) fn transposed(weight: &[f32], scale: &[f32], sh: &BlockShape) -> Vec<f32> {
     let (k, cc) = (sh.k(), sh.c);
     let mut out = vec![0f32; k * cc];
     for c in 0..cc {
@@ -278,7 +289,7 @@ fn transposed(weight: &[f32], scale: &[f32], sh: &BlockShape) -> Vec<f32> {
 
 /// `acc = b + sum_k p[k] * wt[k]` (rows of `C`).
 #[inline(always)]
-fn affine(acc: &mut [f32], b: &[f32], wt: &[f32], p: &[f32]) {
+pub(crate) fn affine(acc: &mut [f32], b: &[f32], wt: &[f32], p: &[f32]) {
     acc.copy_from_slice(b);
     for (row, &pk) in wt.chunks_exact(acc.len()).zip(p) {
         for (a, &w) in acc.iter_mut().zip(row) {
@@ -307,6 +318,7 @@ pub fn forward(
         (beta.len(), "beta"),
     ];
     sh.check(x.len(), weight.len(), &vectors, eps)?;
+    sh.check_poolable()?;
     let (hp, wp) = sh.pooled();
     if out.len() != sh.n * hp * wp * sh.c {
         return value_err(format!(
@@ -540,6 +552,7 @@ pub fn backward(
         (stats.var.len(), "var"),
     ];
     sh.check(x.len(), weight.len(), &vectors, eps)?;
+    sh.check_poolable()?;
     let (hp, wp) = sh.pooled();
     if dout.len() != sh.n * hp * wp * sh.c {
         return value_err(format!(

@@ -10,6 +10,8 @@
 //!   sampler caches those with a finite set of results per image.
 //! - [`conv_block`]: the first block of a pooling Conv-4 (conv, BatchNorm, max-pool, ReLU)
 //!   fused for CPU training, forward and parameter gradients.
+//! - [`strided_block`]: the same for the first block of Finn et al.'s Conv-4 (conv with
+//!   stride 2, BatchNorm, ReLU), which MAML's query passes spend much of their time in.
 //!
 //! Every function checks its arguments and returns [`Error`] rather than panicking.
 
@@ -22,5 +24,6 @@ pub mod glyphs;
 pub mod pool;
 pub mod prototypes;
 pub mod sampler;
+pub mod strided_block;
 
 pub use error::{Error, Result};

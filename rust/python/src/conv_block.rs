@@ -1,8 +1,11 @@
 //! The fused first Conv-4 block (conv 3x3, batch-statistics BatchNorm, 2x2 max-pool, ReLU)
 //! for CPU training: forward into a caller-allocated channels-last output, and the
-//! parameters' gradients.
+//! parameters' gradients; and the first block of Finn et al.'s Conv-4 (conv 3x3 with
+//! stride 2, batch-statistics BatchNorm, ReLU), forward into a caller-allocated NCHW output
+//! and the parameters' gradients.
 
 use metarobust_core::conv_block::{self, BatchStats, BlockShape};
+use metarobust_core::strided_block;
 use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -109,8 +112,71 @@ fn conv_block_backward(
     Ok((grads.weight, grads.bias, grads.gamma, grads.beta))
 }
 
+/// Fills `out (N, C, ceil(H / 2), ceil(W / 2))` with the strided block's training output for
+/// `x`; returns the batch mean and biased variance of the convolution's output per channel.
+/// `parallel`: spread the images over the thread pool (False: the calling thread only).
+#[pyfunction]
+#[pyo3(signature = (x, weight, bias, gamma, beta, eps, out, parallel = true))]
+fn strided_block_forward(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    weight: &Bound<'_, PyAny>,
+    bias: &Bound<'_, PyAny>,
+    gamma: &Bound<'_, PyAny>,
+    beta: &Bound<'_, PyAny>,
+    eps: f32,
+    out: &Bound<'_, PyAny>,
+    parallel: bool,
+) -> PyResult<(Vec<f32>, Vec<f32>)> {
+    let (xa, wa, sh, [b, g, be]) = inputs(x, weight, bias, gamma, beta)?;
+    let mut oa = checked::<f32>(out, "out", "float32", 4)?.readwrite();
+    let (xr, wr) = (xa.readonly(), wa.readonly());
+    let (xs, ws, os) = (xr.as_slice()?, wr.as_slice()?, oa.as_slice_mut()?);
+    let stats = run_detached(py, || {
+        strided_block::forward(xs, sh, ws, &b, &g, &be, eps, os, parallel)
+    })?;
+    Ok((stats.mean, stats.var))
+}
+
+/// The gradients `(weight, gamma, beta)` of the strided block's parameters (the conv bias's
+/// is zero), given its output `out`, the gradient `dout` of that output and the forward's
+/// `var`.
+#[pyfunction]
+#[pyo3(signature = (x, weight, gamma, var, eps, out, dout, parallel = true))]
+fn strided_block_backward(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    weight: &Bound<'_, PyAny>,
+    gamma: &Bound<'_, PyAny>,
+    var: &Bound<'_, PyAny>,
+    eps: f32,
+    out: &Bound<'_, PyAny>,
+    dout: &Bound<'_, PyAny>,
+    parallel: bool,
+) -> PyResult<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let xa = checked::<f32>(x, "x", "float32", 4)?;
+    let wa = checked::<f32>(weight, "weight", "float32", 4)?;
+    let sh = shape(xa.shape(), wa.shape())?;
+    let (g, v) = (vector(gamma, "gamma")?, vector(var, "var")?);
+    let oa = checked::<f32>(out, "out", "float32", 4)?;
+    let da = checked::<f32>(dout, "dout", "float32", 4)?;
+    let (xr, wr, or, dr) = (xa.readonly(), wa.readonly(), oa.readonly(), da.readonly());
+    let (xs, ws, os, ds) = (
+        xr.as_slice()?,
+        wr.as_slice()?,
+        or.as_slice()?,
+        dr.as_slice()?,
+    );
+    let grads = run_detached(py, || {
+        strided_block::backward(xs, sh, ws, &g, &v, eps, os, ds, parallel)
+    })?;
+    Ok((grads.weight, grads.gamma, grads.beta))
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(conv_block_forward, m)?)?;
     m.add_function(wrap_pyfunction!(conv_block_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(strided_block_forward, m)?)?;
+    m.add_function(wrap_pyfunction!(strided_block_backward, m)?)?;
     Ok(())
 }
