@@ -53,12 +53,16 @@ Omniglot setting: ``conv4_finn`` at 28x28, 5-way 1-shot 15-query, one inner step
   BatchNorm layers keep no running statistics (``track_running_stats=False``, as
   learn2learn's Omniglot CNN) and normalise every forward with its own batch statistics;
 - ``plain``: the same loop without the module cloning: cloned parameters applied with
-  ``torch.func.functional_call`` (a lean plain autograd loop, shown beside the reference).
+  ``torch.func.functional_call`` (a lean plain autograd loop, shown beside the reference);
+- ``unfused``: metarobust's auto path with ``fuse_first_block=False``: the Conv-4's first
+  block through torch rather than the fused Rust kernels of :mod:`metarobust.models.fused`
+  (CPU only; what the fusion gains, side by side).
 
 Every candidate starts from the same initial weights and the same batch, and before any
 timing :func:`check_maml_agree` verifies that each one's meta-gradient equals the
 reference's (``allclose``) on the first 2 tasks of that batch, in float64 (in float32 the
-vmap path differs by about 1%, see there). A step's time is the best of
+vmap path differs by about 1%, see there; the fused first block runs in float32 only, and
+the test suite checks it against float64 references). A step's time is the best of
 ``repeats`` interleaved rounds of one step each (after one warm-up step), median beside.
 Peak memory is measured apart, one fresh subprocess per candidate (:func:`maml_peak_memory`):
 one warm-up step, then ``gc.collect()`` + ``malloc_trim``, the resident-set peak reset
@@ -805,7 +809,7 @@ def kernel_overhead_probe(shape: tuple[int, int, int, int, int] = SMALL_KERNEL_S
 # ---------------------------------------------------------------- MAML meta-training
 
 MAML_ORDERS = ("second", "first")
-MAML_CANDIDATES = ("loop", "threads", "vmap", "reference", "plain")
+MAML_CANDIDATES = ("loop", "threads", "vmap", "reference", "plain", "unfused")
 DEFAULT_MAML_TASKS = 32
 DEFAULT_MAML_REPEATS = 3
 MAML_SETTING = (5, 1, 15)  # ways, shots, queries per class
@@ -831,7 +835,8 @@ def _image_shape(batch: Episode) -> tuple[int, int]:
     return int(batch.support_x.shape[2]), int(batch.support_x.shape[-1])
 
 
-def _maml_learner(batch: Episode, order: str, path: str, ways: int, seed: int):
+def _maml_learner(batch: Episode, order: str, path: str, ways: int, seed: int,
+                  fuse: bool = True):
     # the model takes the batch's device and dtype
     from .learners import MAML
     from .models import build_model
@@ -840,7 +845,7 @@ def _maml_learner(batch: Episode, order: str, path: str, ways: int, seed: int):
     torch.manual_seed(seed)
     body = build_model(MAML_MODEL, in_channels=channels, image_size=size)
     learner = MAML(body, inner_lr=MAML_INNER_LR, inner_steps=MAML_INNER_STEPS, order=order,
-                   ways=ways, path=path)
+                   ways=ways, path=path, fuse_first_block=fuse)
     return learner.to(batch.support_x.device, batch.support_x.dtype).train()
 
 
@@ -971,8 +976,9 @@ def maml_candidates(batch: Episode, order: str, names: Iterable[str] = MAML_CAND
     sync = batch.support_x.device.type == "cuda"
     out: dict[str, Callable] = {}
     for name in names:
-        if name in ("loop", "threads", "vmap", "auto"):
-            learner = _maml_learner(batch, order, name, ways, seed)
+        if name in ("loop", "threads", "vmap", "auto", "unfused"):
+            learner = (_maml_learner(batch, order, "auto", ways, seed, fuse=False)
+                       if name == "unfused" else _maml_learner(batch, order, name, ways, seed))
 
             def step(learner: Any = learner) -> nn.Module:
                 learner.zero_grad(set_to_none=True)
@@ -992,7 +998,7 @@ def maml_candidates(batch: Episode, order: str, names: Iterable[str] = MAML_CAND
                 return ref.net
         else:
             raise ValueError(f"maml candidate: expected loop, threads, vmap, auto, "
-                             f"reference or plain, got {name!r}")
+                             f"unfused, reference or plain, got {name!r}")
         out[name] = step
     return out
 
@@ -1175,6 +1181,8 @@ def _maml_label(name: str, auto: str) -> str:
         return "reference (learn2learn-style)"
     if name == "plain":
         return "plain loop (functional_call)"
+    if name == "unfused":
+        return f"metarobust {auto}, torch first block"
     return f"metarobust {name}" + (" (auto)" if name == auto else "")
 
 
@@ -1195,6 +1203,8 @@ def bench_maml(batch: Episode | None = None, tasks: int = DEFAULT_MAML_TASKS,
     b = batch.support_x.shape[0]
     ways = int(batch.support_y.max()) + 1
     auto = maml_auto_path(batch.support_x.device, b)
+    if batch.support_x.device.type != "cpu":  # the fused block is CPU-only
+        names = [n for n in names if n != "unfused"]
     err: dict[tuple[str, str], float] = {}
     if check:
         for order in orders:
@@ -1238,7 +1248,8 @@ def maml_summary(rows: list[dict]) -> list[dict]:
         group = [r for r in rows if r["order"] == order]
         ref = next((r for r in group if r["candidate"].startswith("reference")), None)
         auto = next((r for r in group if r["candidate"].endswith("(auto)")), None)
-        ours = [r for r in group if r["candidate"].startswith("metarobust")]
+        ours = [r for r in group if r["candidate"].startswith("metarobust")
+                and not r["candidate"].endswith("torch first block")]  # paths only
         if ref is None or auto is None or not ours:
             continue
         best = max(ours, key=lambda r: r["tasks/s"])
