@@ -40,7 +40,8 @@ def images(n: int, cin: int, h: int, w: int, seed: int = 1) -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("n, cin, h, w, cout", [(7, 1, 28, 28, 16), (3, 3, 9, 11, 8)])
+@pytest.mark.parametrize("n, cin, h, w, cout", [(7, 1, 28, 28, 16), (3, 3, 9, 11, 8),
+                                               (4, 1, 12, 10, 72)])
 def test_same_as_torch(n, cin, h, w, cout):
     ref, fused = block_pair(cin, cout)
     exact = copy.deepcopy(ref).double()  # the yardstick for the gradients

@@ -127,6 +127,9 @@ struct Moments {
     m: Vec<f64>,
 }
 
+/// The pixels of a 2x2 pooling window, row-major (torch's order for ties).
+const WINDOW: [(usize, usize); 4] = [(0, 0), (0, 1), (1, 0), (1, 1)];
+
 /// The zero-padded `(cin, h + 2, w + 2)` copy of image `img`.
 pub(crate) fn padded(img: &[f32], sh: &BlockShape, out: &mut Vec<f32>) {
     let (ph, pw) = (sh.h + 2, sh.w + 2);
@@ -287,6 +290,25 @@ pub(crate) fn transposed(weight: &[f32], scale: &[f32], sh: &BlockShape) -> Vec<
     out
 }
 
+/// `b + sum_k p[k] * wt[k]` for the 64 channels from `c0` (rows of `wt` hold all `cc`
+/// channels), in eight vector registers: independent chains, where one would wait on each
+/// addition's latency. The same operations, in the same order, as [`affine`].
+#[inline(always)]
+pub(crate) fn affine64(b: &[f32], wt: &[f32], cc: usize, c0: usize, p: &[f32]) -> [[f32; 8]; 8] {
+    let mut acc = [[0f32; 8]; 8];
+    for (a, bb) in acc.iter_mut().zip(b[c0..c0 + 64].chunks_exact(8)) {
+        a.copy_from_slice(bb);
+    }
+    for (&pt, row) in p.iter().zip(wt.chunks_exact(cc)) {
+        for (a, w) in acc.iter_mut().zip(row[c0..c0 + 64].chunks_exact(8)) {
+            for (a, &w) in a.iter_mut().zip(w) {
+                *a += pt * w;
+            }
+        }
+    }
+    acc
+}
+
 /// `acc = b + sum_k p[k] * wt[k]` (rows of `C`).
 #[inline(always)]
 pub(crate) fn affine(acc: &mut [f32], b: &[f32], wt: &[f32], p: &[f32]) {
@@ -355,20 +377,44 @@ fn forward_image_body(
     mu: &[f32],
     (pad, p, y): &mut (Vec<f32>, Vec<f32>, Vec<f32>),
 ) {
+    let (k, cc) = (sh.k(), sh.c);
     let (_, wp) = sh.pooled();
     padded(img, sh, pad);
-    for (i, o) in dst.chunks_exact_mut(sh.c).enumerate() {
+    p.resize(4 * k, 0.0);
+    let wide = cc / 64 * 64;
+    for (i, o) in dst.chunks_exact_mut(cc).enumerate() {
         let (py, px) = (i / wp, i % wp);
-        o.fill(f32::NEG_INFINITY);
-        for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-            centred_patch(pad, sh, 2 * py + dy, 2 * px + dx, mu, p);
-            affine(y, b, wt, p);
-            for (o, &v) in o.iter_mut().zip(y.iter()) {
-                *o = o.max(v);
+        for (pj, (dy, dx)) in p.chunks_exact_mut(k).zip(WINDOW) {
+            centred_patch(pad, sh, 2 * py + dy, 2 * px + dx, mu, pj);
+        }
+        for c0 in (0..wide).step_by(64) {
+            let mut top = [[f32::NEG_INFINITY; 8]; 8];
+            for pj in p.chunks_exact(k) {
+                let v = affine64(b, wt, cc, c0, pj);
+                for (t, v) in top.iter_mut().zip(v) {
+                    for (t, v) in t.iter_mut().zip(v) {
+                        *t = t.max(v);
+                    }
+                }
+            }
+            for (d, t) in o[c0..c0 + 64].chunks_exact_mut(8).zip(top) {
+                for (d, t) in d.iter_mut().zip(t) {
+                    *d = t.max(0.0);
+                }
             }
         }
-        for o in o.iter_mut() {
-            *o = o.max(0.0);
+        if wide < cc {
+            let o = &mut o[wide..];
+            o.fill(f32::NEG_INFINITY);
+            for pj in p.chunks_exact(k) {
+                affine(y, b, wt, pj);
+                for (o, &v) in o.iter_mut().zip(&y[wide..]) {
+                    *o = o.max(v);
+                }
+            }
+            for o in o.iter_mut() {
+                *o = o.max(0.0);
+            }
         }
     }
 }
@@ -447,16 +493,27 @@ fn backward_image_body(
     padded(img, sh, &mut pad);
     let mut patches = vec![0f32; 4 * k];
     let mut xh = vec![0f32; 4 * cc];
+    let (wide, mut rest) = (cc / 64 * 64, vec![0f32; cc]);
     let (mut db, mut dg, mut gp) = (vec![0f32; cc], vec![0f32; cc], vec![0f32; k * cc]);
     // Per channel: which pixel of the window is its maximum, and the gradient it takes.
     let mut which = vec![0f32; cc];
     let mut gj = vec![0f32; cc];
     for (py, g_row) in g_img.chunks_exact(wp * cc).enumerate() {
         for (px, g) in g_row.chunks_exact(cc).enumerate() {
-            for (j, (dy, dx)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+            for (j, (dy, dx)) in WINDOW.into_iter().enumerate() {
                 let p = &mut patches[j * k..(j + 1) * k];
                 centred_patch(&pad, sh, 2 * py + dy, 2 * px + dx, mu, p);
-                affine(&mut xh[j * cc..(j + 1) * cc], bx, wx, p);
+                let xj = &mut xh[j * cc..(j + 1) * cc];
+                for c0 in (0..wide).step_by(64) {
+                    let v = affine64(bx, wx, cc, c0, p);
+                    for (d, v) in xj[c0..c0 + 64].chunks_exact_mut(8).zip(v) {
+                        d.copy_from_slice(&v);
+                    }
+                }
+                if wide < cc {
+                    affine(&mut rest, bx, wx, p);
+                    xj[wide..].copy_from_slice(&rest[wide..]);
+                }
             }
             // The first maximum in row-major order takes the gradient (as torch's
             // max-pooling; strict comparisons); the ReLU passes it where that maximum is
@@ -719,6 +776,14 @@ mod tests {
                 w: 7,
                 c: 3,
             },
+            // 64 channels and more: the register-blocked path, and the rest.
+            BlockShape {
+                n: 2,
+                cin: 1,
+                h: 4,
+                w: 5,
+                c: 72,
+            },
         ] {
             let mut seed = 7u64;
             let x: Vec<f32> = (0..sh.n * sh.cin * sh.h * sh.w)
@@ -746,7 +811,7 @@ mod tests {
             let analytic = [&grads.weight, &grads.bias, &grads.gamma, &grads.beta];
             for which in 0..4 {
                 for i in 0..params[which].len() {
-                    let h = 1e-3f32;
+                    let h = 1e-4f32;
                     let orig = params[which][i];
                     params[which][i] = orig + h;
                     let up = reference(&x, sh, &params, eps, &g).1;

@@ -20,7 +20,8 @@
 use rayon::prelude::*;
 
 use crate::conv_block::{
-    affine, centred_patch, dispatch_avx2, padded, transposed, BatchStats, BlockGrads, BlockShape,
+    affine, affine64, centred_patch, dispatch_avx2, padded, transposed, BatchStats, BlockGrads,
+    BlockShape,
 };
 use crate::error::{value_err, Result};
 use crate::pool;
@@ -284,25 +285,13 @@ fn forward_image_body(
     let (cc, ow) = (sh.c, out_side(sh.w));
     padded(img, sh, pad);
     p.resize(sh.k(), 0.0);
-    // 64 channels at a time, their sums over the taps held in eight vector registers
-    // (independent chains: one would wait on each addition's latency).
+    // 64 channels at a time in registers (`affine64`), the rest through `affine`.
     let wide = cc / 64 * 64;
     for (i, o) in dst.chunks_exact_mut(cc).enumerate() {
         centred_patch(pad, sh, 2 * (i / ow), 2 * (i % ow), mu, p);
-        for (c64, o64) in o[..wide].chunks_exact_mut(64).enumerate() {
-            let mut acc = [[0f32; 8]; 8];
-            for (a, b) in acc.iter_mut().zip(beta[c64 * 64..].chunks_exact(8)) {
-                a.copy_from_slice(b);
-            }
-            for (&pt, row) in p.iter().zip(wt.chunks_exact(cc)) {
-                let row = &row[c64 * 64..c64 * 64 + 64];
-                for (a, w) in acc.iter_mut().zip(row.chunks_exact(8)) {
-                    for (a, &w) in a.iter_mut().zip(w) {
-                        *a += pt * w;
-                    }
-                }
-            }
-            for (d, a) in o64.chunks_exact_mut(8).zip(acc) {
+        for c0 in (0..wide).step_by(64) {
+            let acc = affine64(beta, wt, cc, c0, p);
+            for (d, a) in o[c0..c0 + 64].chunks_exact_mut(8).zip(acc) {
                 for (d, a) in d.iter_mut().zip(a) {
                     *d = a.max(0.0);
                 }
@@ -569,6 +558,16 @@ mod tests {
                     c: 2,
                 },
                 true,
+            ),
+            (
+                BlockShape {
+                    n: 2,
+                    cin: 1,
+                    h: 5,
+                    w: 4,
+                    c: 72,
+                },
+                false,
             ),
         ] {
             let mut seed = 11u64;
