@@ -40,31 +40,38 @@ def images(n: int, cin: int, h: int, w: int, seed: int = 1) -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("n, cin, h, w, cout", [(7, 1, 28, 28, 16), (3, 3, 9, 11, 8),
-                                               (4, 1, 12, 10, 72)])
-def test_same_as_torch(n, cin, h, w, cout):
-    ref, fused = block_pair(cin, cout)
+def check_same_as_torch(ref: torch.nn.Module, fb: torch.nn.Module, fused_fn,
+                        x: torch.Tensor) -> None:
+    """``fused_fn(fb, x)`` against torch's ``ref(x)``: outputs, channels-last memory,
+    parameter gradients against a float64 copy (closer than 2e-5 relative), and running
+    statistics after two steps."""
     exact = copy.deepcopy(ref).double()  # the yardstick for the gradients
-    x = images(n, cin, h, w)
     for _ in range(2):  # twice: the running statistics accumulate
         want = ref(x)
-        got = fused_pool_block(fused, x)
+        got = fused_fn(fb, x)
         assert got is not None and got.shape == want.shape
+        assert got.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
         g = torch.randn_like(want)
-        for m in (ref, fused, exact):
+        for m in (ref, fb, exact):
             m.zero_grad()
         got.backward(g)
         exact(x.double()).backward(g.double())
-        for (name, a), b in zip(fused.named_parameters(), exact.parameters()):
+        for (name, a), b in zip(fb.named_parameters(), exact.parameters()):
             scale = float(exact[0].weight.grad.abs().max())
             if name == "0.bias":  # zero before a BatchNorm, up to rounding
                 assert a.grad.abs().max() <= 1e-5 * scale
                 continue
             err = float((a.grad.double() - b.grad).abs().max() / b.grad.abs().max())
             assert err < 2e-5, (name, err)
-    for a, b in zip(fused[1].buffers(), ref[1].buffers()):
+    for a, b in zip(fb[1].buffers(), ref[1].buffers()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n, cin, h, w, cout", [(7, 1, 28, 28, 16), (3, 3, 9, 11, 8),
+                                               (4, 1, 12, 10, 72)])
+def test_same_as_torch(n, cin, h, w, cout):
+    check_same_as_torch(*block_pair(cin, cout), fused_pool_block, images(n, cin, h, w))
 
 
 def test_cases_left_to_torch():
@@ -176,28 +183,8 @@ def strided_pair(cin: int, cout: int, running_stats: bool, seed: int = 0):
     (7, 1, 28, 28, 64, True), (3, 2, 9, 11, 72, False), (4, 1, 5, 6, 8, True)])
 def test_strided_same_as_torch(n, cin, h, w, cout, running_stats):
     ref, fb = strided_pair(cin, cout, running_stats)
-    exact = copy.deepcopy(ref).double()
     x = images(n, cin, h, w)
-    for _ in range(2):  # twice: the running statistics accumulate
-        want = ref(x)
-        got = fused_strided_block(fb, x)
-        assert got is not None and got.shape == want.shape
-        assert got.is_contiguous(memory_format=torch.channels_last)
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-        g = torch.randn_like(want)
-        for m in (ref, fb, exact):
-            m.zero_grad()
-        got.backward(g)
-        exact(x.double()).backward(g.double())
-        for (name, a), b in zip(fb.named_parameters(), exact.parameters()):
-            scale = float(exact[0].weight.grad.abs().max())
-            if name == "0.bias":  # zero before a BatchNorm, up to rounding
-                assert a.grad.abs().max() <= 1e-5 * scale
-                continue
-            err = float((a.grad.double() - b.grad).abs().max() / b.grad.abs().max())
-            assert err < 2e-5, (name, err)
-    for a, b in zip(fb[1].buffers(), ref[1].buffers()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    check_same_as_torch(ref, fb, fused_strided_block, x)
     if not running_stats:  # batch statistics in evaluation too: still fused
         fb.eval()
         with torch.no_grad():

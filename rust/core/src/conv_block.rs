@@ -692,6 +692,7 @@ pub fn backward(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::{assert_numeric_gradients, lcg};
 
     /// The block computed plainly, in f64: conv, batch norm, ReLU, pool; and the numeric
     /// gradient of `sum(out * g)` by central differences.
@@ -752,13 +753,6 @@ mod tests {
         (out, loss)
     }
 
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
     #[test]
     fn matches_a_plain_f64_reference_and_its_numeric_gradient() {
         for sh in [
@@ -808,24 +802,9 @@ mod tests {
                 assert!((*o as f64 - r).abs() < 1e-4, "{o} vs {r} ({sh:?})");
             }
             let grads = backward(&x, sh, w, b, ga, be, &stats, eps, &g).unwrap();
-            let analytic = [&grads.weight, &grads.bias, &grads.gamma, &grads.beta];
-            for which in 0..4 {
-                for i in 0..params[which].len() {
-                    let h = 1e-4f32;
-                    let orig = params[which][i];
-                    params[which][i] = orig + h;
-                    let up = reference(&x, sh, &params, eps, &g).1;
-                    params[which][i] = orig - h;
-                    let down = reference(&x, sh, &params, eps, &g).1;
-                    params[which][i] = orig;
-                    let numeric = (up - down) / (2.0 * h as f64);
-                    let got = analytic[which][i] as f64;
-                    assert!(
-                        (got - numeric).abs() < 2e-3 * (1.0 + numeric.abs()),
-                        "param {which}[{i}]: {got} vs {numeric} ({sh:?})"
-                    );
-                }
-            }
+            let analytic = [&grads.weight[..], &grads.bias, &grads.gamma, &grads.beta];
+            let loss = |p: &[Vec<f32>; 4]| reference(&x, sh, p, eps, &g).1;
+            assert_numeric_gradients(&mut params, analytic, loss, &format!("{sh:?}"));
         }
     }
 

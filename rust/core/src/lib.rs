@@ -25,5 +25,7 @@ pub mod pool;
 pub mod prototypes;
 pub mod sampler;
 pub mod strided_block;
+#[cfg(test)]
+mod test_util;
 
 pub use error::{Error, Result};

@@ -469,13 +469,7 @@ pub fn backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+    use crate::test_util::{assert_numeric_gradients, lcg};
 
     /// The block computed plainly in f64 (conv stride 2, batch norm, ReLU), and
     /// `sum(out * g)`.
@@ -594,24 +588,9 @@ mod tests {
                 assert!((*o as f64 - r).abs() < 1e-4, "{o} vs {r} ({sh:?})");
             }
             let grads = backward(&x, sh, w, ga, &stats.var, eps, &out, &g, parallel).unwrap();
-            let analytic = [&grads.weight, &grads.bias, &grads.gamma, &grads.beta];
-            for which in 0..4 {
-                for i in 0..params[which].len() {
-                    let h = 1e-4f32;
-                    let orig = params[which][i];
-                    params[which][i] = orig + h;
-                    let up = reference(&x, sh, &params, eps, &g).1;
-                    params[which][i] = orig - h;
-                    let down = reference(&x, sh, &params, eps, &g).1;
-                    params[which][i] = orig;
-                    let numeric = (up - down) / (2.0 * h as f64);
-                    let got = analytic[which][i] as f64;
-                    assert!(
-                        (got - numeric).abs() < 2e-3 * (1.0 + numeric.abs()),
-                        "param {which}[{i}]: {got} vs {numeric} ({sh:?})"
-                    );
-                }
-            }
+            let analytic = [&grads.weight[..], &grads.bias, &grads.gamma, &grads.beta];
+            let loss = |p: &[Vec<f32>; 4]| reference(&x, sh, p, eps, &g).1;
+            assert_numeric_gradients(&mut params, analytic, loss, &format!("{sh:?}"));
         }
     }
 
