@@ -692,7 +692,7 @@ pub fn backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{assert_numeric_gradients, lcg};
+    use crate::test_util::{assert_numeric_gradients, conv3x3_f64, lcg};
 
     /// The block computed plainly, in f64: conv, batch norm, ReLU, pool; and the numeric
     /// gradient of `sum(out * g)` by central differences.
@@ -703,28 +703,8 @@ mod tests {
         eps: f32,
         g: &[f32],
     ) -> (Vec<f64>, f64) {
-        let (k, cc, hw) = (sh.k(), sh.c, sh.h * sh.w);
-        let mut z = vec![0f64; sh.n * cc * hw];
-        for n in 0..sh.n {
-            for c in 0..cc {
-                for y in 0..sh.h {
-                    for xx in 0..sh.w {
-                        let mut acc = p[1][c] as f64;
-                        for t in 0..k {
-                            let (ci, dy, dx) = (t / 9, (t / 3) % 3, t % 3);
-                            let (yy, xw) =
-                                (y as isize + dy as isize - 1, xx as isize + dx as isize - 1);
-                            if yy >= 0 && xw >= 0 && (yy as usize) < sh.h && (xw as usize) < sh.w {
-                                let v = x
-                                    [((n * sh.cin + ci) * sh.h + yy as usize) * sh.w + xw as usize];
-                                acc += p[0][c * k + t] as f64 * v as f64;
-                            }
-                        }
-                        z[(n * cc + c) * hw + y * sh.w + xx] = acc;
-                    }
-                }
-            }
-        }
+        let (cc, hw) = (sh.c, sh.h * sh.w);
+        let (z, _) = conv3x3_f64(x, sh, &p[0], &p[1], 1);
         let (hp, wp) = sh.pooled();
         let mut out = vec![0f64; sh.n * hp * wp * cc];
         let m = (sh.n * hw) as f64;

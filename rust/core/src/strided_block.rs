@@ -469,7 +469,7 @@ pub fn backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{assert_numeric_gradients, lcg};
+    use crate::test_util::{assert_numeric_gradients, conv3x3_f64, lcg};
 
     /// The block computed plainly in f64 (conv stride 2, batch norm, ReLU), and
     /// `sum(out * g)`.
@@ -480,30 +480,10 @@ mod tests {
         eps: f32,
         g: &[f32],
     ) -> (Vec<f64>, f64) {
-        let (k, cc) = (sh.k(), sh.c);
-        let (oh, ow) = (out_side(sh.h), out_side(sh.w));
+        let cc = sh.c;
+        let (z, (oh, ow)) = conv3x3_f64(x, sh, &p[0], &p[1], 2);
+        assert_eq!((oh, ow), (out_side(sh.h), out_side(sh.w)));
         let pp = oh * ow;
-        let mut z = vec![0f64; sh.n * cc * pp];
-        for n in 0..sh.n {
-            for c in 0..cc {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut acc = p[1][c] as f64;
-                        for t in 0..k {
-                            let (ci, dy, dx) = (t / 9, (t / 3) % 3, t % 3);
-                            let yy = (2 * oy + dy) as isize - 1;
-                            let xx = (2 * ox + dx) as isize - 1;
-                            if yy >= 0 && xx >= 0 && (yy as usize) < sh.h && (xx as usize) < sh.w {
-                                let v = x
-                                    [((n * sh.cin + ci) * sh.h + yy as usize) * sh.w + xx as usize];
-                                acc += p[0][c * k + t] as f64 * v as f64;
-                            }
-                        }
-                        z[(n * cc + c) * pp + oy * ow + ox] = acc;
-                    }
-                }
-            }
-        }
         let m = (sh.n * pp) as f64;
         let mut out = vec![0f64; z.len()];
         for (c, (&gamma, &beta)) in p[2].iter().zip(&p[3]).enumerate() {
