@@ -7,8 +7,8 @@
   nothing of full resolution is stored.
 * strided (Finn et al.; conv 3x3 with stride 2, BatchNorm, ReLU;
   ``strided_block_forward/backward``): a third of a MAML step on a CPU is this block on the
-  query set; fused, it reads the images and writes its output once, and its backward reads
-  that output and its gradient once.
+  query set; fused, it reads the images and writes its output once (NCHW), and its backward
+  reads that output and its gradient once.
 
 The block's BatchNorm must normalise with the batch's statistics (training mode, or no
 running statistics as in MAML), and the fused path applies only where its shortcuts hold:
@@ -82,7 +82,7 @@ class _StridedBlock(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, gamma, beta, eps, parallel):  # type: ignore[override]
         n, _, h, w = x.shape
-        out = torch.empty(n, (h + 1) // 2, (w + 1) // 2, weight.shape[0])
+        out = torch.empty(n, weight.shape[0], (h + 1) // 2, (w + 1) // 2)
         args = [t.detach().contiguous() for t in (x, weight, bias, gamma, beta)]
         mean, var = _core.strided_block_forward(*(a.numpy() for a in args), eps,
                                                 out.numpy(), parallel)
@@ -92,9 +92,10 @@ class _StridedBlock(torch.autograd.Function):
         ctx.save_for_backward(args[0], args[1], args[3], var, out)
         ctx.eps, ctx.parallel = eps, parallel
         ctx.mark_non_differentiable(mean, var)
-        # Channels last in memory: the next convolution runs faster on it, and its input
-        # gradient comes back in that layout.
-        return out.permute(0, 3, 1, 2), mean, var
+        # NCHW, as torch's block: channels-last maps ran the next convolution faster, but
+        # torch's channels-last ops at one thread (MAML's task threads) flip ReLU masks at
+        # near-ties differently, which slowed MAML's training measurably.
+        return out, mean, var
 
     @staticmethod
     @once_differentiable
@@ -102,7 +103,7 @@ class _StridedBlock(torch.autograd.Function):
         x, weight, gamma, var, out = ctx.saved_tensors
         gw, gg, gbeta = _core.strided_block_backward(
             *(t.numpy() for t in (x, weight, gamma, var)), ctx.eps, out.numpy(),
-            dout.permute(0, 2, 3, 1).contiguous().numpy(), ctx.parallel)
+            dout.contiguous().numpy(), ctx.parallel)
         # A bias before a BatchNorm has no effect: its gradient is zero (torch's own is
         # rounding noise).
         return (None, _tensor(gw).view_as(weight), torch.zeros_like(gamma), _tensor(gg),

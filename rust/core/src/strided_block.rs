@@ -10,9 +10,10 @@
 //! block's input is data (no gradient with respect to it), and the parameters' gradients
 //! are sums of the output gradient against the patches, turned into the BatchNorm's
 //! gradients with the same moments. Unlike the pooling block, the output is materialised
-//! (`N x H' x W' x C`, channels last, `H' = ceil(H / 2)`): the next convolution needs it,
-//! and oneDNN's convolutions run faster on channels-last maps (their input gradient comes
-//! out channels last, which torch would otherwise copy back).
+//! (`N x C x H' x W'`, `H' = ceil(H / 2)`, torch's layout): the next convolution needs it.
+//! (Channels-last output made the next convolution faster, but torch's channels-last ops
+//! at one thread flipped ReLU masks at near-ties differently enough to slow MAML's
+//! training: NCHW keeps the rest of the network's numerics those of torch's block.)
 
 // The per-image kernels take the folded parameters one slice each.
 #![allow(clippy::too_many_arguments)]
@@ -185,6 +186,16 @@ fn moments(x: &[f32], sh: &BlockShape, parallel: bool) -> (Vec<f32>, Vec<f64>) {
     (mu, cov)
 }
 
+/// `dst[j * rows + i] = src[i * cols + j]`: a `rows x cols` matrix transposed (one image's
+/// map between channels last, as the kernels work, and NCHW, as torch's block gives it).
+fn transpose(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
+    for (i, row) in src.chunks_exact(cols).take(rows).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            dst[j * rows + i] = v;
+        }
+    }
+}
+
 /// Checks everything but the output arrays.
 fn check(
     x: &[f32],
@@ -204,7 +215,7 @@ fn check_out(len: usize, sh: &BlockShape, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Training forward: `out` (`N x ceil(H/2) x ceil(W/2) x C`, channels last) gets
+/// Training forward: `out` (`N x C x ceil(H/2) x ceil(W/2)`) gets
 /// `relu(batchnorm(conv_stride2(x)))`; returns the batch statistics (for the running
 /// averages and the backward). `x` is `(N, cin, H, W)`, `weight` `(C, cin, 3, 3)`.
 /// `parallel`: spread the images over the thread pool (false: the calling thread only, for
@@ -253,7 +264,9 @@ pub fn forward(
     let per_out = sh.c * positions(&sh);
     let plane = sh.cin * sh.h * sh.w;
     let work = |img: &[f32], dst: &mut [f32], st: &mut (Vec<f32>, Vec<f32>)| {
-        forward_image(img, dst, &sh, &wt, beta, &mu, st)
+        let mut rows = vec![0f32; per_out];
+        forward_image(img, &mut rows, &sh, &wt, beta, &mu, st);
+        transpose(&rows, dst, positions(&sh), sh.c);
     };
     pool::install_if(parallel && sh.n > 1, |par| {
         if par {
@@ -429,9 +442,13 @@ pub fn backward(
     let (k, cc, m) = (sh.k(), sh.c, (sh.n * positions(&sh)) as f64);
     let (mu, cov) = moments(x, &sh, parallel);
     let per_out = cc * positions(&sh);
+    let np = positions(&sh);
     let each = per_image_sums(x, &sh, parallel, |i, img, st| {
         let r = i * per_out..(i + 1) * per_out;
-        backward_image(img, &out[r.clone()], &dout[r], &sh, &mu, st)
+        let (mut y, mut dy) = (vec![0f32; per_out], vec![0f32; per_out]);
+        transpose(&out[r.clone()], &mut y, cc, np);
+        transpose(&dout[r], &mut dy, cc, np);
+        backward_image(img, &y, &dy, &sh, &mu, st)
     });
     let mut sums = vec![0f64; cc * (k + 1)];
     for e in &each {
@@ -492,8 +509,7 @@ mod tests {
             let var = idx().map(|i| (z[i] - mean).powi(2)).sum::<f64>() / m;
             for i in idx() {
                 let y = gamma as f64 * (z[i] - mean) / (var + eps as f64).sqrt() + beta as f64;
-                let (n, pos) = (i / (cc * pp), i % pp);
-                out[(n * pp + pos) * cc + c] = y.max(0.0); // channels last
+                out[i] = y.max(0.0);
             }
         }
         let loss = out.iter().zip(g).map(|(o, &g)| o * g as f64).sum();
