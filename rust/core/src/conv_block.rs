@@ -101,12 +101,19 @@ impl BlockShape {
         }
         Ok(())
     }
-    fn check_poolable(&self) -> Result<()> {
+    /// Checks that the images can be pooled 2x2 and that the pooled map `name` has `len`
+    /// values.
+    fn check_pooled(&self, len: usize, name: &str) -> Result<()> {
         if self.h < 2 || self.w < 2 {
             return value_err(format!(
                 "x: images must be at least 2x2 for 2x2 pooling, got {}x{}",
                 self.h, self.w
             ));
+        }
+        let (hp, wp) = self.pooled();
+        let want = self.n * hp * wp * self.c;
+        if len != want {
+            return value_err(format!("{name}: expected {want} values, got {len}"));
         }
         Ok(())
     }
@@ -340,15 +347,8 @@ pub fn forward(
         (beta.len(), "beta"),
     ];
     sh.check(x.len(), weight.len(), &vectors, eps)?;
-    sh.check_poolable()?;
+    sh.check_pooled(out.len(), "out")?;
     let (hp, wp) = sh.pooled();
-    if out.len() != sh.n * hp * wp * sh.c {
-        return value_err(format!(
-            "out: expected {} values, got {}",
-            sh.n * hp * wp * sh.c,
-            out.len()
-        ));
-    }
     let mo = moments(x, &sh);
     let stats = stats_from(&mo, weight, bias, &sh);
     let mu = mo.mean(sh.pixels());
@@ -609,15 +609,8 @@ pub fn backward(
         (stats.var.len(), "var"),
     ];
     sh.check(x.len(), weight.len(), &vectors, eps)?;
-    sh.check_poolable()?;
+    sh.check_pooled(dout.len(), "dout")?;
     let (hp, wp) = sh.pooled();
-    if dout.len() != sh.n * hp * wp * sh.c {
-        return value_err(format!(
-            "dout: expected {} values, got {}",
-            sh.n * hp * wp * sh.c,
-            dout.len()
-        ));
-    }
     let (k, cc) = (sh.k(), sh.c);
     let invstd: Vec<f32> = stats.var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     // xhat = (z - mean) * invstd, folded; y = gamma * xhat + beta.
