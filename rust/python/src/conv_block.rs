@@ -1,7 +1,7 @@
-//! The fused first Conv-4 blocks for CPU training, forward into a caller-allocated
-//! channels-last output and the parameters' gradients: the pooling form (conv 3x3,
-//! batch-statistics BatchNorm, 2x2 max-pool, ReLU) and Finn et al.'s (conv 3x3 with stride
-//! 2, batch-statistics BatchNorm, ReLU).
+//! The fused first Conv-4 blocks for CPU training, forward into a caller-allocated output
+//! and the parameters' gradients: the pooling form (conv 3x3, batch-statistics BatchNorm,
+//! 2x2 max-pool, ReLU; channels-last output) and Finn et al.'s (conv 3x3 with stride 2,
+//! batch-statistics BatchNorm, ReLU; NCHW output).
 
 use metarobust_core::conv_block::{self, BatchStats, BlockShape};
 use metarobust_core::strided_block;
@@ -111,9 +111,8 @@ fn conv_block_backward(
     Ok((grads.weight, grads.bias, grads.gamma, grads.beta))
 }
 
-/// Fills `out (N, ceil(H / 2), ceil(W / 2), C)` (channels last) with the strided block's
-/// training output for `x`; returns the batch mean and biased variance of the convolution's
-/// output per channel.
+/// Fills `out (N, C, ceil(H / 2), ceil(W / 2))` with the strided block's training output for
+/// `x`; returns the batch mean and biased variance of the convolution's output per channel.
 /// `parallel`: spread the images over the thread pool (False: the calling thread only).
 #[pyfunction]
 #[pyo3(signature = (x, weight, bias, gamma, beta, eps, out, parallel = true))]
