@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from metarobust.models import MODELS, build_model, conv4_mini, mlp_sinusoid, resnet12
+from metarobust.models import MODELS, Conv4, build_model, conv4_mini, mlp_sinusoid, resnet12
 
 
 def n_params(net: nn.Module) -> int:
@@ -19,7 +19,8 @@ def conv_params(cin: int, f: int) -> int:
 
 
 @pytest.mark.parametrize("name, out", [("conv4_finn", 64), ("conv4_snell", 64),
-                                       ("conv4_mini", 64), ("resnet12", 640)])
+                                       ("conv4_snell_ceil", 256), ("conv4_mini", 64),
+                                       ("resnet12", 640)])
 def test_shapes_28(name: str, out: int) -> None:
     net = build_model(name, in_channels=1, image_size=28)
     y = net(torch.rand(3, 1, 28, 28))
@@ -28,7 +29,8 @@ def test_shapes_28(name: str, out: int) -> None:
 
 
 @pytest.mark.parametrize("name, out", [("conv4_mini", 1600), ("resnet12", 640),
-                                       ("conv4_snell", 1600), ("conv4_finn", 64)])
+                                       ("conv4_snell", 1600), ("conv4_finn", 64),
+                                       ("conv4_snell_ceil", 2304)])
 def test_shapes_84(name: str, out: int) -> None:
     net = build_model(name, in_channels=3, image_size=84)
     y = net(torch.rand(2, 3, 84, 84))
@@ -44,6 +46,7 @@ def test_conv4_mini_filters() -> None:
 def test_parameter_counts() -> None:
     assert n_params(build_model("conv4_finn", 1, 28)) == conv_params(1, 64) == 111_936
     assert n_params(build_model("conv4_snell", 1, 28)) == conv_params(1, 64)
+    assert n_params(build_model("conv4_snell_ceil", 1, 28)) == conv_params(1, 64)
     assert n_params(build_model("conv4_mini", 3, 84)) == conv_params(3, 64)
     # The standard ResNet-12 has about 12.4M parameters.
     assert 12.3e6 < n_params(resnet12(3, 84)) < 12.5e6
@@ -93,6 +96,25 @@ def test_snell_blocks_equal_the_published_order(channels_last: bool) -> None:
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_snell_ceil_keeps_the_last_row_and_column() -> None:
+    # 28 -> 14 -> 7 -> 4 -> 2: the 7x7 maps' last row and column reach the output (Snell's
+    # floor pooling drops them: 7 -> 3), and the same weights give conv4_snell's values
+    # wherever the sides are even.
+    torch.manual_seed(0)
+    floor, ceil = build_model("conv4_snell", 1, 28), build_model("conv4_snell_ceil", 1, 28)
+    ceil.load_state_dict(floor.state_dict())
+    assert [m.ceil_mode for m in ceil.modules() if isinstance(m, nn.MaxPool2d)] == [True] * 4
+    x = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(ceil.blocks[:2](x), floor.blocks[:2](x))
+    for net, reaches in ((ceil, True), (floor, False)):
+        net.eval()  # BatchNorm per element: a pixel's gradient is its own path's
+        h = net.blocks[2][0](net.blocks[:2](x)).detach().requires_grad_()  # block 3's conv
+        out = net.blocks[3](net.blocks[2][1:](h)).sum()
+        grad = torch.autograd.grad(out, h)[0]
+        assert bool(grad[:, :, 6].any()) == reaches and bool(grad[:, :, :, 6].any()) == reaches
+        assert grad[:, :, :6, :6].any()
+
+
 def test_mlp_sinusoid() -> None:
     body = mlp_sinusoid()
     assert body(torch.rand(5, 1)).shape == (5, 40) and body.out_features == 40
@@ -117,5 +139,7 @@ def test_bad_arguments() -> None:
         build_model("conv4_finn", 0, 28)
     with pytest.raises(TypeError, match="conv4_finn"):
         build_model("conv4_finn", 1, 28, widths=(1, 2))
-    assert set(MODELS) == {"conv4_finn", "conv4_snell", "conv4_mini", "resnet12",
-                           "mlp_sinusoid"}
+    assert set(MODELS) == {"conv4_finn", "conv4_snell", "conv4_snell_ceil", "conv4_mini",
+                           "resnet12", "mlp_sinusoid"}
+    with pytest.raises(ValueError, match="ceil_pool"):
+        Conv4(1, 28, strided=True, ceil_pool=True)

@@ -75,6 +75,17 @@ def test_same_as_torch(n, cin, h, w, cout):
                         torch.channels_last)
 
 
+def test_ceil_mode_pooling_on_even_sides():
+    # Ceil-mode pooling (conv4_snell_ceil) equals floor mode on even sides: fused there,
+    # left to torch on odd ones.
+    ref, fb = block_pair(1, 8)
+    for m in (ref, fb):
+        m[2].ceil_mode = True
+    check_same_as_torch(ref, fb, fused_pool_block, images(5, 1, 12, 10), torch.channels_last)
+    assert fused_pool_block(fb, images(5, 1, 11, 10)) is None
+    assert fused_pool_block(fb, images(5, 1, 12, 9)) is None
+
+
 def test_cases_left_to_torch():
     block, _ = block_pair(1, 4)
     x = images(4, 1, 8, 8)

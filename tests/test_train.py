@@ -41,6 +41,30 @@ def test_default_learning_rates(learner, dataset, lr):
                        lr=0.02).resolved().lr == 0.02
 
 
+@pytest.mark.parametrize("learner, dataset, model", [
+    ("protonet", "omniglot", "conv4_snell_ceil"), ("protonet", "glyphs", "conv4_snell"),
+    ("maml", "omniglot", "conv4_finn"), ("maml", "sinusoid", "mlp_sinusoid"),
+])
+def test_default_models(learner, dataset, model):
+    cfg = TrainConfig(learner=learner, dataset=dataset, data_root="data").resolved()
+    assert cfg.model == model
+    linear = learner == "protonet" and dataset == "omniglot"
+    assert cfg.schedule == ("linear" if linear else "cosine")
+    assert TrainConfig(learner=learner, dataset=dataset, data_root="data",
+                       model="resnet12").resolved().model == "resnet12"
+
+
+def test_lr_schedules():
+    from metarobust.train import _lr_factor
+
+    for schedule, want in [("linear", [1.0, 0.75, 0.5, 0.0, 0.0]),
+                           ("cosine", [1.0, 0.5 + 0.5 ** 1.5, 0.5, 0.0, 0.0]),
+                           ("step", [1.0, 0.5, 0.25, 0.0625, 0.0625]),
+                           ("constant", [1.0] * 5)]:
+        got = [_lr_factor(schedule, p) for p in (0.0, 0.25, 0.5, 1.0, 1.5)]
+        assert got == pytest.approx(want), schedule
+
+
 def test_run_directory_contents_and_load_run(tmp_path):
     result = Trainer(tiny(), tmp_path / "run", progress=False).fit()
     assert result["steps"] == 8 and result["episodes"] == 8
@@ -148,7 +172,7 @@ def test_resume_refuses_a_different_config(tmp_path):
     (dict(dataset="omniglot", data_root=None), "data_root"),
     (dict(ways=0), "ways: must be >= 1"),
     (dict(episodes=None, minutes=None), "give one of them"),
-    (dict(schedule="linear"), "schedule"),
+    (dict(schedule="exponential"), "schedule"),
     (dict(bf16=True, device="cpu"), "bf16: autocast is offered on CUDA"),
     (dict(adv_norm="l3"), "adv_norm: expected one of linf, l2"),
     (dict(adv_eps=-0.1), "adv_eps"),

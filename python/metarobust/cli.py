@@ -39,7 +39,9 @@ TRAIN_FLAGS = {
     "data_root": (str, "dataset folder (omniglot: the folder holding omniglot-py/ or it)"),
     "split": (str, "training split (omniglot: background | evaluation | a split file)"),
     "val_split": (str, "validation split (glyphs: val by default)"),
-    "model": (str, "backbone: conv4_snell | conv4_finn | conv4_mini | resnet12"),
+    "model": (str, "backbone: conv4_snell | conv4_snell_ceil | conv4_finn | conv4_mini | "
+                   "resnet12 (default: conv4_snell_ceil for ProtoNet on Omniglot, "
+                   "conv4_snell for other ProtoNets, conv4_finn for MAML)"),
     "ways": (int, "classes per training episode"),
     "shots": (int, "support items per class"),
     "queries": (int, "query items per class"),
@@ -55,7 +57,8 @@ TRAIN_FLAGS = {
                           "filtered_mean"),
     "lr": (float, "meta learning rate (Adam; default 1e-3, 3e-3 for sinusoid, 6e-3 for "
                   "ProtoNet on Omniglot)"),
-    "schedule": (str, "cosine | step | constant"),
+    "schedule": (str, "cosine | linear | step | constant (default: linear for ProtoNet on "
+                      "Omniglot, else cosine)"),
     "episodes": (int, "training episodes in all"),
     "minutes": (float, "or a time budget"),
     "val_every": (int, "steps between validations"),

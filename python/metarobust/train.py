@@ -116,6 +116,8 @@ def _lr_factor(schedule: str, progress: float) -> float:
     progress = min(max(progress, 0.0), 1.0)
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return 1.0 - progress
     if schedule == "step":
         return 0.5 ** int(progress * 4)  # halves at 25%, 50%, 75%
     return 1.0

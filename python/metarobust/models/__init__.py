@@ -18,13 +18,13 @@ from collections.abc import Callable
 
 from torch import nn
 
-from .conv4 import Conv4, conv4_finn, conv4_mini, conv4_snell
+from .conv4 import Conv4, conv4_finn, conv4_mini, conv4_snell, conv4_snell_ceil
 from .mlp import MLP, mlp_sinusoid
 from .resnet12 import ResNet12, resnet12
 
 __all__ = [
     "MODELS", "MLP", "Conv4", "ResNet12", "build_model", "conv4_finn", "conv4_mini",
-    "conv4_snell", "mlp_sinusoid", "resnet12",
+    "conv4_snell", "conv4_snell_ceil", "mlp_sinusoid", "resnet12",
 ]
 
 
@@ -45,6 +45,7 @@ def _image(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "conv4_finn": _image(conv4_finn),
     "conv4_snell": _image(conv4_snell),
+    "conv4_snell_ceil": _image(conv4_snell_ceil),
     "conv4_mini": _image(conv4_mini),
     "resnet12": _image(resnet12),
     "mlp_sinusoid": _mlp,

@@ -153,7 +153,8 @@ def fused_pool_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     if not (_conv3x3(conv, 1) and _batch_stats_bn(bn) and bn.training
             and isinstance(pool, nn.MaxPool2d) and pool.kernel_size in (2, (2, 2))
             and pool.stride in (2, (2, 2)) and pool.padding in (0, (0, 0))
-            and pool.dilation in (1, (1, 1)) and not pool.ceil_mode
+            and pool.dilation in (1, (1, 1))
+            and not (pool.ceil_mode and (x.shape[2] % 2 or x.shape[3] % 2))  # floor == ceil
             and isinstance(relu, nn.ReLU) and x.shape[2] >= 2 and x.shape[3] >= 2):
         return None
     out, mean, var = _PoolBlock.apply(x, conv.weight, conv.bias, bn.weight, bn.bias,

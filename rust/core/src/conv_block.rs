@@ -31,16 +31,31 @@ macro_rules! dispatch_avx2 {
             {
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn fast($($arg: $ty),*) -> $ret {
-                    $body($($arg),*)
+                    $body::<true>($($arg),*)
                 }
                 // SAFETY: the processor has AVX2 and FMA (checked just above).
                 return unsafe { fast($($arg),*) };
             }
-            $body($($arg),*)
+            $body::<{ $crate::conv_block::PORTABLE_FMA }>($($arg),*)
         }
     };
 }
 pub(crate) use dispatch_avx2;
+
+/// Whether the portable build has fused multiply-add instructions (aarch64 always does).
+pub(crate) const PORTABLE_FMA: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
+
+/// `a * b + c`, as one fused multiply-add (one rounding, one instruction) where the code is
+/// compiled for FMA: Rust never contracts `a * b + c` by itself, and without FMA
+/// `mul_add` would be a library call.
+#[inline(always)]
+pub(crate) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
 
 /// Shape of a block's input and output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +177,11 @@ fn patch(pad: &[f32], sh: &BlockShape, y: usize, x: usize, out: &mut [f32]) {
 }
 
 #[inline(always)]
-fn moments_image_body(img: &[f32], sh: &BlockShape, pad: &mut Vec<f32>) -> Moments {
+fn moments_image_body<const FMA: bool>(
+    img: &[f32],
+    sh: &BlockShape,
+    pad: &mut Vec<f32>,
+) -> Moments {
     let k = sh.k();
     padded(img, sh, pad);
     let (ph, pw) = (sh.h + 2, sh.w + 2);
@@ -190,7 +209,7 @@ fn moments_image_body(img: &[f32], sh: &BlockShape, pad: &mut Vec<f32>) -> Momen
                     .sum();
                 for (u, v) in ca.zip(cb) {
                     for ((l, &u), &v) in lanes.iter_mut().zip(u).zip(v) {
-                        *l += u * v;
+                        *l = madd::<FMA>(u, v, *l);
                     }
                 }
                 acc += (lanes.iter().sum::<f32>() + tail) as f64;
@@ -301,7 +320,13 @@ pub(crate) fn transposed(weight: &[f32], scale: &[f32], sh: &BlockShape) -> Vec<
 /// channels), in eight vector registers: independent chains, where one would wait on each
 /// addition's latency. The same operations, in the same order, as [`affine`].
 #[inline(always)]
-pub(crate) fn affine64(b: &[f32], wt: &[f32], cc: usize, c0: usize, p: &[f32]) -> [[f32; 8]; 8] {
+pub(crate) fn affine64<const FMA: bool>(
+    b: &[f32],
+    wt: &[f32],
+    cc: usize,
+    c0: usize,
+    p: &[f32],
+) -> [[f32; 8]; 8] {
     let mut acc = [[0f32; 8]; 8];
     for (a, bb) in acc.iter_mut().zip(b[c0..c0 + 64].chunks_exact(8)) {
         a.copy_from_slice(bb);
@@ -309,7 +334,7 @@ pub(crate) fn affine64(b: &[f32], wt: &[f32], cc: usize, c0: usize, p: &[f32]) -
     for (&pt, row) in p.iter().zip(wt.chunks_exact(cc)) {
         for (a, w) in acc.iter_mut().zip(row[c0..c0 + 64].chunks_exact(8)) {
             for (a, &w) in a.iter_mut().zip(w) {
-                *a += pt * w;
+                *a = madd::<FMA>(pt, w, *a);
             }
         }
     }
@@ -318,11 +343,11 @@ pub(crate) fn affine64(b: &[f32], wt: &[f32], cc: usize, c0: usize, p: &[f32]) -
 
 /// `acc = b + sum_k p[k] * wt[k]` (rows of `C`).
 #[inline(always)]
-pub(crate) fn affine(acc: &mut [f32], b: &[f32], wt: &[f32], p: &[f32]) {
+pub(crate) fn affine<const FMA: bool>(acc: &mut [f32], b: &[f32], wt: &[f32], p: &[f32]) {
     acc.copy_from_slice(b);
     for (row, &pk) in wt.chunks_exact(acc.len()).zip(p) {
         for (a, &w) in acc.iter_mut().zip(row) {
-            *a += pk * w;
+            *a = madd::<FMA>(pk, w, *a);
         }
     }
 }
@@ -368,7 +393,7 @@ pub fn forward(
 /// One image of `forward`: `dst` (its pooled outputs, channels last) from the folded
 /// weights `wt` (`K x C`), offsets `b` and the mean patch `mu`.
 #[inline(always)]
-fn forward_image_body(
+fn forward_image_body<const FMA: bool>(
     img: &[f32],
     dst: &mut [f32],
     sh: &BlockShape,
@@ -390,7 +415,7 @@ fn forward_image_body(
         for c0 in (0..wide).step_by(64) {
             let mut top = [[f32::NEG_INFINITY; 8]; 8];
             for pj in p.chunks_exact(k) {
-                let v = affine64(b, wt, cc, c0, pj);
+                let v = affine64::<FMA>(b, wt, cc, c0, pj);
                 for (t, v) in top.iter_mut().zip(v) {
                     for (t, v) in t.iter_mut().zip(v) {
                         *t = t.max(v);
@@ -407,7 +432,7 @@ fn forward_image_body(
             let o = &mut o[wide..];
             o.fill(f32::NEG_INFINITY);
             for pj in p.chunks_exact(k) {
-                affine(y, b, wt, pj);
+                affine::<FMA>(y, b, wt, pj);
                 for (o, &v) in o.iter_mut().zip(&y[wide..]) {
                     *o = o.max(v);
                 }
@@ -472,7 +497,7 @@ struct WindowSums {
 /// One image of `backward`: its sums over the pooling windows, `g_img` the gradient of its
 /// pooled outputs, `wx` the weights folded to give `xhat = wx . (p - mu)` (`bx` zeros).
 #[inline(always)]
-fn backward_image_body(
+fn backward_image_body<const FMA: bool>(
     img: &[f32],
     g_img: &[f32],
     sh: &BlockShape,
@@ -498,6 +523,7 @@ fn backward_image_body(
     // Per channel: which pixel of the window is its maximum, and the gradient it takes.
     let mut which = vec![0f32; cc];
     let mut gj = vec![0f32; cc];
+    let mut gsel = vec![0f32; 4 * cc];
     for (py, g_row) in g_img.chunks_exact(wp * cc).enumerate() {
         for (px, g) in g_row.chunks_exact(cc).enumerate() {
             for (j, (dy, dx)) in WINDOW.into_iter().enumerate() {
@@ -505,13 +531,13 @@ fn backward_image_body(
                 centred_patch(&pad, sh, 2 * py + dy, 2 * px + dx, mu, p);
                 let xj = &mut xh[j * cc..(j + 1) * cc];
                 for c0 in (0..wide).step_by(64) {
-                    let v = affine64(bx, wx, cc, c0, p);
+                    let v = affine64::<FMA>(bx, wx, cc, c0, p);
                     for (d, v) in xj[c0..c0 + 64].chunks_exact_mut(8).zip(v) {
                         d.copy_from_slice(&v);
                     }
                 }
                 if wide < cc {
-                    affine(&mut rest, bx, wx, p);
+                    affine::<FMA>(&mut rest, bx, wx, p);
                     xj[wide..].copy_from_slice(&rest[wide..]);
                 }
             }
@@ -542,23 +568,34 @@ fn backward_image_body(
                 }
                 let gc = if top > 0.0 { gv } else { 0.0 };
                 *d += gc;
-                *e += gc * top_x;
+                *e = madd::<FMA>(gc, top_x, *e);
                 (*w, *o) = (at, gc);
             }
-            // Each channel's gradient times the patch of its maximum, tap by tap.
+            // Each channel's gradient times the patch of its maximum, tap by tap, as
+            // `sum_j g_j p_j` with `g_j` zero but at the maximum: multiply-adds of an exact
+            // zero leave the sum as it is, and they vectorise where per-channel selects
+            // of the patch value do not.
+            for (j, gs) in gsel.chunks_exact_mut(cc).enumerate() {
+                let jf = j as f32;
+                for ((g, &w), &gc) in gs.iter_mut().zip(&which).zip(&gj) {
+                    *g = if w == jf { gc } else { 0.0 };
+                }
+            }
+            let (g0, rest) = gsel.split_at(cc);
+            let (g1, rest) = rest.split_at(cc);
+            let (g2, g3) = rest.split_at(cc);
             for (t, row) in gp.chunks_exact_mut(cc).enumerate() {
-                let [p0, p1, p2, p3] = [0, 1, 2, 3].map(|j| patches[j * k + t]);
-                for ((r, &w), &gc) in row.iter_mut().zip(&which).zip(&gj) {
-                    let pv = if w == 0.0 {
-                        p0
-                    } else if w == 1.0 {
-                        p1
-                    } else if w == 2.0 {
-                        p2
-                    } else {
-                        p3
-                    };
-                    *r += gc * pv;
+                let (p0, p1, p2, p3) = (
+                    patches[t],
+                    patches[k + t],
+                    patches[2 * k + t],
+                    patches[3 * k + t],
+                );
+                for ((r, (&a0, &a1)), (&a2, &a3)) in
+                    row.iter_mut().zip(g0.iter().zip(g1)).zip(g2.iter().zip(g3))
+                {
+                    let v = madd::<FMA>(a3, p3, madd::<FMA>(a2, p2, *r));
+                    *r = madd::<FMA>(a1, p1, madd::<FMA>(a0, p0, v));
                 }
             }
         }

@@ -21,8 +21,8 @@
 use rayon::prelude::*;
 
 use crate::conv_block::{
-    affine, affine64, centred_patch, dispatch_avx2, padded, transposed, BatchStats, BlockGrads,
-    BlockShape,
+    affine, affine64, centred_patch, dispatch_avx2, madd, padded, transposed, BatchStats,
+    BlockGrads, BlockShape,
 };
 use crate::error::{value_err, Result};
 use crate::pool;
@@ -57,7 +57,7 @@ fn columns(img: &[f32], sh: &BlockShape, mu: &[f32], pad: &mut Vec<f32>, cols: &
 
 /// `sum_i a[i] * b[i]`: f32 lanes, then f64.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f64 {
+fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f64 {
     let mut lanes = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
@@ -68,7 +68,7 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
         .sum();
     for (u, v) in ca.zip(cb) {
         for ((l, &u), &v) in lanes.iter_mut().zip(u).zip(v) {
-            *l += u * v;
+            *l = madd::<FMA>(u, v, *l);
         }
     }
     (lanes.iter().sum::<f32>() + tail) as f64
@@ -91,7 +91,7 @@ fn lane_sum(a: &[f32]) -> f64 {
 /// One image's sums of its columns (`mu` subtracted): `s[t]`, and `m[a * K + b]` =
 /// `sum_i cols[a][i] cols[b][i]` when `second`.
 #[inline(always)]
-fn moments_image_body(
+fn moments_image_body<const FMA: bool>(
     img: &[f32],
     sh: &BlockShape,
     mu: &[f32],
@@ -107,7 +107,7 @@ fn moments_image_body(
     if second {
         for a in 0..k {
             for b in a..k {
-                let v = dot(col(a), col(b));
+                let v = dot::<FMA>(col(a), col(b));
                 m[a * k + b] = v;
                 m[b * k + a] = v;
             }
@@ -286,7 +286,7 @@ pub fn forward(
 /// One image of `forward`: `dst` (`P x C`, channels last) from the folded weights `wt`
 /// (`K x C`), `beta` and the mean patch `mu`.
 #[inline(always)]
-fn forward_image_body(
+fn forward_image_body<const FMA: bool>(
     img: &[f32],
     dst: &mut [f32],
     sh: &BlockShape,
@@ -303,7 +303,7 @@ fn forward_image_body(
     for (i, o) in dst.chunks_exact_mut(cc).enumerate() {
         centred_patch(pad, sh, 2 * (i / ow), 2 * (i % ow), mu, p);
         for c0 in (0..wide).step_by(64) {
-            let acc = affine64(beta, wt, cc, c0, p);
+            let acc = affine64::<FMA>(beta, wt, cc, c0, p);
             for (d, a) in o[c0..c0 + 64].chunks_exact_mut(8).zip(acc) {
                 for (d, a) in d.iter_mut().zip(a) {
                     *d = a.max(0.0);
@@ -312,7 +312,7 @@ fn forward_image_body(
         }
         if wide < cc {
             let mut rest = vec![0f32; cc];
-            affine(&mut rest, beta, wt, p);
+            affine::<FMA>(&mut rest, beta, wt, p);
             for (d, a) in o[wide..].iter_mut().zip(&rest[wide..]) {
                 *d = a.max(0.0);
             }
@@ -333,7 +333,7 @@ dispatch_avx2!(forward_image => forward_image_body(
 /// One image of `backward`: `sum g (p - mu)` (`K x C`) and `sum g` (`C`, last), `g` the
 /// output gradient where the output is positive (both `P x C`, channels last).
 #[inline(always)]
-fn backward_image_body(
+fn backward_image_body<const FMA: bool>(
     img: &[f32],
     y: &[f32],
     dy: &[f32],
@@ -354,7 +354,7 @@ fn backward_image_body(
     for c8 in 0..lanes / 8 {
         // One-channel-input blocks (K = 9): eight channels' sums over the positions held
         // in registers.
-        let (gp, sum_g) = sums9(pats, y, dy, cc, c8 * 8);
+        let (gp, sum_g) = sums9::<FMA>(pats, y, dy, cc, c8 * 8);
         for (t, row) in gp.iter().enumerate() {
             acc[t * cc + c8 * 8..t * cc + c8 * 8 + 8].copy_from_slice(row);
         }
@@ -373,7 +373,7 @@ fn backward_image_body(
             let (gp, sum_g) = acc.split_at_mut(k * cc);
             for (row, &pt) in gp.chunks_exact_mut(cc).zip(p) {
                 for (r, &gv) in row.iter_mut().zip(&g).skip(lanes) {
-                    *r += gv * pt;
+                    *r = madd::<FMA>(gv, pt, *r);
                 }
             }
             for (s, &gv) in sum_g.iter_mut().zip(&g).skip(lanes) {
@@ -388,7 +388,13 @@ fn backward_image_body(
 /// Channels `c0..c0 + 8` of [`backward_image_body`] for 9-tap patches: `sum g p_t` per tap
 /// and `sum g`.
 #[inline(always)]
-fn sums9(pats: &[f32], y: &[f32], dy: &[f32], cc: usize, c0: usize) -> ([[f32; 8]; 9], [f32; 8]) {
+fn sums9<const FMA: bool>(
+    pats: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    cc: usize,
+    c0: usize,
+) -> ([[f32; 8]; 9], [f32; 8]) {
     let mut gp = [[0f32; 8]; 9];
     let mut sum_g = [0f32; 8];
     for ((p, yr), dr) in pats
@@ -402,7 +408,7 @@ fn sums9(pats: &[f32], y: &[f32], dy: &[f32], cc: usize, c0: usize) -> ([[f32; 8
         }
         for (row, &pt) in gp.iter_mut().zip(p) {
             for (r, &gv) in row.iter_mut().zip(&g) {
-                *r += gv * pt;
+                *r = madd::<FMA>(gv, pt, *r);
             }
         }
         for (s, &gv) in sum_g.iter_mut().zip(&g) {
