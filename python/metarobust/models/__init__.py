@@ -1,4 +1,5 @@
-"""Backbones: Conv-4 (three published forms), ResNet-12 and the sinusoid MLP.
+"""Backbones: Conv-4 (three published forms, and Snell's with ceil-mode pooling), ResNet-12 and
+the sinusoid MLP.
 
 Every model maps a batch to ``(N, out_features)`` features and exposes ``out_features``.
 The learners add their own head (MAML: a linear layer; ProtoNet: none).
