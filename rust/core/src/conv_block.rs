@@ -19,9 +19,10 @@ use rayon::prelude::*;
 use crate::error::{value_err, Result};
 use crate::pool;
 
-/// `fn $name(args) -> ret` calling `$body` (an `#[inline(always)]` fn of the same
-/// arguments) compiled for AVX2 and FMA where the processor has them: the portable build
-/// targets SSE2, and these loops run twice as wide with AVX2.
+/// `fn $name(args) -> ret` calling `$body::<FMA>` (an `#[inline(always)]` fn of the same
+/// arguments, generic over whether its multiply-adds are fused, see [`madd`]) compiled for
+/// AVX2 and FMA where the processor has them: the portable build targets SSE2, and these
+/// loops run twice as wide with AVX2.
 macro_rules! dispatch_avx2 {
     ($name:ident => $body:ident ($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty) => {
         fn $name($($arg: $ty),*) -> $ret {
