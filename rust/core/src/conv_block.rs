@@ -58,6 +58,25 @@ pub(crate) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
+/// `sum_i a[i] * b[i]`: f32 lanes, then f64.
+#[inline(always)]
+pub(crate) fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f64 {
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(u, v)| u * v)
+        .sum();
+    for (u, v) in ca.zip(cb) {
+        for ((l, &u), &v) in lanes.iter_mut().zip(u).zip(v) {
+            *l = madd::<FMA>(u, v, *l);
+        }
+    }
+    (lanes.iter().sum::<f32>() + tail) as f64
+}
+
 /// Shape of a block's input and output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockShape {
@@ -198,22 +217,8 @@ fn moments_image_body<const FMA: bool>(
         for b in a..k {
             let mut acc = 0f64;
             for y in 0..sh.h {
-                let (ra, rb) = (row(a, y), row(b, y));
                 // f32 within a row (a few dozen terms), f64 across rows.
-                let mut lanes = [0f32; 8];
-                let (ca, cb) = (ra.chunks_exact(8), rb.chunks_exact(8));
-                let tail: f32 = ca
-                    .remainder()
-                    .iter()
-                    .zip(cb.remainder())
-                    .map(|(u, v)| u * v)
-                    .sum();
-                for (u, v) in ca.zip(cb) {
-                    for ((l, &u), &v) in lanes.iter_mut().zip(u).zip(v) {
-                        *l = madd::<FMA>(u, v, *l);
-                    }
-                }
-                acc += (lanes.iter().sum::<f32>() + tail) as f64;
+                acc += dot::<FMA>(row(a, y), row(b, y));
             }
             m[a * k + b] = acc;
             m[b * k + a] = acc;

@@ -21,7 +21,7 @@
 use rayon::prelude::*;
 
 use crate::conv_block::{
-    affine, affine64, centred_patch, dispatch_avx2, madd, padded, transposed, BatchStats,
+    affine, affine64, centred_patch, dispatch_avx2, dot, madd, padded, transposed, BatchStats,
     BlockGrads, BlockShape,
 };
 use crate::error::{value_err, Result};
@@ -53,25 +53,6 @@ fn columns(img: &[f32], sh: &BlockShape, mu: &[f32], pad: &mut Vec<f32>, cols: &
             }
         }
     }
-}
-
-/// `sum_i a[i] * b[i]`: f32 lanes, then f64.
-#[inline(always)]
-fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f64 {
-    let mut lanes = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(u, v)| u * v)
-        .sum();
-    for (u, v) in ca.zip(cb) {
-        for ((l, &u), &v) in lanes.iter_mut().zip(u).zip(v) {
-            *l = madd::<FMA>(u, v, *l);
-        }
-    }
-    (lanes.iter().sum::<f32>() + tail) as f64
 }
 
 /// `sum_i a[i]`: f32 lanes, then f64.
