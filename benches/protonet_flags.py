@@ -1,5 +1,6 @@
 """ProtoNet training episodes/s (one episode per step) with each speed flag on and off:
-channels_last, and bf16 autocast (CUDA only), side by side in one process.
+channels_last, bf16 autocast (CUDA only) and torch.compile of the backbone (``--compile``,
+CUDA only), side by side in one process.
 
     python benches/protonet_flags.py --device cuda [--data-root DATA] [--ways 60 --shots 5]
 
@@ -24,9 +25,13 @@ from metarobust.config import TrainConfig
 from metarobust.train import Trainer
 
 
-def candidates(device: str) -> list[dict[str, bool]]:
+def candidates(device: str, compile: bool) -> list[dict[str, bool]]:
     bf16 = (False, True) if device == "cuda" else (False,)
-    return [dict(channels_last=cl, bf16=b) for cl, b in itertools.product((False, True), bf16)]
+    cands = [dict(channels_last=cl, bf16=b, compile=False)
+             for cl, b in itertools.product((False, True), bf16)]
+    if compile:
+        cands.append(dict(channels_last=False, bf16=False, compile=True))
+    return cands
 
 
 def run(base: TrainConfig, flags: dict[str, bool], warmup: int, steps: int) -> tuple[float, float]:
@@ -55,13 +60,15 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--compile", action="store_true",
+                   help="add torch.compile candidates (their compilation falls in --warmup)")
     args = p.parse_args()
     retain_freed_memory()  # as `metarobust train` does
     dataset = dict(dataset="omniglot", data_root=args.data_root) if args.data_root \
         else dict(dataset="glyphs")
     base = TrainConfig(learner="protonet", ways=args.ways, shots=args.shots,
                        queries=args.queries, device=args.device, episodes=1, **dataset)
-    cands = candidates(args.device)
+    cands = candidates(args.device, args.compile)
     best: dict[int, tuple[float, float]] = {}
     for _ in range(args.rounds):
         for i, flags in enumerate(cands):
@@ -71,13 +78,13 @@ def main() -> None:
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"ProtoNet {args.ways}-way {args.shots}-shot {args.queries}-query on "
           f"{base.dataset}, {name}: best of {args.rounds} rounds of {args.steps} steps")
-    print(f"{'channels_last':>13}  {'bf16':>5}  {'episodes/s':>10}  {'vs plain':>8}  "
-          f"{'loss':>6}")
+    print(f"{'channels_last':>13}  {'bf16':>5}  {'compile':>7}  {'episodes/s':>10}  "
+          f"{'vs plain':>8}  {'loss':>6}")
     plain = best[0][0]
     for i, flags in enumerate(cands):
         rate, loss = best[i]
-        print(f"{str(flags['channels_last']):>13}  {str(flags['bf16']):>5}  {rate:10.1f}  "
-              f"{rate / plain:7.2f}x  {loss:6.3f}")
+        print(f"{str(flags['channels_last']):>13}  {str(flags['bf16']):>5}  "
+              f"{str(flags['compile']):>7}  {rate:10.1f}  {rate / plain:7.2f}x  {loss:6.3f}")
 
 
 if __name__ == "__main__":

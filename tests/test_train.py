@@ -73,6 +73,9 @@ def test_run_directory_contents_and_load_run(tmp_path):
                                               "best.pt"}
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("val_accuracy" in r for r in lines) and any("loss" in r for r in lines)
+    # validations carry the training time so far: time-to-accuracy curves
+    clock = [r["seconds"] for r in lines if "val_accuracy" in r]
+    assert clock == sorted(clock) and 0 < clock[-1] <= result["seconds"]
     assert TrainConfig.load(run / "config.toml") == tiny().resolved()
     learner = mr.load_run(run)
     assert not learner.training

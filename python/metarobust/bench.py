@@ -1122,9 +1122,16 @@ def _maml_memory_child(spec_json: str) -> None:
     spec = json.loads(spec_json)
     torch.set_num_threads(spec["threads"])
     saved = torch.load(spec["batch"], map_location=spec["device"])
-    batch = Episode(**saved)
-    fn = maml_candidates(batch, spec["order"], [spec["candidate"]], spec["ways"],
-                         spec["seed"])[spec["candidate"]]
+    peak, method = _maml_step_peak(Episode(**saved), spec["order"], spec["candidate"],
+                                   spec["ways"], spec["seed"])
+    print(json.dumps({"peak_bytes": peak, "method": method}))
+
+
+def _maml_step_peak(batch: Episode, order: str, candidate: str, ways: int,
+                    seed: int) -> tuple[int, str]:
+    """Peak extra bytes of one step of ``candidate`` after a warm-up step (-1: unavailable)
+    and how they were read."""
+    fn = maml_candidates(batch, order, [candidate], ways, seed)[candidate]
     cuda = batch.support_x.device.type == "cuda"
     fn()  # warm-up: one-time allocations (thread pools, kernel caches, .grad tensors)
     gc.collect()
@@ -1134,17 +1141,13 @@ def _maml_memory_child(spec_json: str) -> None:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         fn()
-        peak = torch.cuda.max_memory_allocated() - base
-        method = "cuda max_memory_allocated"
-    else:
-        base_kib = _proc_status_kib("VmRSS")
-        if base_kib is not None and _reset_peak_rss():
-            fn()
-            peak = (_proc_status_kib("VmHWM") - base_kib) * 1024
-            method = "VmHWM - VmRSS"
-        else:  # no /proc: ru_maxrss already holds the warm-up's peak; use a fresh process
-            peak, method = -1, "unavailable"
-    print(json.dumps({"peak_bytes": peak, "method": method}))
+        return torch.cuda.max_memory_allocated() - base, "cuda max_memory_allocated"
+    base_kib = _proc_status_kib("VmRSS")
+    if base_kib is not None and _reset_peak_rss():
+        fn()
+        return (_proc_status_kib("VmHWM") - base_kib) * 1024, "VmHWM - VmRSS"
+    # no /proc: ru_maxrss already holds the warm-up's peak; a fresh process would be needed
+    return -1, "unavailable"
 
 
 def _save_batch(batch: Episode, path: str) -> None:
@@ -1156,8 +1159,11 @@ def maml_peak_memory(batch: Episode, order: str, candidate: str, ways: int | Non
                      timeout: float = 600) -> float:
     """Peak extra memory (MiB) of one meta-training step of ``candidate``, measured in a
     fresh Python subprocess (see the module docstring); NaN where it cannot be measured.
+    On CUDA the allocator's own peak counter is exact, so the step runs in this process.
     ``batch_path``: the batch already saved with ``torch.save`` (saved here otherwise)."""
     ways = int(batch.support_y.max()) + 1 if ways is None else ways
+    if batch.support_x.device.type == "cuda":
+        return _maml_step_peak(batch, order, candidate, ways, seed)[0] / (1 << 20)
     with tempfile.TemporaryDirectory() as tmp:
         if batch_path is None:
             batch_path = os.path.join(tmp, "batch.pt")

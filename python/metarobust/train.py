@@ -2,7 +2,8 @@
 validation, resumable checkpoints and metrics, and :func:`load_run`.
 
 A run directory holds ``config.toml`` (the full resolved config), ``metrics.jsonl`` (one
-JSON object per logged step or validation), ``last.pt`` (resumable: model, optimiser, step,
+JSON object per logged step or validation; a validation's ``seconds`` is the training time
+so far, for time-to-accuracy), ``last.pt`` (resumable: model, optimiser, step,
 RNG state) and ``best.pt`` (the best validation accuracy, or the final model without
 validation). Episodes come from the counter-based sampler by position, so a resumed run
 sees exactly the episodes an uninterrupted one would.
@@ -233,12 +234,14 @@ class Trainer:
             res = evaluate_regression(self.learner, self.val_sampler, self.cfg.val_episodes,
                                       device=self.device, steps=())
             score = -res["mse"]
-            self._log({"step": self.step, "val_mse": res["mse"], "val_ci95": res["ci95"]})
+            self._log({"step": self.step, "val_mse": res["mse"], "val_ci95": res["ci95"],
+                       "seconds": self.elapsed})
         else:
             res = evaluate(self.learner, self.val_sampler, self.cfg.val_episodes,
                            device=self.device, progress=False)
             score = res["accuracy"]
-            self._log({"step": self.step, "val_accuracy": score, "val_ci95": res["ci95"]})
+            self._log({"step": self.step, "val_accuracy": score, "val_ci95": res["ci95"],
+                       "seconds": self.elapsed})
         if self.best is None or score > self.best:
             self.best = score
             self._save("best.pt")

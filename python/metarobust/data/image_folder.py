@@ -131,7 +131,8 @@ def decode_images(
         return stop - start
 
     bounds = [(s, min(s + _CHUNK, n)) for s in range(0, n, _CHUNK)]
-    with tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+    with tqdm(total=n, desc=desc, unit="img", disable=None if progress else True,
+              leave=False) as bar:  # None: no bars where stderr is no terminal (logs)
         if workers == 1:
             for s, e in bounds:
                 bar.update(run(s, e))
