@@ -10,10 +10,10 @@ on Omniglot background when ``--data-root`` holds it, else on the embedded glyph
 
 After ``--warmup`` steps, ``--steps`` steps run under ``torch.profiler``; the GPU's busy
 time is the union of the intervals of its kernels and copies. Idle per step is the step
-time minus that busy time: it counts every gap (Python and launch overhead, the per-step
-loss transfer, the wait for input), and the profiler's own overhead enlarges it, so it is
-an upper bound. The input wait is the time spent inside the batch iterator's ``__next__``,
-the part of the idle time that the sampler's prefetch is there to remove.
+time minus that busy time: it counts every gap (Python and launch overhead, the wait for
+input), and the profiler's own overhead enlarges it, so it is an upper bound. The input
+wait is the time spent inside the batch iterator's ``__next__``, the part of the idle time
+that the sampler's prefetch is there to remove.
 """
 
 from __future__ import annotations
@@ -99,7 +99,12 @@ def main() -> None:
     p.add_argument("--data-root", default=None)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--learners", default="protonet,maml",
+                   help="comma-separated: protonet, maml (default both)")
     args = p.parse_args()
+    wanted = set(args.learners.split(","))
+    if not wanted <= {"protonet", "maml"}:
+        p.error(f"--learners: expected protonet and/or maml, got {args.learners!r}")
     retain_freed_memory()  # as `metarobust train` does
     data = dict(dataset="omniglot", data_root=args.data_root) if args.data_root \
         else dict(dataset="glyphs")
@@ -109,6 +114,8 @@ def main() -> None:
     print(f"{'setting':<18} {'step ms':>8} {'GPU busy':>9} {'idle':>7} {'idle %':>7} "
           f"{'input wait':>10}")
     for label, setting in SETTINGS.items():
+        if setting["learner"] not in wanted:
+            continue
         cfg = TrainConfig(**setting, **data, device=args.device, episodes=10**9,
                           val_every=10**9, checkpoint_every=10**9)
         r = measure(cfg, args.warmup, args.steps)

@@ -273,6 +273,33 @@ def test_maml_chunking_same_gradients(path: str) -> None:
         torch.testing.assert_close(outs[0][1][n], outs[1][1][n], rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.parametrize("make", [
+    lambda: tiny_conv_maml("maml", "second", "vmap"),
+    lambda: tiny_conv_maml("maml", "second", "threads"),
+    lambda: torch.manual_seed(0) and ProtoNet(build_model("conv4_snell", 1, 16,
+                                                          filters=3)).double(),
+], ids=["maml-vmap", "maml-threads", "protonet"])
+def test_meta_backward_without_sync_same_results(make) -> None:
+    side = 16 if isinstance(make(), ProtoNet) else 8
+    batch = image_batch(side=side)
+    outs = []
+    for sync in (True, False):
+        learner = make()
+        outs.append((learner.meta_backward(batch, WAYS, sync=sync), grads(learner)))
+    (synced, g_synced), (lazy, g_lazy) = outs
+    assert all(isinstance(v, float) for v in synced.values())
+    assert synced.keys() == lazy.keys()
+    for k, v in lazy.items():
+        assert float(v) == pytest.approx(synced[k], rel=1e-12)
+    for n in g_synced:
+        torch.testing.assert_close(g_lazy[n], g_synced[n], rtol=0, atol=0)
+    # only the synchronising call reads the labels on the host to check their range
+    bad = image_batch(side=side)
+    bad.query_y[0, 0] = WAYS
+    with pytest.raises(ValueError, match="query_y"):
+        make().meta_backward(bad, WAYS)
+
+
 def test_train_and_test_inner_steps() -> None:
     batch = vector_batch()
     learner = tiny_maml(steps=1)

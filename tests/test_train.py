@@ -103,11 +103,11 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, monkeypatch):
     calls = {"n": 0}
     original = trainer.learner.meta_backward
 
-    def interrupt_at_4(batch, ways):
+    def interrupt_at_4(batch, ways, **kw):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt
-        return original(batch, ways)
+        return original(batch, ways, **kw)
 
     monkeypatch.setattr(trainer.learner, "meta_backward", interrupt_at_4)
     with pytest.raises(KeyboardInterrupt):
@@ -128,11 +128,11 @@ def test_cli_ctrl_c_names_the_checkpoint(tmp_path, monkeypatch, capsys):
     original = ProtoNet.meta_backward
     calls = {"n": 0}
 
-    def interrupt_at_3(self, batch, ways):
+    def interrupt_at_3(self, batch, ways, **kw):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return original(self, batch, ways)
+        return original(self, batch, ways, **kw)
 
     monkeypatch.setattr(ProtoNet, "meta_backward", interrupt_at_3)
     run = tmp_path / "run"
@@ -180,6 +180,7 @@ def test_resume_refuses_a_different_config(tmp_path):
     (dict(adv_norm="l3"), "adv_norm: expected one of linf, l2"),
     (dict(adv_eps=-0.1), "adv_eps"),
     (dict(adv_steps=0), "adv_steps: must be >= 1"),
+    (dict(compile=True, compile_mode="fast"), "compile_mode: expected one of default, "),
 ])
 def test_bad_configs(kw, words):
     with pytest.raises(ValueError, match=words):
@@ -326,7 +327,7 @@ def test_corruption_augmentation_trains_on_corrupted_episodes(tmp_path, monkeypa
     trainer = Trainer(cfg, tmp_path / "aug", progress=False)
     real = trainer.learner.meta_backward
     monkeypatch.setattr(trainer.learner, "meta_backward",
-                        lambda batch, ways: seen.append(batch) or real(batch, ways))
+                        lambda batch, ways, **kw: seen.append(batch) or real(batch, ways, **kw))
     trainer.fit()
     assert len(seen) == 3
     aug = mr.robust.Augment("gaussian_blur,thin", 2, 1.0, seed=cfg.seed)

@@ -26,7 +26,7 @@ import torch
 from . import __version__, distributed
 from ._runtime import retain_freed_memory
 from .bench import add_bench_parser
-from .config import DATASETS, DEVICES, LEARNERS, TrainConfig
+from .config import COMPILE_MODES, DATASETS, DEVICES, LEARNERS, TrainConfig
 from .data.prepare import add_data_parser
 from .distributed import DistributedError
 from .learners.protonet import PROTOTYPE_HELP, set_test_prototype
@@ -68,6 +68,8 @@ TRAIN_FLAGS = {
     "checkpoint_every": (int, "steps between resumable checkpoints"),
     "chunk_size": (int, "tasks per forward/backward chunk"),
     "device": (str, f"one of {', '.join(DEVICES)}"),
+    "compile_mode": (str, "with --compile: torch.compile's mode, one of "
+                          f"{', '.join(COMPILE_MODES)} (reduce-overhead: CUDA graphs)"),
     "threads": (int, "torch CPU threads (default: torch's; sinusoid: 1)"),
     "seed": (int, "random seed"),
     "adv_eps": (float, "adversarial querying: attack radius (default 8/255)"),

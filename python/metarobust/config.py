@@ -25,6 +25,7 @@ LEARNERS = ("protonet", "maml", "fomaml", "metasgd", "anil")
 DATASETS = ("glyphs", "omniglot", "folder", "idx", "sinusoid")
 SCHEDULES = ("cosine", "linear", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -67,6 +68,8 @@ class TrainConfig:
     channels_last: bool | None = None  # NHWC convolutions (ProtoNet default: on)
     bf16: bool = False                # bf16 autocast of training steps on CUDA
     compile: bool = False             # torch.compile the backbone for training (ProtoNet)
+    compile_mode: str = "default"     # its mode: default | reduce-overhead (CUDA graphs) |
+                                      # max-autotune | max-autotune-no-cudagraphs
     adversarial: bool = False         # adversarial querying: PGD on the training queries
     adv_eps: float = 8 / 255          # its L-inf (or L2) radius in [0, 1] pixel units
     adv_steps: int = 7
@@ -117,6 +120,9 @@ class TrainConfig:
         if not (self.adv_eps >= 0 and self.adv_step_size > 0):
             raise ValueError(f"adv_eps, adv_step_size: must be >= 0 and > 0, got "
                              f"{self.adv_eps}, {self.adv_step_size}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode: expected one of {', '.join(COMPILE_MODES)}, got "
+                             f"{self.compile_mode!r}")
         if self.compile and self.learner != "protonet":
             raise ValueError(f"compile: torch.compile of the backbone is offered for ProtoNet; "
                              f"{self.learner!r} differentiates through its inner loop "

@@ -217,7 +217,8 @@ class Learner(nn.Module):
                  / self.norm_std.to(x.dtype).reshape(shape))
         return x
 
-    def _check_batch(self, batch: Any, ways: int | None) -> None:
+    def _check_batch(self, batch: Any, ways: int | None, labels: bool = True) -> None:
+        """Shapes and dtypes; with ``labels``, also the label range (reads it on the host)."""
         batch_fields(batch)
         sx, sy, qx, qy = batch.support_x, batch.support_y, batch.query_x, batch.query_y
         if sx.dim() < 3 or qx.dim() != sx.dim():
@@ -238,7 +239,7 @@ class Learner(nn.Module):
                 if y.is_floating_point() or y.dtype == torch.bool:
                     raise TypeError(f"batch.{name}: expected integer labels, got {y.dtype}")
             # one device sync for both label sets
-            if bool(((sy < 0) | (sy >= ways)).any() | ((qy < 0) | (qy >= ways)).any()):
+            if labels and bool(((sy < 0) | (sy >= ways)).any() | ((qy < 0) | (qy >= ways)).any()):
                 for y, name in ((sy, "support_y"), (qy, "query_y")):
                     lo, hi = int(y.min()), int(y.max())
                     if lo < 0 or hi >= ways:
@@ -271,27 +272,34 @@ class Learner(nn.Module):
     def _chunk_outputs(self, chunk: Any, ways: int | None, meta: bool) -> torch.Tensor:
         raise NotImplementedError
 
-    def meta_backward(self, batch: Any, ways: int | None) -> dict[str, float]:
+    def meta_backward(self, batch: Any, ways: int | None, *,
+                      sync: bool = True) -> dict[str, Any]:
         """Meta-training loss on ``batch`` (mean over its tasks), back-propagated into the
         meta-parameters' ``.grad`` (accumulating; the caller zeroes and steps).
 
-        Returns ``{"loss", "accuracy"}`` averaged over tasks (regression: ``{"loss", "mse"}``).
+        Returns ``{"loss", "accuracy"}`` averaged over tasks (regression: ``{"loss", "mse"}``)
+        as floats. ``sync=False`` returns them as 0-d tensors on the batch's device instead
+        and skips the label-range check, the two host reads of a step: on a GPU the host can
+        then queue the next step while this one runs. For batches whose labels are known to
+        be in range (an :class:`EpisodeSampler`'s); a bad label then fails inside the loss.
         """
         if not torch.is_grad_enabled():
             raise RuntimeError("meta_backward: gradients are disabled (called under "
                                "torch.no_grad()); use evaluate_batch to evaluate")
-        self._check_batch(batch, ways)
+        self._check_batch(batch, ways, labels=sync)
         b = batch.support_x.shape[0]
-        total_loss = total_metric = 0.0
+        total_loss: Any = 0.0
+        total_metric: Any = 0.0
         for start, stop in self._chunks(b, batch.support_x):
             chunk = slice_batch(batch, start, stop)
             out = self._chunk_outputs(chunk, ways, meta=True)
             loss, metric = self._task_losses(out, chunk.query_y)
             (loss.sum() / b).backward()
-            total_loss += float(loss.detach().sum())
-            total_metric += float(metric.sum())
+            total_loss = total_loss + loss.detach().sum()
+            total_metric = total_metric + metric.sum()
         key = "mse" if self.task == "regression" else "accuracy"
-        return {"loss": total_loss / b, key: total_metric / b}
+        means = {"loss": total_loss / b, key: total_metric / b}
+        return {k: float(v) for k, v in means.items()} if sync else means
 
     def query_logits(self, batch: Any, ways: int | None) -> torch.Tensor:
         """Query outputs ``(B, Q, ways)`` (after adaptation, for MAML), without meta-graph."""

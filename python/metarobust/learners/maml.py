@@ -278,10 +278,12 @@ class MAML(Learner):
                 f.result()
         return results
 
-    def meta_backward(self, batch: Any, ways: int | None) -> dict[str, float]:
+    def meta_backward(self, batch: Any, ways: int | None, *,
+                      sync: bool = True) -> dict[str, Any]:
         workers = self._task_threads(batch.support_x, batch.support_x.shape[0])
         if not workers:
-            return super().meta_backward(batch, ways)
+            return super().meta_backward(batch, ways, sync=sync)
+        # the task threads run on the CPU, where reading results costs no synchronisation
         if not torch.is_grad_enabled():
             raise RuntimeError("meta_backward: gradients are disabled (called under "
                                "torch.no_grad()); use evaluate_batch to evaluate")
