@@ -3,7 +3,7 @@
 //!
 //! | name             | severity 1 .. 5                         | what it does                                   |
 //! |------------------|-----------------------------------------|------------------------------------------------|
-//! | `gaussian_noise` | std 0.08, 0.12, 0.18, 0.26, 0.38        | `x + N(0, std^2)` per pixel (ImageNet-C)       |
+//! | `gaussian_noise` | std 0.08, 0.12, 0.18, 0.26, 0.38        | `x + N(0, std^2)` per pixel (ImageNet-C; a sum of four table draws) |
 //! | `impulse_noise`  | amount 0.03, 0.06, 0.09, 0.17, 0.27     | that fraction of pixels set to 0 or 1, half each (ImageNet-C) |
 //! | `gaussian_blur`  | sigma 0.5, 0.75, 1.0, 1.25, 1.5 px      | Gaussian filter, edges replicated (CIFAR-10-C's 0.4-1 px, widened for 2 px strokes) |
 //! | `thicken`        | radius 0.4, 0.7, 1.0, 1.4, 1.8 px       | dilation of the ink by a soft disk             |
@@ -993,53 +993,90 @@ fn draw16(words: &[u32; 8], k: usize) -> u32 {
     (words[k % 8] >> (16 * (k / 8))) & 0xFFFF
 }
 
-/// `x + std * N(0, 1)` per pixel: the top 12 bits of each pixel's 16-bit draw index the
-/// normal table.
+/// Gaussian noise's standard normal draws: a pixel's 16 random bits are four 4-bit indices
+/// into this symmetric table, and the sum of the four values, divided by its standard
+/// deviation [`noise_sum_sd`], stands for N(0, 1). The values were fitted so that the sum
+/// matches the normal's CDF (largest difference 0.0033 at the midpoints between its 241
+/// values), kurtosis (2.98) and tail (P(|z| > 3) 0.00272 against 0.00270); |z| <= 4.18.
+/// Four nibble lookups need no gather: AVX2 makes 32 with one byte shuffle.
+const NOISE_NIBBLE: [i8; 16] = [
+    -63, -40, -29, -22, -15, -10, -7, -2, 2, 7, 10, 15, 22, 29, 40, 63,
+];
+
+/// The standard deviation of a sum of four [`NOISE_NIBBLE`] draws: sqrt(4 * 909).
+fn noise_sum_sd() -> f32 {
+    3636f32.sqrt()
+}
+
+/// The sum of the four table values that a pixel's 16-bit draw indexes (the sum a standard
+/// normal draw is made of).
+#[inline(always)]
+fn noise_sum(draw: u32) -> i32 {
+    (0..4)
+        .map(|j| NOISE_NIBBLE[((draw >> (4 * j)) & 0xF) as usize] as i32)
+        .sum()
+}
+
+/// `x + std * z` per pixel, `z` standard normal (see [`NOISE_NIBBLE`]).
 #[inline(always)]
 fn gaussian_noise<const AVX2: bool>(img: &mut [f32], std: f32, rng: &mut ItemRng) {
     let mut draws = PixelRng::new(rng);
+    let scale = std / noise_sum_sd();
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if AVX2 {
         // SAFETY: AVX2 is available (AVX2 is only set inside `fused_avx2`).
-        done = unsafe { gaussian_noise_avx2(img, std, &mut draws) };
+        done = unsafe { gaussian_noise_avx2(img, scale, &mut draws) };
     }
-    let table = normal_table();
     for chunk in img[done..].chunks_mut(PIXELS_PER_STEP) {
         let words = draws.next_words();
         for (k, v) in chunk.iter_mut().enumerate() {
-            *v += std * table[(draw16(&words, k) >> 4) as usize];
+            *v += noise_sum(draw16(&words, k)) as f32 * scale;
         }
     }
 }
 
-/// `gaussian_noise` on the whole steps of `img` (16 pixels each, two table gathers; the same
-/// operations, so the same bits); returns how many pixels it did.
+/// `gaussian_noise` on the whole steps of `img` (16 pixels each: two byte shuffles look up
+/// the 64 nibbles, one multiply-add of bytes sums each pixel's four; the same integer sums
+/// and float operations, so the same bits); returns how many pixels it did.
 ///
 /// # Safety
 /// AVX2 must be available.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn gaussian_noise_avx2(img: &mut [f32], std: f32, draws: &mut PixelRng) -> usize {
+unsafe fn gaussian_noise_avx2(img: &mut [f32], scale: f32, draws: &mut PixelRng) -> usize {
     use std::arch::x86_64::*;
-    let table = normal_table().as_ptr();
-    let stdv = _mm256_set1_ps(std);
-    let mask = _mm256_set1_epi32(0xFFF);
+    let t = NOISE_NIBBLE;
+    let half = _mm_setr_epi8(
+        t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13],
+        t[14], t[15],
+    );
+    let table = _mm256_broadcastsi128_si256(half); // the shuffle looks up within 128-bit lanes
+    let nibble = _mm256_set1_epi8(0xF);
+    let ones = _mm256_set1_epi8(1);
+    let scalev = _mm256_set1_ps(scale);
     let mut state = Lanes::load(draws);
     let whole = img.len() / PIXELS_PER_STEP * PIXELS_PER_STEP;
     for chunk in img[..whole].chunks_exact_mut(PIXELS_PER_STEP) {
         let words = state.next();
-        let low = _mm256_and_si256(_mm256_srli_epi32::<4>(words), mask);
-        let high = _mm256_and_si256(_mm256_srli_epi32::<20>(words), mask);
-        // SAFETY: indices are below 4096, the table's length; the chunk holds 16 floats.
+        let low = _mm256_and_si256(words, nibble);
+        let high = _mm256_and_si256(_mm256_srli_epi16::<4>(words), nibble);
+        // Byte b: the values of its two nibbles; then each 16-bit half of a word (a pixel's
+        // draw: pixel k in the low half of word k, pixel k + 8 in the high half) summed.
+        let pairs = _mm256_add_epi8(
+            _mm256_shuffle_epi8(table, low),
+            _mm256_shuffle_epi8(table, high),
+        );
+        let sums = _mm256_maddubs_epi16(ones, pairs);
+        let first = _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(sums));
+        let second = _mm256_srai_epi32::<16>(sums);
+        let za = _mm256_mul_ps(_mm256_cvtepi32_ps(first), scalev);
+        let zb = _mm256_mul_ps(_mm256_cvtepi32_ps(second), scalev);
+        // SAFETY: the chunk holds 16 floats.
         unsafe {
             let p = chunk.as_mut_ptr();
-            let a = _mm256_i32gather_ps::<4>(table, low);
-            let b = _mm256_i32gather_ps::<4>(table, high);
-            let va = _mm256_add_ps(_mm256_loadu_ps(p), _mm256_mul_ps(stdv, a));
-            let vb = _mm256_add_ps(_mm256_loadu_ps(p.add(8)), _mm256_mul_ps(stdv, b));
-            _mm256_storeu_ps(p, va);
-            _mm256_storeu_ps(p.add(8), vb);
+            _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), za));
+            _mm256_storeu_ps(p.add(8), _mm256_add_ps(_mm256_loadu_ps(p.add(8)), zb));
         }
     }
     state.store(draws);
@@ -2109,6 +2146,25 @@ mod tests {
         );
         assert!((inverse_normal_cdf(0.975) - 1.959964).abs() < 1e-5);
         assert!((inverse_normal_cdf(0.001) + 3.090232).abs() < 1e-5);
+    }
+
+    #[test]
+    fn noise_draws_are_standard_normal() {
+        // Every one of the 65,536 draws, exactly: moments and quantiles of N(0, 1).
+        let sd = noise_sum_sd() as f64;
+        let mut z: Vec<f64> = (0..1u32 << 16).map(|d| noise_sum(d) as f64 / sd).collect();
+        let n = z.len() as f64;
+        let moment = |k: i32| z.iter().map(|v| v.powi(k)).sum::<f64>() / n;
+        assert!(moment(1).abs() < 1e-12 && (moment(2) - 1.0).abs() < 1e-6);
+        assert!((moment(4) - 3.0).abs() < 0.03, "kurtosis {}", moment(4));
+        z.sort_by(f64::total_cmp);
+        for p in [
+            0.0015, 0.01, 0.05, 0.16, 0.3, 0.5, 0.7, 0.84, 0.95, 0.99, 0.9985,
+        ] {
+            let q = z[(p * n) as usize];
+            assert!((q - inverse_normal_cdf(p)).abs() < 0.05, "{p}: {q}");
+        }
+        assert!(z[z.len() - 1] < 4.2 && (z[0] + z[z.len() - 1]).abs() < 1e-12);
     }
 
     #[test]
