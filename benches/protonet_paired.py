@@ -3,7 +3,8 @@
 Trains the 10-minute target's setting (20-way 1-shot 5-query on Omniglot background, with
 the current defaults) for a fixed number of steps, so the machine's speed does not enter,
 with any ``TrainConfig`` fields overridden; then scores every episode of the same test set
-(Omniglot evaluation, 5-way 1-shot 15-query, seed 0) and saves the per-episode accuracies.
+(Omniglot evaluation, 5-way 1-shot 15-query, seed 0; ``--test-split``, ``--test-ways``) and
+saves the per-episode accuracies.
 ``--compare`` prints paired differences with their 95% CI, which are far tighter than two
 separate intervals (the episodes' difficulty cancels).
 
@@ -55,13 +56,14 @@ def trial(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as run:
         trainer = Trainer(cfg, run, progress=False)
         trainer.fit()
-    ds = load_dataset(trainer.cfg, "evaluation", "test")
-    sampler = EpisodeSampler(ds, ways=5, shots=1, queries=15, seed=0, dtype="uint8")
+    ds = load_dataset(trainer.cfg, args.test_split, "test")
+    sampler = EpisodeSampler(ds, ways=args.test_ways, shots=1, queries=15, seed=0,
+                             dtype="uint8")
     learner = trainer.learner.eval()
     accs = []
     with torch.no_grad(), sampler.batches(10, num_batches=math.ceil(args.episodes / 10)) as it:
         for batch in it:
-            accs.append(learner.evaluate_batch(batch, 5).float())
+            accs.append(learner.evaluate_batch(batch, args.test_ways).float())
     acc = torch.cat(accs)[:args.episodes]
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"accuracy": acc, "config": trainer.cfg.to_dict()}, out.with_suffix(".pt"))
@@ -87,6 +89,9 @@ def main() -> None:
     p.add_argument("--out", help="where the per-episode accuracies go (OUT.pt)")
     p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--episodes", type=int, default=3000, help="test episodes")
+    p.add_argument("--test-split", default="evaluation",
+                   help="test classes: an Omniglot set or split file (default evaluation)")
+    p.add_argument("--test-ways", type=int, default=5, help="test episodes' ways (1-shot)")
     p.add_argument("--data-root", default=os.environ.get("METAROBUST_DATA"))
     p.add_argument("--compare", nargs="+", metavar="OUT",
                    help="paired differences of trials against the first one")
