@@ -19,16 +19,15 @@ that the sampler's prefetch is there to remove.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
+from contextlib import contextmanager
 
 import torch
+from protonet_flags import timed_fit  # benches/, the script's folder
 
 from metarobust import episodes
 from metarobust._runtime import retain_freed_memory
 from metarobust.config import TrainConfig
-from metarobust.train import Trainer
 
 SETTINGS = {
     "protonet 60w5s5q": dict(learner="protonet", ways=60, shots=5, queries=5),
@@ -75,22 +74,20 @@ def busy_seconds(prof: torch.profiler.profile) -> float:
 
 
 def measure(cfg: TrainConfig, warmup: int, steps: int) -> dict[str, float]:
-    out = tempfile.mkdtemp()
-    try:
-        trainer = Trainer(cfg, out, progress=False)
-        trainer.fit(stop_at=warmup)
-        before = trainer.elapsed
-        acts = [torch.profiler.ProfilerActivity.CPU]
-        if cfg.device == "cuda":
-            acts.append(torch.profiler.ProfilerActivity.CUDA)
-        with InputWait() as wait, torch.profiler.profile(activities=acts) as prof:
-            trainer.fit(stop_at=warmup + steps)
-        step_s = (trainer.elapsed - before) / steps
-        busy = busy_seconds(prof) / steps if cfg.device == "cuda" else float("nan")
-        return dict(step_ms=1e3 * step_s, busy_ms=1e3 * busy, idle_ms=1e3 * (step_s - busy),
-                    wait_ms=1e3 * wait.seconds / steps)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if cfg.device == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    wait, prof = InputWait(), torch.profiler.profile(activities=acts)
+
+    @contextmanager
+    def profiled():
+        with wait, prof:
+            yield
+
+    step_s, _ = timed_fit(cfg, warmup, steps, profiled)
+    busy = busy_seconds(prof) / steps if cfg.device == "cuda" else float("nan")
+    return dict(step_ms=1e3 * step_s, busy_ms=1e3 * busy, idle_ms=1e3 * (step_s - busy),
+                wait_ms=1e3 * wait.seconds / steps)
 
 
 def main() -> None:
@@ -116,8 +113,7 @@ def main() -> None:
     for label, setting in SETTINGS.items():
         if setting["learner"] not in wanted:
             continue
-        cfg = TrainConfig(**setting, **data, device=args.device, episodes=10**9,
-                          val_every=10**9, checkpoint_every=10**9)
+        cfg = TrainConfig(**setting, **data, device=args.device, episodes=1)
         r = measure(cfg, args.warmup, args.steps)
         print(f"{label:<18} {r['step_ms']:8.2f} {r['busy_ms']:9.2f} {r['idle_ms']:7.2f} "
               f"{100 * r['idle_ms'] / r['step_ms']:6.1f}% {r['wait_ms']:10.3f}")

@@ -17,6 +17,8 @@ import argparse
 import itertools
 import shutil
 import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
@@ -35,20 +37,32 @@ def candidates(device: str, compile_modes: list[str]) -> list[dict]:
     return cands
 
 
-def run(base: TrainConfig, flags: dict, warmup: int, steps: int) -> tuple[float, float]:
+def timed_fit(cfg: TrainConfig, warmup: int, steps: int,
+              around: Callable[[], AbstractContextManager] = nullcontext
+              ) -> tuple[float, dict]:
+    """Trains ``cfg`` (in a scratch run directory) for ``warmup`` steps, then ``steps`` more
+    inside ``around()``; returns the seconds per timed step and the last step's results.
+    No validation or checkpoint falls in the timed steps; the trainer's clock counts the
+    steps only, up to the end of the last one on the GPU."""
     out = tempfile.mkdtemp()
     try:
-        # No validation or checkpoint inside the timed steps; the trainer's clock counts
-        # the steps only, up to the end of the last one on the GPU.
-        cfg = TrainConfig(**{**base.to_dict(), **flags, "episodes": warmup + steps + 1,
+        episodes = (warmup + steps + 1) * cfg.resolved().meta_batch
+        cfg = TrainConfig(**{**cfg.to_dict(), "episodes": episodes, "minutes": None,
                              "val_every": 10**9, "checkpoint_every": 10**9})
         trainer = Trainer(cfg, out, progress=False)
         trainer.fit(stop_at=warmup)
         elapsed = trainer.elapsed
-        last = trainer.fit(stop_at=warmup + steps)
-        return steps / (trainer.elapsed - elapsed), float(last["loss"])
+        with around():
+            last = trainer.fit(stop_at=warmup + steps)
+        return (trainer.elapsed - elapsed) / steps, last
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+def run(base: TrainConfig, flags: dict, warmup: int, steps: int) -> tuple[float, float]:
+    """Episodes/s and the final loss of ``base`` with ``flags``."""
+    step_s, last = timed_fit(TrainConfig(**{**base.to_dict(), **flags}), warmup, steps)
+    return 1 / step_s, float(last["loss"])
 
 
 def main() -> None:

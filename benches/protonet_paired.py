@@ -49,9 +49,10 @@ def parse_override(text: str) -> tuple[str, object]:
 
 def trial(args: argparse.Namespace) -> None:
     retain_freed_memory()
-    cfg = TrainConfig(learner="protonet", dataset="omniglot", data_root=args.data_root,
-                      split="background", ways=20, shots=1, queries=5, episodes=args.steps,
-                      device="cpu", **dict(map(parse_override, args.overrides)))
+    base = dict(learner="protonet", dataset="omniglot", data_root=args.data_root,
+                split="background", ways=20, shots=1, queries=5, device="cpu")
+    cfg = TrainConfig(**{**base, **dict(map(parse_override, args.overrides))},
+                      episodes=args.steps)
     out = Path(args.out)
     with tempfile.TemporaryDirectory() as run:
         trainer = Trainer(cfg, run, progress=False)
