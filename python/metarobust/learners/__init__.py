@@ -1,7 +1,8 @@
 """Meta-learners: ProtoNet and the MAML family (MAML, first-order MAML, Meta-SGD, ANIL).
 
 All share :class:`Learner`'s interface: ``meta_backward(batch, ways)`` (meta-training loss,
-back-propagated), ``evaluate_batch(batch, ways)`` (per-task query accuracy),
+back-propagated; ``sync=False`` keeps the loss and accuracy on the device, for GPU loops),
+``evaluate_batch(batch, ways)`` (per-task query accuracy),
 ``query_logits(batch, ways)``, ``attack_logits(batch, ways)`` (query outputs
 differentiable with respect to the images, parameters constant, for attacks) and
 ``predict(support_x, support_y, query_x)`` for one task.
