@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,6 +187,17 @@ def test_resume_refuses_a_different_config(tmp_path):
 def test_bad_configs(kw, words):
     with pytest.raises(ValueError, match=words):
         Trainer(tiny(**kw), "/nonexistent/run", progress=False)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.toml")),
+                         ids=lambda p: p.stem)
+def test_shipped_configs_are_valid(path):
+    cfg = TrainConfig.load(path)
+    assert cfg.dataset == "omniglot"  # all of them; each needs only the data root
+    cfg = dataclasses.replace(cfg, data_root="DATA")
+    cfg.check()
+    resolved = cfg.resolved()
+    assert resolved.model == cfg.model and resolved.lr == cfg.lr
 
 
 def test_ways_above_dataset_classes_and_missing_root(tmp_path):
