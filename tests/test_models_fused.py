@@ -97,6 +97,8 @@ def test_cases_left_to_torch():
         assert fused_pool_block(block, x) is None
     assert fused_pool_block(block, x.double()) is None
     assert fused_pool_block(block, x[:, :, :1]) is None  # too small to pool
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the block should run in bf16
+        assert fused_pool_block(block, x) is None
     assert fused_pool_block(block, x) is not None
 
 
@@ -218,6 +220,8 @@ def test_strided_cases_left_to_torch():
         assert fused_strided_block(block, x) is None
         assert fused.fused_block(block, x) is None
     assert fused_strided_block(block, x.double()) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fused_strided_block(block, x) is None
     pool, _ = block_pair(1, 4)
     assert fused_strided_block(pool, x) is None and fused_pool_block(block, x) is None
     assert fused_strided_block(block, x) is not None

@@ -178,7 +178,6 @@ def test_resume_refuses_a_different_config(tmp_path):
     (dict(ways=0), "ways: must be >= 1"),
     (dict(episodes=None, minutes=None), "give one of them"),
     (dict(schedule="exponential"), "schedule"),
-    (dict(bf16=True, device="cpu"), "bf16: autocast is offered on CUDA"),
     (dict(adv_norm="l3"), "adv_norm: expected one of linf, l2"),
     (dict(adv_eps=-0.1), "adv_eps"),
     (dict(adv_steps=0), "adv_steps: must be >= 1"),
@@ -383,3 +382,41 @@ def test_compiled_backbone_trains_like_the_plain_one(tmp_path):
     assert mr.load_run(tmp_path / "compiled").config.compile is True  # loads uncompiled
     with pytest.raises(ValueError, match="compile: torch.compile of the backbone is offered"):
         tiny(learner="fomaml", compile=True).check()
+
+
+@pytest.mark.parametrize("learner", ["protonet", "maml"])
+def test_bf16_autocast_trains_on_cpu(tmp_path, learner, monkeypatch):
+    # The training steps run under CPU autocast: convolutions output bf16, in MAML's task
+    # threads too (autocast is thread-local); ProtoNet's distances stay float32. A step's
+    # gradient stays close to float32's.
+    import metarobust.learners.protonet as protonet_mod
+
+    kw = dict(learner=learner, val_every=100, meta_batch=None if learner == "protonet" else 4)
+    convs, heads = [], []
+    real_conv, real_head = torch.nn.functional.conv2d, protonet_mod.ops.prototype_distances
+
+    def conv_spy(*args, **kwargs):
+        out = real_conv(*args, **kwargs)
+        convs.append(out.dtype)
+        return out
+
+    def head_spy(support, labels, query, *args):
+        heads.append((support.dtype, query.dtype))
+        return real_head(support, labels, query, *args)
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", conv_spy)
+    monkeypatch.setattr(protonet_mod.ops, "prototype_distances", head_spy)
+    t = Trainer(tiny(episodes=8, bf16=True, **kw), tmp_path / "run", progress=False)
+    t.fit()
+    assert torch.bfloat16 in convs  # (validation runs in float32)
+    assert set(heads) == ({(torch.float32, torch.float32)} if learner == "protonet" else set())
+    assert all(torch.isfinite(p).all() for p in params(t.learner))
+    batch = t.sampler.sample_batch(0, 4 if learner != "protonet" else 1)
+    grads = {}
+    for bf16 in (False, True):
+        t.learner.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            t.learner.meta_backward(batch, 5)
+        grads[bf16] = torch.cat([p.grad.flatten() for p in t.learner.parameters()])
+    assert not torch.equal(grads[True], grads[False])
+    assert torch.nn.functional.cosine_similarity(grads[True], grads[False], dim=0) > 0.9

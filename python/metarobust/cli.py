@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC convolutions (default: on for ProtoNet)")
     t.add_argument("--bf16", action="store_true",
-                   help="bf16 autocast of the training steps (CUDA only)")
+                   help="bf16 autocast of the training steps (CPU or CUDA)")
     t.add_argument("--compile", action="store_true",
                    help="torch.compile the backbone for training (ProtoNet; the first steps "
                         "pay the compilation)")

@@ -66,7 +66,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None        # torch CPU threads (sinusoid: 1; else torch's default)
     channels_last: bool | None = None  # NHWC convolutions (ProtoNet default: on)
-    bf16: bool = False                # bf16 autocast of training steps on CUDA
+    bf16: bool = False                # bf16 autocast of the training steps
     compile: bool = False             # torch.compile the backbone for training (ProtoNet)
     compile_mode: str = "default"     # its mode: default | reduce-overhead (CUDA graphs) |
                                       # max-autotune | max-autotune-no-cudagraphs

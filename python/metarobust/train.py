@@ -145,9 +145,6 @@ class Trainer:
             self.device = self.dist.device
         if self.cfg.threads is not None:
             torch.set_num_threads(self.cfg.threads)
-        if self.cfg.bf16 and self.device.type != "cuda":
-            raise ValueError(f"bf16: autocast is offered on CUDA devices only (the device is "
-                             f"{self.device.type}); drop --bf16 or train on a GPU")
         self.regression = self.cfg.dataset == "sinusoid"
         self.val_sampler = None
         if self.regression:
@@ -302,7 +299,7 @@ class Trainer:
                     batch = adversarial_queries(
                         self.learner, batch, ways, cfg.adv_eps, cfg.adv_steps,
                         cfg.adv_step_size, cfg.adv_norm, seed=cfg.seed * 1_000_003 + self.step)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                     # sync=False: no host read inside the step (the sampler's labels are in
                     # range), so a GPU step queues while the previous one still runs
                     last = (self.learner.meta_backward(batch, ways, sync=False)

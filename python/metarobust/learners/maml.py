@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from .. import _amp
 from ..models import fused
 from .base import Learner, slice_batch
 
@@ -261,13 +262,13 @@ class MAML(Learner):
         nets = [copy.deepcopy(self.net) for _ in range(workers)]
         results: list[Any] = [None] * tasks
         next_task = itertools.count()  # next() on it is atomic under the GIL
-        grad_mode = torch.is_grad_enabled()
+        grad_mode, autocast = torch.is_grad_enabled(), _amp.current_autocast()
 
         def run(w: int) -> None:
             torch.set_num_threads(1)
             _WORKER.nets = {id(self): nets[w]}
-            try:
-                with torch.set_grad_enabled(grad_mode):  # grad mode is thread-local
+            try:  # grad mode and autocast are thread-local
+                with torch.set_grad_enabled(grad_mode), _amp.entered(autocast):
                     while (i := next(next_task)) < tasks:
                         results[i] = fn(i)
             finally:

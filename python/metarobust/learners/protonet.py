@@ -93,17 +93,25 @@ class ProtoNet(Learner):
         with torch.set_grad_enabled(meta and torch.is_grad_enabled()):
             items = torch.cat([sx, qx], dim=1).reshape(c * (s + q), *sx.shape[2:])
             emb = self.embed(items, tasks=c).reshape(c, s + q, -1)
-            se, qe = emb[:, :s], emb[:, s:]
-            present = torch.nn.functional.one_hot(sy, ways).sum(1) > 0
-            if not bool(present.all()):  # e.g. support-label noise emptied a class
-                return self._distances_with_missing(se, sy, qe, ways, present) * -self.scale
-            if self.prototype == "mean":
-                dist = ops.prototype_distances(se, sy, qe, ways, self.metric)
-            else:
-                protos = ops.prototypes(se, sy, ways, self.prototype, trim=self.trim,
-                                        metric=self.metric)
-                dist = ops.pairwise_distances(qe, protos, self.metric)
-            return dist * -self.scale
+            # The head in float32 whatever autocast gave the backbone: in bf16, |q|^2 + |p|^2
+            # - 2 q.p loses the small differences between classes' distances.
+            with torch.autocast(emb.device.type, enabled=False):
+                if emb.dtype in (torch.bfloat16, torch.float16):
+                    emb = emb.float()
+                return self._head(emb[:, :s], sy, emb[:, s:], ways)
+
+    def _head(self, se: torch.Tensor, sy: torch.Tensor, qe: torch.Tensor,
+              ways: int) -> torch.Tensor:
+        present = torch.nn.functional.one_hot(sy, ways).sum(1) > 0
+        if not bool(present.all()):  # e.g. support-label noise emptied a class
+            return self._distances_with_missing(se, sy, qe, ways, present) * -self.scale
+        if self.prototype == "mean":
+            dist = ops.prototype_distances(se, sy, qe, ways, self.metric)
+        else:
+            protos = ops.prototypes(se, sy, ways, self.prototype, trim=self.trim,
+                                    metric=self.metric)
+            dist = ops.pairwise_distances(qe, protos, self.metric)
+        return dist * -self.scale
 
     def _distances_with_missing(self, se: torch.Tensor, sy: torch.Tensor, qe: torch.Tensor,
                                 ways: int, present: torch.Tensor) -> torch.Tensor:

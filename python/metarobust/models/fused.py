@@ -12,9 +12,9 @@
 
 The block's BatchNorm must normalise with the batch's statistics (training mode, or no
 running statistics as in MAML), and the fused path applies only where its shortcuts hold:
-CPU float32, an input that needs no gradient (data, not an attack's variable), BatchNorm
-over the whole batch (one task per forward), no ``torch.compile``, not inside
-:func:`disabled`. Elsewhere the block runs as usual. The fused blocks are differentiable
+CPU float32 without autocast, an input that needs no gradient (data, not an attack's
+variable), BatchNorm over the whole batch (one task per forward), no ``torch.compile``, not
+inside :func:`disabled`. Elsewhere the block runs as usual. The fused blocks are differentiable
 once: a graph whose gradient is differentiated again (second-order MAML's inner steps) must
 be built inside :func:`disabled`, and trying otherwise raises an error rather than giving
 wrong second derivatives.
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from metarobust import _core
+from metarobust import _amp, _core
 
 __all__ = ["disabled", "fused_block", "fused_pool_block", "fused_strided_block"]
 
@@ -128,7 +128,7 @@ def _batch_stats_bn(bn: nn.Module) -> bool:
 def _applies(x: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
             and not x.requires_grad and not getattr(_STATE, "depth", 0)
-            and not torch.compiler.is_compiling())
+            and not torch.compiler.is_compiling() and _amp.autocast_dtype("cpu") is None)
 
 
 def _update_running_stats(bn: nn.Module, mean: torch.Tensor, var: torch.Tensor,
