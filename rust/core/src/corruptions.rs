@@ -73,6 +73,8 @@ const SHEAR_FACTOR: [f32; 5] = [0.2, 0.4, 0.6, 0.8, 1.0];
 const REFERENCE_SIDE: f32 = 28.0;
 /// Basis functions per axis of the elastic displacement field (correlation ~ side / 4).
 const ELASTIC_BASIS: usize = 4;
+/// f32 lanes of an AVX2 vector.
+const LANES: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -346,10 +348,13 @@ enum Plan {
         pad: usize,
         taps: Vec<(isize, isize, f32)>,
     },
-    /// Basis functions, `phi_x[k * W + x]` and `phi_y[k * H + y]`, each column of unit norm.
+    /// Basis functions, `phi_x[k * P + x]` (zero from `W` to the pitch `P`, `W` rounded up
+    /// to whole vectors) and `phi_y[k * H + y]`, each column of unit norm; `ramp[x] = x`
+    /// for `x < P`.
     Elastic {
         phi_x: Vec<f32>,
         phi_y: Vec<f32>,
+        ramp: Vec<f32>,
     },
     Occlusion {
         side: usize,
@@ -411,8 +416,16 @@ impl Corruption {
             Kind::Thicken => morph_plan(THICKEN_RADIUS[s] * scale),
             Kind::Thin => morph_plan(THIN_RADIUS[s] * scale),
             Kind::Elastic => Plan::Elastic {
-                phi_x: elastic_basis(w),
+                phi_x: elastic_basis(w)
+                    .chunks(w)
+                    .flat_map(|row| {
+                        row.iter()
+                            .copied()
+                            .chain(vec![0.0; w.next_multiple_of(LANES) - w])
+                    })
+                    .collect(),
                 phi_y: elastic_basis(h),
+                ramp: (0..w.next_multiple_of(LANES)).map(|x| x as f32).collect(),
             },
             Kind::Occlusion => Plan::Occlusion {
                 side: ((OCCLUSION_SIDE * scale).round() as usize).clamp(1, h.min(w)),
@@ -636,14 +649,40 @@ impl Corruption {
                 self.ink.value(),
                 rng(),
             ),
-            (Plan::Elastic { phi_x, phi_y }, _) => {
-                let mut rng = rng();
+            (Plan::Elastic { phi_x, phi_y, ramp }, _) => {
                 let std = ELASTIC_STD[s] * scale;
-                let Workspace { b, c, d, .. } = ws;
-                let (sx, sy) = (grown(c, plane), grown(d, plane));
-                elastic_field(sx, b, &mut rng, std, phi_x, phi_y, w, h, false);
-                elastic_field(sy, b, &mut rng, std, phi_x, phi_y, w, h, true);
-                warp::<AVX2>(img, h, w, background, ws);
+                let pitch = ramp.len();
+                let rows = grown(&mut ws.b, 2 * ELASTIC_BASIS * pitch);
+                elastic_rows(rows, &mut rng(), std, phi_x, pitch);
+                let field = ElasticField {
+                    rows,
+                    phi_y,
+                    ramp,
+                    h,
+                    w,
+                };
+                if padded_len(h, w) > i32::MAX as usize {
+                    let (sx, sy) = (grown(&mut ws.c, plane), grown(&mut ws.d, plane));
+                    field.coordinates(sx, sy);
+                    warp_huge(img, h, w, background, ws);
+                } else {
+                    let Workspace { c, d, idx, .. } = ws;
+                    let (tx, ty) = (grown(c, plane + pitch), grown(d, plane + pitch));
+                    if idx.len() < plane + pitch {
+                        idx.resize(plane + pitch, 0);
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    if AVX2 {
+                        // SAFETY: AVX2 is available (AVX2 is only set inside `fused_avx2`),
+                        // the buffers hold plane + pitch values, the padded image fits i32.
+                        unsafe { field.sample_points_avx2(tx, ty, idx) };
+                    } else {
+                        field.sample_points(tx, ty, idx);
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    field.sample_points(tx, ty, idx);
+                    warp_planes::<AVX2>(img, h, w, background, ws);
+                }
             }
             (_, Kind::Rotate) => {
                 let theta = sign() * ROTATE_RADIANS[s];
@@ -1460,59 +1499,174 @@ fn elastic_basis(n: usize) -> Vec<f32> {
     phi
 }
 
-/// Source coordinates along one axis: the pixel's own coordinate plus a smooth random
-/// displacement `sum_kl A_kl phi_y[l](y) phi_x[k](x)`, `A_kl ~ N(0, std^2)`.
-#[allow(clippy::too_many_arguments)]
+/// The elastic field's coefficient rows: `rows[a * 4 + l][x] = sum_k A_alk phi_x[k](x)`
+/// for the x (`a = 0`) then the y displacement, `A_alk ~ N(0, std^2)`; each row `pitch`
+/// long (zero past the image, as `phi_x`).
 #[inline(always)]
-fn elastic_field(
-    out: &mut [f32],
-    scratch: &mut Vec<f32>,
-    rng: &mut ItemRng,
-    std: f32,
-    phi_x: &[f32],
-    phi_y: &[f32],
-    w: usize,
-    h: usize,
-    vertical: bool,
-) {
-    const _: () = assert!(ELASTIC_BASIS == 4, "elastic_field combines four rows");
+fn elastic_rows(rows: &mut [f32], rng: &mut ItemRng, std: f32, phi_x: &[f32], pitch: usize) {
     let k = ELASTIC_BASIS;
-    let mut coef = [[0f32; ELASTIC_BASIS]; ELASTIC_BASIS];
-    for row in coef.iter_mut() {
-        for v in row.iter_mut() {
-            *v = std * rng.normal();
+    for field in rows.chunks_exact_mut(k * pitch) {
+        let mut coef = [[0f32; ELASTIC_BASIS]; ELASTIC_BASIS];
+        for row in coef.iter_mut() {
+            for v in row.iter_mut() {
+                *v = std * rng.normal();
+            }
         }
-    }
-    // t[l] = sum_k A[l][k] phi_x[k]: one row of w per basis function in y.
-    let t = grown(scratch, k * w);
-    t.fill(0.0);
-    for (l, tl) in t.chunks_mut(w).enumerate() {
-        for (j, px) in phi_x.chunks(w).enumerate() {
-            axpy(tl, px, coef[l][j]);
-        }
-    }
-    let [t0, t1, t2, t3] = [0, 1, 2, 3].map(|l| &t[l * w..(l + 1) * w]);
-    for (y, row) in out.chunks_mut(w).enumerate() {
-        let [p0, p1, p2, p3] = [0, 1, 2, 3].map(|l| phi_y[l * h + y]);
-        let (fy, dx) = if vertical {
-            (y as f32, 0.0)
-        } else {
-            (0.0, 1.0)
-        };
-        // One pass per row (short rows make each extra loop costly).
-        for (x, (v, (((a, b), c), d))) in row
-            .iter_mut()
-            .zip(t0.iter().zip(t1).zip(t2).zip(t3))
-            .enumerate()
-        {
-            *v = fy + dx * x as f32 + p0 * a + p1 * b + p2 * c + p3 * d;
+        for (tl, a) in field.chunks_exact_mut(pitch).zip(coef) {
+            tl.fill(0.0);
+            for (px, a) in phi_x.chunks_exact(pitch).zip(a) {
+                axpy(tl, px, a);
+            }
         }
     }
 }
 
-/// Bilinear resampling of every plane of `img` at the coordinates `(ws.c, ws.d)` (which it
-/// overwrites); samples outside the image read `background`.
+/// A drawn elastic displacement: source point `(x + dx, y + dy)` of pixel `(x, y)`, with
+/// `dx = sum_l phi_y[l](y) rows[l][x]` and `dy` from rows 4..8.
+struct ElasticField<'a> {
+    rows: &'a [f32],
+    phi_y: &'a [f32],
+    ramp: &'a [f32],
+    h: usize,
+    w: usize,
+}
+
+impl ElasticField<'_> {
+    /// `base + sum_l py[l] * rows[first + l][x]`, summed in that order.
+    #[inline(always)]
+    fn at(&self, base: f32, py: [f32; ELASTIC_BASIS], first: usize, x: usize) -> f32 {
+        const _: () = assert!(ELASTIC_BASIS == 4, "ElasticField::at sums four rows");
+        let pitch = self.ramp.len();
+        let r = |l: usize| self.rows[(first + l) * pitch + x];
+        base + py[0] * r(0) + py[1] * r(1) + py[2] * r(2) + py[3] * r(3)
+    }
+
+    #[inline(always)]
+    fn py(&self, y: usize) -> [f32; ELASTIC_BASIS] {
+        std::array::from_fn(|l| self.phi_y[l * self.h + y])
+    }
+
+    /// The source coordinates of every pixel, `(sx, sy)`, one plane each.
+    fn coordinates(&self, sx: &mut [f32], sy: &mut [f32]) {
+        let (w, k) = (self.w, ELASTIC_BASIS);
+        for (y, (rx, ry)) in sx.chunks_mut(w).zip(sy.chunks_mut(w)).enumerate() {
+            let py = self.py(y);
+            for (x, (vx, vy)) in rx.iter_mut().zip(ry).enumerate() {
+                *vx = self.at(self.ramp[x], py, 0, x);
+                *vy = self.at(y as f32, py, k, x);
+            }
+        }
+    }
+
+    /// What `sample_point` makes of [`coordinates`](Self::coordinates), straight from the
+    /// field (`tx`, `ty`, `idx`: a plane each).
+    fn sample_points(&self, tx: &mut [f32], ty: &mut [f32], idx: &mut [u32]) {
+        let (h, w, k) = (self.h, self.w, ELASTIC_BASIS);
+        let (pw, plane) = (padded_pitch(w), h * w);
+        let (tx, ty, idx) = (&mut tx[..plane], &mut ty[..plane], &mut idx[..plane]);
+        let rows = tx
+            .chunks_mut(w)
+            .zip(ty.chunks_mut(w))
+            .zip(idx.chunks_mut(w));
+        for (y, ((tx, ty), idx)) in rows.enumerate() {
+            let py = self.py(y);
+            for (x, ((tx, ty), i)) in tx.iter_mut().zip(ty).zip(idx).enumerate() {
+                let (sx, sy) = (self.at(self.ramp[x], py, 0, x), self.at(y as f32, py, k, x));
+                (*tx, *ty, *i) = sample_point(sx, sy, h, w, pw);
+            }
+        }
+    }
+
+    /// [`sample_points`](Self::sample_points) with AVX2, the same operations (the same
+    /// bits). Rows go in whole vectors, each stored whole: a row's tail spills over the
+    /// start of the next row, which is computed after it, so the buffers hold a plane plus
+    /// `pitch - w` values.
+    ///
+    /// # Safety
+    /// AVX2 must be available; `tx`, `ty` and `idx` hold at least `h * w + pitch` values;
+    /// the padded image fits i32.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn sample_points_avx2(&self, tx: &mut [f32], ty: &mut [f32], idx: &mut [u32]) {
+        use std::arch::x86_64::*;
+        let (h, w, k) = (self.h, self.w, ELASTIC_BASIS);
+        let pitch = self.ramp.len();
+        assert!(tx.len().min(ty.len()).min(idx.len()) >= h * w + pitch);
+        assert!(self.rows.len() >= 2 * k * pitch && pitch % LANES == 0);
+        let pad = WARP_PAD as f32;
+        let (lo, xmax, ymax) = (
+            _mm256_set1_ps(pad - 1.0),
+            _mm256_set1_ps((w + WARP_PAD) as f32),
+            _mm256_set1_ps((h + WARP_PAD) as f32),
+        );
+        let (padv, pwv) = (
+            _mm256_set1_ps(pad),
+            _mm256_set1_epi32(padded_pitch(w) as i32),
+        );
+        let rows = self.rows.as_ptr();
+        for y in 0..h {
+            let py = self.py(y).map(|p| _mm256_set1_ps(p));
+            let fy = _mm256_set1_ps(y as f32);
+            for x0 in (0..pitch).step_by(LANES) {
+                // SAFETY: x0 + LANES <= pitch bounds the reads of rows and ramp (asserted
+                // sizes), y * w + x0 + LANES <= h * w + pitch the stores.
+                unsafe {
+                    let row = |l: usize| _mm256_loadu_ps(rows.add(l * pitch + x0));
+                    let sum = |base: __m256, first: usize| {
+                        let mut v = base;
+                        for (l, p) in py.iter().enumerate() {
+                            v = _mm256_add_ps(v, _mm256_mul_ps(*p, row(first + l)));
+                        }
+                        v
+                    };
+                    let sx = sum(_mm256_loadu_ps(self.ramp.as_ptr().add(x0)), 0);
+                    let sy = sum(fy, k);
+                    // clamp(v + pad, lo, max): maxps returns its second operand for NaN
+                    let fx = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(sx, padv), lo), xmax);
+                    let fy = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(sy, padv), lo), ymax);
+                    let (ix, iy) = (_mm256_cvttps_epi32(fx), _mm256_cvttps_epi32(fy));
+                    let at = y * w + x0;
+                    let frac_x = _mm256_sub_ps(fx, _mm256_cvtepi32_ps(ix));
+                    let frac_y = _mm256_sub_ps(fy, _mm256_cvtepi32_ps(iy));
+                    _mm256_storeu_ps(tx.as_mut_ptr().add(at), frac_x);
+                    _mm256_storeu_ps(ty.as_mut_ptr().add(at), frac_y);
+                    let i = _mm256_add_epi32(_mm256_mullo_epi32(iy, pwv), ix);
+                    _mm256_storeu_si256(idx.as_mut_ptr().add(at) as *mut __m256i, i);
+                }
+            }
+        }
+    }
+}
+
+/// Border of the padded image the bilinear warps read: two pixels, and coordinates clamped
+/// to `[-1, side]`, keep every read inside.
+const WARP_PAD: usize = 2;
+
+fn padded_pitch(w: usize) -> usize {
+    w + 2 * WARP_PAD
+}
+
+fn padded_len(h: usize, w: usize) -> usize {
+    padded_pitch(w).saturating_mul(h + 2 * WARP_PAD)
+}
+
+/// Where `(x, y)` samples the padded image (pitch `pw`): its top-left neighbour and the
+/// weights of the right and lower neighbours.
 #[inline(always)]
+fn sample_point(x: f32, y: f32, h: usize, w: usize, pw: usize) -> (f32, f32, u32) {
+    let pad = WARP_PAD as f32;
+    // Both are in [1, side + 2] after the clamp (NaN becomes 1), so truncation is floor.
+    let fx = clamp(x + pad, pad - 1.0, (w + WARP_PAD) as f32);
+    let fy = clamp(y + pad, pad - 1.0, (h + WARP_PAD) as f32);
+    // SAFETY: finite and within i32 (the padded image fits i32, checked by the callers):
+    // `as` would add saturation code that keeps the loops from vectorising.
+    let (ix, iy): (i32, i32) = unsafe { (fx.to_int_unchecked(), fy.to_int_unchecked()) };
+    (fx - ix as f32, fy - iy as f32, (iy * pw as i32 + ix) as u32)
+}
+
+/// Bilinear resampling of every plane of `img` at the coordinates `(ws.c, ws.d)` (which it
+/// overwrites); samples outside the image read `background`. (The tests' reference.)
+#[cfg(test)]
 fn warp<const AVX2: bool>(
     img: &mut [f32],
     h: usize,
@@ -1520,39 +1674,46 @@ fn warp<const AVX2: bool>(
     background: f32,
     ws: &mut Workspace,
 ) {
-    // Two pixels of border, and coordinates clamped to [-1, side], keep every read inside.
-    const PAD: usize = 2;
+    if padded_len(h, w) > i32::MAX as usize {
+        return warp_huge(img, h, w, background, ws);
+    }
     let plane = h * w;
-    let pw = w + 2 * PAD;
-    let (lo, xmax, ymax) = ((PAD - 1) as f32, (w + PAD) as f32, (h + PAD) as f32);
-    let Workspace { a, c, d, idx, .. } = ws;
-    let (tx, ty) = (&mut c[..plane], &mut d[..plane]);
+    let pw = padded_pitch(w);
+    let Workspace { c, d, idx, .. } = ws;
     if idx.len() < plane {
         idx.resize(plane, 0);
     }
-    let idx = &mut idx[..plane];
-    // Vectorised pass: the top-left neighbour of each sample and its weights.
-    if pw * (h + 2 * PAD) > i32::MAX as usize {
-        return warp_huge(img, h, w, background, ws);
+    for ((x, y), i) in c[..plane]
+        .iter_mut()
+        .zip(&mut d[..plane])
+        .zip(&mut idx[..plane])
+    {
+        (*x, *y, *i) = sample_point(*x, *y, h, w, pw);
     }
-    for ((x, y), i) in tx.iter_mut().zip(ty.iter_mut()).zip(idx.iter_mut()) {
-        // Both are in [1, side + 2] after the clamp (NaN becomes 1), so truncation is floor.
-        let fx = clamp(*x + PAD as f32, lo, xmax);
-        let fy = clamp(*y + PAD as f32, lo, ymax);
-        // SAFETY: finite and within i32 (checked above): `as` would add saturation code
-        // that keeps this loop from vectorising.
-        let (ix, iy): (i32, i32) = unsafe { (fx.to_int_unchecked(), fy.to_int_unchecked()) };
-        *x = fx - ix as f32;
-        *y = fy - iy as f32;
-        *i = (iy * pw as i32 + ix) as u32;
-    }
-    let padded = grown(a, (h + 2 * PAD) * pw);
+    warp_planes::<AVX2>(img, h, w, background, ws);
+}
+
+/// Bilinear resampling of every plane of `img` at the sample points `ws.idx`, `ws.c`,
+/// `ws.d` (from `sample_point`); the padded image fits i32.
+#[inline(always)]
+fn warp_planes<const AVX2: bool>(
+    img: &mut [f32],
+    h: usize,
+    w: usize,
+    background: f32,
+    ws: &mut Workspace,
+) {
+    let plane = h * w;
+    let pw = padded_pitch(w);
+    let Workspace { a, c, d, idx, .. } = ws;
+    let (tx, ty, idx) = (&c[..plane], &d[..plane], &idx[..plane]);
+    let padded = grown(a, padded_len(h, w));
     // The gathers read unchecked: make sure (cheaply) that every read is inside.
     let fits = idx.iter().fold(0, |m, &i| m.max(i)) as usize + pw + 2 <= padded.len();
     for p in img.chunks_mut(plane) {
         padded.fill(background);
-        for (dst, src) in padded.chunks_mut(pw).skip(PAD).zip(p.chunks(w)) {
-            dst[PAD..PAD + w].copy_from_slice(src);
+        for (dst, src) in padded.chunks_mut(pw).skip(WARP_PAD).zip(p.chunks(w)) {
+            dst[WARP_PAD..WARP_PAD + w].copy_from_slice(src);
         }
         #[cfg(target_arch = "x86_64")]
         if AVX2 && fits {
@@ -1627,21 +1788,31 @@ unsafe fn bilinear_avx2(
     use std::arch::x86_64::*;
     let n = p.len();
     debug_assert!(idx.len() == n && tx.len() == n && ty.len() == n);
-    let base = padded.as_ptr();
-    let (right, down, diag) = (
-        _mm256_set1_epi32(1),
-        _mm256_set1_epi32(pw as i32),
-        _mm256_set1_epi32(pw as i32 + 1),
-    );
+    // Each gather reads a neighbour pair (left, right) as one 64-bit element: half the
+    // elements of gathering the four neighbours one by one.
+    let base = padded.as_ptr() as *const f64;
+    let down = _mm_set1_epi32(pw as i32);
+    // Pixels 0, 1, 4, 5 go to one gather and 2, 3, 6, 7 to the other, so that the in-lane
+    // shuffles below put the left and the right neighbours back in pixel order.
+    let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
     let mut k = 0;
     while k + 8 <= n {
-        // SAFETY: k + 8 <= n bounds the loads and the store; the caller bounds the gathers.
+        // SAFETY: k + 8 <= n bounds the loads and the store; the caller bounds the gathers
+        // (the right neighbour, idx + 1, and idx + pw + 1 are inside `padded`).
         unsafe {
             let i = _mm256_loadu_si256(idx.as_ptr().add(k) as *const __m256i);
-            let q0 = _mm256_i32gather_ps::<4>(base, i);
-            let q1 = _mm256_i32gather_ps::<4>(base, _mm256_add_epi32(i, right));
-            let q2 = _mm256_i32gather_ps::<4>(base, _mm256_add_epi32(i, down));
-            let q3 = _mm256_i32gather_ps::<4>(base, _mm256_add_epi32(i, diag));
+            let i = _mm256_permutevar8x32_epi32(i, order);
+            let (ia, ib) = (_mm256_castsi256_si128(i), _mm256_extracti128_si256::<1>(i));
+            let pairs = |ia: __m128i, ib: __m128i| {
+                let a = _mm256_castpd_ps(_mm256_i32gather_pd::<4>(base, ia));
+                let b = _mm256_castpd_ps(_mm256_i32gather_pd::<4>(base, ib));
+                (
+                    _mm256_shuffle_ps::<0x88>(a, b),
+                    _mm256_shuffle_ps::<0xDD>(a, b),
+                )
+            };
+            let (q0, q1) = pairs(ia, ib);
+            let (q2, q3) = pairs(_mm_add_epi32(ia, down), _mm_add_epi32(ib, down));
             let fx = _mm256_loadu_ps(tx.as_ptr().add(k));
             let fy = _mm256_loadu_ps(ty.as_ptr().add(k));
             let top = _mm256_add_ps(q0, _mm256_mul_ps(fx, _mm256_sub_ps(q1, q0)));
@@ -2050,6 +2221,51 @@ mod tests {
                     assert_eq!(a, b, "{name} {side}");
                     assert_ne!(a, img, "{name} {side}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn elastic_is_the_bilinear_warp_of_its_field() {
+        // The fused sample points (rows in whole vectors, spilling into the next row) give
+        // what the plain warp makes of the field's coordinates, on both paths.
+        for shape in [[1, 28, 28], [2, 17, 13], [1, 5, 8], [1, 1, 1], [3, 9, 31]] {
+            let c = Corruption::new("elastic", 5, "dark", shape).unwrap();
+            let Plan::Elastic { phi_x, phi_y, ramp } = &c.plan else {
+                unreachable!("elastic plan")
+            };
+            let [_, h, w] = shape;
+            let n = shape.iter().product();
+            let img: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32 / 100.0).collect();
+            let key = StreamKey::new(5, 2);
+            let mut rows = vec![0f32; 2 * ELASTIC_BASIS * ramp.len()];
+            let std = ELASTIC_STD[4] * h.min(w) as f32 / REFERENCE_SIDE;
+            elastic_rows(&mut rows, &mut key.item(9), std, phi_x, ramp.len());
+            let field = ElasticField {
+                rows: &rows,
+                phi_y,
+                ramp,
+                h,
+                w,
+            };
+            let mut ws = Workspace {
+                c: vec![0.0; h * w],
+                d: vec![0.0; h * w],
+                ..Default::default()
+            };
+            field.coordinates(&mut ws.c, &mut ws.d);
+            let mut want = img.clone();
+            warp::<false>(&mut want, h, w, c.ink.background(), &mut ws);
+            let mut got = img.clone();
+            c.apply_impl::<false>(&mut got, Draw::Item(&key, 9), &mut ws);
+            assert_eq!(got, want, "{shape:?}");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let mut fast = img.clone();
+                let draw = Draw::Item(&key, 9);
+                // SAFETY: AVX2 is available (checked above).
+                unsafe { c.fused_avx2(&mut fast, |_| {}, |_| {}, draw, &mut ws) };
+                assert_eq!(fast, want, "{shape:?} avx2");
             }
         }
     }
