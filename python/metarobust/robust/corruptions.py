@@ -8,7 +8,9 @@ name            severity 1, 2, 3, 4, 5                what it does
 gaussian_noise  std 0.08, 0.12, 0.18, 0.26, 0.38     ``x + N(0, std^2)`` per pixel (ImageNet-C);
                                                      a normal draw is a sum of four 16-level
                                                      table draws (CDF within 0.0033 of the
-                                                     normal's, kurtosis 2.98, |z| <= 4.18)
+                                                     normal's, kurtosis 2.98, |z| <= 4.18),
+                                                     in whole grey levels (1/255; std within
+                                                     0.5%): noisy bytes are exact bytes
 impulse_noise   amount 0.03, 0.06, 0.09, 0.17, 0.27  that fraction of pixels set to 0 or 1, half
                                                      each (salt and pepper; ImageNet-C)
 gaussian_blur   sigma 0.5, 0.75, 1, 1.25, 1.5 px     Gaussian filter, edges replicated

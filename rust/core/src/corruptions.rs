@@ -3,7 +3,7 @@
 //!
 //! | name             | severity 1 .. 5                         | what it does                                   |
 //! |------------------|-----------------------------------------|------------------------------------------------|
-//! | `gaussian_noise` | std 0.08, 0.12, 0.18, 0.26, 0.38        | `x + N(0, std^2)` per pixel (ImageNet-C; a sum of four table draws) |
+//! | `gaussian_noise` | std 0.08, 0.12, 0.18, 0.26, 0.38        | `x + N(0, std^2)` per pixel (ImageNet-C; a sum of four table draws, in whole grey levels of 1/255) |
 //! | `impulse_noise`  | amount 0.03, 0.06, 0.09, 0.17, 0.27     | that fraction of pixels set to 0 or 1, half each (ImageNet-C) |
 //! | `gaussian_blur`  | sigma 0.5, 0.75, 1.0, 1.25, 1.5 px      | Gaussian filter, edges replicated (CIFAR-10-C's 0.4-1 px, widened for 2 px strokes) |
 //! | `thicken`        | radius 0.4, 0.7, 1.0, 1.4, 1.8 px       | dilation of the ink by a soft disk             |
@@ -359,6 +359,8 @@ enum Plan {
     Occlusion {
         side: usize,
     },
+    /// Gaussian noise's table in grey levels ([`noise_levels`]).
+    Noise([i8; 16]),
 }
 
 /// One corruption at one severity, for images of one shape.
@@ -427,6 +429,7 @@ impl Corruption {
                 phi_y: elastic_basis(h),
                 ramp: (0..w.next_multiple_of(LANES)).map(|x| x as f32).collect(),
             },
+            Kind::GaussianNoise => Plan::Noise(noise_levels(GAUSSIAN_NOISE_STD[s])),
             Kind::Occlusion => Plan::Occlusion {
                 side: ((OCCLUSION_SIDE * scale).round() as usize).clamp(1, h.min(w)),
             },
@@ -622,9 +625,7 @@ impl Corruption {
             }
         };
         match (&self.plan, self.kind) {
-            (_, Kind::GaussianNoise) => {
-                gaussian_noise::<AVX2>(img, GAUSSIAN_NOISE_STD[s], &mut rng())
-            }
+            (Plan::Noise(table), _) => gaussian_noise::<AVX2>(img, table, &mut rng()),
             (_, Kind::ImpulseNoise) => impulse_noise::<AVX2>(img, IMPULSE_AMOUNT[s], &mut rng()),
             (_, Kind::Contrast) => {
                 for p in img.chunks_mut(plane) {
@@ -794,6 +795,9 @@ impl Corruption {
                 dst.copy_from_slice(src);
                 impulse_noise_bytes::<true>(dst, IMPULSE_AMOUNT[s], &mut key.item(item));
             }
+            (Plan::Noise(table), _) => {
+                gaussian_noise_bytes::<true>(src, dst, table, &mut key.item(item));
+            }
             _ => return false,
         }
         true
@@ -955,11 +959,7 @@ impl Unit for f32 {
 /// `v - 255 q = (v - 256 q) + q`, whose two steps are exact (Sterbenz), rounds it right.
 #[inline(always)]
 pub fn byte_to_unit(v: u8) -> f32 {
-    const INV_255: f32 = 1.0 / 255.0;
-    let x = v as f32;
-    let q = x * INV_255;
-    let residual = (x - q * 256.0) + q;
-    q + residual * INV_255
+    levels_to_unit(v as f32)
 }
 
 /// `[0, 1]` floats to bytes: `floor(255 x + 0.5)`, `x` clamped first (NaN gives 0).
@@ -1047,75 +1047,196 @@ fn noise_sum_sd() -> f32 {
     3636f32.sqrt()
 }
 
-/// The sum of the four table values that a pixel's 16-bit draw indexes (the sum a standard
-/// normal draw is made of).
+/// [`NOISE_NIBBLE`] in whole grey levels (1/255) for noise of std `std`: scaled by the
+/// factor (within 10% of the exact one) whose rounded table's four-draw sum comes nearest
+/// that std (within 0.5%). The noise is then a whole number of levels, so a noisy byte is
+/// the byte plus an integer: the byte path needs no float round trip and gives the float
+/// path's values exactly.
+fn noise_levels(std: f32) -> [i8; 16] {
+    let target = 255.0 * std as f64;
+    let base = target / noise_sum_sd() as f64;
+    let scaled = |c: f64| NOISE_NIBBLE.map(|v| (v as f64 * c).round() as i8);
+    let sd =
+        |t: &[i8; 16]| (4.0 * t.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / 16.0).sqrt();
+    (-1000..=1000)
+        .map(|i| scaled(base * (1.0 + i as f64 * 1e-4)))
+        .min_by(|a, b| (sd(a) - target).abs().total_cmp(&(sd(b) - target).abs()))
+        .expect("candidates")
+}
+
+/// The 16-bit draw of pixel `k` (`0..16`) of a Gaussian noise step: the `k`-th 16-bit
+/// half-word, so that vector lanes hold the pixels in order.
 #[inline(always)]
-fn noise_sum(draw: u32) -> i32 {
+fn noise_draw(words: &[u32; 8], k: usize) -> u32 {
+    (words[k / 2] >> (16 * (k % 2))) & 0xFFFF
+}
+
+/// The sum of the four values of `table` that a pixel's 16-bit draw indexes.
+#[inline(always)]
+fn noise_sum(table: &[i8; 16], draw: u32) -> i32 {
     (0..4)
-        .map(|j| NOISE_NIBBLE[((draw >> (4 * j)) & 0xF) as usize] as i32)
+        .map(|j| table[((draw >> (4 * j)) & 0xF) as usize] as i32)
         .sum()
 }
 
-/// `x + std * z` per pixel, `z` standard normal (see [`NOISE_NIBBLE`]).
+/// Grey levels `k` (a whole number for byte images) to `[0, 1]`: `k / 255` to the bit, the
+/// same steps as [`byte_to_unit`].
 #[inline(always)]
-fn gaussian_noise<const AVX2: bool>(img: &mut [f32], std: f32, rng: &mut ItemRng) {
+fn levels_to_unit(k: f32) -> f32 {
+    const INV_255: f32 = 1.0 / 255.0;
+    let q = k * INV_255;
+    let residual = (k - q * 256.0) + q;
+    q + residual * INV_255
+}
+
+/// `x + N(0, std^2)` per pixel in whole grey levels: `(255 x + d) / 255` with `d` the sum
+/// of four [`noise_levels`] values, so that a byte image `b / 255` gets `(b + d) / 255`
+/// exactly (what [`gaussian_noise_bytes`] gives).
+#[inline(always)]
+fn gaussian_noise<const AVX2: bool>(img: &mut [f32], table: &[i8; 16], rng: &mut ItemRng) {
     let mut draws = PixelRng::new(rng);
-    let scale = std / noise_sum_sd();
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if AVX2 {
         // SAFETY: AVX2 is available (AVX2 is only set inside `fused_avx2`).
-        done = unsafe { gaussian_noise_avx2(img, scale, &mut draws) };
+        done = unsafe { gaussian_noise_avx2(img, table, &mut draws) };
     }
     for chunk in img[done..].chunks_mut(PIXELS_PER_STEP) {
         let words = draws.next_words();
         for (k, v) in chunk.iter_mut().enumerate() {
-            *v += noise_sum(draw16(&words, k)) as f32 * scale;
+            *v = levels_to_unit(*v * 255.0 + noise_sum(table, noise_draw(&words, k)) as f32);
         }
     }
 }
 
-/// `gaussian_noise` on the whole steps of `img` (16 pixels each: two byte shuffles look up
-/// the 64 nibbles, one multiply-add of bytes sums each pixel's four; the same integer sums
-/// and float operations, so the same bits); returns how many pixels it did.
+/// The per-pixel sums of a step's noise draws, as 16 signed 16-bit lanes, pixel `k` in lane
+/// `k` ([`noise_draw`]). Two byte shuffles look up the 64 nibbles; two multiply-adds of
+/// bytes sum each pixel's four.
 ///
 /// # Safety
 /// AVX2 must be available.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn gaussian_noise_avx2(img: &mut [f32], scale: f32, draws: &mut PixelRng) -> usize {
+#[inline]
+unsafe fn noise_sums_avx2(
+    words: std::arch::x86_64::__m256i,
+    table: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256i {
     use std::arch::x86_64::*;
-    let t = NOISE_NIBBLE;
-    let half = _mm_setr_epi8(
-        t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13],
-        t[14], t[15],
-    );
-    let table = _mm256_broadcastsi128_si256(half); // the shuffle looks up within 128-bit lanes
     let nibble = _mm256_set1_epi8(0xF);
     let ones = _mm256_set1_epi8(1);
-    let scalev = _mm256_set1_ps(scale);
+    let low = _mm256_shuffle_epi8(table, _mm256_and_si256(words, nibble));
+    let high = _mm256_shuffle_epi8(
+        table,
+        _mm256_and_si256(_mm256_srli_epi16::<4>(words), nibble),
+    );
+    // In 16 bits: a scaled table's pair of values can leave the byte range.
+    _mm256_add_epi16(
+        _mm256_maddubs_epi16(ones, low),
+        _mm256_maddubs_epi16(ones, high),
+    )
+}
+
+/// `table` in both 128-bit lanes (byte shuffles look up within lanes).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn noise_table_avx2(table: &[i8; 16]) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    // SAFETY: 16 bytes.
+    _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(table.as_ptr() as *const __m128i) })
+}
+
+/// `gaussian_noise` on the whole steps of `img` (16 pixels each; the same integer sums and
+/// float operations, so the same bits); returns how many pixels it did.
+///
+/// # Safety
+/// AVX2 must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gaussian_noise_avx2(img: &mut [f32], table: &[i8; 16], draws: &mut PixelRng) -> usize {
+    use std::arch::x86_64::*;
+    let table = noise_table_avx2(table);
+    let (levels, inv, scale) = (
+        _mm256_set1_ps(255.0),
+        _mm256_set1_ps(1.0 / 255.0),
+        _mm256_set1_ps(256.0),
+    );
+    let to_unit = |k: __m256| {
+        let q = _mm256_mul_ps(k, inv);
+        let residual = _mm256_add_ps(_mm256_sub_ps(k, _mm256_mul_ps(q, scale)), q);
+        _mm256_add_ps(q, _mm256_mul_ps(residual, inv))
+    };
     let mut state = Lanes::load(draws);
     let whole = img.len() / PIXELS_PER_STEP * PIXELS_PER_STEP;
     for chunk in img[..whole].chunks_exact_mut(PIXELS_PER_STEP) {
-        let words = state.next();
-        let low = _mm256_and_si256(words, nibble);
-        let high = _mm256_and_si256(_mm256_srli_epi16::<4>(words), nibble);
-        // Byte b: the values of its two nibbles; then each 16-bit half of a word (a pixel's
-        // draw: pixel k in the low half of word k, pixel k + 8 in the high half) summed.
-        let pairs = _mm256_add_epi8(
-            _mm256_shuffle_epi8(table, low),
-            _mm256_shuffle_epi8(table, high),
-        );
-        let sums = _mm256_maddubs_epi16(ones, pairs);
-        let first = _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(sums));
-        let second = _mm256_srai_epi32::<16>(sums);
-        let za = _mm256_mul_ps(_mm256_cvtepi32_ps(first), scalev);
-        let zb = _mm256_mul_ps(_mm256_cvtepi32_ps(second), scalev);
+        let sums = noise_sums_avx2(state.next(), table);
+        let first = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(sums));
+        let second = _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(sums));
         // SAFETY: the chunk holds 16 floats.
         unsafe {
             let p = chunk.as_mut_ptr();
-            _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), za));
-            _mm256_storeu_ps(p.add(8), _mm256_add_ps(_mm256_loadu_ps(p.add(8)), zb));
+            for (at, d) in [(0, first), (8, second)] {
+                let x = _mm256_mul_ps(_mm256_loadu_ps(p.add(at)), levels);
+                let v = to_unit(_mm256_add_ps(x, _mm256_cvtepi32_ps(d)));
+                _mm256_storeu_ps(p.add(at), v);
+            }
+        }
+    }
+    state.store(draws);
+    whole
+}
+
+/// `gaussian_noise` on bytes, `src` into `dst`: `clamp(b + d, 0, 255)`, what the float path
+/// gives for `b / 255`, rounded (exactly: the float path is `(b + d) / 255` to the bit).
+fn gaussian_noise_bytes<const AVX2: bool>(
+    src: &[u8],
+    dst: &mut [u8],
+    table: &[i8; 16],
+    rng: &mut ItemRng,
+) {
+    let mut draws = PixelRng::new(rng);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the processor supports AVX2 (checked just above).
+        done = unsafe { gaussian_noise_bytes_avx2(src, dst, table, &mut draws) };
+    }
+    let steps = src[done..].chunks(PIXELS_PER_STEP);
+    for (src, dst) in steps.zip(dst[done..].chunks_mut(PIXELS_PER_STEP)) {
+        let words = draws.next_words();
+        for (k, (s, d)) in src.iter().zip(dst).enumerate() {
+            *d = (*s as i32 + noise_sum(table, noise_draw(&words, k))).clamp(0, 255) as u8;
+        }
+    }
+}
+
+/// `gaussian_noise_bytes` on the whole steps of `src`; returns how many pixels it did.
+///
+/// # Safety
+/// AVX2 must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gaussian_noise_bytes_avx2(
+    src: &[u8],
+    dst: &mut [u8],
+    table: &[i8; 16],
+    draws: &mut PixelRng,
+) -> usize {
+    use std::arch::x86_64::*;
+    assert_eq!(src.len(), dst.len());
+    let table = noise_table_avx2(table);
+    let mut state = Lanes::load(draws);
+    let whole = src.len() / PIXELS_PER_STEP * PIXELS_PER_STEP;
+    for at in (0..whole).step_by(PIXELS_PER_STEP) {
+        let sums = noise_sums_avx2(state.next(), table);
+        // SAFETY: at + 16 <= whole <= the length of both.
+        unsafe {
+            let bytes = _mm256_cvtepu8_epi16(_mm_loadu_si128(src.as_ptr().add(at) as *const _));
+            // The unsigned pack clamps to 0..=255: each lane's eight bytes, then both lanes'.
+            let packed = _mm256_packus_epi16(_mm256_add_epi16(bytes, sums), sums);
+            let both = _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b1000>(packed));
+            _mm_storeu_si128(dst.as_mut_ptr().add(at) as *mut __m128i, both);
         }
     }
     state.store(draws);
@@ -2281,6 +2402,7 @@ mod tests {
                     ("occlusion", "dark"),
                     ("occlusion", "light"),
                     ("impulse_noise", "dark"),
+                    ("gaussian_noise", "dark"),
                 ]
                 .map(|(n, i)| (n, i, sev))
             }) {
@@ -2302,12 +2424,16 @@ mod tests {
                 if shape[1] >= 28 {
                     assert_ne!(got, bytes, "{name} {ink} {sev} {shape:?}");
                 }
+                // The portable steps give the same bytes as the AVX2 ones.
+                let mut portable = bytes.clone();
                 if name == "impulse_noise" {
-                    // The portable steps give the same bytes as the AVX2 ones.
-                    let mut portable = bytes.clone();
                     let amount = IMPULSE_AMOUNT[sev as usize - 1];
                     impulse_noise_bytes::<false>(&mut portable, amount, &mut key.item(7));
                     assert_eq!(portable, want, "portable impulse {sev} {shape:?}");
+                }
+                if let Plan::Noise(table) = &c.plan {
+                    gaussian_noise_bytes::<false>(&bytes, &mut portable, table, &mut key.item(7));
+                    assert_eq!(portable, want, "portable noise {sev} {shape:?}");
                 }
             }
         }
@@ -2368,7 +2494,9 @@ mod tests {
     fn noise_draws_are_standard_normal() {
         // Every one of the 65,536 draws, exactly: moments and quantiles of N(0, 1).
         let sd = noise_sum_sd() as f64;
-        let mut z: Vec<f64> = (0..1u32 << 16).map(|d| noise_sum(d) as f64 / sd).collect();
+        let mut z: Vec<f64> = (0..1u32 << 16)
+            .map(|d| noise_sum(&NOISE_NIBBLE, d) as f64 / sd)
+            .collect();
         let n = z.len() as f64;
         let moment = |k: i32| z.iter().map(|v| v.powi(k)).sum::<f64>() / n;
         assert!(moment(1).abs() < 1e-12 && (moment(2) - 1.0).abs() < 1e-6);
@@ -2381,6 +2509,43 @@ mod tests {
             assert!((q - inverse_normal_cdf(p)).abs() < 0.05, "{p}: {q}");
         }
         assert!(z[z.len() - 1] < 4.2 && (z[0] + z[z.len() - 1]).abs() < 1e-12);
+    }
+
+    #[test]
+    fn noise_levels_keep_the_std_and_the_shape() {
+        // Every one of the 65,536 draws of each severity's table, exactly.
+        for std in GAUSSIAN_NOISE_STD {
+            let table = noise_levels(std);
+            let target = 255.0 * std as f64;
+            let mut d: Vec<f64> = (0..1u32 << 16)
+                .map(|draw| noise_sum(&table, draw) as f64)
+                .collect();
+            let n = d.len() as f64;
+            let mean = d.iter().sum::<f64>() / n;
+            let sd = (d.iter().map(|v| v * v).sum::<f64>() / n).sqrt();
+            assert!(
+                mean.abs() < 1e-12 && (sd / target - 1.0).abs() < 0.005,
+                "{std}: {sd}"
+            );
+            d.sort_by(f64::total_cmp);
+            for p in [0.0015, 0.01, 0.05, 0.16, 0.3, 0.7, 0.84, 0.95, 0.99, 0.9985] {
+                // (severity 1's levels are 1/20 of its std apart)
+                let q = d[(p * n) as usize] / target;
+                assert!((q - inverse_normal_cdf(p)).abs() < 0.1, "{std} {p}: {q}");
+            }
+        }
+    }
+
+    #[test]
+    fn noisy_levels_are_exact_bytes() {
+        // (255 b/255 + d) / 255 is (b + d) / 255 to the bit, clamped to the byte's.
+        for b in 0..=255u8 {
+            for d in -600..=600 {
+                let v = levels_to_unit(byte_to_unit(b) * 255.0 + d as f32);
+                let want = byte_to_unit((b as i32 + d).clamp(0, 255) as u8);
+                assert_eq!(clamp(v, 0.0, 1.0).to_bits(), want.to_bits(), "{b} {d}");
+            }
+        }
     }
 
     #[test]
