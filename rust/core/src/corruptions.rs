@@ -765,17 +765,12 @@ impl Corruption {
 }
 
 impl Corruption {
-    /// Corrupts the bytes `src` into `dst` without floats where the corruption allows it:
-    /// occlusion and impulse noise only set pixels to 0 or 255, and the other bytes survive
-    /// the float round trip exactly, so this gives the bytes of the float path rounded
-    /// (tested). Returns false, writing nothing, for the other corruptions.
-    pub(crate) fn apply_bytes(
-        &self,
-        src: &[u8],
-        dst: &mut [u8],
-        key: &StreamKey,
-        item: u64,
-    ) -> bool {
+    /// Corrupts the bytes `src` (one image) into `dst` without floats where the corruption
+    /// allows it: occlusion and impulse noise only set pixels to 0 or 255, and the other
+    /// bytes survive the float round trip exactly; Gaussian noise adds whole grey levels. So
+    /// this gives the bytes of the float path rounded (tested). Returns false, writing
+    /// nothing, for the other corruptions.
+    pub fn apply_bytes(&self, src: &[u8], dst: &mut [u8], key: &StreamKey, item: u64) -> bool {
         let s = self.severity as usize - 1;
         let [_, h, w] = self.shape;
         let ink = if self.ink.value() == 0.0 { 0 } else { 255 };
