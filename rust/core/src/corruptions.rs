@@ -787,8 +787,7 @@ impl Corruption {
                 );
             }
             (_, Kind::ImpulseNoise) => {
-                dst.copy_from_slice(src);
-                impulse_noise_bytes::<true>(dst, IMPULSE_AMOUNT[s], &mut key.item(item));
+                impulse_noise_bytes::<true>(src, dst, IMPULSE_AMOUNT[s], &mut key.item(item));
             }
             (Plan::Noise(table), _) => {
                 gaussian_noise_bytes::<true>(src, dst, table, &mut key.item(item));
@@ -819,58 +818,64 @@ fn occlude<T: Copy>(
     }
 }
 
-/// [`impulse_noise`] on bytes (salt 255, pepper 0): the same draws, so the same pixels.
-/// `AVX2`: use it (checked here).
-fn impulse_noise_bytes<const AVX2: bool>(img: &mut [u8], amount: f32, rng: &mut ItemRng) {
+/// Impulse noise on bytes, `src` into `dst` (the float path's pixels, salt 255).
+fn impulse_noise_bytes<const AVX2: bool>(
+    src: &[u8],
+    dst: &mut [u8],
+    amount: f32,
+    rng: &mut ItemRng,
+) {
     let threshold = impulse_threshold(amount);
     let mut draws = PixelRng::new(rng);
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if AVX2 && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the processor supports AVX2 (checked just above).
-        done = unsafe { impulse_noise_bytes_avx2(img, threshold, &mut draws) };
+        done = unsafe { impulse_noise_bytes_avx2(src, dst, threshold, &mut draws) };
     }
-    for chunk in img[done..].chunks_mut(PIXELS_PER_STEP) {
+    dst[done..].copy_from_slice(&src[done..]);
+    for chunk in dst[done..].chunks_mut(PIXELS_PER_STEP) {
         impulse_step(chunk, &draws.next_words(), threshold, 255);
     }
 }
 
-/// `impulse_noise_bytes` on the whole steps of `img`; returns how many pixels it did.
+/// `impulse_noise_bytes` on the whole steps of `src`; returns how many pixels it did.
 ///
 /// # Safety
 /// AVX2 must be available.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn impulse_noise_bytes_avx2(img: &mut [u8], threshold: u32, draws: &mut PixelRng) -> usize {
+unsafe fn impulse_noise_bytes_avx2(
+    src: &[u8],
+    dst: &mut [u8],
+    threshold: u32,
+    draws: &mut PixelRng,
+) -> usize {
     use std::arch::x86_64::*;
-    // In 16-bit lanes (pixels 0, 8, 1, 9, ... in the low 128 bits, 4, 12, 5, 13, ... in
-    // the high): the draws' top 15 bits are below 2^15, so signed compares are exact.
+    assert_eq!(src.len(), dst.len());
+    // The draws' top 15 bits are below 2^15, so signed 16-bit compares are exact.
     debug_assert!(threshold <= i16::MAX as u32, "amounts stay below one");
     let limit = _mm256_set1_epi16(threshold.min(i16::MAX as u32) as i16);
     let one = _mm256_set1_epi16(1);
-    // Within each 128-bit half of the packed masks: the hit bytes of its four low-half
-    // pixels, then of its four high-half ones, then the same for salt.
-    let order = _mm256_broadcastsi128_si256(_mm_setr_epi8(
-        0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15,
-    ));
     let mut state = Lanes::load(draws);
-    let whole = img.len() / PIXELS_PER_STEP * PIXELS_PER_STEP;
-    for chunk in img[..whole].chunks_exact_mut(PIXELS_PER_STEP) {
+    let whole = src.len() / PIXELS_PER_STEP * PIXELS_PER_STEP;
+    for at in (0..whole).step_by(PIXELS_PER_STEP) {
         let words = state.next();
         let hit = _mm256_cmpgt_epi16(limit, _mm256_srli_epi16::<1>(words));
         let salt = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_and_si256(words, one));
-        // Lanes of 0 / -1 to bytes (the signed pack keeps -1), grouped by pixel quarter.
-        let packed = _mm256_shuffle_epi8(_mm256_packs_epi16(hit, salt), order);
-        let (a, b) = (
-            _mm256_castsi256_si128(packed),
-            _mm256_extracti128_si256::<1>(packed),
+        // Lanes of 0 / -1 to bytes (the signed pack keeps -1): hit 0-7, salt 0-7 | hit
+        // 8-15, salt 8-15; then the hits' and the salts' halves together.
+        let packed = _mm256_packs_epi16(hit, salt);
+        let ordered = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
+        let (mask, value) = (
+            _mm256_castsi256_si128(ordered),
+            _mm256_extracti128_si256::<1>(ordered),
         );
-        // a: hit 0-3, hit 8-11, salt 0-3, salt 8-11; b: the same for 4-7 and 12-15.
-        let (mask, value) = (_mm_unpacklo_epi32(a, b), _mm_unpackhi_epi32(a, b));
-        // SAFETY: the chunk holds 16 bytes.
+        // SAFETY: at + 16 <= whole <= the length of both.
         unsafe {
-            let p = chunk.as_mut_ptr() as *mut __m128i;
-            _mm_storeu_si128(p, _mm_blendv_epi8(_mm_loadu_si128(p), value, mask));
+            let pixels = _mm_loadu_si128(src.as_ptr().add(at) as *const __m128i);
+            let out = _mm_blendv_epi8(pixels, value, mask);
+            _mm_storeu_si128(dst.as_mut_ptr().add(at) as *mut __m128i, out);
         }
     }
     state.store(draws);
@@ -1020,11 +1025,11 @@ impl PixelRng {
     }
 }
 
-/// The 16-bit draw of pixel `k` (`0..16`) of a step: word `k % 8`, its low half for the
-/// first eight pixels, its high half for the last eight.
+/// The 16-bit draw of pixel `k` (`0..16`) of a step: the `k`-th 16-bit half-word of the
+/// step's words, so that vector lanes hold the pixels in order.
 #[inline(always)]
 fn draw16(words: &[u32; 8], k: usize) -> u32 {
-    (words[k % 8] >> (16 * (k / 8))) & 0xFFFF
+    (words[k / 2] >> (16 * (k % 2))) & 0xFFFF
 }
 
 /// Gaussian noise's standard normal draws: a pixel's 16 random bits are four 4-bit indices
@@ -1057,13 +1062,6 @@ fn noise_levels(std: f32) -> [i8; 16] {
         .map(|i| scaled(base * (1.0 + i as f64 * 1e-4)))
         .min_by(|a, b| (sd(a) - target).abs().total_cmp(&(sd(b) - target).abs()))
         .expect("candidates")
-}
-
-/// The 16-bit draw of pixel `k` (`0..16`) of a Gaussian noise step: the `k`-th 16-bit
-/// half-word, so that vector lanes hold the pixels in order.
-#[inline(always)]
-fn noise_draw(words: &[u32; 8], k: usize) -> u32 {
-    (words[k / 2] >> (16 * (k % 2))) & 0xFFFF
 }
 
 /// The sum of the four values of `table` that a pixel's 16-bit draw indexes.
@@ -1099,13 +1097,13 @@ fn gaussian_noise<const AVX2: bool>(img: &mut [f32], table: &[i8; 16], rng: &mut
     for chunk in img[done..].chunks_mut(PIXELS_PER_STEP) {
         let words = draws.next_words();
         for (k, v) in chunk.iter_mut().enumerate() {
-            *v = levels_to_unit(*v * 255.0 + noise_sum(table, noise_draw(&words, k)) as f32);
+            *v = levels_to_unit(*v * 255.0 + noise_sum(table, draw16(&words, k)) as f32);
         }
     }
 }
 
 /// The per-pixel sums of a step's noise draws, as 16 signed 16-bit lanes, pixel `k` in lane
-/// `k` ([`noise_draw`]). Two byte shuffles look up the 64 nibbles; two multiply-adds of
+/// `k` ([`draw16`]). Two byte shuffles look up the 64 nibbles; two multiply-adds of
 /// bytes sum each pixel's four.
 ///
 /// # Safety
@@ -1201,7 +1199,7 @@ fn gaussian_noise_bytes<const AVX2: bool>(
     for (src, dst) in steps.zip(dst[done..].chunks_mut(PIXELS_PER_STEP)) {
         let words = draws.next_words();
         for (k, (s, d)) in src.iter().zip(dst).enumerate() {
-            *d = (*s as i32 + noise_sum(table, noise_draw(&words, k))).clamp(0, 255) as u8;
+            *d = (*s as i32 + noise_sum(table, draw16(&words, k))).clamp(0, 255) as u8;
         }
     }
 }
@@ -1312,7 +1310,6 @@ unsafe fn impulse_steps_avx2<T>(
     use std::arch::x86_64::*;
     // Draws are below 2^16 and the threshold at most 2^15: signed compares are exact.
     let limit = _mm256_set1_epi32(threshold as i32);
-    let low16 = _mm256_set1_epi32(0xFFFF);
     let one = _mm256_set1_epi32(1);
     let hit = |b| _mm256_cmpgt_epi32(limit, _mm256_srli_epi32::<1>(b));
     let salt = |b| _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_and_si256(b, one));
@@ -1320,10 +1317,10 @@ unsafe fn impulse_steps_avx2<T>(
     let whole = img.len() / PIXELS_PER_STEP * PIXELS_PER_STEP;
     for chunk in img[..whole].chunks_exact_mut(PIXELS_PER_STEP) {
         let words = state.next();
-        // Pixels 0..8 in the low halves of the words, 8..16 in the high halves.
+        // Pixels 0..8 in the low 128 bits, 8..16 in the high, as 16-bit lanes.
         let (lo, hi) = (
-            _mm256_and_si256(words, low16),
-            _mm256_srli_epi32::<16>(words),
+            _mm256_cvtepu16_epi32(_mm256_castsi256_si128(words)),
+            _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(words)),
         );
         blend(chunk, [(hit(lo), salt(lo)), (hit(hi), salt(hi))]);
     }
@@ -2423,7 +2420,7 @@ mod tests {
                 let mut portable = bytes.clone();
                 if name == "impulse_noise" {
                     let amount = IMPULSE_AMOUNT[sev as usize - 1];
-                    impulse_noise_bytes::<false>(&mut portable, amount, &mut key.item(7));
+                    impulse_noise_bytes::<false>(&bytes, &mut portable, amount, &mut key.item(7));
                     assert_eq!(portable, want, "portable impulse {sev} {shape:?}");
                 }
                 if let Plan::Noise(table) = &c.plan {
