@@ -26,9 +26,9 @@
 //!
 //! Randomness: item `item` under `(seed, stream)` draws from xoshiro256++ seeded by `item`
 //! mixed into 32 bytes of ChaCha8 keyed by `(seed, "corrupt")` on stream `stream` (the
-//! sampler's episode index) ([`StreamKey`]); the noises' per-pixel draws come from four
-//! xoshiro256++ generators in lock step seeded by it (`PixelRng`). So a corruption is a pure
-//! function of `(seed, stream, item, name, severity, ink)`. Severities share the random
+//! sampler's episode index) ([`StreamKey`]); the noises' per-pixel draws come from eight
+//! xoshiro256++ generators in lock step seeded from it (see `noise`). So a corruption is a
+//! pure function of `(seed, stream, item, name, severity, ink)`. Severities share the random
 //! draws: noise is the same pattern scaled, patches are added one by one, so the difference
 //! from the clean image grows with the severity.
 
@@ -40,6 +40,14 @@ use rayon::prelude::*;
 
 use crate::error::{checked_product, value_err, Result};
 use crate::pool;
+
+mod noise;
+#[cfg(test)]
+use noise::noise_sum;
+use noise::{
+    gaussian_noise, gaussian_noise_bytes, impulse_noise, impulse_noise_bytes, levels_to_unit,
+    noise_levels, Isa,
+};
 
 /// The corruption names, in a fixed order.
 pub const NAMES: [&str; 10] = [
@@ -717,7 +725,7 @@ impl Corruption {
         index: u64,
     ) -> Result<()> {
         let d = self.item_size();
-        if images.len() % d != 0 {
+        if !images.len().is_multiple_of(d) {
             return value_err(format!(
                 "images: {} values are not a whole number of images of {:?}",
                 images.len(),
@@ -787,10 +795,11 @@ impl Corruption {
                 );
             }
             (_, Kind::ImpulseNoise) => {
-                impulse_noise_bytes::<true>(src, dst, IMPULSE_AMOUNT[s], &mut key.item(item));
+                let (amount, isa) = (IMPULSE_AMOUNT[s], Isa::detected());
+                impulse_noise_bytes(src, dst, amount, &mut key.item(item), isa);
             }
             (Plan::Noise(table), _) => {
-                gaussian_noise_bytes::<true>(src, dst, table, &mut key.item(item));
+                gaussian_noise_bytes(src, dst, table, &mut key.item(item), Isa::detected());
             }
             _ => return false,
         }
@@ -816,70 +825,6 @@ fn occlude<T: Copy>(
             }
         }
     }
-}
-
-/// Impulse noise on bytes, `src` into `dst` (the float path's pixels, salt 255).
-fn impulse_noise_bytes<const AVX2: bool>(
-    src: &[u8],
-    dst: &mut [u8],
-    amount: f32,
-    rng: &mut ItemRng,
-) {
-    let threshold = impulse_threshold(amount);
-    let mut draws = PixelRng::new(rng);
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if AVX2 && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the processor supports AVX2 (checked just above).
-        done = unsafe { impulse_noise_bytes_avx2(src, dst, threshold, &mut draws) };
-    }
-    dst[done..].copy_from_slice(&src[done..]);
-    for chunk in dst[done..].chunks_mut(PIXELS_PER_STEP) {
-        impulse_step(chunk, &draws.next_words(), threshold, 255);
-    }
-}
-
-/// `impulse_noise_bytes` on the whole steps of `src`; returns how many pixels it did.
-///
-/// # Safety
-/// AVX2 must be available.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn impulse_noise_bytes_avx2(
-    src: &[u8],
-    dst: &mut [u8],
-    threshold: u32,
-    draws: &mut PixelRng,
-) -> usize {
-    use std::arch::x86_64::*;
-    assert_eq!(src.len(), dst.len());
-    // The draws' top 15 bits are below 2^15, so signed 16-bit compares are exact.
-    debug_assert!(threshold <= i16::MAX as u32, "amounts stay below one");
-    let limit = _mm256_set1_epi16(threshold.min(i16::MAX as u32) as i16);
-    let one = _mm256_set1_epi16(1);
-    let mut state = Lanes::load(draws);
-    let whole = src.len() / PIXELS_PER_STEP * PIXELS_PER_STEP;
-    for at in (0..whole).step_by(PIXELS_PER_STEP) {
-        let words = state.next();
-        let hit = _mm256_cmpgt_epi16(limit, _mm256_srli_epi16::<1>(words));
-        let salt = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_and_si256(words, one));
-        // Lanes of 0 / -1 to bytes (the signed pack keeps -1): hit 0-7, salt 0-7 | hit
-        // 8-15, salt 8-15; then the hits' and the salts' halves together.
-        let packed = _mm256_packs_epi16(hit, salt);
-        let ordered = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
-        let (mask, value) = (
-            _mm256_castsi256_si128(ordered),
-            _mm256_extracti128_si256::<1>(ordered),
-        );
-        // SAFETY: at + 16 <= whole <= the length of both.
-        unsafe {
-            let pixels = _mm_loadu_si128(src.as_ptr().add(at) as *const __m128i);
-            let out = _mm_blendv_epi8(pixels, value, mask);
-            _mm_storeu_si128(dst.as_mut_ptr().add(at) as *mut __m128i, out);
-        }
-    }
-    state.store(draws);
-    whole
 }
 
 /// Batches of at least this many pixels are corrupted by the whole pool (about 0.1 ms).
@@ -970,408 +915,6 @@ pub fn unit_to_u8(src: &[f32], dst: &mut [u8]) {
         // SAFETY: v is in [0.5, 255.5]. (`round` is a libm call on the baseline target and
         // `as` adds saturation code; either keeps the loop from vectorising.)
         *d = unsafe { v.to_int_unchecked::<i32>() } as u8;
-    }
-}
-
-/// Four xoshiro256++ generators in lock step, for per-pixel draws: word `w` of lane `l` is
-/// `s[w][l]`, so one step is a handful of AVX2 instructions for 256 random bits. Seeded with
-/// 16 draws of the item's generator.
-#[derive(Debug, Clone)]
-struct PixelRng {
-    s: [[u64; 4]; 4],
-}
-
-/// Pixels per step of [`PixelRng`]: 16 bits each.
-const PIXELS_PER_STEP: usize = 16;
-
-impl PixelRng {
-    fn new(rng: &mut ItemRng) -> Self {
-        let mut s = [[0u64; 4]; 4];
-        for word in s.iter_mut() {
-            for v in word.iter_mut() {
-                *v = rng.next_u64();
-            }
-        }
-        for lane in 0..4 {
-            if s.iter().all(|word| word[lane] == 0) {
-                s[0][lane] = 1; // xoshiro's one forbidden state
-            }
-        }
-        Self { s }
-    }
-
-    /// One step: the four lanes' outputs as eight 32-bit words, lane `l`'s low half at `2l`
-    /// and high half at `2l + 1` (the order of an AVX2 register's 32-bit lanes).
-    #[inline(always)]
-    fn next_words(&mut self) -> [u32; 8] {
-        let [s0, s1, s2, s3] = &mut self.s;
-        let mut words = [0u32; 8];
-        for l in 0..4 {
-            let out = s0[l]
-                .wrapping_add(s3[l])
-                .rotate_left(23)
-                .wrapping_add(s0[l]);
-            let t = s1[l] << 17;
-            s2[l] ^= s0[l];
-            s3[l] ^= s1[l];
-            s1[l] ^= s2[l];
-            s0[l] ^= s3[l];
-            s2[l] ^= t;
-            s3[l] = s3[l].rotate_left(45);
-            words[2 * l] = out as u32;
-            words[2 * l + 1] = (out >> 32) as u32;
-        }
-        words
-    }
-}
-
-/// The 16-bit draw of pixel `k` (`0..16`) of a step: the `k`-th 16-bit half-word of the
-/// step's words, so that vector lanes hold the pixels in order.
-#[inline(always)]
-fn draw16(words: &[u32; 8], k: usize) -> u32 {
-    (words[k / 2] >> (16 * (k % 2))) & 0xFFFF
-}
-
-/// Gaussian noise's standard normal draws: a pixel's 16 random bits are four 4-bit indices
-/// into this symmetric table, and the sum of the four values, divided by its standard
-/// deviation [`noise_sum_sd`], stands for N(0, 1). The values were fitted so that the sum
-/// matches the normal's CDF (largest difference 0.0033 at the midpoints between its 241
-/// values), kurtosis (2.98) and tail (P(|z| > 3) 0.00272 against 0.00270); |z| <= 4.18.
-/// Four nibble lookups need no gather: AVX2 makes 32 with one byte shuffle.
-const NOISE_NIBBLE: [i8; 16] = [
-    -63, -40, -29, -22, -15, -10, -7, -2, 2, 7, 10, 15, 22, 29, 40, 63,
-];
-
-/// The standard deviation of a sum of four [`NOISE_NIBBLE`] draws: sqrt(4 * 909).
-fn noise_sum_sd() -> f32 {
-    3636f32.sqrt()
-}
-
-/// [`NOISE_NIBBLE`] in whole grey levels (1/255) for noise of std `std`: scaled by the
-/// factor (within 10% of the exact one) whose rounded table's four-draw sum comes nearest
-/// that std (within 0.5%). The noise is then a whole number of levels, so a noisy byte is
-/// the byte plus an integer: the byte path needs no float round trip and gives the float
-/// path's values exactly.
-fn noise_levels(std: f32) -> [i8; 16] {
-    let target = 255.0 * std as f64;
-    let base = target / noise_sum_sd() as f64;
-    let scaled = |c: f64| NOISE_NIBBLE.map(|v| (v as f64 * c).round() as i8);
-    let sd =
-        |t: &[i8; 16]| (4.0 * t.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / 16.0).sqrt();
-    (-1000..=1000)
-        .map(|i| scaled(base * (1.0 + i as f64 * 1e-4)))
-        .min_by(|a, b| (sd(a) - target).abs().total_cmp(&(sd(b) - target).abs()))
-        .expect("candidates")
-}
-
-/// The sum of the four values of `table` that a pixel's 16-bit draw indexes.
-#[inline(always)]
-fn noise_sum(table: &[i8; 16], draw: u32) -> i32 {
-    (0..4)
-        .map(|j| table[((draw >> (4 * j)) & 0xF) as usize] as i32)
-        .sum()
-}
-
-/// Grey levels `k` (a whole number for byte images) to `[0, 1]`: `k / 255` to the bit, the
-/// same steps as [`byte_to_unit`].
-#[inline(always)]
-fn levels_to_unit(k: f32) -> f32 {
-    const INV_255: f32 = 1.0 / 255.0;
-    let q = k * INV_255;
-    let residual = (k - q * 256.0) + q;
-    q + residual * INV_255
-}
-
-/// `x + N(0, std^2)` per pixel in whole grey levels: `(255 x + d) / 255` with `d` the sum
-/// of four [`noise_levels`] values, so that a byte image `b / 255` gets `(b + d) / 255`
-/// exactly (what [`gaussian_noise_bytes`] gives).
-#[inline(always)]
-fn gaussian_noise<const AVX2: bool>(img: &mut [f32], table: &[i8; 16], rng: &mut ItemRng) {
-    let mut draws = PixelRng::new(rng);
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if AVX2 {
-        // SAFETY: AVX2 is available (AVX2 is only set inside `fused_avx2`).
-        done = unsafe { gaussian_noise_avx2(img, table, &mut draws) };
-    }
-    for chunk in img[done..].chunks_mut(PIXELS_PER_STEP) {
-        let words = draws.next_words();
-        for (k, v) in chunk.iter_mut().enumerate() {
-            *v = levels_to_unit(*v * 255.0 + noise_sum(table, draw16(&words, k)) as f32);
-        }
-    }
-}
-
-/// The per-pixel sums of a step's noise draws, as 16 signed 16-bit lanes, pixel `k` in lane
-/// `k` ([`draw16`]). Two byte shuffles look up the 64 nibbles; two multiply-adds of
-/// bytes sum each pixel's four.
-///
-/// # Safety
-/// AVX2 must be available.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn noise_sums_avx2(
-    words: std::arch::x86_64::__m256i,
-    table: std::arch::x86_64::__m256i,
-) -> std::arch::x86_64::__m256i {
-    use std::arch::x86_64::*;
-    let nibble = _mm256_set1_epi8(0xF);
-    let ones = _mm256_set1_epi8(1);
-    let low = _mm256_shuffle_epi8(table, _mm256_and_si256(words, nibble));
-    let high = _mm256_shuffle_epi8(
-        table,
-        _mm256_and_si256(_mm256_srli_epi16::<4>(words), nibble),
-    );
-    // In 16 bits: a scaled table's pair of values can leave the byte range.
-    _mm256_add_epi16(
-        _mm256_maddubs_epi16(ones, low),
-        _mm256_maddubs_epi16(ones, high),
-    )
-}
-
-/// `table` in both 128-bit lanes (byte shuffles look up within lanes).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn noise_table_avx2(table: &[i8; 16]) -> std::arch::x86_64::__m256i {
-    use std::arch::x86_64::*;
-    // SAFETY: 16 bytes.
-    _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(table.as_ptr() as *const __m128i) })
-}
-
-/// `gaussian_noise` on the whole steps of `img` (16 pixels each; the same integer sums and
-/// float operations, so the same bits); returns how many pixels it did.
-///
-/// # Safety
-/// AVX2 must be available.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn gaussian_noise_avx2(img: &mut [f32], table: &[i8; 16], draws: &mut PixelRng) -> usize {
-    use std::arch::x86_64::*;
-    let table = noise_table_avx2(table);
-    let (levels, inv, scale) = (
-        _mm256_set1_ps(255.0),
-        _mm256_set1_ps(1.0 / 255.0),
-        _mm256_set1_ps(256.0),
-    );
-    let to_unit = |k: __m256| {
-        let q = _mm256_mul_ps(k, inv);
-        let residual = _mm256_add_ps(_mm256_sub_ps(k, _mm256_mul_ps(q, scale)), q);
-        _mm256_add_ps(q, _mm256_mul_ps(residual, inv))
-    };
-    let mut state = Lanes::load(draws);
-    let whole = img.len() / PIXELS_PER_STEP * PIXELS_PER_STEP;
-    for chunk in img[..whole].chunks_exact_mut(PIXELS_PER_STEP) {
-        let sums = noise_sums_avx2(state.next(), table);
-        let first = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(sums));
-        let second = _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(sums));
-        // SAFETY: the chunk holds 16 floats.
-        unsafe {
-            let p = chunk.as_mut_ptr();
-            for (at, d) in [(0, first), (8, second)] {
-                let x = _mm256_mul_ps(_mm256_loadu_ps(p.add(at)), levels);
-                let v = to_unit(_mm256_add_ps(x, _mm256_cvtepi32_ps(d)));
-                _mm256_storeu_ps(p.add(at), v);
-            }
-        }
-    }
-    state.store(draws);
-    whole
-}
-
-/// `gaussian_noise` on bytes, `src` into `dst`: `clamp(b + d, 0, 255)`, what the float path
-/// gives for `b / 255`, rounded (exactly: the float path is `(b + d) / 255` to the bit).
-fn gaussian_noise_bytes<const AVX2: bool>(
-    src: &[u8],
-    dst: &mut [u8],
-    table: &[i8; 16],
-    rng: &mut ItemRng,
-) {
-    let mut draws = PixelRng::new(rng);
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if AVX2 && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the processor supports AVX2 (checked just above).
-        done = unsafe { gaussian_noise_bytes_avx2(src, dst, table, &mut draws) };
-    }
-    let steps = src[done..].chunks(PIXELS_PER_STEP);
-    for (src, dst) in steps.zip(dst[done..].chunks_mut(PIXELS_PER_STEP)) {
-        let words = draws.next_words();
-        for (k, (s, d)) in src.iter().zip(dst).enumerate() {
-            *d = (*s as i32 + noise_sum(table, draw16(&words, k))).clamp(0, 255) as u8;
-        }
-    }
-}
-
-/// `gaussian_noise_bytes` on the whole steps of `src`; returns how many pixels it did.
-///
-/// # Safety
-/// AVX2 must be available.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn gaussian_noise_bytes_avx2(
-    src: &[u8],
-    dst: &mut [u8],
-    table: &[i8; 16],
-    draws: &mut PixelRng,
-) -> usize {
-    use std::arch::x86_64::*;
-    assert_eq!(src.len(), dst.len());
-    let table = noise_table_avx2(table);
-    let mut state = Lanes::load(draws);
-    let whole = src.len() / PIXELS_PER_STEP * PIXELS_PER_STEP;
-    for at in (0..whole).step_by(PIXELS_PER_STEP) {
-        let sums = noise_sums_avx2(state.next(), table);
-        // SAFETY: at + 16 <= whole <= the length of both.
-        unsafe {
-            let bytes = _mm256_cvtepu8_epi16(_mm_loadu_si128(src.as_ptr().add(at) as *const _));
-            // The unsigned pack clamps to 0..=255: each lane's eight bytes, then both lanes'.
-            let packed = _mm256_packus_epi16(_mm256_add_epi16(bytes, sums), sums);
-            let both = _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b1000>(packed));
-            _mm_storeu_si128(dst.as_mut_ptr().add(at) as *mut __m128i, both);
-        }
-    }
-    state.store(draws);
-    whole
-}
-
-/// A fraction `amount` of the pixels set to 0 or 1: 15 bits of each pixel's 16-bit draw
-/// pick whether it is hit, the 16th salt or pepper, so a higher amount hits a superset of
-/// the pixels with the same values.
-#[inline(always)]
-fn impulse_noise<const AVX2: bool>(img: &mut [f32], amount: f32, rng: &mut ItemRng) {
-    let threshold = impulse_threshold(amount);
-    let mut draws = PixelRng::new(rng);
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if AVX2 {
-        // SAFETY: AVX2 is available (AVX2 is only set inside `fused_avx2`).
-        done = unsafe { impulse_noise_avx2(img, threshold, &mut draws) };
-    }
-    for chunk in img[done..].chunks_mut(PIXELS_PER_STEP) {
-        impulse_step(chunk, &draws.next_words(), threshold, 1.0);
-    }
-}
-
-/// Hits are draws of 15 bits below this.
-fn impulse_threshold(amount: f32) -> u32 {
-    (amount * 32768.0).round() as u32
-}
-
-/// One step of impulse noise, portably: pixel `k` is hit if its draw's top 15 bits are
-/// below `threshold`, and becomes `salt` or 0 by its lowest bit.
-fn impulse_step<T: Copy + Default>(chunk: &mut [T], words: &[u32; 8], threshold: u32, salt: T) {
-    for (k, v) in chunk.iter_mut().enumerate() {
-        let b = draw16(words, k);
-        if b >> 1 < threshold {
-            *v = if b & 1 == 1 { salt } else { T::default() };
-        }
-    }
-}
-
-/// `impulse_noise` on the whole steps of `img`, with blends; returns how many pixels it did.
-///
-/// # Safety
-/// AVX2 must be available.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn impulse_noise_avx2(img: &mut [f32], threshold: u32, draws: &mut PixelRng) -> usize {
-    use std::arch::x86_64::*;
-    let one = _mm256_set1_ps(1.0);
-    impulse_steps_avx2(img, threshold, draws, |chunk, halves| {
-        for (k, (hit, salt)) in halves.into_iter().enumerate() {
-            let salt = _mm256_and_ps(_mm256_castsi256_ps(salt), one);
-            // SAFETY: the chunk holds 16 floats.
-            unsafe {
-                let p = chunk.as_mut_ptr().add(8 * k);
-                let v = _mm256_blendv_ps(_mm256_loadu_ps(p), salt, _mm256_castsi256_ps(hit));
-                _mm256_storeu_ps(p, v);
-            }
-        }
-    })
-}
-
-/// The AVX2 steps of impulse noise over the whole steps of `img`: `blend` gets each step's
-/// 16 pixels and, for pixels 0..8 and 8..16, lanes of 0 or -1 saying which are hit and
-/// which of those become salt. Returns how many pixels it did.
-///
-/// # Safety
-/// AVX2 must be available.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn impulse_steps_avx2<T>(
-    img: &mut [T],
-    threshold: u32,
-    draws: &mut PixelRng,
-    mut blend: impl FnMut(&mut [T], [(std::arch::x86_64::__m256i, std::arch::x86_64::__m256i); 2]),
-) -> usize {
-    use std::arch::x86_64::*;
-    // Draws are below 2^16 and the threshold at most 2^15: signed compares are exact.
-    let limit = _mm256_set1_epi32(threshold as i32);
-    let one = _mm256_set1_epi32(1);
-    let hit = |b| _mm256_cmpgt_epi32(limit, _mm256_srli_epi32::<1>(b));
-    let salt = |b| _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_and_si256(b, one));
-    let mut state = Lanes::load(draws);
-    let whole = img.len() / PIXELS_PER_STEP * PIXELS_PER_STEP;
-    for chunk in img[..whole].chunks_exact_mut(PIXELS_PER_STEP) {
-        let words = state.next();
-        // Pixels 0..8 in the low 128 bits, 8..16 in the high, as 16-bit lanes.
-        let (lo, hi) = (
-            _mm256_cvtepu16_epi32(_mm256_castsi256_si128(words)),
-            _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(words)),
-        );
-        blend(chunk, [(hit(lo), salt(lo)), (hit(hi), salt(hi))]);
-    }
-    state.store(draws);
-    whole
-}
-
-/// A [`PixelRng`] in four AVX2 registers (one per state word).
-#[cfg(target_arch = "x86_64")]
-struct Lanes([std::arch::x86_64::__m256i; 4]);
-
-#[cfg(target_arch = "x86_64")]
-impl Lanes {
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn load(rng: &PixelRng) -> Self {
-        use std::arch::x86_64::*;
-        // SAFETY: each word is four u64, 32 bytes.
-        Self(
-            rng.s
-                .map(|w| unsafe { _mm256_loadu_si256(w.as_ptr() as *const __m256i) }),
-        )
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn store(&self, rng: &mut PixelRng) {
-        use std::arch::x86_64::*;
-        for (w, v) in rng.s.iter_mut().zip(self.0) {
-            // SAFETY: each word is four u64, 32 bytes.
-            unsafe { _mm256_storeu_si256(w.as_mut_ptr() as *mut __m256i, v) };
-        }
-    }
-
-    /// [`PixelRng::next_words`], as one register.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn next(&mut self) -> std::arch::x86_64::__m256i {
-        use std::arch::x86_64::*;
-        let [s0, s1, s2, s3] = &mut self.0;
-        let sum = _mm256_add_epi64(*s0, *s3);
-        let rot = _mm256_or_si256(_mm256_slli_epi64::<23>(sum), _mm256_srli_epi64::<41>(sum));
-        let out = _mm256_add_epi64(rot, *s0);
-        let t = _mm256_slli_epi64::<17>(*s1);
-        *s2 = _mm256_xor_si256(*s2, *s0);
-        *s3 = _mm256_xor_si256(*s3, *s1);
-        *s1 = _mm256_xor_si256(*s1, *s2);
-        *s0 = _mm256_xor_si256(*s0, *s3);
-        *s2 = _mm256_xor_si256(*s2, t);
-        *s3 = _mm256_or_si256(_mm256_slli_epi64::<45>(*s3), _mm256_srli_epi64::<19>(*s3));
-        out
     }
 }
 
@@ -1705,7 +1248,7 @@ impl ElasticField<'_> {
         let (h, w, k) = (self.h, self.w, ELASTIC_BASIS);
         let pitch = self.ramp.len();
         assert!(tx.len().min(ty.len()).min(idx.len()) >= h * w + pitch);
-        assert!(self.rows.len() >= 2 * k * pitch && pitch % LANES == 0);
+        assert!(self.rows.len() >= 2 * k * pitch && pitch.is_multiple_of(LANES));
         let pad = WARP_PAD as f32;
         let (lo, xmax, ymax) = (
             _mm256_set1_ps(pad - 1.0),
@@ -2416,15 +1959,16 @@ mod tests {
                 if shape[1] >= 28 {
                     assert_ne!(got, bytes, "{name} {ink} {sev} {shape:?}");
                 }
-                // The portable steps give the same bytes as the AVX2 ones.
+                // The portable steps give the same bytes as the vector ones.
                 let mut portable = bytes.clone();
+                let (draw, isa) = (&mut key.item(7), Isa::Portable);
                 if name == "impulse_noise" {
                     let amount = IMPULSE_AMOUNT[sev as usize - 1];
-                    impulse_noise_bytes::<false>(&bytes, &mut portable, amount, &mut key.item(7));
+                    impulse_noise_bytes(&bytes, &mut portable, amount, draw, isa);
                     assert_eq!(portable, want, "portable impulse {sev} {shape:?}");
                 }
                 if let Plan::Noise(table) = &c.plan {
-                    gaussian_noise_bytes::<false>(&bytes, &mut portable, table, &mut key.item(7));
+                    gaussian_noise_bytes(&bytes, &mut portable, table, draw, isa);
                     assert_eq!(portable, want, "portable noise {sev} {shape:?}");
                 }
             }
@@ -2480,27 +2024,6 @@ mod tests {
         );
         assert!((inverse_normal_cdf(0.975) - 1.959964).abs() < 1e-5);
         assert!((inverse_normal_cdf(0.001) + 3.090232).abs() < 1e-5);
-    }
-
-    #[test]
-    fn noise_draws_are_standard_normal() {
-        // Every one of the 65,536 draws, exactly: moments and quantiles of N(0, 1).
-        let sd = noise_sum_sd() as f64;
-        let mut z: Vec<f64> = (0..1u32 << 16)
-            .map(|d| noise_sum(&NOISE_NIBBLE, d) as f64 / sd)
-            .collect();
-        let n = z.len() as f64;
-        let moment = |k: i32| z.iter().map(|v| v.powi(k)).sum::<f64>() / n;
-        assert!(moment(1).abs() < 1e-12 && (moment(2) - 1.0).abs() < 1e-6);
-        assert!((moment(4) - 3.0).abs() < 0.03, "kurtosis {}", moment(4));
-        z.sort_by(f64::total_cmp);
-        for p in [
-            0.0015, 0.01, 0.05, 0.16, 0.3, 0.5, 0.7, 0.84, 0.95, 0.99, 0.9985,
-        ] {
-            let q = z[(p * n) as usize];
-            assert!((q - inverse_normal_cdf(p)).abs() < 0.05, "{p}: {q}");
-        }
-        assert!(z[z.len() - 1] < 4.2 && (z[0] + z[z.len() - 1]).abs() < 1e-12);
     }
 
     #[test]
