@@ -331,19 +331,29 @@ def test_maml_threads_fused_meta_gradient_on_omniglot(data_root):
     # the near-ties of real glyphs (identical background patches) differently from its
     # NCHW ops: the meta-gradient moved by ~0.7% here and MAML trained measurably slower
     # (query accuracy 0.60 instead of 0.74 after 50 steps of the Omniglot recipe). The
-    # fused block must leave the meta-gradient where torch's block puts it.
+    # fused block must leave the meta-gradient where torch's block puts it: no farther
+    # than rounding does, measured here as the move from nudging every weight by two ulps
+    # (it depends on the processor's kernels: ~3e-3 on an AVX-512 Xeon).
     from metarobust import bench
 
     batch = bench.maml_batch(32, data_root=str(data_root))
-    grads = {}
-    for fuse in (True, False):
+
+    def meta_gradient(fuse: bool, nudge: float = 0.0) -> dict[str, torch.Tensor]:
         torch.manual_seed(0)
         learner = MAML(conv4_finn(), inner_lr=0.4, ways=5, path="threads",
                        fuse_first_block=fuse).train()
+        with torch.no_grad():
+            for p in learner.parameters():
+                p.mul_(1 + nudge)
         learner.meta_backward(batch, 5)
-        grads[fuse] = {n: p.grad for n, p in learner.named_parameters()}
-    for name, g in grads[False].items():
-        if name.endswith(".0.bias") and "blocks" in name:  # zero before a BatchNorm
-            continue
-        err = float((grads[True][name] - g).abs().max() / g.abs().max())
-        assert err < 2e-3, (name, err)
+        return {n: p.grad for n, p in learner.named_parameters()}
+
+    def worst_error(grads: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> float:
+        return max(float((grads[n] - g).abs().max() / g.abs().max()) for n, g in ref.items()
+                   if not (n.endswith(".0.bias") and "blocks" in n))  # zero before BatchNorm
+
+    ref = meta_gradient(False)
+    rounding = worst_error(meta_gradient(False, nudge=2.0**-22), ref)
+    fused = worst_error(meta_gradient(True), ref)
+    assert 0 < rounding < 1e-2
+    assert fused <= 1.5 * rounding, (fused, rounding)
