@@ -130,8 +130,8 @@ pub(super) fn draw16(words: &[u32; 16], k: usize) -> u32 {
     (words[k / 2] >> (16 * (k % 2))) & 0xFFFF
 }
 
-/// The instructions a noise runs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The instructions a noise runs with, in increasing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Isa {
     Portable,
     Avx2,
@@ -151,6 +151,12 @@ impl Isa {
             }
         }
         Isa::Portable
+    }
+
+    /// `self`, or what the processor offers if that is less (so that no path runs without
+    /// its instructions).
+    fn available(self) -> Isa {
+        self.min(Isa::detected())
     }
 }
 
@@ -205,8 +211,8 @@ pub(super) fn gaussian_noise_bytes(
         *o = (src[i] as i32 + noise_sum(table, d)).clamp(0, 255) as u8
     };
     #[cfg(target_arch = "x86_64")]
-    match isa {
-        // SAFETY: the callers pass only what `Isa::detected` allows.
+    match isa.available() {
+        // SAFETY: the processor has the instructions (`available`).
         Isa::Avx512 => return unsafe { gaussian_noise_bytes_avx512(src, dst, table, &mut draws) },
         Isa::Avx2 => {
             return unsafe { gaussian_noise_bytes_avx2(src, dst, table, &mut draws, pixel) }
@@ -256,8 +262,8 @@ pub(super) fn impulse_noise_bytes(
         }
     };
     #[cfg(target_arch = "x86_64")]
-    match isa {
-        // SAFETY: the callers pass only what `Isa::detected` allows.
+    match isa.available() {
+        // SAFETY: the processor has the instructions (`available`).
         Isa::Avx512 => {
             return unsafe { impulse_noise_bytes_avx512(src, dst, threshold, &mut draws) }
         }
