@@ -71,6 +71,12 @@ if [ -f "$DATA/images_background.zip" ] || [ -d "$DATA/omniglot-py" ]; then
   step "GPU idle time per step (prefetching sampler, pinned uint8, non-blocking copies)" 90 \
     python3 benches/gpu_idle.py --device cuda --data-root "$DATA" --steps 100
 
+  step "ProtoNet ResNet-12 at 84x84 (Omniglot resized), 5w5s15q: channels_last, bf16 and
+   torch.compile on and off" 120 \
+    python3 benches/protonet_flags.py --device cuda --data-root "$DATA" --model resnet12 \
+      --image-size 84 --ways 5 --shots 5 --queries 15 --rounds 1 --warmup 10 --steps 50 \
+      --compile reduce-overhead
+
   if [ -n "${OUT:-}" ]; then
     for run in proto maml; do
       cp "$RUNS/$run/metrics.jsonl" "$OUT/$run.metrics.jsonl" 2>/dev/null || true

@@ -3,6 +3,7 @@ channels_last, bf16 autocast and torch.compile of the backbone in the modes
 ``--compile`` names, side by side in one process.
 
     python benches/protonet_flags.py --device cuda [--data-root DATA] [--ways 60 --shots 5]
+        [--model resnet12 --image-size 84]
 
 Each candidate trains the same episodes (Omniglot background when ``--data-root`` holds
 it, else the embedded glyphs) with a fresh learner: ``--warmup`` steps, then ``--steps``
@@ -68,6 +69,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--data-root", default=None)
+    p.add_argument("--model", default=None,
+                   help="backbone (default: the config's for Omniglot ProtoNet, conv4_snell_ceil)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="side the images are resized to (default: the config's, 28)")
     p.add_argument("--ways", type=int, default=60)
     p.add_argument("--shots", type=int, default=5)
     p.add_argument("--queries", type=int, default=5)
@@ -81,8 +86,11 @@ def main() -> None:
     retain_freed_memory()  # as `metarobust train` does
     dataset = dict(dataset="omniglot", data_root=args.data_root) if args.data_root \
         else dict(dataset="glyphs")
+    model = {k: v for k, v in (("model", args.model), ("image_size", args.image_size))
+             if v is not None}
     base = TrainConfig(learner="protonet", ways=args.ways, shots=args.shots,
-                       queries=args.queries, device=args.device, episodes=1, **dataset)
+                       queries=args.queries, device=args.device, episodes=1, **model,
+                       **dataset)
     cands = candidates([m for m in args.compile.split(",") if m])
     best: dict[int, tuple[float, float]] = {}
     failed: dict[int, str] = {}
@@ -98,8 +106,9 @@ def main() -> None:
             if i not in best or rate > best[i][0]:
                 best[i] = (rate, loss)
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    print(f"ProtoNet {args.ways}-way {args.shots}-shot {args.queries}-query on "
-          f"{base.dataset}, {name}: best of {args.rounds} rounds of {args.steps} steps")
+    print(f"ProtoNet {base.resolved().model} at {base.image_size}x{base.image_size}, "
+          f"{args.ways}-way {args.shots}-shot {args.queries}-query on {base.dataset}, "
+          f"{name}: best of {args.rounds} rounds of {args.steps} steps")
     print(f"{'channels_last':>13}  {'bf16':>5}  {'compile':>15}  {'episodes/s':>10}  "
           f"{'vs plain':>8}  {'loss':>6}")
     plain = best[0][0] if 0 in best else float("nan")

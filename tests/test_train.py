@@ -382,6 +382,10 @@ def test_compiled_backbone_trains_like_the_plain_one(tmp_path):
     assert mr.load_run(tmp_path / "compiled").config.compile is True  # loads uncompiled
     with pytest.raises(ValueError, match="compile: torch.compile of the backbone is offered"):
         tiny(learner="fomaml", compile=True).check()
+    with pytest.raises(ValueError, match="channels_last: NHWC convolutions are offered for "
+                                         "ProtoNet; 'maml' runs NCHW"):
+        tiny(learner="maml", channels_last=True).check()
+    assert tiny(learner="maml", channels_last=False).resolved().channels_last is False
 
 
 @pytest.mark.parametrize("learner", ["protonet", "maml"])

@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Omniglot training: add rotated classes (default: on for the "
                         "background/evaluation splits)")
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC convolutions (default: on for ProtoNet)")
+                   help="NHWC convolutions (ProtoNet only; default: on)")
     t.add_argument("--bf16", action="store_true",
                    help="bf16 autocast of the training steps (CPU or CUDA)")
     t.add_argument("--compile", action="store_true",

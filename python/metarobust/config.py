@@ -128,6 +128,12 @@ class TrainConfig:
                              f"{self.learner!r} differentiates through its inner loop "
                              "(functional calls, double backward), which compiled graphs do "
                              "not support")
+        if self.channels_last and self.learner != "protonet":
+            # The MAML family's NCHW fused first block and its double backward's layout
+            # conversions took the gain away (measured); say so rather than ignore the flag.
+            raise ValueError(f"channels_last: NHWC convolutions are offered for ProtoNet; "
+                             f"{self.learner!r} runs NCHW (leave channels_last unset or "
+                             "false)")
         if self.augment is not None:
             if self.dataset == "sinusoid":
                 raise ValueError("augment: corruption augmentation perturbs images; dataset "
