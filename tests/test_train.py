@@ -244,6 +244,9 @@ def test_cli_train_then_eval_prints_json(tmp_path):
                                    "--prototype", proto], capture_output=True, text=True)
         assert ev.returncode == code, ev.stderr
     assert "prototype: expected one of" in ev.stderr and "filtered_mean" in ev.stderr
+    ev = subprocess.run(cmd + ["eval", str(run), "--episodes", "4", "--device", "cpu",
+                               "--inner-steps", "3"], capture_output=True, text=True)
+    assert ev.returncode == 2 and "inner_steps: only MAML-family runs" in ev.stderr
     # A run stopped before its first validation holds only last.pt.
     (run / "best.pt").unlink()
     ev = subprocess.run(cmd + ["eval", str(run), "--episodes", "4", "--device", "cpu"],
@@ -256,6 +259,25 @@ def test_cli_train_then_eval_prints_json(tmp_path):
     bad = subprocess.run(cmd + ["train", "--learner", "reptile", "--episodes", "1", "--out",
                                 str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode == 2 and "learner: expected one of" in bad.stderr
+
+
+@pytest.mark.parametrize("learner, option, message", [
+    ("maml", dict(prototype="median"), "prototype: a ProtoNet option; 'maml' has no prototypes"),
+    ("anil", dict(metric="cosine"), "metric: a ProtoNet option; 'anil' has no prototypes"),
+    ("protonet", dict(inner_steps=5), "inner_steps: a MAML option; ProtoNet has no inner"),
+    ("protonet", dict(inner_lr=0.1), "inner_lr: a MAML option"),
+    ("protonet", dict(test_inner_steps=3), "test_inner_steps: a MAML option"),
+    ("protonet", dict(metric="l1"), "metric: expected one of sqeuclidean, cosine; got 'l1'"),
+    ("protonet", dict(prototype="mode"), "prototype: expected one of mean, median"),
+])
+def test_options_of_the_other_learner_family_are_refused(learner, option, message):
+    # Silently ignoring them would train something else than the user asked for.
+    with pytest.raises(ValueError, match=message):
+        tiny(learner=learner, **option).check()
+    name, _ = next(iter(option.items()))
+    tiny(learner=learner, **{name: TrainConfig.__dataclass_fields__[name].default}).check()
+    tiny(learner="protonet", prototype="geometric_median", metric="cosine").check()
+    tiny(learner="fomaml", inner_steps=5, inner_lr=0.1, test_inner_steps=3).check()
 
 
 def test_omniglot_vinyals_split_run(tmp_path, data_root):

@@ -132,7 +132,10 @@ def evaluate_run(args: argparse.Namespace) -> int:
     ways = args.ways or cfg.test_ways
     shots = args.shots or cfg.test_shots
     queries = args.queries if args.queries is not None else cfg.test_queries
-    if args.inner_steps is not None and hasattr(learner, "test_inner_steps"):
+    if args.inner_steps is not None:
+        if not hasattr(learner, "test_inner_steps"):
+            raise ValueError(f"inner_steps: only MAML-family runs have an inner loop; this "
+                             f"run's learner is {type(learner).__name__}")
         learner.test_inner_steps = args.inner_steps
     device = resolve_device(args.device)
     sampler = EpisodeSampler(ds, ways=ways, shots=shots, queries=queries, seed=args.seed,

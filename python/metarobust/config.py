@@ -128,6 +128,7 @@ class TrainConfig:
                              f"{self.learner!r} differentiates through its inner loop "
                              "(functional calls, double backward), which compiled graphs do "
                              "not support")
+        self._check_learner_options()
         if self.channels_last and self.learner != "protonet":
             # The MAML family's NCHW fused first block and its double backward's layout
             # conversions took the gain away (measured); say so rather than ignore the flag.
@@ -156,6 +157,28 @@ class TrainConfig:
         if self.dataset not in ("glyphs", "sinusoid") and not self.data_root:
             raise ValueError(f"data_root: dataset {self.dataset!r} needs --data-root")
         return self
+
+    def _check_learner_options(self) -> None:
+        """Options of the other learner family are refused, not silently ignored."""
+        from .ops import METHODS, METRICS
+
+        if self.learner == "protonet":
+            for name, default in (("inner_steps", 1), ("inner_lr", 0.4)):
+                if getattr(self, name) != default:
+                    raise ValueError(f"{name}: a MAML option; ProtoNet has no inner loop "
+                                     f"(got {getattr(self, name)!r})")
+            if self.test_inner_steps not in (None, self.inner_steps):
+                raise ValueError(f"test_inner_steps: a MAML option; ProtoNet has no inner "
+                                 f"loop (got {self.test_inner_steps!r})")
+            for name, allowed in (("metric", METRICS), ("prototype", METHODS)):
+                if getattr(self, name) not in allowed:
+                    raise ValueError(f"{name}: expected one of {', '.join(allowed)}; got "
+                                     f"{getattr(self, name)!r}")
+            return
+        for name, default in (("metric", "sqeuclidean"), ("prototype", "mean")):
+            if getattr(self, name) != default:
+                raise ValueError(f"{name}: a ProtoNet option; {self.learner!r} has no "
+                                 f"prototypes (got {getattr(self, name)!r})")
 
     def resolved(self) -> TrainConfig:
         """A copy with the learner-dependent defaults filled in."""
