@@ -248,6 +248,18 @@ def test_bad_input(kw, exc, words):
         make(**kw)
 
 
+def test_sparse_class_ids_sample_as_dense_ones():
+    # Class ids up to 2^62 used to size tables by the largest id (an abort at 2^40).
+    images, labels = toy()
+    sparse = labels * 2**58 + 7
+    a = mr.EpisodeSampler((images, labels), ways=3, shots=2, queries=2, seed=5)
+    b = mr.EpisodeSampler((images, sparse), ways=3, shots=2, queries=2, seed=5)
+    ea, eb = a.sample_batch(4, 3), b.sample_batch(4, 3)
+    for field in ("support_x", "support_y", "query_x", "query_y"):
+        assert torch.equal(getattr(ea, field), getattr(eb, field)), field
+    assert torch.equal(ea.classes * 2**58 + 7, eb.classes)
+
+
 def test_smallest_class_is_named():
     images, labels = toy(n_classes=5, per=6)
     labels = labels.copy()

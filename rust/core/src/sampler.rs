@@ -9,6 +9,7 @@
 //! gets the randomness of `corruptions::item_rng(seed, i, j)` (the stream key drawn once per
 //! episode), and the corruption runs on `[0, 1]` floats before the output conversion.
 
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use rand::seq::{index, SliceRandom};
@@ -334,15 +335,25 @@ impl EpisodeSampler {
         if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l < 0) {
             return value_err(format!("labels: must be >= 0, got {l} at index {i}"));
         }
-        let max_label = *labels.iter().max().expect("non-empty") as usize;
-        let mut counts = vec![0usize; max_label + 1];
-        for &l in labels {
-            counts[l as usize] += 1;
+        // Items grouped by class (ascending), each class's items in dataset order. Sorting
+        // rather than tables indexed by label: labels may be large and sparse.
+        let mut by_class: Vec<u32> = (0..labels.len() as u32).collect();
+        by_class.sort_by_key(|&i| labels[i as usize]); // stable: dataset order within a class
+        let mut present: Vec<(i64, Range<usize>)> = Vec::new();
+        for (k, &i) in by_class.iter().enumerate() {
+            match present.last_mut() {
+                Some((c, range)) if *c == labels[i as usize] => range.end = k + 1,
+                _ => present.push((labels[i as usize], k..k + 1)),
+            }
         }
+        let members = |c: i64| {
+            present
+                .binary_search_by_key(&c, |(id, _)| *id)
+                .ok()
+                .map(|at| present[at].1.clone())
+        };
         let class_ids: Vec<i64> = match classes {
-            None => (0..=max_label as i64)
-                .filter(|&c| counts[c as usize] > 0)
-                .collect(),
+            None => present.iter().map(|(c, _)| *c).collect(),
             Some(list) => {
                 if list.is_empty() {
                     return value_err("classes: must name at least one class, got none");
@@ -352,12 +363,12 @@ impl EpisodeSampler {
                 if let Some(w) = v.windows(2).find(|w| w[0] == w[1]) {
                     return value_err(format!("classes: class {} is listed twice", w[0]));
                 }
-                if let Some(&c) = v
-                    .iter()
-                    .find(|&&c| c < 0 || c as usize > max_label || counts[c as usize] == 0)
-                {
+                if let Some(&c) = v.iter().find(|&&c| members(c).is_none()) {
+                    let (lo, hi) = (present[0].0, present[present.len() - 1].0);
                     return value_err(format!(
-                        "classes: class {c} has no items in the dataset (labels hold 0..={max_label})"
+                        "classes: class {c} has no items in the dataset (labels hold \
+                         {} classes in {lo}..={hi})",
+                        present.len()
                     ));
                 }
                 v
@@ -369,9 +380,14 @@ impl EpisodeSampler {
                 class_ids.len()
             ));
         }
+        let ranges: Vec<Range<usize>> = class_ids
+            .iter()
+            .map(|&c| members(c).expect("a present class"))
+            .collect();
         let (smallest, smallest_n) = class_ids
             .iter()
-            .map(|&c| (c, counts[c as usize]))
+            .zip(&ranges)
+            .map(|(&c, r)| (c, r.len()))
             .min_by_key(|&(c, n)| (n, c))
             .expect("non-empty");
         if per_class > smallest_n {
@@ -380,22 +396,12 @@ impl EpisodeSampler {
                  {smallest_n} items of class {smallest}, the smallest class"
             ));
         }
-        // Dense map from dataset class id to eligible position.
-        let mut position = vec![usize::MAX; max_label + 1];
         let mut offsets = Vec::with_capacity(class_ids.len() + 1);
         offsets.push(0);
-        for (p, &c) in class_ids.iter().enumerate() {
-            position[c as usize] = p;
-            offsets.push(offsets[p] + counts[c as usize]);
-        }
-        let mut fill = offsets.clone();
-        let mut items = vec![0u32; offsets[class_ids.len()]];
-        for (i, &l) in labels.iter().enumerate() {
-            let p = position[l as usize];
-            if p != usize::MAX {
-                items[fill[p]] = i as u32;
-                fill[p] += 1;
-            }
+        let mut items = Vec::with_capacity(ranges.iter().map(|r| r.len()).sum());
+        for r in ranges {
+            items.extend_from_slice(&by_class[r]);
+            offsets.push(items.len());
         }
         Ok(Self {
             ways,
@@ -781,6 +787,33 @@ mod tests {
                 assert!(mine.iter().all(|&i| labels[i as usize] == cl[way]));
             }
         }
+    }
+
+    #[test]
+    fn sparse_labels_sample_as_their_ranks() {
+        // Class ids far apart (up to 2^62) cost nothing: the same episodes as the dense
+        // ids 0..n, with the classes reported as given; likewise with a class subset.
+        let (images, dense) = toy(12, 7, 3);
+        let id = |c: i64| c * c * (1 << 50) + c;
+        let sparse: Vec<i64> = dense.iter().map(|&c| id(c)).collect();
+        let subset = [1i64, 4, 5, 9, 11];
+        let subset_ids: Vec<i64> = subset.iter().rev().map(|&c| id(c)).collect();
+        for (want, got) in [
+            (None, None),
+            (Some(subset.as_slice()), Some(subset_ids.as_slice())),
+        ] {
+            let a = EpisodeSampler::new(&dense, 3, 4, 2, 3, 7, want).unwrap();
+            let b = EpisodeSampler::new(&sparse, 3, 4, 2, 3, 7, got).unwrap();
+            let (ra, rb) = (run(&a, &images, 5, 6), run(&b, &images, 5, 6));
+            assert_eq!((&ra.0, &ra.1, &ra.2, &ra.3), (&rb.0, &rb.1, &rb.2, &rb.3));
+            assert_eq!(ra.4.iter().map(|&c| id(c)).collect::<Vec<_>>(), rb.4);
+        }
+        let err = EpisodeSampler::new(&sparse, 3, 4, 2, 3, 7, Some(&[id(3) + 1]));
+        let msg = format!("{}", err.expect_err("an absent class"));
+        assert!(
+            msg.contains("has no items") && msg.contains("12 classes in 0..="),
+            "{msg}"
+        );
     }
 
     #[test]
