@@ -166,6 +166,12 @@ def test_corrupt_and_foreign_checkpoints(tmp_path):
         mr.load_run(run)
 
 
+def test_the_largest_seed_validates(tmp_path):
+    # validation draws from seed + 1, which wraps
+    trainer = Trainer(tiny(seed=2**64 - 1, episodes=1), tmp_path / "run", progress=False)
+    assert trainer.val_sampler.seed == 0
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     Trainer(tiny(episodes=2), tmp_path / "run", progress=False).fit()
     with pytest.raises(ValueError, match="different config"):
@@ -182,6 +188,20 @@ def test_resume_refuses_a_different_config(tmp_path):
     (dict(adv_eps=-0.1), "adv_eps"),
     (dict(adv_steps=0), "adv_steps: must be >= 1"),
     (dict(compile=True, compile_mode="fast"), "compile_mode: expected one of default, "),
+    # set, but switched off or of no use to the dataset: refused, not ignored
+    (dict(adv_eps=0.1), "adv_eps: configures adversarial querying, which is off"),
+    (dict(augment_prob=1.0), "augment_prob: configures corruption augmentation, which is off"),
+    (dict(compile_mode="reduce-overhead"), "compile_mode: configures torch.compile, which is"),
+    (dict(rotations=True), "rotations: rotated classes are added to Omniglot only"),
+    (dict(dataset="idx", data_root="/x", image_size=32), "image_size: dataset 'idx' is not"),
+    (dict(learner="maml", dataset="sinusoid", split="background"), "split: sinusoid tasks"),
+    (dict(model="bogus"), "model: expected one of conv4_finn"),
+    (dict(model="mlp_sinusoid"), "model: 'mlp_sinusoid' does not take dataset 'glyphs'"),
+    (dict(learner="maml", dataset="sinusoid", model="conv4_snell"), "needs mlp_sinusoid"),
+    (dict(test_queries=0), "test_queries: validation needs >= 1 query per class, got 0"),
+    (dict(lr=float("inf")), "lr: must be finite and > 0, got inf"),
+    (dict(learner="maml", inner_lr=float("nan")), "inner_lr: must be finite and >= 0"),
+    (dict(seed=2**64), "seed: must be in"),
 ])
 def test_bad_configs(kw, words):
     with pytest.raises(ValueError, match=words):
@@ -247,6 +267,10 @@ def test_cli_train_then_eval_prints_json(tmp_path):
     ev = subprocess.run(cmd + ["eval", str(run), "--episodes", "4", "--device", "cpu",
                                "--inner-steps", "3"], capture_output=True, text=True)
     assert ev.returncode == 2 and "inner_steps: only MAML-family runs" in ev.stderr
+    for flag in ("--ways", "--shots"):  # 0 used to fall back on the run's setting
+        ev = subprocess.run(cmd + ["eval", str(run), "--episodes", "4", flag, "0"],
+                            capture_output=True, text=True)
+        assert ev.returncode == 2 and f"{flag[2:]}: must be >= 1, got 0" in ev.stderr
     # A run stopped before its first validation holds only last.pt.
     (run / "best.pt").unlink()
     ev = subprocess.run(cmd + ["eval", str(run), "--episodes", "4", "--device", "cpu"],
@@ -311,6 +335,18 @@ def test_sinusoid_regression_run_and_eval(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "metarobust", "eval", str(tmp_path / "run"),
                           "--prototype", "median"], capture_output=True, text=True)
     assert bad.returncode == 2 and "only ProtoNet runs have prototypes" in bad.stderr
+    for flags, words in ((["--ways", "7"], "ways: a sinusoid run is evaluated on drawn"),
+                         (["--split", "test"], "split: a sinusoid run"),
+                         (["--queries", "0"], "queries: must be >= 1, got 0"),
+                         (["--inner-steps", "-1"], "inner_steps: must be >= 0, got -1")):
+        bad = subprocess.run([sys.executable, "-m", "metarobust", "eval",
+                              str(tmp_path / "run"), *flags], capture_output=True, text=True)
+        assert bad.returncode == 2 and words in bad.stderr, (flags, bad.stderr)
+    ev = subprocess.run([sys.executable, "-m", "metarobust", "eval", str(tmp_path / "run"),
+                         "--shots", "5", "--episodes", "30", "--device", "cpu",
+                         "--inner-steps", "5"], capture_output=True, text=True)
+    res5 = json.loads(ev.stdout.strip().splitlines()[-1])
+    assert res5["mse"] == res5["mse_by_steps"]["5"] and "after 5 steps" in ev.stdout
     with pytest.raises(ValueError, match="regression"):
         TrainConfig(learner="protonet", dataset="sinusoid", episodes=1).check()
 
@@ -349,7 +385,7 @@ def test_adversarial_querying_trains_on_attacked_queries(tmp_path, monkeypatch):
         delta = attacked.query_x - clean.query_x.float() / 255
         assert 0 < float(delta.abs().max()) <= 0.1 + 1e-6
         assert torch.equal(attacked.support_x, clean.support_x.float() / 255)
-    natural = Trainer(tiny(**kw), tmp_path / "nat", progress=False)
+    natural = Trainer(tiny(episodes=3), tmp_path / "nat", progress=False)
     natural.fit()
     assert any(not torch.equal(a, b) for a, b in zip(params(adv.learner),
                                                      params(natural.learner)))

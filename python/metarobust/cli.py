@@ -117,20 +117,29 @@ def evaluate_run(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .train import load_dataset, load_run, resolve_device
 
+    for name in ("ways", "shots", "queries"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"{name}: must be >= 1, got {getattr(args, name)}")
+    if args.inner_steps is not None and args.inner_steps < 0:
+        raise ValueError(f"inner_steps: must be >= 0, got {args.inner_steps}")
     learner = load_run(args.run_dir, args.checkpoint)
     set_test_prototype(learner, args.prototype)
     cfg = learner.config
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     if cfg.dataset == "sinusoid":
+        for name in ("dataset", "data_root", "split", "ways"):
+            if getattr(args, name) is not None:
+                raise ValueError(f"{name}: a sinusoid run is evaluated on drawn sinusoid "
+                                 f"tasks (--shots, --queries, --inner-steps apply)")
         return _evaluate_regression_run(args, learner, cfg)
     if args.dataset is not None or args.data_root is not None:
         cfg = dataclasses.replace(cfg, dataset=args.dataset or cfg.dataset,
                                   data_root=args.data_root or cfg.data_root)
     split = args.split or {"glyphs": "test", "omniglot": "evaluation"}.get(cfg.dataset)
     ds = load_dataset(cfg, split, "test")
-    ways = args.ways or cfg.test_ways
-    shots = args.shots or cfg.test_shots
+    ways = args.ways if args.ways is not None else cfg.test_ways
+    shots = args.shots if args.shots is not None else cfg.test_shots
     queries = args.queries if args.queries is not None else cfg.test_queries
     if args.inner_steps is not None:
         if not hasattr(learner, "test_inner_steps"):
@@ -156,15 +165,17 @@ def _evaluate_regression_run(args: argparse.Namespace, learner, cfg) -> int:
 
     if args.inner_steps is not None:
         learner.test_inner_steps = args.inner_steps
-    tasks = sinusoid(shots=args.shots or cfg.test_shots,
-                     queries=args.queries if args.queries else (cfg.test_queries or 10),
+    tasks = sinusoid(shots=args.shots if args.shots is not None else cfg.test_shots,
+                     queries=args.queries if args.queries is not None
+                     else (cfg.test_queries or 10),
                      seed=args.seed)
     device = resolve_device(args.device)
     res = evaluate_regression(learner.to(device), tasks, args.episodes, device=device)
     res.update(learner=cfg.learner, dataset="sinusoid")
     steps = ", ".join(f"{k} steps {v:.3f}" for k, v in res["mse_by_steps"].items())
-    print(f"{cfg.learner} on sinusoid, {tasks.shots}-shot: query MSE {steps} "
-          f"({res['episodes']} tasks)")
+    print(f"{cfg.learner} on sinusoid, {tasks.shots}-shot: query MSE {res['mse']:.3f} "
+          f"± {res['ci95']:.3f} after {learner.test_inner_steps} steps ({steps}; "
+          f"{res['episodes']} tasks)")
     print(json.dumps(res))
     return 0
 

@@ -8,6 +8,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 from dataclasses import dataclass, fields
@@ -102,14 +103,17 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name}: must be >= 1, got {v}")
-        for name in ("queries", "test_queries", "seed"):
-            v = getattr(self, name)
-            if v is not None and v < 0:
-                raise ValueError(f"{name}: must be >= 0, got {v}")
+        if not 0 <= self.seed < 2**64:
+            raise ValueError(f"seed: must be in [0, 2^64), got {self.seed}")
         if self.queries < 1:
             raise ValueError(f"queries: training needs >= 1 query per class, got {self.queries}")
-        if not ((self.lr is None or self.lr > 0) and self.inner_lr >= 0):
-            raise ValueError(f"lr, inner_lr: must be > 0 and >= 0, got {self.lr}, {self.inner_lr}")
+        if self.test_queries is not None and self.test_queries < 1:
+            raise ValueError(f"test_queries: validation needs >= 1 query per class, got "
+                             f"{self.test_queries}")
+        if not (self.lr is None or 0 < self.lr < math.inf):
+            raise ValueError(f"lr: must be finite and > 0, got {self.lr}")
+        if not 0 <= self.inner_lr < math.inf:
+            raise ValueError(f"inner_lr: must be finite and >= 0, got {self.inner_lr}")
         if self.minutes is not None and not self.minutes > 0:
             raise ValueError(f"minutes: must be > 0, got {self.minutes}")
         if self.episodes is None and self.minutes is None:
@@ -129,6 +133,7 @@ class TrainConfig:
                              "(functional calls, double backward), which compiled graphs do "
                              "not support")
         self._check_learner_options()
+        self._check_unused_options()
         if self.channels_last and self.learner != "protonet":
             # The MAML family's NCHW fused first block and its double backward's layout
             # conversions took the gain away (measured); say so rather than ignore the flag.
@@ -179,6 +184,43 @@ class TrainConfig:
             if getattr(self, name) != default:
                 raise ValueError(f"{name}: a ProtoNet option; {self.learner!r} has no "
                                  f"prototypes (got {getattr(self, name)!r})")
+
+    def _check_unused_options(self) -> None:
+        """Options whose switch is off, or that the dataset has no use for, are refused
+        when set: a run must not quietly differ from what its config.toml says."""
+        default = {f.name: f.default for f in fields(self)}
+
+        def unused(names: tuple[str, ...], why: str) -> None:
+            for name in names:
+                if getattr(self, name) != default[name]:
+                    raise ValueError(f"{name}: {why} (got {getattr(self, name)!r})")
+
+        if not self.adversarial:
+            unused(("adv_eps", "adv_steps", "adv_step_size", "adv_norm"),
+                   "configures adversarial querying, which is off (set adversarial)")
+        if self.augment is None:
+            unused(("augment_severity", "augment_prob"),
+                   "configures corruption augmentation, which is off (set augment)")
+        if not self.compile:
+            unused(("compile_mode",), "configures torch.compile, which is off (set compile)")
+        if self.rotations and self.dataset != "omniglot":
+            raise ValueError(f"rotations: rotated classes are added to Omniglot only; dataset "
+                             f"{self.dataset!r}")
+        if self.dataset in ("sinusoid", "idx"):
+            unused(("image_size",), f"dataset {self.dataset!r} is not resized")
+        if self.dataset == "sinusoid":
+            unused(("split", "val_split"), "sinusoid tasks are drawn, not read from splits")
+        if self.model is not None:
+            from .models import MODELS
+
+            if self.model not in MODELS:
+                raise ValueError(f"model: expected one of {', '.join(MODELS)}; got "
+                                 f"{self.model!r}")
+            if (self.model == "mlp_sinusoid") != (self.dataset == "sinusoid"):
+                raise ValueError(f"model: {self.model!r} does not take dataset "
+                                 f"{self.dataset!r}'s inputs ("
+                                 + ("the MLP takes sinusoid's x" if self.model == "mlp_sinusoid"
+                                    else "sinusoid needs mlp_sinusoid") + ")")
 
     def resolved(self) -> TrainConfig:
         """A copy with the learner-dependent defaults filled in."""
