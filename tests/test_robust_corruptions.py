@@ -412,6 +412,8 @@ def test_augment_probability_and_batches():
 def test_augment_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         mr.robust.Augment(**kwargs)
+    with pytest.raises(TypeError, match="names: expected corruption names"):
+        mr.robust.Augment(5)
     s = sampler()
     with pytest.raises(TypeError, match="transform: expected a callable"):
         s.batches(2, transform="thin")

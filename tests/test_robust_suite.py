@@ -209,6 +209,11 @@ def test_bad_suite_and_arguments(runs, capsys):
         run_suite(learner, ds, ways=5, shots=1, grid={"clean": [0]}, corrupt="all")
     with pytest.raises(ValueError, match="episodes"):
         run_suite(learner, ds, ways=5, shots=1, grid={"clean": [0]}, episodes=0)
+    for kw, exc, words in ((dict(source="bogus"), ValueError, "source: expected one of glyphs"),
+                           (dict(device="tpu"), ValueError, "device: "),
+                           (dict(label_noise_shots=5), TypeError, "label_noise_shots: expected")):
+        with pytest.raises(exc, match=words):
+            run_suite(learner, ds, ways=5, shots=1, grid={"clean": [0]}, **kw)
     with pytest.raises(SystemExit):
         main(["robustness", str(runs[0]), "--suite", "huge"])
     assert "invalid choice: 'huge'" in capsys.readouterr().err

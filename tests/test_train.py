@@ -166,6 +166,22 @@ def test_corrupt_and_foreign_checkpoints(tmp_path):
         mr.load_run(run)
 
 
+def test_a_failing_final_validation_keeps_the_training(tmp_path, monkeypatch):
+    trainer = Trainer(tiny(episodes=5, val_every=4, checkpoint_every=100), tmp_path / "run",
+                      progress=False)
+    real = trainer.validate
+
+    def validate():
+        if trainer.step == 5:
+            raise RuntimeError("validation broke")
+        return real()
+
+    monkeypatch.setattr(trainer, "validate", validate)
+    with pytest.raises(RuntimeError, match="validation broke"):
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 5
+
+
 def test_the_largest_seed_validates(tmp_path):
     # validation draws from seed + 1, which wraps
     trainer = Trainer(tiny(seed=2**64 - 1, episodes=1), tmp_path / "run", progress=False)

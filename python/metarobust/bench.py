@@ -1293,9 +1293,9 @@ def corruption_candidates(images: np.ndarray, labels: np.ndarray,
         if name != "clean" and name not in CORRUPTIONS:
             raise ValueError(f"corruption candidate: expected 'clean' or one of "
                              f"{CORRUPTIONS}, got {name!r}")
+        corruption = {} if name == "clean" else dict(corruption=name, severity=severity)
         sampler = EpisodeSampler((images, labels), ways=ways, shots=shots, queries=queries,
-                                 seed=seed, dtype=dtype, severity=severity,
-                                 corruption=None if name == "clean" else name,
+                                 seed=seed, dtype=dtype, **corruption,
                                  corruption_cache_mb=256 if cache else 0)
         fn = _rust_batches(sampler, batch)
         if name != "clean" and cache:
@@ -1630,22 +1630,26 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    """``metarobust bench``; bad arguments raise ValueError naming them (the command line
+    prints it as ``metarobust: error: ...`` and exits with 2)."""
     for name in ("ways", "shots", "batch", "dim", "tasks", "repeats"):
         v = getattr(args, name, None)
         if v is not None and v < 1:
-            raise SystemExit(f"--{name}: must be >= 1, got {v}")
+            raise ValueError(f"{name}: must be >= 1, got {v}")
     if args.queries is not None and args.queries < 0:
-        raise SystemExit(f"--queries: must be >= 0, got {args.queries}")
+        raise ValueError(f"queries: must be >= 0, got {args.queries}")
+    if not 0 < args.min_time < math.inf:
+        raise ValueError(f"min_time: must be finite and > 0 (seconds), got {args.min_time}")
     severity = getattr(args, "severity", CORRUPTION_SEVERITY)
     if not 1 <= severity <= 5:
-        raise SystemExit(f"--severity: must be in 1..5, got {severity}")
+        raise ValueError(f"severity: must be in 1..5, got {severity}")
     device = getattr(args, "device", "cpu")
     try:
         dev = torch.device(device)
     except RuntimeError as e:
-        raise SystemExit(f"--device: {e}") from None
+        raise ValueError(f"device: {e}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device: CUDA is not available")
+        raise ValueError("device: CUDA is not available")
     for k, v in machine_info().items():
         print(f"{k}: {v}")
     run(args.what, ways=args.ways, shots=args.shots, queries=args.queries, batch=args.batch,

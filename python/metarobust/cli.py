@@ -190,6 +190,10 @@ def quickstart(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, mean_ci95
     from .train import Trainer
 
+    for name in ("ways", "shots", "episodes", "classes", "train_classes", "proto_episodes",
+                 "maml_episodes"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"{name}: must be >= 1, got {getattr(args, name)}")
     torch.manual_seed(args.seed)
     test = mr.data.glyphs(num_classes=args.classes, per_class=20, image_size=28,
                           seed=args.seed, split="test")

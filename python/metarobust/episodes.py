@@ -168,6 +168,14 @@ class EpisodeSampler:
         self.corruption_cache_mb = corruption_cache_mb
         self.corruption, self.severity, self.ink, self.corrupt = check_corruption_args(
             corruption, severity, ink, corrupt=corrupt)
+        if corruption is None:
+            # Without a corruption they would do nothing: a forgotten `corruption=` would
+            # pass for a corrupted evaluation.
+            for name, value, default in (("severity", severity, 3),
+                                         ("corrupt", corrupt, "query"), ("ink", ink, "dark")):
+                if value != default:
+                    raise ValueError(f"{name}: configures a corruption, and none is given "
+                                     f"(pass corruption=NAME; got {name}={value!r})")
         if dtype not in DTYPES:
             raise ValueError(f"dtype: expected 'float32' or 'uint8', got {dtype!r}")
         if dtype == "uint8" and (mean is not None or std is not None):

@@ -335,6 +335,7 @@ class Trainer:
         batches.close()
         finished = self._done()
         if finished and self.val_sampler is not None and self.step % cfg.val_every != 0:
+            self._save("last.pt")  # the training is kept should the validation fail
             self.validate()
         self._save("last.pt")
         if finished and not (self.out / "best.pt").exists():

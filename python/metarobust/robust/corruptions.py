@@ -130,7 +130,11 @@ class Augment:
                  ink: str = "dark") -> None:
         if isinstance(names, str):
             names = [n.strip() for n in names.split(",")] if names != "all" else CORRUPTIONS
-        names = tuple(names)
+        try:
+            names = tuple(names)
+        except TypeError:
+            raise TypeError(f"names: expected corruption names (a list, a comma-separated "
+                            f"str or 'all'), got {names!r}") from None
         if not names:
             raise ValueError("names: expected at least one corruption")
         for n in names:

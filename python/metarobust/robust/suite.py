@@ -80,6 +80,8 @@ SUITE_EPISODES = {"quick": 200, "default": 600, "full": 1000}
 LABEL_NOISE_FAMILIES = tuple(f"label_noise_{k}" for k in LABEL_NOISE_KINDS)
 ATTACK_FAMILIES = ("fgsm", "pgd", "pgd_support")
 DOMAIN_TARGETS = ("glyphs", "omniglot", "fashion_mnist", "fashion_mnist_inverted")
+# The datasets a run can be trained on (TrainConfig.dataset, less sinusoid regression).
+SOURCES = ("glyphs", "omniglot", "idx", "folder")
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_INSTALL = "apt-get install -y dataset-fashion-mnist"
 CORRUPT_TARGETS = ("query", "support", "both")
@@ -502,7 +504,12 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
     pgd_steps = check_int(pgd_steps, "pgd_steps", 0)
     batch_size = check_int(batch_size, "batch_size", 1)
     attack_batch_size = check_int(attack_batch_size, "attack_batch_size", 1)
+    if not hasattr(label_noise_shots, "__iter__"):
+        raise TypeError(f"label_noise_shots: expected a sequence of shot counts, got "
+                        f"{label_noise_shots!r}")
     ln_shots = tuple(check_int(s, "label_noise_shots", 1) for s in label_noise_shots)
+    if source not in SOURCES:
+        raise ValueError(f"source: expected one of {', '.join(SOURCES)}; got {source!r}")
     if corrupt not in CORRUPT_TARGETS:
         raise ValueError(f"corrupt: expected one of {', '.join(CORRUPT_TARGETS)}; got "
                          f"{corrupt!r}")
@@ -517,7 +524,10 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
         dataset = _Arrays(np.asarray(images), np.asarray(labels))
     if image_size is None:
         image_size = int(dataset.images.shape[-1])
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device: {e}") from None
     warnings: list[str] = []
 
     def _warn(line: str) -> None:

@@ -139,6 +139,9 @@ impl PixelTable {
                 0 => Ok(vec![default; channels]),
                 1 => Ok(vec![v[0]; channels]),
                 n if n == channels => Ok(v.to_vec()),
+                n if channels == 1 => value_err(format!(
+                    "{name}: expected 1 value (the images have one channel), got {n}"
+                )),
                 n => value_err(format!(
                     "{name}: expected 1 or {channels} values (one per channel), got {n}"
                 )),

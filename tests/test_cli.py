@@ -1,0 +1,16 @@
+"""The command line's argument checks (the commands themselves: test_train, test_robust_suite,
+test_bench, test_data_*)."""
+
+from __future__ import annotations
+
+import pytest
+
+from metarobust.cli import main
+
+
+@pytest.mark.parametrize("flag", ["--ways", "--shots", "--episodes", "--classes",
+                                  "--train-classes", "--proto-episodes", "--maml-episodes"])
+def test_quickstart_counts_must_be_positive(flag, capsys):
+    assert main(["quickstart", flag, "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"metarobust: error: {flag[2:].replace('-', '_')}: must be >= 1, got 0" in err
