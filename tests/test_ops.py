@@ -269,6 +269,11 @@ def test_bad_prototype_input():
         ops.prototypes(emb, lab, 3, "filtered_mean", rounds=0)
     with pytest.raises(ValueError, match="metric: expected one of"):
         ops.prototypes_torch(emb, lab, 3, "filtered_mean", metric="l1")
+    # checked whatever the method, not silently unused
+    with pytest.raises(ValueError, match="trim: must be in"):
+        ops.prototypes(emb, lab, 3, "mean", trim=5)
+    with pytest.raises(ValueError, match="max_iter: must be >= 1"):
+        ops.prototypes(emb, lab, 3, "median", max_iter=-4)
     with pytest.raises(ValueError, match="ways: must be >= 1"):
         ops.prototypes(emb, lab, 0)
     with pytest.raises(TypeError, match="labels: expected an integer"):

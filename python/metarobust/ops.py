@@ -251,17 +251,16 @@ def _filtered_mean(emb, labels, ways, centre, metric, rounds, distances):
 
 
 def _check_method_args(method, trim, tol, max_iter, metric="sqeuclidean", rounds=2):
-    if method == "trimmed_mean" and not 0.0 <= trim < 0.5:
+    # Checked whatever the method, so that a bad value is not silently unused.
+    if not 0.0 <= trim < 0.5:
         raise ValueError(f"trim: must be in [0, 0.5), got {trim}")
-    if method == "filtered_mean":
-        _check_choice(metric, "metric", METRICS)
-        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-            raise ValueError(f"rounds: must be an int >= 1, got {rounds!r}")
-    if method in ("geometric_median", "filtered_mean"):
-        if not (tol > 0 and tol < float("inf")):
-            raise ValueError(f"tol: must be finite and > 0, got {tol}")
-        if max_iter < 1:
-            raise ValueError(f"max_iter: must be >= 1, got {max_iter}")
+    _check_choice(metric, "metric", METRICS)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds: must be an int >= 1, got {rounds!r}")
+    if not (tol > 0 and tol < float("inf")):
+        raise ValueError(f"tol: must be finite and > 0, got {tol}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter: must be >= 1, got {max_iter}")
 
 
 def _distances_torch(x, y, metric):
