@@ -353,9 +353,12 @@ def test_sampler_bad_arguments(kwargs, exc, match):
 
 
 def test_clean_sampler_is_unchanged():
-    # corruption=None must not disturb the episodes (the default path).
-    a, b = sampler(), sampler(severity=5, corrupt="both", ink="light")
+    # corruption=None must not disturb the episodes (the default path); the corruption's
+    # options without one would do nothing, so they are refused.
+    a, b = sampler(), sampler(corruption=None, severity=3, corrupt="query", ink="dark")
     assert same(a.sample_batch(0, 5), b.sample_batch(0, 5))
+    with pytest.raises(ValueError, match="severity: configures a corruption, and none"):
+        sampler(severity=5, corrupt="both", ink="light")
 
 
 # ------------------------------------------------------------------ augmentation
