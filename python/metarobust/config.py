@@ -134,12 +134,6 @@ class TrainConfig:
                              "not support")
         self._check_learner_options()
         self._check_unused_options()
-        if self.channels_last and self.learner != "protonet":
-            # The MAML family's NCHW fused first block and its double backward's layout
-            # conversions took the gain away (measured); say so rather than ignore the flag.
-            raise ValueError(f"channels_last: NHWC convolutions are offered for ProtoNet; "
-                             f"{self.learner!r} runs NCHW (leave channels_last unset or "
-                             "false)")
         if self.augment is not None:
             if self.dataset == "sinusoid":
                 raise ValueError("augment: corruption augmentation perturbs images; dataset "
@@ -163,16 +157,21 @@ class TrainConfig:
             raise ValueError(f"data_root: dataset {self.dataset!r} needs --data-root")
         return self
 
+    def _refuse_if_set(self, names: tuple[str, ...], why: str) -> None:
+        """Raises ValueError for the first of ``names`` set to other than its default."""
+        default = {f.name: f.default for f in fields(self)}
+        for name in names:
+            if getattr(self, name) != default[name]:
+                raise ValueError(f"{name}: {why} (got {getattr(self, name)!r})")
+
     def _check_learner_options(self) -> None:
         """Options of the other learner family are refused, not silently ignored."""
         from .ops import METHODS, METRICS
 
         if self.learner == "protonet":
-            for name, default in (("inner_steps", 1), ("inner_lr", 0.4)):
-                if getattr(self, name) != default:
-                    raise ValueError(f"{name}: a MAML option; ProtoNet has no inner loop "
-                                     f"(got {getattr(self, name)!r})")
-            if self.test_inner_steps not in (None, self.inner_steps):
+            self._refuse_if_set(("inner_steps", "inner_lr"),
+                                "a MAML option; ProtoNet has no inner loop")
+            if self.test_inner_steps not in (None, self.inner_steps):  # resolved: inner_steps
                 raise ValueError(f"test_inner_steps: a MAML option; ProtoNet has no inner "
                                  f"loop (got {self.test_inner_steps!r})")
             for name, allowed in (("metric", METRICS), ("prototype", METHODS)):
@@ -180,36 +179,35 @@ class TrainConfig:
                     raise ValueError(f"{name}: expected one of {', '.join(allowed)}; got "
                                      f"{getattr(self, name)!r}")
             return
-        for name, default in (("metric", "sqeuclidean"), ("prototype", "mean")):
-            if getattr(self, name) != default:
-                raise ValueError(f"{name}: a ProtoNet option; {self.learner!r} has no "
-                                 f"prototypes (got {getattr(self, name)!r})")
+        self._refuse_if_set(("metric", "prototype"),
+                            f"a ProtoNet option; {self.learner!r} has no prototypes")
+        if self.channels_last:
+            # The MAML family's NCHW fused first block and its double backward's layout
+            # conversions took the gain away (measured).
+            raise ValueError(f"channels_last: NHWC convolutions are offered for ProtoNet; "
+                             f"{self.learner!r} runs NCHW (leave channels_last unset or "
+                             "false)")
 
     def _check_unused_options(self) -> None:
         """Options whose switch is off, or that the dataset has no use for, are refused
         when set: a run must not quietly differ from what its config.toml says."""
-        default = {f.name: f.default for f in fields(self)}
-
-        def unused(names: tuple[str, ...], why: str) -> None:
-            for name in names:
-                if getattr(self, name) != default[name]:
-                    raise ValueError(f"{name}: {why} (got {getattr(self, name)!r})")
-
         if not self.adversarial:
-            unused(("adv_eps", "adv_steps", "adv_step_size", "adv_norm"),
-                   "configures adversarial querying, which is off (set adversarial)")
+            self._refuse_if_set(("adv_eps", "adv_steps", "adv_step_size", "adv_norm"),
+                                "configures adversarial querying, which is off (set adversarial)")
         if self.augment is None:
-            unused(("augment_severity", "augment_prob"),
-                   "configures corruption augmentation, which is off (set augment)")
+            self._refuse_if_set(("augment_severity", "augment_prob"),
+                                "configures corruption augmentation, which is off (set augment)")
         if not self.compile:
-            unused(("compile_mode",), "configures torch.compile, which is off (set compile)")
+            self._refuse_if_set(("compile_mode",),
+                                "configures torch.compile, which is off (set compile)")
         if self.rotations and self.dataset != "omniglot":
             raise ValueError(f"rotations: rotated classes are added to Omniglot only; dataset "
                              f"{self.dataset!r}")
         if self.dataset in ("sinusoid", "idx"):
-            unused(("image_size",), f"dataset {self.dataset!r} is not resized")
+            self._refuse_if_set(("image_size",), f"dataset {self.dataset!r} is not resized")
         if self.dataset == "sinusoid":
-            unused(("split", "val_split"), "sinusoid tasks are drawn, not read from splits")
+            self._refuse_if_set(("split", "val_split"),
+                                "sinusoid tasks are drawn, not read from splits")
         if self.model is not None:
             from .models import MODELS
 

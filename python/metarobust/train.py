@@ -147,11 +147,12 @@ class Trainer:
             torch.set_num_threads(self.cfg.threads)
         self.regression = self.cfg.dataset == "sinusoid"
         self.val_sampler = None
+        val_seed = (self.cfg.seed + 1) % 2**64  # validation's own episodes
         if self.regression:
             self.train_set = None
             self.sampler = mrdata.sinusoid(self.cfg.shots, self.cfg.queries, self.cfg.seed)
             self.val_sampler = mrdata.sinusoid(self.cfg.test_shots, self.cfg.test_queries or 10,
-                                               (self.cfg.seed + 1) % 2**64)
+                                               val_seed)
         else:
             self.train_set = load_dataset(self.cfg, self.cfg.split, "train")
             self.sampler = EpisodeSampler(self.train_set, ways=self.cfg.ways,
@@ -162,7 +163,7 @@ class Trainer:
                 val_set = load_dataset(self.cfg, val_split, "val")
                 self.val_sampler = EpisodeSampler(
                     val_set, ways=self.cfg.test_ways, shots=self.cfg.test_shots,
-                    queries=self.cfg.test_queries, seed=(self.cfg.seed + 1) % 2**64, dtype="uint8")
+                    queries=self.cfg.test_queries, seed=val_seed, dtype="uint8")
         torch.manual_seed(self.cfg.seed)
         channels = 1 if self.regression else self.train_set.images.shape[1]
         self.learner = build_learner(self.cfg, channels).to(self.device)
