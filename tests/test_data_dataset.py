@@ -9,9 +9,9 @@ import struct
 import numpy as np
 import pytest
 
+from metarobust.cli.data import add_parser as add_data_parser
 from metarobust.data import dataset as dsmod
 from metarobust.data.dataset import ImageDataset, load
-from metarobust.data.prepare import add_data_parser
 
 
 def make(n=12, classes=3, shape=(1, 5, 4), seed=0):

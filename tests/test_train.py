@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import metarobust as mr
+from metarobust import seeds
 from metarobust.checkpoint import load_checkpoint, save_checkpoint
 from metarobust.config import TrainConfig
 from metarobust.evaluate import mean_ci95
@@ -182,10 +183,13 @@ def test_a_failing_final_validation_keeps_the_training(tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 5
 
 
-def test_the_largest_seed_validates(tmp_path):
-    # validation draws from seed + 1, which wraps
-    trainer = Trainer(tiny(seed=2**64 - 1, episodes=1), tmp_path / "run", progress=False)
-    assert trainer.val_sampler.seed == 0
+def test_the_largest_seed_validates_and_attacks(tmp_path):
+    # validation and the training attacks draw from streams derived from the seed
+    top = 2**64 - 1
+    trainer = Trainer(tiny(seed=top, episodes=1), tmp_path / "run", progress=False)
+    assert trainer.val_sampler.seed == seeds.derive(top, seeds.VALIDATION)
+    adv = tiny(seed=top, episodes=2, adversarial=True, adv_steps=1, val_every=10**6)
+    assert Trainer(adv, tmp_path / "adv", progress=False).fit()["steps"] == 2
 
 
 def test_resume_refuses_a_different_config(tmp_path):

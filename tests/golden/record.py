@@ -4,6 +4,10 @@ adversarial) and a robustness suite's rows.
 
 ``python tests/golden/record.py`` rewrites ``values.json``: do that only when a change of
 results is intended, and say why in the commit. ``tests/test_golden.py`` compares against it.
+
+Changed on purpose since the first recording: ``training.protonet_adversarial``, when the
+training attacks' seeds moved from ``seed * 1_000_003 + step`` (which passed 2**64 for large
+seeds) to the ``ADVERSARIAL_TRAINING`` stream of :mod:`metarobust.seeds`.
 """
 
 from __future__ import annotations

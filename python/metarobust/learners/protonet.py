@@ -127,20 +127,3 @@ class ProtoNet(Learner):
                                     trim=self.trim, metric=self.metric)
             out[t, :, cls] = ops.pairwise_distances(qe[t], protos, self.metric)
         return out
-
-
-PROTOTYPE_HELP = ("ProtoNet runs: evaluate with these prototypes instead of the run's ("
-                  + " | ".join(ops.METHODS) + ")")
-
-
-def set_test_prototype(learner: Any, prototype: str | None) -> None:
-    """Evaluate ``learner`` (a ProtoNet) with ``prototype`` prototypes; None leaves it."""
-    if prototype is None:
-        return
-    if not isinstance(learner, ProtoNet):
-        raise ValueError(f"prototype: only ProtoNet runs have prototypes; this run's learner "
-                         f"is {type(learner).__name__}")
-    if prototype not in ops.METHODS:
-        raise ValueError(f"prototype: expected one of {', '.join(ops.METHODS)}; got "
-                         f"{prototype!r}")
-    learner.prototype = prototype

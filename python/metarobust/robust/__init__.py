@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from .attacks import adversarial_queries, fgsm, pgd
 from .corruptions import CORRUPTIONS, Augment, corrupt
+from .grid import SUITES, check_grid, suite_grid
 from .label_noise import LABEL_NOISE_KINDS, apply_label_noise
 from .report import format_table, load_result, plot_results, write_report
-from .suite import SUITES, check_grid, run_suite, suite_grid
+from .suite import run_suite
 
 __all__ = [
     "CORRUPTIONS", "LABEL_NOISE_KINDS", "SUITES", "Augment", "adversarial_queries",

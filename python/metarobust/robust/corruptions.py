@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import _core
+from .. import _core, seeds
 from .._checks import check_int as _check_int
 from ..episodes import CORRUPTIONS, check_corruption_args
 
@@ -108,9 +108,6 @@ def corrupt(images: Any, name: str, severity: int, seed: int = 0, index: int = 0
     return out
 
 
-_AUGMENT_TAG = 0x4147  # "AG": the augmentation choices' own random stream
-
-
 class Augment:
     """Corruption augmentation of training episodes: a callable ``(batch, first_index)``
     for :meth:`EpisodeSampler.batches(transform=...) <metarobust.EpisodeSampler.batches>`.
@@ -149,7 +146,7 @@ class Augment:
 
     def choice(self, episode: int) -> tuple[str, int] | None:
         """``(name, severity)`` for episode ``episode``, or None (left clean)."""
-        rng = np.random.default_rng([self.seed, _AUGMENT_TAG, episode])
+        rng = seeds.numpy_rng(self.seed, seeds.AUGMENT, episode)
         draw, pick, severity = rng.random(), rng.integers(len(self.names)), \
             rng.integers(1, self.max_severity + 1)
         return (self.names[pick], int(severity)) if draw < self.prob else None

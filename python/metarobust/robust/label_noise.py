@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import seeds
 from .._checks import check_int
 from ..episodes import Episode
 
@@ -45,7 +46,6 @@ __all__ = ["LABEL_NOISE_KINDS", "apply_label_noise", "corrupted_per_class"]
 
 LABEL_NOISE_KINDS = ("symmetric", "paired", "outlier")
 _KIND_TAG = {"symmetric": 1, "paired": 2, "outlier": 3}
-_SEED_TAG = 0x4C4E  # "LN": keeps these streams apart from other uses of the same seed
 
 
 def check_rate(rate: Any, name: str = "rate") -> float:
@@ -65,8 +65,7 @@ def corrupted_per_class(rate: float, shots: int) -> int:
 
 
 def _episode_rng(seed: int, kind: str, index: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(
-        np.random.SeedSequence([seed, _SEED_TAG, _KIND_TAG[kind], index])))
+    return seeds.numpy_rng(seed, seeds.LABEL_NOISE, _KIND_TAG[kind], index)
 
 
 class _ClassIndex:

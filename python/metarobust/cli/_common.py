@@ -1,0 +1,31 @@
+"""Pieces that several subcommands share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..ops import METHODS
+
+PROTOTYPE_HELP = ("ProtoNet runs: evaluate with these prototypes instead of the run's ("
+                  + " | ".join(METHODS) + ")")
+# The split a run is tested on when --split is not given (other datasets: their reader's)
+TEST_SPLITS = {"glyphs": "test", "omniglot": "evaluation"}
+
+
+def test_split(dataset: str, given: str | None) -> str | None:
+    return given or TEST_SPLITS.get(dataset)
+
+
+def set_test_prototype(learner: Any, prototype: str | None) -> None:
+    """``--prototype``: evaluate a ProtoNet with other prototypes; None leaves it."""
+    from ..learners import ProtoNet
+
+    if prototype is None:
+        return
+    if not isinstance(learner, ProtoNet):
+        raise ValueError(f"prototype: only ProtoNet runs have prototypes; this run's learner "
+                         f"is {type(learner).__name__}")
+    if prototype not in METHODS:
+        raise ValueError(f"prototype: expected one of {', '.join(METHODS)}; got "
+                         f"{prototype!r}")
+    learner.prototype = prototype

@@ -1,0 +1,170 @@
+"""``metarobust robustness``: a run's robustness suite (:mod:`metarobust.robust.suite`),
+written as robustness.json, .csv and .png, with other runs alongside (``--compare``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..data.shift import FASHION_MNIST_DIR
+from ..episodes import CORRUPT_TARGETS
+from ..robust.grid import SUITES, check_grid, suite_grid
+from ._common import PROTOTYPE_HELP, set_test_prototype, test_split
+
+HELP = """\
+Evaluate a trained run over a grid of perturbations and write robustness.json, .csv and
+.png (accuracy with 95% CI bands against strength, one panel per family) to --out (default:
+the run directory), and a table to stdout; the last stdout line is a JSON object with the
+paths. Families: clean; label_noise_symmetric/paired/outlier (strength: rate; at the test
+shots and at 5 shots); gaussian_noise (pixel noise std); corruption:<name> (severity 1-5);
+fgsm, pgd, pgd_support (L-inf eps; PGD 20 steps of eps/4); domain_shift:<target> (glyphs
+runs: omniglot evaluation; omniglot runs: glyphs test, Fashion-MNIST t10k without
+inversion, and inverted beyond quick). Every cell uses the same test episodes (same seed).
+Levels: quick (a few cells, 200 episodes, no PGD), default (600), full (every family and
+severity, 1000). Fashion-MNIST needs: apt-get install -y dataset-fashion-mnist."""
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    r = sub.add_parser("robustness", help="robustness suite of a run: JSON, CSV and PNG",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("run_dir", help="a `metarobust train` run directory")
+    r.add_argument("--suite", choices=SUITES, default="default",
+                   help="grid size: quick | default | full (default: default)")
+    r.add_argument("--out", default=None, help="output directory (default: RUN_DIR)")
+    r.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR",
+                   help="other runs to plot alongside: their robustness.json is used when "
+                        "present, otherwise they are evaluated with the same suite and seed "
+                        "(and their report written to their own run directory)")
+    r.add_argument("--data-root", default=None,
+                   help="dataset folder: overrides the run's data_root; also the Omniglot "
+                        "root for domain_shift:omniglot (else $METAROBUST_DATA)")
+    r.add_argument("--split", default=None,
+                   help="test split (default: omniglot evaluation, glyphs test)")
+    r.add_argument("--ways", type=int, default=None,
+                   help="classes per test episode (default: the run's test ways, at most 5: "
+                        "the usual robustness setting, comparable across runs)")
+    r.add_argument("--shots", type=int, default=None,
+                   help="support items per class (default: the run's test shots)")
+    r.add_argument("--queries", type=int, default=None,
+                   help="query items per class (default: the run's test queries, else 15)")
+    r.add_argument("--prototype", default=None, help=PROTOTYPE_HELP)
+    r.add_argument("--episodes", type=int, default=None,
+                   help="episodes per cell (default: 200 / 600 / 1000 by suite)")
+    r.add_argument("--families", nargs="+", default=None, metavar="FAMILY",
+                   help="evaluate only these families, with the strengths of --suite (or of "
+                        "default/full when --suite lacks them), e.g. clean pgd "
+                        "corruption:rotate domain_shift:omniglot")
+    r.add_argument("--corrupt", choices=CORRUPT_TARGETS, default="query",
+                   help="images that gaussian_noise and corruptions perturb (default: query)")
+    r.add_argument("--pgd-steps", type=int, default=20, help="PGD steps (default: 20)")
+    r.add_argument("--fashion-mnist", default=FASHION_MNIST_DIR, metavar="DIR",
+                   help=f"Fashion-MNIST IDX folder (default: {FASHION_MNIST_DIR})")
+    r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    r.add_argument("--seed", type=int, default=1234,
+                   help="seed of the test episodes and perturbations (default: 1234)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(func=run)
+    return r
+
+
+def families_grid(families: list[str] | None, suite: str, source: str
+                  ) -> dict[str, list[float]] | None:
+    """``--families``: each with the strengths of ``suite``, else of the larger levels."""
+    if families is None:
+        return None
+    levels = {suite: suite_grid(suite, source)}
+    grid = {}
+    for fam in families:
+        found = [g[fam] for g in levels.values() if fam in g]
+        for level in ("default", "full"):
+            if not found and level not in levels:
+                levels[level] = suite_grid(level, source)
+                found = [levels[level][fam]] if fam in levels[level] else []
+        if not found:
+            check_grid({fam: [0.0] if fam.startswith("domain_shift:") else [1.0]})
+            raise ValueError(f"families: {fam!r} is not in the suites for {source} runs; "
+                             f"they have {', '.join(levels['full'])}")
+        grid[fam] = found[0]
+    return grid
+
+
+def _evaluate_run(args: argparse.Namespace, run_dir: str, device: Any) -> dict[str, Any]:
+    import torch
+
+    from ..robust.suite import run_suite
+    from ..train import load_dataset, load_run
+
+    learner = load_run(run_dir)
+    cfg = learner.config
+    if cfg.dataset == "sinusoid" or getattr(learner, "task", "") != "classification":
+        raise ValueError(f"run_dir: {run_dir} is a {cfg.dataset} regression run; the "
+                         "robustness suite needs a classification run")
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    set_test_prototype(learner, args.prototype)
+    if args.data_root is not None:
+        cfg = dataclasses.replace(cfg, data_root=args.data_root)
+    split = test_split(cfg.dataset, args.split)
+    ds = load_dataset(cfg, split, "test")
+
+    def given(name: str, default: int) -> int:
+        return default if getattr(args, name) is None else getattr(args, name)
+
+    omniglot_root = cfg.data_root if cfg.dataset == "omniglot" else None
+    res = run_suite(learner, ds, ways=given("ways", min(cfg.test_ways, 5)),
+                    shots=given("shots", cfg.test_shots),
+                    queries=given("queries", cfg.test_queries or 15), suite=args.suite,
+                    grid=families_grid(args.families, args.suite, cfg.dataset),
+                    episodes=args.episodes, seed=args.seed, device=device, source=cfg.dataset,
+                    image_size=cfg.image_size, data_root=args.data_root or omniglot_root,
+                    fashion_mnist_root=args.fashion_mnist, corrupt=args.corrupt,
+                    pgd_steps=args.pgd_steps, progress=not args.no_progress,
+                    run=str(run_dir))
+    res.update(suite=args.suite, families=args.families, learner=cfg.learner,
+               dataset=cfg.dataset, split=split, device=str(device),
+               prototype=getattr(learner, "prototype", None))
+    return res
+
+
+def _compared(args: argparse.Namespace, result: dict[str, Any], device: Any
+              ) -> list[dict[str, Any]]:
+    """The results of ``--compare``: read where a run has its report, evaluated otherwise."""
+    from ..robust.report import load_result, write_report
+
+    compared = []
+    for other in args.compare:
+        p = Path(other)
+        if (p / "robustness.json").is_file() or p.is_file():
+            res = load_result(p)
+            if (res.get("seed"), res.get("episodes")) != (result["seed"], result["episodes"]):
+                print(f"metarobust: warning: {other}: its robustness.json has seed "
+                      f"{res.get('seed')} and {res.get('episodes')} episodes per cell, not "
+                      f"{result['seed']} and {result['episodes']}: rows are not paired",
+                      file=sys.stderr)
+        elif (p / "config.toml").is_file():
+            res = _evaluate_run(args, other, device)
+            write_report(res, p)
+        else:
+            raise FileNotFoundError(f"compare: {other} holds neither a robustness.json nor a "
+                                    "run (config.toml)")
+        compared.append(res)
+    return compared
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..robust.report import format_table, write_report
+    from ..train import resolve_device
+
+    device = resolve_device(args.device)
+    result = _evaluate_run(args, args.run_dir, device)
+    compared = _compared(args, result, device)
+    paths = write_report(result, args.out or args.run_dir, compared)
+    print(format_table([result, *compared]))
+    for s in result["skipped"]:
+        print(f"skipped {s['family']}: {s['reason']}")
+    print(json.dumps({"rows": len(result["rows"]), **paths}))
+    return 0
