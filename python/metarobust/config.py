@@ -29,7 +29,7 @@ DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-@dataclass
+@dataclass(eq=False)
 class TrainConfig:
     """Everything a ``metarobust train`` run depends on. ``None`` means "the default for
     this learner/dataset" (resolved by :meth:`resolved`)."""
@@ -84,16 +84,29 @@ class TrainConfig:
 
     def check(self) -> TrainConfig:
         """Raises ValueError naming the first bad field."""
-        def choice(name: str, allowed: tuple[str, ...]) -> None:
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}: expected one of {', '.join(allowed)}; got "
-                                 f"{getattr(self, name)!r}")
+        self._check_choices()
+        self._check_counts()
+        self._check_rates()
+        self._check_attack_and_compile()
+        self._check_learner_options()
+        self._check_unused_options()
+        self._check_augment()
+        self._check_dataset()
+        return self
 
-        choice("learner", LEARNERS)
-        choice("dataset", DATASETS)
+    def _choice(self, name: str, allowed: tuple[str, ...]) -> None:
+        if getattr(self, name) not in allowed:
+            raise ValueError(f"{name}: expected one of {', '.join(allowed)}; got "
+                             f"{getattr(self, name)!r}")
+
+    def _check_choices(self) -> None:
+        self._choice("learner", LEARNERS)
+        self._choice("dataset", DATASETS)
         if self.schedule is not None:
-            choice("schedule", SCHEDULES)
-        choice("device", DEVICES)
+            self._choice("schedule", SCHEDULES)
+        self._choice("device", DEVICES)
+
+    def _check_counts(self) -> None:
         for name in ("ways", "shots", "image_size", "inner_steps", "val_every", "val_episodes",
                      "glyph_classes", "checkpoint_every"):
             if getattr(self, name) < 1:
@@ -110,6 +123,8 @@ class TrainConfig:
         if self.test_queries is not None and self.test_queries < 1:
             raise ValueError(f"test_queries: validation needs >= 1 query per class, got "
                              f"{self.test_queries}")
+
+    def _check_rates(self) -> None:
         if not (self.lr is None or 0 < self.lr < math.inf):
             raise ValueError(f"lr: must be finite and > 0, got {self.lr}")
         if not 0 <= self.inner_lr < math.inf:
@@ -118,7 +133,9 @@ class TrainConfig:
             raise ValueError(f"minutes: must be > 0, got {self.minutes}")
         if self.episodes is None and self.minutes is None:
             raise ValueError("episodes, minutes: give one of them (how long to train)")
-        choice("adv_norm", ("linf", "l2"))
+
+    def _check_attack_and_compile(self) -> None:
+        self._choice("adv_norm", ("linf", "l2"))
         if self.adv_steps < 1:
             raise ValueError(f"adv_steps: must be >= 1, got {self.adv_steps}")
         if not (self.adv_eps >= 0 and self.adv_step_size > 0):
@@ -132,21 +149,24 @@ class TrainConfig:
                              f"{self.learner!r} differentiates through its inner loop "
                              "(functional calls, double backward), which compiled graphs do "
                              "not support")
-        self._check_learner_options()
-        self._check_unused_options()
-        if self.augment is not None:
-            if self.dataset == "sinusoid":
-                raise ValueError("augment: corruption augmentation perturbs images; dataset "
-                                 "'sinusoid' is regression")
-            from .robust.corruptions import Augment
 
-            try:
-                Augment(self.augment, self.augment_severity, self.augment_prob)
-            except (TypeError, ValueError) as e:  # the config's names for Augment's arguments
-                field, _, rest = str(e).partition(":")
-                names = {"names": "augment", "max_severity": "augment_severity",
-                         "prob": "augment_prob"}
-                raise ValueError(f"{names.get(field, field)}:{rest}") from None
+    def _check_augment(self) -> None:
+        if self.augment is None:
+            return
+        if self.dataset == "sinusoid":
+            raise ValueError("augment: corruption augmentation perturbs images; dataset "
+                             "'sinusoid' is regression")
+        from .robust.corruptions import Augment
+
+        try:
+            Augment(self.augment, self.augment_severity, self.augment_prob)
+        except (TypeError, ValueError) as e:  # the config's names for Augment's arguments
+            field, _, rest = str(e).partition(":")
+            names = {"names": "augment", "max_severity": "augment_severity",
+                     "prob": "augment_prob"}
+            raise ValueError(f"{names.get(field, field)}:{rest}") from None
+
+    def _check_dataset(self) -> None:
         if self.adversarial and self.dataset == "sinusoid":
             raise ValueError("adversarial: adversarial querying attacks image classifiers; "
                              "dataset 'sinusoid' is regression")
@@ -155,7 +175,6 @@ class TrainConfig:
                              "(use maml, fomaml, metasgd or anil)")
         if self.dataset not in ("glyphs", "sinusoid") and not self.data_root:
             raise ValueError(f"data_root: dataset {self.dataset!r} needs --data-root")
-        return self
 
     def _refuse_if_set(self, names: tuple[str, ...], why: str) -> None:
         """Raises ValueError for the first of ``names`` set to other than its default."""
@@ -220,42 +239,26 @@ class TrainConfig:
                                  + ("the MLP takes sinusoid's x" if self.model == "mlp_sinusoid"
                                     else "sinusoid needs mlp_sinusoid") + ")")
 
-    def resolved(self) -> TrainConfig:
+    __hash__ = None  # type: ignore[assignment]  # mutable: equal configs, not one object
+
+    def __eq__(self, other: object) -> bool:
+        """Configs are equal when every field is (resolved or not)."""
+        if not isinstance(other, TrainConfig):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def resolved(self) -> ResolvedConfig:
         """A copy with the learner-dependent defaults filled in."""
         maml = self.learner != "protonet"
         sinusoid = self.dataset == "sinusoid"
-        # The 10-minute ProtoNet target's setting, tuned at 2,500 steps on 3,000 paired test
-        # episodes: ceil-mode pooling (the 7x7 maps keep their last row and column) +0.09
-        # and +0.22 points for two seeds; linear decay to zero +0.04, and +0.12 with ceil
-        # pooling, over cosine; Adam 6e-3 +0.13 over 3e-3 (1e-2: +0.03).
+        # ProtoNet on Omniglot: the time-budget recipe (ceil-mode pooling, linear decay,
+        # Adam 6e-3), tuned on paired test episodes (experiments/config_defaults.md).
         proto_omniglot = not maml and self.dataset == "omniglot"
         default_model = ("mlp_sinusoid" if sinusoid else "conv4_finn" if maml
                          else "conv4_snell_ceil" if proto_omniglot else "conv4_snell")
-        return dataclasses.replace(
-            self,
-            model=self.model or default_model,
-            schedule=self.schedule or ("linear" if proto_omniglot else "cosine"),
-            meta_batch=self.meta_batch or (25 if sinusoid else 32 if maml else 1),
-            test_ways=self.test_ways or self.ways,
-            test_shots=self.test_shots or self.shots,
-            test_queries=self.test_queries if self.test_queries is not None
-            else self.queries if sinusoid else 15,
-            test_inner_steps=self.test_inner_steps or self.inner_steps,
-            # Tiny networks gain nothing from intra-op threads, and on a busy machine their
-            # barriers cost far more than the arithmetic.
-            threads=self.threads or (1 if sinusoid else None),
-            # Rotations quadruple the training classes: a 10-minute 20-way run otherwise sees
-            # each background character ~35 times and overfits. Split files name their own.
-            rotations=self.rotations if self.rotations is not None
-            else self.dataset == "omniglot" and (self.split or "background") in (
-                "background", "evaluation"),
-            # 5-minute sinusoid runs (12k steps) reach Finn et al.'s 70k-step MSE at 3e-3.
-            # 10-minute Omniglot ProtoNet runs (~5,800 steps, 5w1s test accuracy): 97.77% at
-            # 1e-3, 97.87% at 2e-3, 97.94% at 3e-3, 97.96% at 5e-3 (fewer steps that day).
-            lr=self.lr or (3e-3 if sinusoid else 6e-3 if proto_omniglot else 1e-3),
-            channels_last=self.channels_last if self.channels_last is not None
-            else not maml,
-        )
+        return ResolvedConfig(**{
+            **self.to_dict(),
+            **_resolved_fields(self, maml, sinusoid, proto_omniglot, default_model)})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -286,3 +289,45 @@ class TrainConfig:
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"config: {path} is not valid TOML ({e})") from None
         return cls.from_dict(data, source=str(path))
+
+
+@dataclass(eq=False)
+class ResolvedConfig(TrainConfig):
+    """A :class:`TrainConfig` with the learner-dependent defaults filled in
+    (:meth:`TrainConfig.resolved`): the fields below are never None."""
+
+    model: str = "conv4_snell"
+    rotations: bool = False
+    test_ways: int = 5
+    test_shots: int = 1
+    test_queries: int = 15
+    meta_batch: int = 1
+    test_inner_steps: int = 1
+    lr: float = 1e-3
+    schedule: str = "cosine"
+    channels_last: bool = True
+
+
+def _resolved_fields(cfg: TrainConfig, maml: bool, sinusoid: bool, proto_omniglot: bool,
+                     default_model: str) -> dict[str, Any]:
+    return dict(
+        model=cfg.model or default_model,
+        schedule=cfg.schedule or ("linear" if proto_omniglot else "cosine"),
+        meta_batch=cfg.meta_batch or (25 if sinusoid else 32 if maml else 1),
+        test_ways=cfg.test_ways or cfg.ways,
+        test_shots=cfg.test_shots or cfg.shots,
+        test_queries=cfg.test_queries if cfg.test_queries is not None
+        else cfg.queries if sinusoid else 15,
+        test_inner_steps=cfg.test_inner_steps or cfg.inner_steps,
+        # Tiny networks gain nothing from intra-op threads, and on a busy machine their
+        # barriers cost far more than the arithmetic.
+        threads=cfg.threads or (1 if sinusoid else None),
+        # Rotations quadruple the training classes (a short 20-way run otherwise sees each
+        # background character a few dozen times and overfits). Split files name their own.
+        rotations=cfg.rotations if cfg.rotations is not None
+        else cfg.dataset == "omniglot" and (cfg.split or "background") in (
+            "background", "evaluation"),
+        # Learning rates from short-budget runs (experiments/config_defaults.md).
+        lr=cfg.lr or (3e-3 if sinusoid else 6e-3 if proto_omniglot else 1e-3),
+        channels_last=cfg.channels_last if cfg.channels_last is not None else not maml,
+    )

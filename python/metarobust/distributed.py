@@ -56,13 +56,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from .models.batchnorm import running_stats
+
+if TYPE_CHECKING:
+    from .learners import Learner
 
 __all__ = ["DEFAULT_TIMEOUT", "Distributed", "DistributedError", "average_gradients",
            "env_local_rank", "env_rank", "env_world_size", "is_main", "local_batch", "rank",
@@ -211,6 +217,29 @@ def _tracked_batch_norms(module: nn.Module) -> list[nn.modules.batchnorm._BatchN
             and m.running_mean is not None and m.num_batches_tracked is not None]
 
 
+def _cumulative_average(s: torch.Tensor, old: torch.Tensor, n0: int, total: int
+                        ) -> torch.Tensor:
+    """A cumulative running average (momentum None) after ``total`` more updates, from the
+    ranks' summed contributions ``s``."""
+    return (s + old * n0) / max(n0 + total, 1)
+
+
+def _decayed_average(s: torch.Tensor, old: torch.Tensor, total: int, keep: float
+                     ) -> torch.Tensor:
+    """An exponential running average after ``total`` more updates (``keep``: 1 -
+    momentum), from the ranks' summed contributions ``s``."""
+    return s + old * keep ** total
+
+
+def _running(m: nn.modules.batchnorm._BatchNorm
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The running mean, variance and update count of a tracked BatchNorm."""
+    stats = running_stats(m)
+    if stats is None:
+        raise ValueError(f"{m}: tracks no running statistics")
+    return stats
+
+
 # ---------------------------------------------------------------- the trainer's helper
 
 class Distributed:
@@ -320,17 +349,17 @@ class Distributed:
 
     # -- the training step
 
-    def meta_backward(self, learner: nn.Module, batch: Any, ways: int | None
+    def meta_backward(self, learner: Learner, batch: Any, ways: int | None
                       ) -> dict[str, float]:
         """``learner.meta_backward`` on this rank's tasks, then gradients, BatchNorm running
         statistics and metrics synchronised over the ranks (see the module docstring)."""
         bns = _tracked_batch_norms(learner)
-        before = [(m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked))
-                  for m in bns]
+        before = [(mean.clone(), var.clone(), int(count))
+                  for mean, var, count in map(_running, bns)]
         stats = learner.meta_backward(batch, ways)
         keys = list(stats)
         # metrics, then each rank's BatchNorm update count per layer in its own slots
-        mine = [int(m.num_batches_tracked) - n0 for m, (_, _, n0) in zip(bns, before)]
+        mine = [int(_running(m)[2]) - n0 for m, (_, _, n0) in zip(bns, before)]
         slots = [0.0] * (self.world * len(bns))
         slots[self.rank * len(bns):(self.rank + 1) * len(bns)] = mine
         vec = torch.tensor([float(stats[k]) for k in keys] + slots, dtype=torch.float64,
@@ -353,22 +382,24 @@ class Distributed:
                            counts: list[list[int]]) -> None:
         """Running statistics as one process would have them after the global batch's
         updates in rank order (exact up to rounding; see the module docstring)."""
-        parts, finish = [], []
+        parts: list[torch.Tensor] = []
+        finish: list[tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]] = []
         for m, (mean0, var0, n0), ks in zip(bns, before, counts):
             k, total = ks[self.rank], sum(ks)
+            mean, var, count = _running(m)
             if m.momentum is None:   # cumulative average over n0 + total updates
-                for cur, old in ((m.running_mean, mean0), (m.running_var, var0)):
+                for cur, old in ((mean, mean0), (var, var0)):
                     parts.append(cur.detach() * (n0 + k) - old * n0)
-                    finish.append((cur, lambda s, old=old, n0=n0, total=total:
-                                   (s + old * n0) / max(n0 + total, 1)))
+                    finish.append((cur, functools.partial(_cumulative_average, old=old,
+                                                          n0=n0, total=total)))
             else:
                 keep = 1.0 - float(m.momentum)
                 later = sum(ks[self.rank + 1:])
-                for cur, old in ((m.running_mean, mean0), (m.running_var, var0)):
+                for cur, old in ((mean, mean0), (var, var0)):
                     parts.append((cur.detach() - old * keep ** k) * keep ** later)
-                    finish.append((cur, lambda s, old=old, total=total, keep=keep:
-                                   s + old * keep ** total))
-            m.num_batches_tracked.fill_(n0 + total)
+                    finish.append((cur, functools.partial(_decayed_average, old=old,
+                                                          total=total, keep=keep)))
+            count.fill_(n0 + total)
         for group in _flat_groups(parts).values():
             flat = torch.cat([t.reshape(-1) for t in group])
             dist.all_reduce(flat)

@@ -224,9 +224,10 @@ class EpisodeSampler:
 
     def __setstate__(self, state: dict) -> None:
         images, labels, classes, mean, std = state["args"]
-        self.__init__(
-            images, labels, ways=state["ways"], shots=state["shots"], queries=state["queries"],
-            seed=state["seed"], dtype=state["dtype"], mean=mean, std=std, classes=classes,
+        EpisodeSampler.__init__(
+            self, images, labels, ways=state["ways"], shots=state["shots"],
+            queries=state["queries"], seed=state["seed"], dtype=state["dtype"], mean=mean,
+            std=std, classes=classes,
             # Absent from states pickled before corruptions existed.
             corruption=state.get("corruption"), severity=state.get("severity", 3),
             corrupt=state.get("corrupt", "query"), ink=state.get("ink", "dark"),

@@ -24,11 +24,11 @@ from tqdm.auto import tqdm
 from . import data as mrdata
 from . import seeds
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import ResolvedConfig, TrainConfig
 from .distributed import Distributed
 from .episodes import EpisodeSampler
 from .evaluate import evaluate, evaluate_regression
-from .learners import MAML, ProtoNet
+from .learners import MAML, Learner, ProtoNet
 from .models import build_model
 from .robust.attacks import adversarial_queries
 from .robust.corruptions import Augment
@@ -72,7 +72,7 @@ def load_dataset(cfg: TrainConfig, split: str | None, role: str = "train"):
     return mrdata.idx(found["images"], found["labels"])
 
 
-def build_learner(cfg: TrainConfig, in_channels: int) -> torch.nn.Module:
+def build_learner(cfg: ResolvedConfig, in_channels: int) -> Learner:
     """The learner of a resolved config."""
     backbone = build_model(cfg.model, in_channels=in_channels, image_size=cfg.image_size)
     if cfg.learner == "protonet":
@@ -135,7 +135,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> None:
-        self.cfg = cfg.check().resolved()
+        self.cfg: ResolvedConfig = cfg.check().resolved()
         self.out = Path(out)
         self.progress = progress
         self.device = resolve_device(self.cfg.device)
@@ -147,35 +147,40 @@ class Trainer:
         if self.cfg.threads is not None:
             torch.set_num_threads(self.cfg.threads)
         self.regression = self.cfg.dataset == "sinusoid"
-        self.val_sampler = None
-        val_seed = seeds.derive(self.cfg.seed, seeds.VALIDATION)
-        if self.regression:
-            self.train_set = None
-            self.sampler = mrdata.sinusoid(self.cfg.shots, self.cfg.queries, self.cfg.seed)
-            self.val_sampler = mrdata.sinusoid(self.cfg.test_shots, self.cfg.test_queries or 10,
-                                               val_seed)
-        else:
-            self.train_set = load_dataset(self.cfg, self.cfg.split, "train")
-            self.sampler = EpisodeSampler(self.train_set, ways=self.cfg.ways,
-                                          shots=self.cfg.shots, queries=self.cfg.queries,
-                                          seed=self.cfg.seed, dtype="uint8")
-            val_split = self.cfg.val_split or ("val" if self.cfg.dataset == "glyphs" else None)
-            if val_split is not None:
-                val_set = load_dataset(self.cfg, val_split, "val")
-                self.val_sampler = EpisodeSampler(
-                    val_set, ways=self.cfg.test_ways, shots=self.cfg.test_shots,
-                    queries=self.cfg.test_queries, seed=val_seed, dtype="uint8")
+        # EpisodeSamplers (SinusoidTasks for regression); no validation sampler: None
+        self.train_set, self.sampler, self.val_sampler = self._samplers()
         torch.manual_seed(self.cfg.seed)
         channels = 1 if self.regression else self.train_set.images.shape[1]
-        self.learner = build_learner(self.cfg, channels).to(self.device)
-        if self.cfg.compile:  # in place: state_dict keys stay those of the plain module
+        self.learner: Learner = build_learner(self.cfg, channels).to(self.device)
+        if self.cfg.compile and isinstance(self.learner, ProtoNet):  # the config's check
+            # in place: state_dict keys stay those of the plain module
             self.learner.backbone.compile(mode=self.cfg.compile_mode)
         # fused: one kernel over all parameters instead of one per tensor
         self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=self.cfg.lr,
                                           fused=self.device.type in ("cpu", "cuda"))
-        self.step, self.elapsed, self.best = 0, 0.0, None
+        self.step, self.elapsed = 0, 0.0
+        self.best: float | None = None
         self.total_steps = (math.ceil(self.cfg.episodes / self.cfg.meta_batch)
                             if self.cfg.episodes else None)
+
+    def _samplers(self) -> tuple[Any, Any, Any]:
+        """The training set (None for regression), its sampler and the validation sampler
+        (None without validation), seeded as :mod:`metarobust.seeds` says."""
+        cfg = self.cfg
+        val_seed = seeds.derive(cfg.seed, seeds.VALIDATION)
+        if self.regression:
+            return (None, mrdata.sinusoid(cfg.shots, cfg.queries, cfg.seed),
+                    mrdata.sinusoid(cfg.test_shots, cfg.test_queries or 10, val_seed))
+        train_set = load_dataset(cfg, cfg.split, "train")
+        sampler = EpisodeSampler(train_set, ways=cfg.ways, shots=cfg.shots,
+                                 queries=cfg.queries, seed=cfg.seed, dtype="uint8")
+        val_split = cfg.val_split or ("val" if cfg.dataset == "glyphs" else None)
+        if val_split is None:
+            return train_set, sampler, None
+        val_set = load_dataset(cfg, val_split, "val")
+        return train_set, sampler, EpisodeSampler(
+            val_set, ways=cfg.test_ways, shots=cfg.test_shots, queries=cfg.test_queries,
+            seed=val_seed, dtype="uint8")
 
     # -- state ------------------------------------------------------------------------
 
@@ -217,7 +222,7 @@ class Trainer:
     def _progress_fraction(self) -> float:
         if self.total_steps:
             return self.step / self.total_steps
-        return self.elapsed / (60 * self.cfg.minutes)
+        return self.elapsed / (60 * (self.cfg.minutes or math.inf))  # minutes is set here
 
     def _done(self) -> bool:
         if self.total_steps is not None and self.step >= self.total_steps:
@@ -263,6 +268,57 @@ class Trainer:
         return Augment(cfg.augment, cfg.augment_severity, cfg.augment_prob, seed=cfg.seed,
                        ink=ink)
 
+    def _batches(self) -> Any:
+        """The training batches from the current step on; a rank takes its slice of each
+        global batch."""
+        mb = self.cfg.meta_batch
+        local, first = mb, self.step * mb
+        if self.dist is not None:
+            local, first = self.dist.local_batch(mb), self.dist.first_episode(self.step, mb)
+        if self.regression:
+            return TaskBatches(self.sampler, local, start=first, stride=mb)
+        return self.sampler.batches(local, start=first, prefetch=2, stride=mb,
+                                    pin_memory=self.device.type == "cuda",
+                                    transform=self._augment())
+
+    def _train_step(self, batches: Any) -> tuple[dict[str, Any], float]:
+        """One optimiser step; returns the step's statistics (on the device) and its lr."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        batch = next(batches).to(self.device, non_blocking=True)
+        lr = cfg.lr * _lr_factor(cfg.schedule, self._progress_fraction())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        ways = None if self.regression else cfg.ways
+        if cfg.adversarial:
+            seed = seeds.derive(cfg.seed, seeds.ADVERSARIAL_TRAINING, self.step)
+            batch = adversarial_queries(self.learner, batch, cfg.ways, cfg.adv_eps, cfg.adv_steps,
+                                        cfg.adv_step_size, cfg.adv_norm, seed=seed)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            # sync=False: no host read inside the step (the sampler's labels are in range),
+            # so a GPU step queues while the previous one still runs
+            stats = (self.learner.meta_backward(batch, ways, sync=False) if self.dist is None
+                     else self.dist.meta_backward(self.learner, batch, ways))
+        self.optimizer.step()
+        self.step += 1
+        dt = time.perf_counter() - t0
+        if self.dist is not None and cfg.minutes is not None:
+            dt = self.dist.agree(dt)  # rank 0's clock: all ranks stop at one step
+        self.elapsed += dt
+        return stats, lr
+
+    def _log_step(self, stats: dict[str, Any], lr: float, window: tuple[int, float],
+                  bar: Any) -> tuple[dict[str, float], tuple[int, float]]:
+        """Reads the step's statistics on the host and logs them with the episodes/s since
+        the last log (``window``: its step and time)."""
+        self._drain()
+        host = {k: float(v) for k, v in stats.items()}
+        rate = self.cfg.meta_batch * (self.step - window[0]) / (self.elapsed - window[1])
+        self._log({"step": self.step, "lr": lr, "episodes_per_s": rate, **host})
+        bar.set_postfix(loss=f"{host['loss']:.3f}", eps=f"{rate:.0f}/s")
+        return host, (self.step, self.elapsed)
+
     def fit(self, stop_at: int | None = None) -> dict[str, Any]:
         """Trains until ``episodes`` or ``minutes`` is reached (or step ``stop_at``, leaving a
         resumable ``last.pt``); Ctrl-C saves ``last.pt`` too."""
@@ -273,53 +329,17 @@ class Trainer:
             self.cfg.save(self.out / "config.toml")
         if self.dist is not None:
             self.dist.broadcast_module(self.learner)
-        cfg, mb = self.cfg, self.cfg.meta_batch
+        cfg = self.cfg
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {cfg.learner}",
                    unit="step", disable=None if self.progress and self.is_main else True)
         last: dict[str, Any] = {}
         window = (self.step, self.elapsed)  # episodes/s over the steps since the last log
-        local, first = mb, self.step * mb  # a rank takes its slice of each global batch
-        if self.dist is not None:
-            local, first = self.dist.local_batch(mb), self.dist.first_episode(self.step, mb)
-        if self.regression:
-            batches = TaskBatches(self.sampler, local, start=first, stride=mb)
-        else:
-            batches = self.sampler.batches(local, start=first, prefetch=2, stride=mb,
-                                           pin_memory=self.device.type == "cuda",
-                                           transform=self._augment())
+        batches = self._batches()
         try:
             while not self._done() and (stop_at is None or self.step < stop_at):
-                t0 = time.perf_counter()
-                batch = next(batches).to(self.device, non_blocking=True)
-                lr = cfg.lr * _lr_factor(cfg.schedule, self._progress_fraction())
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                self.optimizer.zero_grad(set_to_none=True)
-                ways = None if self.regression else cfg.ways
-                if cfg.adversarial:
-                    seed = seeds.derive(cfg.seed, seeds.ADVERSARIAL_TRAINING, self.step)
-                    batch = adversarial_queries(
-                        self.learner, batch, ways, cfg.adv_eps, cfg.adv_steps,
-                        cfg.adv_step_size, cfg.adv_norm, seed=seed)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                    # sync=False: no host read inside the step (the sampler's labels are in
-                    # range), so a GPU step queues while the previous one still runs
-                    last = (self.learner.meta_backward(batch, ways, sync=False)
-                            if self.dist is None
-                            else self.dist.meta_backward(self.learner, batch, ways))
-                self.optimizer.step()
-                self.step += 1
-                dt = time.perf_counter() - t0
-                if self.dist is not None and cfg.minutes is not None:
-                    dt = self.dist.agree(dt)  # rank 0's clock: all ranks stop at one step
-                self.elapsed += dt
+                last, lr = self._train_step(batches)
                 if self.step % 50 == 0 or self.step == 1:  # the host reads the step here
-                    self._drain()
-                    last = {k: float(v) for k, v in last.items()}
-                    rate = mb * (self.step - window[0]) / (self.elapsed - window[1])
-                    window = (self.step, self.elapsed)
-                    self._log({"step": self.step, "lr": lr, "episodes_per_s": rate, **last})
-                    bar.set_postfix(loss=f"{last['loss']:.3f}", eps=f"{rate:.0f}/s")
+                    last, window = self._log_step(last, lr, window, bar)
                 bar.update(1)
                 if self.step % cfg.val_every == 0:
                     self._drain()
@@ -335,8 +355,13 @@ class Trainer:
             raise
         bar.close()
         batches.close()
+        return self._finish(last)
+
+    def _finish(self, last: dict[str, Any]) -> dict[str, Any]:
+        """The final validation and checkpoints; the run's result."""
         finished = self._done()
-        if finished and self.val_sampler is not None and self.step % cfg.val_every != 0:
+        if (finished and self.val_sampler is not None
+                and self.step % self.cfg.val_every != 0):
             self._save("last.pt")  # the training is kept should the validation fail
             self.validate()
         self._save("last.pt")
@@ -346,11 +371,11 @@ class Trainer:
             self.best, self.elapsed = self.dist.run_on_main(lambda: (self.best, self.elapsed))
         best = {"best_val_mse": -self.best if self.best is not None else None} \
             if self.regression else {"best_val_accuracy": self.best}
-        return {"steps": self.step, "episodes": self.step * mb, "seconds": self.elapsed,
-                **best, **{k: float(v) for k, v in last.items()}}
+        return {"steps": self.step, "episodes": self.step * self.cfg.meta_batch,
+                "seconds": self.elapsed, **best, **{k: float(v) for k, v in last.items()}}
 
 
-def load_run(run_dir: str | os.PathLike, which: str = "best") -> torch.nn.Module:
+def load_run(run_dir: str | os.PathLike, which: str = "best") -> Learner:
     """The trained learner of a ``metarobust train`` run (``best.pt`` or ``last.pt``), in
     eval mode on the CPU. ``learner.predict(support_x, support_y, query_x)`` takes images as
     the sampler's float32 output in [0, 1]."""

@@ -75,10 +75,10 @@ def read(args: argparse.Namespace) -> Any:
     """The dataset that ``args`` describe (flags already checked)."""
     from .. import data
 
-    size = args.image_size if args.image_size is not None else DEFAULT_SIZE.get(args.kind)
-    progress = not args.no_progress
     if args.kind == "idx":
         return data.idx(args.images, args.labels)
+    size = args.image_size if args.image_size is not None else DEFAULT_SIZE[args.kind]
+    progress = not args.no_progress
     if args.kind == "omniglot":
         return data.omniglot(args.root, split=args.split or "background", image_size=size,
                              rotations=args.rotations, progress=progress,

@@ -64,7 +64,70 @@ FORMAT_VERSION = 1
 SIDECAR = "dataset.json"
 IMAGES_FILE = "images.npy"
 LABELS_FILE = "labels.npy"
-_DTYPES = {"images": np.dtype("|u1"), "labels": np.dtype("<i8")}
+_DTYPES: dict[str, np.dtype] = {"images": np.dtype("|u1"), "labels": np.dtype("<i8")}
+
+
+def _checked_images(images: Any) -> np.ndarray:
+    """uint8 ``(N, C, H, W)`` images, C-contiguous."""
+    if not isinstance(images, np.ndarray):
+        raise TypeError(
+            f"images must be a numpy uint8 array of shape (N, C, H, W), "
+            f"got {type(images).__name__}"
+        )
+    if images.dtype != np.uint8:
+        raise TypeError(
+            f"images must have dtype uint8, got {images.dtype}; convert explicitly "
+            "(e.g. (x * 255).round().astype(np.uint8)) so nothing is silently truncated"
+        )
+    if images.ndim != 4:
+        raise ValueError(
+            f"images must have 4 dimensions (N, C, H, W), got shape {images.shape}"
+        )
+    if not images.flags.c_contiguous:
+        images = np.ascontiguousarray(images)
+    return images
+
+
+def _checked_labels(labels: Any, n: int) -> np.ndarray:
+    """``n`` integer labels >= 0 (any integer dtype)."""
+    labels_arr = np.asarray(labels)
+    if labels_arr.size == 0 and labels_arr.dtype.kind == "f":
+        labels_arr = labels_arr.astype(np.int64)  # np.asarray([]) is float64
+    if labels_arr.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integers, got dtype {labels_arr.dtype}")
+    if labels_arr.ndim != 1:
+        raise ValueError(f"labels must have shape (N,), got shape {labels_arr.shape}")
+    if labels_arr.shape[0] != n:
+        raise ValueError(
+            f"images and labels disagree on N: {n} images, "
+            f"{labels_arr.shape[0]} labels"
+        )
+    low = int(labels_arr.min()) if labels_arr.size else 0
+    if low < 0:
+        raise ValueError(f"labels must be >= 0, got {low}")
+    return labels_arr
+
+
+def _class_names(class_names: Sequence[str] | None, high: int) -> list[str]:
+    """The class names (default: the label values as strings), one per label up to
+    ``high``."""
+    if class_names is None:
+        return [str(i) for i in range(high + 1)]
+    if isinstance(class_names, str):
+        raise TypeError("class_names must be a sequence of strings, got one string")
+    names = list(class_names)
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f"class_names must be strings, got {bad[0]!r}")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"class_names must be unique, repeated: {dup[:5]}")
+    if high >= len(names):
+        raise ValueError(
+            f"labels must be < num_classes = len(class_names) = {len(names)}, "
+            f"got label {high}"
+        )
+    return names
 
 
 class ImageDataset:
@@ -91,55 +154,10 @@ class ImageDataset:
         class_names: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        if not isinstance(images, np.ndarray):
-            raise TypeError(
-                f"images must be a numpy uint8 array of shape (N, C, H, W), "
-                f"got {type(images).__name__}"
-            )
-        if images.dtype != np.uint8:
-            raise TypeError(
-                f"images must have dtype uint8, got {images.dtype}; convert explicitly "
-                "(e.g. (x * 255).round().astype(np.uint8)) so nothing is silently truncated"
-            )
-        if images.ndim != 4:
-            raise ValueError(
-                f"images must have 4 dimensions (N, C, H, W), got shape {images.shape}"
-            )
-        if not images.flags.c_contiguous:
-            images = np.ascontiguousarray(images)
-        labels_arr = np.asarray(labels)
-        if labels_arr.size == 0 and labels_arr.dtype.kind == "f":
-            labels_arr = labels_arr.astype(np.int64)  # np.asarray([]) is float64
-        if labels_arr.dtype.kind not in "iu":
-            raise TypeError(f"labels must be integers, got dtype {labels_arr.dtype}")
-        if labels_arr.ndim != 1:
-            raise ValueError(f"labels must have shape (N,), got shape {labels_arr.shape}")
-        if labels_arr.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"images and labels disagree on N: {images.shape[0]} images, "
-                f"{labels_arr.shape[0]} labels"
-            )
-        low = int(labels_arr.min()) if labels_arr.size else 0
+        images = _checked_images(images)
+        labels_arr = _checked_labels(labels, images.shape[0])
         high = int(labels_arr.max()) if labels_arr.size else -1
-        if low < 0:
-            raise ValueError(f"labels must be >= 0, got {low}")
-        if class_names is None:
-            names = [str(i) for i in range(high + 1)]
-        else:
-            if isinstance(class_names, str):
-                raise TypeError("class_names must be a sequence of strings, got one string")
-            names = list(class_names)
-            bad = [n for n in names if not isinstance(n, str)]
-            if bad:
-                raise TypeError(f"class_names must be strings, got {bad[0]!r}")
-            if len(set(names)) != len(names):
-                dup = sorted({n for n in names if names.count(n) > 1})
-                raise ValueError(f"class_names must be unique, repeated: {dup[:5]}")
-            if high >= len(names):
-                raise ValueError(
-                    f"labels must be < num_classes = len(class_names) = {len(names)}, "
-                    f"got label {high}"
-                )
+        names = _class_names(class_names, high)
         if labels_arr.dtype != np.int64:
             labels_arr = labels_arr.astype(np.int64)
         elif not labels_arr.flags.c_contiguous:
@@ -234,7 +252,7 @@ class ImageDataset:
 def _digest(arr: np.ndarray) -> str:
     h = hashlib.blake2b(digest_size=32)
     if arr.size:
-        h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
+        h.update(np.ascontiguousarray(arr).data.cast("B"))
     return h.hexdigest()
 
 

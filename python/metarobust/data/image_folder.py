@@ -26,9 +26,10 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ def _decode_one(
             for rot in rotations:
                 turned = im.transpose(getattr(Image.Transpose, _TRANSPOSE[rot])) if rot else im
                 if turned.size != (size, size):
-                    turned = turned.resize((size, size), Image.BOX)
+                    turned = turned.resize((size, size), Image.Resampling.BOX)
                 out.append(np.asarray(turned, dtype=np.uint8))
             return out
     except FileNotFoundError:
@@ -106,15 +107,7 @@ def decode_images(
     if mode not in ("L", "RGB"):
         raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
     n = len(items)
-    if rotations is None:
-        rots: Sequence[Sequence[int]] = [(0,)] * n
-    else:
-        rots = rotations
-        if len(rots) != n:
-            raise ValueError(f"rotations must have one entry per item ({n}), got {len(rots)}")
-        bad = {r for rs in rots for r in rs} - {0, 90, 180, 270}
-        if bad:
-            raise ValueError(f"rotations must be 0, 90, 180 or 270 degrees, got {sorted(bad)}")
+    rots = _checked_rotations(rotations, n)
     first_row = np.concatenate([[0], np.cumsum([len(r) for r in rots], dtype=np.int64)])
     shape = (int(first_row[-1]), image_size, image_size) + ((3,) if mode == "RGB" else ())
     out = np.empty(shape, dtype=np.uint8)
@@ -136,18 +129,38 @@ def decode_images(
         if workers == 1:
             for s, e in bounds:
                 bar.update(run(s, e))
-            return out
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-            pending = {pool.submit(run, s, e) for s, e in bounds}
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    if fut.exception() is not None:
-                        for p in pending:
-                            p.cancel()
-                        raise fut.exception()  # type: ignore[misc]
-                    bar.update(fut.result())
+        else:
+            _run_chunks(run, bounds, workers, bar.update)
     return out
+
+
+def _checked_rotations(rotations: Sequence[Sequence[int]] | None, n: int
+                       ) -> Sequence[Sequence[int]]:
+    if rotations is None:
+        return [(0,)] * n
+    if len(rotations) != n:
+        raise ValueError(f"rotations must have one entry per item ({n}), got {len(rotations)}")
+    bad = {r for rs in rotations for r in rs} - {0, 90, 180, 270}
+    if bad:
+        raise ValueError(f"rotations must be 0, 90, 180 or 270 degrees, got {sorted(bad)}")
+    return rotations
+
+
+def _run_chunks(run: Callable[[int, int], int], bounds: list[tuple[int, int]], workers: int,
+                done_items: Callable[[int], Any]) -> None:
+    """``run(start, stop)`` for every chunk on ``workers`` threads; the first error cancels
+    the chunks not started and is raised."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending = {pool.submit(run, s, e) for s, e in bounds}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                error = fut.exception()
+                if error is not None:
+                    for p in pending:
+                        p.cancel()
+                    raise error
+                done_items(fut.result())
 
 
 def _is_image(name: str) -> bool:
@@ -155,7 +168,7 @@ def _is_image(name: str) -> bool:
 
 
 def _images_below(folder: Path) -> list[Path]:
-    found = []
+    found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found.extend(Path(dirpath) / f for f in sorted(filenames) if _is_image(f))

@@ -195,27 +195,36 @@ def _resolve(root: Path, split: str | os.PathLike[str], rotations: bool):
     rots = ROTATIONS if rotations else (None,)
 
     if _is_set_name(split):
-        name = str(split)
-        if zip_root:
-            s = _scan_zip(root)
-            if s.name != name and not s.name.startswith(name + "_"):
-                raise ValueError(
-                    f"omniglot: split={name!r} does not match the archive {root}, which holds "
-                    f"the set {s.name!r}; pass split={s.name!r} or a split file"
-                )
-        else:
-            found = _find_set(root, name)
-            if found is None:
-                raise FileNotFoundError(
-                    f"omniglot: no set {name!r} under root: {_searched(root, name)}"
-                )
-            s = found
-        classes = []
-        for key in s.chars:  # sorted by alphabet, then character
-            for r in rots:
-                classes.append((key if r is None else f"{key}/rot{r:03d}", s, key, r))
-        return classes, [s.name]
+        return _resolve_set(root, str(split), zip_root, rots)
+    return _resolve_split_file(root, split, zip_root, rotations, rots)
 
+
+def _resolve_set(root: Path, name: str, zip_root: bool, rots: tuple) -> tuple[list, list[str]]:
+    """The classes of a named set (background, evaluation, ...), every rotation in ``rots``."""
+    if zip_root:
+        s = _scan_zip(root)
+        if s.name != name and not s.name.startswith(name + "_"):
+            raise ValueError(
+                f"omniglot: split={name!r} does not match the archive {root}, which holds "
+                f"the set {s.name!r}; pass split={s.name!r} or a split file"
+            )
+    else:
+        found = _find_set(root, name)
+        if found is None:
+            raise FileNotFoundError(
+                f"omniglot: no set {name!r} under root: {_searched(root, name)}"
+            )
+        s = found
+    classes = []
+    for key in s.chars:  # sorted by alphabet, then character
+        for r in rots:
+            classes.append((key if r is None else f"{key}/rot{r:03d}", s, key, r))
+    return classes, [s.name]
+
+
+def _resolve_split_file(root: Path, split: str | os.PathLike[str], zip_root: bool,
+                        rotations: bool, rots: tuple) -> tuple[list, list[str]]:
+    """The classes a split file names, looked up in the sets under ``root``."""
     split_path = Path(split)
     if not split_path.is_file():
         raise FileNotFoundError(
@@ -238,7 +247,7 @@ def _resolve(root: Path, split: str | os.PathLike[str], rotations: bool):
                 f"omniglot: no Omniglot set under root for the split file {split_path}: "
                 f"{_searched(root, 'background')}; same for evaluation"
             )
-    by_key = {}
+    by_key: dict[str, _Set] = {}
     for s in sets:
         for key in s.chars:
             by_key.setdefault(key, s)
@@ -319,9 +328,39 @@ def omniglot(
     size = check_size(image_size)
     root_p = Path(root)
     classes, used = _resolve(root_p, split, rotations)
+    sets, items, item_rots, class_items = _decode_plan(classes)
+    desc = f"omniglot {'+'.join(used)}"
+    base = decode_images(items, size, "L", progress, desc, workers, rotations=item_rots)
+    first_row = np.concatenate([[0], np.cumsum([len(r) for r in item_rots])])
+    gather = np.array(
+        [first_row[i] + item_rots[i].index(rot) for rows, rot in class_items for i in rows],
+        dtype=np.int64,
+    )
+    if np.array_equal(gather, np.arange(len(base))):
+        images = base[:, None]
+    else:
+        images = np.ascontiguousarray(base[gather][:, None])
+    counts = [len(rows) for rows, _ in class_items]
+    labels = np.repeat(np.arange(len(classes), dtype=np.int64), counts)
+    metadata = {
+        "source": "omniglot",
+        "root": str(root_p),
+        "split": str(split),
+        "sets": used,
+        "image_size": size,
+        "rotations": bool(rotations),
+        "files": "zip" if any(s.archive is not None for s in sets) else "png",
+    }
+    return ImageDataset(images, labels, [c[0] for c in classes], metadata)
 
-    # Decode each needed image once; its rotations are made from the full-size decode
-    # (rotate, then resize: exactly what a rotated source drawing would give).
+
+def _decode_plan(classes: list) -> tuple[list[_Set], list[tuple[str, bytes | None]],
+                                         list[list[int]], list[tuple[list[int], int]]]:
+    """What to decode for ``classes``: the sets, the items (zip members read here), each
+    item's rotations, and each class's item rows with its rotation.
+
+    Each needed image is decoded once; its rotations are made from the full-size decode
+    (rotate, then resize: exactly what a rotated source drawing would give)."""
     slot: dict[tuple[int, str], int] = {}
     sets: list[_Set] = []
     items: list[tuple[str, bytes | None]] = []
@@ -351,27 +390,4 @@ def omniglot(
         members = [items[i][0][len(str(archive)) + 1 :] for i in idxs]
         for i, data in zip(idxs, _read_members(archive, members), strict=True):
             items[i] = (items[i][0], data)
-
-    desc = f"omniglot {'+'.join(used)}"
-    base = decode_images(items, size, "L", progress, desc, workers, rotations=item_rots)
-    first_row = np.concatenate([[0], np.cumsum([len(r) for r in item_rots])])
-    gather = np.array(
-        [first_row[i] + item_rots[i].index(rot) for rows, rot in class_items for i in rows],
-        dtype=np.int64,
-    )
-    if np.array_equal(gather, np.arange(len(base))):
-        images = base[:, None]
-    else:
-        images = np.ascontiguousarray(base[gather][:, None])
-    counts = [len(rows) for rows, _ in class_items]
-    labels = np.repeat(np.arange(len(classes), dtype=np.int64), counts)
-    metadata = {
-        "source": "omniglot",
-        "root": str(root_p),
-        "split": str(split),
-        "sets": used,
-        "image_size": size,
-        "rotations": bool(rotations),
-        "files": "zip" if any(s.archive is not None for s in sets) else "png",
-    }
-    return ImageDataset(images, labels, [c[0] for c in classes], metadata)
+    return sets, items, item_rots, class_items

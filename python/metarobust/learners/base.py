@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..models.batchnorm import running_stats
 
 __all__ = ["Learner", "Task", "frozen_batch_norm_stats", "task_batch_norm"]
 
@@ -57,7 +60,7 @@ def slice_batch(batch: Any, start: int, stop: int) -> Any:
     """Tasks ``start:stop`` of a batch (an Episode dataclass or a NamedTuple of tensors)."""
     names = batch_fields(batch)
     parts = {n: getattr(batch, n)[start:stop] for n in names}
-    if dataclasses.is_dataclass(batch):
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
         return dataclasses.replace(batch, **parts)
     return type(batch)(**parts)
 
@@ -72,7 +75,7 @@ def _grouped_bn(module: nn.modules.batchnorm._BatchNorm, groups: int, x: torch.T
     """
     n = x.shape[0]
     if groups <= 1 or n % groups:
-        return module._orig_forward(x)  # type: ignore[attr-defined]
+        return vars(module)["_orig_forward"](x)
     xs = x.reshape(groups, n // groups, *x.shape[1:])
     dims = (1, *range(3, xs.dim()))
     mean = xs.mean(dim=dims, keepdim=True)
@@ -81,19 +84,18 @@ def _grouped_bn(module: nn.modules.batchnorm._BatchNorm, groups: int, x: torch.T
     shape = (1, 1, -1, *([1] * (xs.dim() - 3)))
     if module.affine:
         y = y * module.weight.reshape(shape) + module.bias.reshape(shape)
-    if module.training and module.track_running_stats and module.running_mean is not None:
+    stats = running_stats(module)
+    if module.training and module.track_running_stats and stats is not None:
+        running_mean, running_var, tracked = stats
         count = xs.numel() // (groups * xs.shape[2])
         with torch.no_grad():
             m = mean.reshape(groups, -1).detach()
             v = var.reshape(groups, -1).detach() * (count / max(count - 1, 1))
             for g in range(groups):
-                module.num_batches_tracked.add_(1)
-                mom = (1.0 / float(module.num_batches_tracked) if module.momentum is None
-                       else module.momentum)
-                module.running_mean.mul_(1 - mom).add_(m[g].to(module.running_mean.dtype),
-                                                       alpha=mom)
-                module.running_var.mul_(1 - mom).add_(v[g].to(module.running_var.dtype),
-                                                      alpha=mom)
+                tracked.add_(1)
+                mom = (1.0 / float(tracked) if module.momentum is None else module.momentum)
+                running_mean.mul_(1 - mom).add_(m[g].to(running_mean.dtype), alpha=mom)
+                running_var.mul_(1 - mom).add_(v[g].to(running_var.dtype), alpha=mom)
     return y.reshape(x.shape)
 
 
@@ -142,15 +144,16 @@ def task_batch_norm(model: nn.Module, groups: int) -> Iterator[None]:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and (
                 m.training or m.running_mean is None):
-            m._orig_forward = m.forward  # type: ignore[attr-defined]
-            m.forward = lambda x, m=m: _grouped_bn(m, groups, x)  # type: ignore[method-assign]
+            # instance attributes shadow the class's forward until deleted
+            vars(m)["_orig_forward"] = m.forward
+            vars(m)["forward"] = functools.partial(_grouped_bn, m, groups)
             patched.append(m)
     try:
         yield
     finally:
         for m in patched:
-            del m.forward
-            del m._orig_forward
+            del vars(m)["forward"]
+            del vars(m)["_orig_forward"]
 
 
 # ---------------------------------------------------------------- the base class
@@ -170,6 +173,8 @@ class Learner(nn.Module):
     """
 
     task = "classification"
+    # the resolved TrainConfig of a run loaded by metarobust.load_run, else unset
+    config: Any
 
     def __init__(self, normalize: Sequence[Any] | None = None,
                  chunk_size: int | None = None) -> None:
@@ -191,8 +196,8 @@ class Learner(nn.Module):
 
     def _param_ref(self) -> torch.Tensor:
         """A tensor with the learner's dtype and device (float32 CPU if it has none)."""
-        for t in self.parameters():
-            return t
+        for p in self.parameters():
+            return p
         for t in self.buffers():
             if t.is_floating_point():
                 return t
@@ -205,7 +210,7 @@ class Learner(nn.Module):
             x = x.to(ref.dtype) / 255.0
         elif not x.is_floating_point():
             raise TypeError(f"x: expected float images in [0, 1] or uint8, got {x.dtype}")
-        if self.norm_mean is not None:
+        if self.norm_mean is not None and self.norm_std is not None:
             if x.dim() < 2:
                 raise ValueError(f"x: expected (n, C, ...) inputs, got shape {tuple(x.shape)}")
             c = self.norm_mean.numel()

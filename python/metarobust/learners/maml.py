@@ -160,8 +160,8 @@ class MAML(Learner):
         super().__init__(normalize=normalize, chunk_size=chunk_size)
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
-        if hasattr(model, "fuse_first_block"):
-            model.fuse_first_block = bool(fuse_first_block)
+        if hasattr(model, "fuse_first_block"):  # torch types Module attributes as modules
+            model.fuse_first_block = bool(fuse_first_block)  # type: ignore[assignment]
         if not (inner_lr >= 0 and inner_lr < float("inf")):
             raise ValueError(f"inner_lr: must be finite and >= 0, got {inner_lr}")
         self.inner_lr = float(inner_lr)
@@ -197,13 +197,12 @@ class MAML(Learner):
         # Parameters adapted in the inner loop, in named_parameters order.
         prefix = "head." if self.variant == "anil" else ""
         self._fast_names = [n for n, _ in self.net.named_parameters() if n.startswith(prefix)]
+        self.inner_lrs: nn.ParameterList | None = None
         if self.variant == "metasgd":
             params = dict(self.net.named_parameters())
             self.inner_lrs = nn.ParameterList(
                 nn.Parameter(torch.full_like(params[n].detach(), self.inner_lr))
                 for n in self._fast_names)
-        else:
-            self.inner_lrs = None
 
     # ------------------------------------------------------------ pieces
 
@@ -345,9 +344,9 @@ class MAML(Learner):
             fq = functional_call(net.body, (body, body_buf), (qx,)).flatten(1)
             fast = {k: params[k] for k in self._fast_names}
 
-            def forward(p: Params, feats: torch.Tensor) -> torch.Tensor:
+            def forward(p: Params, x: torch.Tensor) -> torch.Tensor:  # x: the features
                 return functional_call(net.head, ({k[5:]: v for k, v in p.items()}, head_buf),
-                                       (feats,))
+                                       (x,))
 
             inner_x, query_x = fs, fq
         else:
@@ -364,7 +363,8 @@ class MAML(Learner):
         names = self._fast_names
         for _ in range(steps):
             grads = self._inner_grads(inner_loss, fast, inner_x, first_order, functional)
-            step = lrs if lrs is not None else [self.inner_lr] * len(names)
+            step: Sequence[float | torch.Tensor] = (
+                lrs if lrs is not None else [self.inner_lr] * len(names))
             fast = {**fast, **{n: fast[n] - a * g for n, a, g in zip(names, step, grads)}}
         return forward(fast, query_x)
 
@@ -400,9 +400,10 @@ class MAML(Learner):
         meta = meta and torch.is_grad_enabled()
         steps = self.inner_steps if meta else self.test_inner_steps
         first_order = self.order == "first" or not meta
-        params = dict(self.net.named_parameters())
-        buffers = dict(self.net.named_buffers())
-        lrs = list(self.inner_lrs) if self.inner_lrs is not None else None
+        params: Params = dict(self.net.named_parameters())
+        buffers: Params = dict(self.net.named_buffers())
+        lrs: list[torch.Tensor] | None = (list(self.inner_lrs) if self.inner_lrs is not None
+                                          else None)
         if not meta:
             params = {k: v.detach() for k, v in params.items()}
             lrs = [a.detach() for a in lrs] if lrs is not None else None

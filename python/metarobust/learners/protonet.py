@@ -68,8 +68,8 @@ class ProtoNet(Learner):
         if not (scale > 0 and scale < float("inf")):
             raise ValueError(f"scale: must be finite and > 0, got {scale}")
         self.channels_last = bool(channels_last)
-        if hasattr(backbone, "fuse_first_block"):
-            backbone.fuse_first_block = bool(fuse_first_block)
+        if hasattr(backbone, "fuse_first_block"):  # torch types Module attributes as modules
+            backbone.fuse_first_block = bool(fuse_first_block)  # type: ignore[assignment]
         self.backbone = (backbone.to(memory_format=torch.channels_last) if self.channels_last
                          else backbone)
         self.metric = metric
@@ -88,6 +88,8 @@ class ProtoNet(Learner):
         return out.reshape(x.shape[0], -1)
 
     def _chunk_outputs(self, chunk: Any, ways: int | None, meta: bool) -> torch.Tensor:
+        if ways is None:
+            raise ValueError("ways: ProtoNet classifies; pass the episodes' number of ways")
         sx, sy, qx = chunk.support_x, chunk.support_y, chunk.query_x
         c, s, q = sx.shape[0], sx.shape[1], qx.shape[1]
         with torch.set_grad_enabled(meta and torch.is_grad_enabled()):

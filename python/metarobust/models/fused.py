@@ -25,12 +25,14 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import TypeGuard
 
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
 from metarobust import _amp, _core
+from metarobust.models.batchnorm import running_stats
 
 __all__ = ["disabled", "fused_block", "fused_pool_block", "fused_strided_block"]
 
@@ -54,7 +56,7 @@ def _tensor(values: list[float]) -> torch.Tensor:
 
 class _PoolBlock(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, gamma, beta, eps):  # type: ignore[override]
+    def forward(ctx, x, weight, bias, gamma, beta, eps):
         n, _, h, w = x.shape
         out = torch.empty(n, h // 2, w // 2, weight.shape[0])
         args = [t.detach().contiguous() for t in (x, weight, bias, gamma, beta)]
@@ -68,7 +70,7 @@ class _PoolBlock(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dout, _mean, _var):  # type: ignore[override]
+    def backward(ctx, dout, _mean, _var):
         x, weight, bias, gamma, beta, mean, var = ctx.saved_tensors
         dout = dout.permute(0, 2, 3, 1).contiguous()
         grads = _core.conv_block_backward(
@@ -80,7 +82,7 @@ class _PoolBlock(torch.autograd.Function):
 
 class _StridedBlock(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, gamma, beta, eps, parallel):  # type: ignore[override]
+    def forward(ctx, x, weight, bias, gamma, beta, eps, parallel):
         n, _, h, w = x.shape
         out = torch.empty(n, weight.shape[0], (h + 1) // 2, (w + 1) // 2)
         args = [t.detach().contiguous() for t in (x, weight, bias, gamma, beta)]
@@ -99,7 +101,7 @@ class _StridedBlock(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dout, _mean, _var):  # type: ignore[override]
+    def backward(ctx, dout, _mean, _var):
         x, weight, gamma, var, out = ctx.saved_tensors
         gw, gg, gbeta = _core.strided_block_backward(
             *(t.numpy() for t in (x, weight, gamma, var)), ctx.eps, out.numpy(),
@@ -118,7 +120,7 @@ def _conv3x3(conv: nn.Module, stride: int) -> bool:
             and conv.weight.device.type == "cpu")
 
 
-def _batch_stats_bn(bn: nn.Module) -> bool:
+def _batch_stats_bn(bn: nn.Module) -> TypeGuard[nn.BatchNorm2d]:
     """A BatchNorm2d that normalises with the batch's statistics over the whole batch."""
     return (isinstance(bn, nn.BatchNorm2d) and bn.affine
             and (bn.training or bn.running_mean is None)
@@ -131,16 +133,19 @@ def _applies(x: torch.Tensor) -> bool:
             and not torch.compiler.is_compiling() and _amp.autocast_dtype("cpu") is None)
 
 
-def _update_running_stats(bn: nn.Module, mean: torch.Tensor, var: torch.Tensor,
+def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
                           count: int) -> None:
     """Updates ``bn``'s running statistics with a batch's, as torch's BatchNorm does."""
-    if not (bn.training and bn.track_running_stats and bn.running_mean is not None):
+    stats = running_stats(bn)
+    if not (bn.training and bn.track_running_stats and stats is not None):
         return
+    running_mean, running_var, tracked = stats
     with torch.no_grad():
-        bn.num_batches_tracked.add_(1)
-        m = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else float(bn.momentum)
-        bn.running_mean.mul_(1 - m).add_(mean, alpha=m)
-        bn.running_var.mul_(1 - m).add_(var * (count / max(count - 1, 1)), alpha=m)
+        tracked.add_(1)
+        m = 1.0 / float(tracked) if bn.momentum is None else float(bn.momentum)
+        running_mean.mul_(1 - m).add_(mean, alpha=m)
+        running_var.mul_(1 - m).add_(var * (count / max(count - 1, 1)), alpha=m)
+
 
 
 def fused_pool_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:

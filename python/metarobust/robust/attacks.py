@@ -106,7 +106,7 @@ def _as_images(x: Any, name: str) -> torch.Tensor:
 
 
 def _replace(batch: Any, **fields: torch.Tensor) -> Any:
-    if dataclasses.is_dataclass(batch):
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
         return dataclasses.replace(batch, **fields)
     return batch._replace(**fields)
 

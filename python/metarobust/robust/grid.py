@@ -56,7 +56,7 @@ DOMAIN_TARGETS = ("glyphs", "omniglot", "fashion_mnist", "fashion_mnist_inverted
 # The datasets a run can be trained on (TrainConfig.dataset, less sinusoid regression).
 SOURCES = ("glyphs", "omniglot", "idx", "folder")
 # Families that take no strength: ``clean`` and ``domain_shift:<target>``.
-_NO_STRENGTH = (None, [], (), [0], [0.0], (0,), (0.0,))
+_NO_STRENGTH: tuple[Any, ...] = (None, [], (), [0], [0.0], (0,), (0.0,))
 
 
 def _eps(*values: float) -> list[float]:

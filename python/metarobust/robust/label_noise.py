@@ -103,6 +103,80 @@ class _ClassIndex:
         return self.order[self.starts[cls] + offset]
 
 
+def _support_positions(batch: Episode) -> tuple[np.ndarray, np.ndarray]:
+    """The support labels ``(B, S)`` on the host and the item positions of each class
+    ``(B, ways, shots)``; checks that every support set is balanced."""
+    sy = batch.support_y
+    if sy.dim() != 2 or batch.classes.dim() != 2 or batch.support_x.dim() < 3:
+        raise ValueError(f"batch: expected support_y (B, S) and classes (B, ways), got "
+                         f"{tuple(sy.shape)} and {tuple(batch.classes.shape)}")
+    b, s = sy.shape
+    ways = batch.classes.shape[1]
+    if ways < 1 or s % ways:
+        raise ValueError(f"batch: {s} support items is not a multiple of ways={ways}")
+    shots = s // ways
+    labels = sy.detach().cpu().numpy()
+    if labels.size and (labels.min() < 0 or labels.max() >= ways):
+        raise ValueError(f"batch.support_y: labels must be in 0..{ways - 1}")
+    pos = np.argsort(labels, axis=1, kind="stable").reshape(b, ways, shots)
+    if not (np.take_along_axis(labels, pos.reshape(b, s), 1).reshape(b, ways, shots)
+            == np.arange(ways)[None, :, None]).all():
+        raise ValueError(f"batch.support_y: each label 0..{ways - 1} must appear {shots} times "
+                         "in every support set")
+    return labels, pos
+
+
+def _chosen(rng: np.random.Generator, pos: np.ndarray, k: int) -> np.ndarray:
+    """``k`` random items of each class of one episode (the ``k`` smallest of random keys),
+    ``(ways, k)`` positions."""
+    ways, shots = pos.shape
+    return np.take_along_axis(pos, np.argsort(rng.random((ways, shots)), axis=1)[:, :k], 1)
+
+
+def _with_wrong_labels(batch: Episode, kind: str, labels: np.ndarray, pos: np.ndarray, k: int,
+                       seed: int, start: int) -> Episode:
+    """Symmetric (a uniform other class) or paired (``(c + 1) % ways``) wrong labels."""
+    b, ways, _ = pos.shape
+    new_labels = labels.copy()
+    for j in range(b):
+        rng = _episode_rng(seed, kind, start + j)
+        chosen = _chosen(rng, pos[j], k)
+        if kind == "symmetric":
+            shift = rng.integers(1, ways, size=(ways, k))
+            new_labels[j, chosen] = (np.arange(ways)[:, None] + shift) % ways
+        else:
+            new_labels[j, chosen] = (np.arange(ways)[:, None] + 1) % ways
+    sy = batch.support_y
+    return dataclasses.replace(batch,
+                               support_y=torch.from_numpy(new_labels).to(sy.device, sy.dtype))
+
+
+def _with_outliers(batch: Episode, index: _ClassIndex, pos: np.ndarray, k: int, seed: int,
+                   start: int) -> Episode:
+    """Chosen support images replaced by images of classes outside the episode."""
+    b, ways, _ = pos.shape
+    classes = batch.classes.detach().cpu().numpy()
+    flat_rows, flat_items, sources = [], [], []
+    for j in range(b):
+        rng = _episode_rng(seed, "outlier", start + j)
+        chosen = _chosen(rng, pos[j], k)
+        flat_rows.append(np.full(ways * k, j))
+        flat_items.append(chosen.reshape(-1))
+        sources.append(index.draw(rng, classes[j], ways * k))
+    rows = torch.from_numpy(np.concatenate(flat_rows))
+    items = torch.from_numpy(np.concatenate(flat_items))
+    imgs = torch.from_numpy(index.images[np.concatenate(sources)])
+    sx = batch.support_x.clone()
+    if sx.dtype == torch.uint8:
+        imgs = imgs.to(sx.device)
+    elif sx.is_floating_point():
+        imgs = imgs.to(sx.device, sx.dtype) / 255.0
+    else:
+        raise TypeError(f"batch.support_x: expected uint8 or float images, got {sx.dtype}")
+    sx[rows.to(sx.device), items.to(sx.device)] = imgs
+    return dataclasses.replace(batch, support_x=sx)
+
+
 def apply_label_noise(batch: Episode, kind: str, rate: float, *, seed: int = 0,
                       start: int = 0, dataset: Any = None) -> tuple[Episode, torch.Tensor]:
     """Corrupt the support sets of a batch of episodes.
@@ -137,24 +211,8 @@ def apply_label_noise(batch: Episode, kind: str, rate: float, *, seed: int = 0,
     single = batch.support_y.dim() == 1
     if single:
         batch = Episode(*(getattr(batch, f.name)[None] for f in dataclasses.fields(batch)))
-    sy = batch.support_y
-    if sy.dim() != 2 or batch.classes.dim() != 2 or batch.support_x.dim() < 3:
-        raise ValueError(f"batch: expected support_y (B, S) and classes (B, ways), got "
-                         f"{tuple(sy.shape)} and {tuple(batch.classes.shape)}")
-    b, s = sy.shape
-    ways = batch.classes.shape[1]
-    if ways < 1 or s % ways:
-        raise ValueError(f"batch: {s} support items is not a multiple of ways={ways}")
-    shots = s // ways
-    labels = sy.detach().cpu().numpy()
-    if labels.size and (labels.min() < 0 or labels.max() >= ways):
-        raise ValueError(f"batch.support_y: labels must be in 0..{ways - 1}")
-    # item positions of each class, (B, ways, shots); checks the support set is balanced
-    pos = np.argsort(labels, axis=1, kind="stable").reshape(b, ways, shots)
-    if not (np.take_along_axis(labels, pos.reshape(b, s), 1).reshape(b, ways, shots)
-            == np.arange(ways)[None, :, None]).all():
-        raise ValueError(f"batch.support_y: each label 0..{ways - 1} must appear {shots} times "
-                         "in every support set")
+    labels, pos = _support_positions(batch)
+    b, ways, shots = pos.shape
     k = int(math.floor(rate * shots + 0.5))
     if kind in ("symmetric", "paired") and ways < 2 and k > 0:
         raise ValueError(f"kind: {kind!r} needs ways >= 2 (a wrong label), got ways={ways}")
@@ -167,41 +225,10 @@ def apply_label_noise(batch: Episode, kind: str, rate: float, *, seed: int = 0,
     counts = torch.full((b,), ways * k, dtype=torch.int64)
     if k == 0:
         noisy = dataclasses.replace(batch)
+    elif index is not None:
+        noisy = _with_outliers(batch, index, pos, k, seed, start)
     else:
-        classes = batch.classes.detach().cpu().numpy()
-        new_labels = labels.copy()
-        flat_rows, flat_items, sources = [], [], []
-        for j in range(b):
-            rng = _episode_rng(seed, kind, start + j)
-            # k random items of each class: the k smallest of random keys
-            chosen = np.take_along_axis(
-                pos[j], np.argsort(rng.random((ways, shots)), axis=1)[:, :k], 1)  # (ways, k)
-            if kind == "symmetric":
-                shift = rng.integers(1, ways, size=(ways, k))
-                new_labels[j, chosen] = (np.arange(ways)[:, None] + shift) % ways
-            elif kind == "paired":
-                new_labels[j, chosen] = (np.arange(ways)[:, None] + 1) % ways
-            else:
-                flat_rows.append(np.full(ways * k, j))
-                flat_items.append(chosen.reshape(-1))
-                sources.append(index.draw(rng, classes[j], ways * k))
-        if kind == "outlier":
-            rows = torch.from_numpy(np.concatenate(flat_rows))
-            items = torch.from_numpy(np.concatenate(flat_items))
-            imgs = torch.from_numpy(index.images[np.concatenate(sources)])
-            sx = batch.support_x.clone()
-            if sx.dtype == torch.uint8:
-                imgs = imgs.to(sx.device)
-            elif sx.is_floating_point():
-                imgs = imgs.to(sx.device, sx.dtype) / 255.0
-            else:
-                raise TypeError(f"batch.support_x: expected uint8 or float images, got "
-                                f"{sx.dtype}")
-            sx[rows.to(sx.device), items.to(sx.device)] = imgs
-            noisy = dataclasses.replace(batch, support_x=sx)
-        else:
-            noisy = dataclasses.replace(
-                batch, support_y=torch.from_numpy(new_labels).to(sy.device, sy.dtype))
+        noisy = _with_wrong_labels(batch, kind, labels, pos, k, seed, start)
     if single:
         return noisy[0], counts[0]
     return noisy, counts

@@ -166,92 +166,118 @@ def _shots_of(setting: str) -> str:
     return setting.split(",")[0]
 
 
-def plot_results(results: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """Write the PNG of one or more results (one colour per run)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
+_STYLES = ["-", "--", "-.", ":"]
 
-    labels = _labels(results)
-    colours = [f"C{i % 10}" for i in range(len(results))]
+
+def _panels(results: Sequence[dict[str, Any]]) -> list[str]:
+    """One panel per family (all domain shifts in one), in order of appearance."""
     panels: list[str] = []
     for res in results:
         for r in res["rows"]:
             p = _panel_of(r["family"])
             if p != "clean" and p not in panels:
                 panels.append(p)
-    if not panels:
-        panels = ["clean"]
+    return panels or ["clean"]
+
+
+def _plot_shift(ax: Any, targets: list[str], rows: list[dict[str, Any]], i: int, n: int,
+                colour: str) -> None:
+    """Run ``i`` of ``n``'s domain-shift points, side by side per target."""
+    for r in rows:
+        x = targets.index(r["family"]) + (i - (n - 1) / 2) * 0.8 / max(n, 1)
+        ax.errorbar([x], [r["accuracy"]], yerr=[r["ci95"]], fmt="o", color=colour,
+                    capsize=4, ms=6)
+    ax.set_xticks(range(len(targets)))
+    ax.set_xticklabels([t.split(":", 1)[1].replace("_", "\n") for t in targets], fontsize=8)
+    ax.set_xlim(-0.6, len(targets) - 0.4)
+
+
+def _plot_strengths(ax: Any, panel: str, rows: list[dict[str, Any]],
+                    clean: list[dict[str, Any]], shot_settings: list[str], colour: str
+                    ) -> float:
+    """One run's curves (one line style per shot setting) against strength; returns the
+    largest strength drawn."""
+    xmax = 0.0
+    for j, shots in enumerate(shot_settings):
+        sel = sorted((r for r in rows if _shots_of(r["setting"]) == shots),
+                     key=lambda r: r["strength"])
+        if not sel:
+            continue
+        if clean and sel[0]["strength"] > 0 and _shots_of(clean[0]["setting"]) == shots:
+            # strength 0 is the clean cell itself (the same episodes)
+            sel = [{**clean[0], "strength": 0.0}, *sel]
+        scale = 255.0 if panel in ("fgsm", "pgd", "pgd_support") else 1.0
+        x = [r["strength"] * scale for r in sel]
+        y = [r["accuracy"] for r in sel]
+        lo = [r["accuracy"] - r["ci95"] for r in sel]
+        hi = [r["accuracy"] + r["ci95"] for r in sel]
+        if len(sel) > 1:
+            ax.fill_between(x, lo, hi, color=colour, alpha=0.18, lw=0)
+            ax.plot(x, y, color=colour, ls=_STYLES[j % len(_STYLES)], marker="o", ms=4)
+        else:  # a lone point: its CI as an error bar
+            ax.errorbar(x, y, yerr=[sel[0]["ci95"]], color=colour, marker="o", ms=4,
+                        capsize=3, elinewidth=1)
+        xmax = max(xmax, *x)
+    return xmax
+
+
+def _plot_panel(ax: Any, panel: str, results: Sequence[dict[str, Any]],
+                colours: list[str]) -> None:
+    from matplotlib.lines import Line2D
+
+    panel_rows = [r for res in results for r in res["rows"] if _panel_of(r["family"]) == panel]
+    shot_settings = list(dict.fromkeys(_shots_of(r["setting"]) for r in panel_rows))
+    targets = list(dict.fromkeys(r["family"] for r in panel_rows))
+    xmax = 0.0
+    for i, res in enumerate(results):
+        rows = [r for r in res["rows"] if _panel_of(r["family"]) == panel]
+        clean = [r for r in res["rows"] if r["family"] == "clean"]
+        if clean:
+            ax.axhline(clean[0]["accuracy"], color=colours[i], ls=":", lw=1.2)
+        if panel == "domain_shift":
+            _plot_shift(ax, targets, rows, i, len(results), colours[i])
+        else:
+            xmax = max(xmax, _plot_strengths(ax, panel, rows, clean, shot_settings,
+                                             colours[i]))
+    ways = {int(res["ways"]) for res in results if res.get("ways")}
+    if len(ways) == 1:
+        ax.axhline(1 / ways.pop(), color="0.55", ls="-.", lw=0.9)
+    if panel != "domain_shift":
+        xmax = xmax or 1.0
+        ax.set_xlim(-0.06 * xmax, 1.06 * xmax)  # from strength 0 (clean) up
+        ax.set_xlabel(_xlabel(panel), fontsize=9)
+        if len(shot_settings) > 1:
+            ax.legend([Line2D([], [], color="0.2", ls=_STYLES[j % len(_STYLES)])
+                       for j in range(len(shot_settings))], shot_settings,
+                      fontsize=7.5, loc="best", framealpha=0.8)
+    ax.set_title(_title(panel, panel_rows), fontsize=10)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=8)
+
+
+def plot_results(results: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Write the PNG of one or more results (one colour per run)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    colours = [f"C{i % 10}" for i in range(len(results))]
+    panels = _panels(results)
     ncols = min(4, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     height = 3.3 * nrows + 0.8
     fig = Figure(figsize=(4.2 * ncols, height), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    styles = ["-", "--", "-.", ":"]
     for ax, panel in zip(axes.flat, panels):
-        panel_rows = [r for res in results for r in res["rows"] if _panel_of(r["family"]) == panel]
-        shot_settings = list(dict.fromkeys(_shots_of(r["setting"]) for r in panel_rows))
-        xmax = 0.0
-        for i, res in enumerate(results):
-            rows = [r for r in res["rows"] if _panel_of(r["family"]) == panel]
-            clean = [r for r in res["rows"] if r["family"] == "clean"]
-            if clean:
-                ax.axhline(clean[0]["accuracy"], color=colours[i], ls=":", lw=1.2)
-            if panel == "domain_shift":
-                targets = list(dict.fromkeys(r["family"] for r in panel_rows))
-                n = len(results)
-                for r in rows:
-                    x = targets.index(r["family"]) + (i - (n - 1) / 2) * 0.8 / max(n, 1)
-                    ax.errorbar([x], [r["accuracy"]], yerr=[r["ci95"]], fmt="o",
-                                color=colours[i], capsize=4, ms=6)
-                ax.set_xticks(range(len(targets)))
-                ax.set_xticklabels([t.split(":", 1)[1].replace("_", "\n") for t in targets],
-                                   fontsize=8)
-                ax.set_xlim(-0.6, len(targets) - 0.4)
-                continue
-            for j, shots in enumerate(shot_settings):
-                sel = sorted((r for r in rows if _shots_of(r["setting"]) == shots),
-                             key=lambda r: r["strength"])
-                if not sel:
-                    continue
-                if clean and sel[0]["strength"] > 0 and _shots_of(clean[0]["setting"]) == shots:
-                    # strength 0 is the clean cell itself (the same episodes)
-                    sel = [{**clean[0], "strength": 0.0}, *sel]
-                scale = 255.0 if panel in ("fgsm", "pgd", "pgd_support") else 1.0
-                x = [r["strength"] * scale for r in sel]
-                y = [r["accuracy"] for r in sel]
-                lo = [r["accuracy"] - r["ci95"] for r in sel]
-                hi = [r["accuracy"] + r["ci95"] for r in sel]
-                if len(sel) > 1:
-                    ax.fill_between(x, lo, hi, color=colours[i], alpha=0.18, lw=0)
-                    ax.plot(x, y, color=colours[i], ls=styles[j % len(styles)], marker="o",
-                            ms=4)
-                else:  # a lone point: its CI as an error bar
-                    ax.errorbar(x, y, yerr=[sel[0]["ci95"]], color=colours[i], marker="o",
-                                ms=4, capsize=3, elinewidth=1)
-                xmax = max(xmax, max(x))
-        ways = {res.get("ways") for res in results if res.get("ways")}
-        if len(ways) == 1:
-            ax.axhline(1 / ways.pop(), color="0.55", ls="-.", lw=0.9)
-        if panel != "domain_shift":
-            xmax = xmax or 1.0
-            ax.set_xlim(-0.06 * xmax, 1.06 * xmax)  # from strength 0 (clean) up
-            ax.set_xlabel(_xlabel(panel), fontsize=9)
-            if len(shot_settings) > 1:
-                ax.legend([Line2D([], [], color="0.2", ls=styles[j % len(styles)])
-                           for j in range(len(shot_settings))], shot_settings,
-                          fontsize=7.5, loc="best", framealpha=0.8)
-        ax.set_title(_title(panel, panel_rows), fontsize=10)
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=8)
+        _plot_panel(ax, panel, results, colours)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy (95% CI band)", fontsize=9)
     handles = [Line2D([], [], color=c, lw=2, marker="o", ms=4) for c in colours]
-    names = list(labels)
+    names = list(_labels(results))
     handles += [Line2D([], [], color="0.3", ls=":", lw=1.2),
                 Line2D([], [], color="0.55", ls="-.", lw=0.9)]
     names += ["clean accuracy (run's colour)", "chance"]

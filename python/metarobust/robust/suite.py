@@ -217,6 +217,18 @@ def _device(device: Any) -> torch.device:
         raise ValueError(f"device: {e}") from None
 
 
+def _recorder(warnings: list[str], warn: Callable[[str], None] | None
+              ) -> Callable[[str], None]:
+    """Appends each warning to ``warnings`` and passes it on (default: to stderr)."""
+    def record(line: str) -> None:
+        warnings.append(line)
+        if warn is None:
+            print(f"metarobust: warning: {line}", file=sys.stderr)
+        else:
+            warn(line)
+    return record
+
+
 def _evaluate_cells(s: _Suite, todo: list[Cell], episodes: int, progress: bool,
                     warnings: list[str]) -> tuple[list[dict], list[dict]]:
     """Rows and skipped families; cells with the same key are evaluated once."""
@@ -300,17 +312,12 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
     ink, ln_shots = _check_choices(source, corrupt, ink, label_noise_shots)
     dataset = _as_dataset(dataset)
     warnings: list[str] = []
-
-    def _warn(line: str) -> None:
-        warnings.append(line)
-        (warn or (lambda m: print(f"metarobust: warning: {m}", file=sys.stderr)))(line)
-
     s = _Suite(learner, dataset, ways=ways, shots=shots, queries=queries, source=source,
                image_size=int(dataset.images.shape[-1]) if image_size is None else image_size,
                seed=seed, device=_device(device), data_root=data_root,
                fashion_mnist_root=fashion_mnist_root, label_noise_shots=ln_shots,
                corrupt=corrupt, pgd_steps=pgd_steps, ink=ink, batch_size=batch_size,
-               attack_batch_size=attack_batch_size, warn=_warn)
+               attack_batch_size=attack_batch_size, warn=_recorder(warnings, warn))
     was_training = learner.training
     learner.to(s.device).eval()
     t0 = time.perf_counter()
