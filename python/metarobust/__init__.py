@@ -1,6 +1,6 @@
 """metarobust: few-shot meta-learning that stays reliable under noise, attacks and shift.
 
-The public API (see DESIGN.md):
+The public API (the contract is docs/design.md in the repository):
 
 >>> import metarobust as mr
 >>> ds = mr.data.glyphs(num_classes=50, per_class=20, image_size=28, seed=0)

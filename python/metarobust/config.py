@@ -252,7 +252,7 @@ class TrainConfig:
         maml = self.learner != "protonet"
         sinusoid = self.dataset == "sinusoid"
         # ProtoNet on Omniglot: the time-budget recipe (ceil-mode pooling, linear decay,
-        # Adam 6e-3), tuned on paired test episodes (experiments/config_defaults.md).
+        # Adam 6e-3), tuned on paired test episodes (experiments/figures.md).
         proto_omniglot = not maml and self.dataset == "omniglot"
         default_model = ("mlp_sinusoid" if sinusoid else "conv4_finn" if maml
                          else "conv4_snell_ceil" if proto_omniglot else "conv4_snell")
@@ -327,7 +327,7 @@ def _resolved_fields(cfg: TrainConfig, maml: bool, sinusoid: bool, proto_omniglo
         rotations=cfg.rotations if cfg.rotations is not None
         else cfg.dataset == "omniglot" and (cfg.split or "background") in (
             "background", "evaluation"),
-        # Learning rates from short-budget runs (experiments/config_defaults.md).
+        # Learning rates from short-budget runs (experiments/figures.md).
         lr=cfg.lr or (3e-3 if sinusoid else 6e-3 if proto_omniglot else 1e-3),
         channels_last=cfg.channels_last if cfg.channels_last is not None else not maml,
     )

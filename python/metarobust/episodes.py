@@ -128,10 +128,10 @@ class EpisodeSampler:
             results per image (gaussian_blur, thicken, thin and contrast have one; rotate and
             shear two, one per direction; contrast only for uint8 output, in float32 it is
             as cheap to compute). Once as many corrupted items have been computed as the
-            cache holds, every image of the sampled classes is corrupted once (in parallel;
-            Omniglot background at 28x28: about 20-100 ms) and later episodes copy the
-            results: the same values, at about the clean sampling speed (so the cache costs
-            at most what it saves). 0 turns it off. The images must not change in place.
+            cache holds, every image of the sampled classes is corrupted once (in parallel)
+            and later episodes copy the results: the same values, at about the clean
+            sampling speed (so the cache costs at most what it saves). 0 turns it off. The
+            images must not change in place.
 
     Item ``j`` of episode ``i`` (``j`` counts ``support_x``, then ``query_x``) is corrupted
     with the randomness of stream ``(seed, i, j)``: for float32 output without mean/std, and

@@ -5,7 +5,7 @@ hooks, dots), often joined the way handwritten characters are. Each image of a c
 those strokes redrawn by a "different hand": jittered control points, a random rotation,
 scale, shear and shift, and its own pen width, rendered anti-aliased as dark ink (towards 0)
 on a light background (255), like Omniglot. The rendering runs in the Rust core, in
-parallel with the GIL released (about 10^5 images of 28x28 a second per core).
+parallel with the GIL released.
 
 Everything is a pure function of ``(seed, class id, instance)``: the same arguments give the
 same images on every machine and for any thread count, and ``per_class=5`` gives the first

@@ -232,7 +232,7 @@ class MAML(Learner):
     def _use_vmap(self, x: torch.Tensor) -> bool:
         if self.path == "auto":
             # On a CPU, tasks of a small dense network are all per-op overhead, which vmap
-            # batches away (sinusoid MLP: ~6x the loop's steps/s); convolutions are not.
+            # batches away (experiments/figures.md); convolutions are not.
             return x.device.type == "cuda" or not self._has_conv
         return self.path == "vmap"
 

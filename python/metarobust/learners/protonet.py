@@ -42,11 +42,11 @@ class ProtoNet(Learner):
             (see :func:`metarobust.ops.prototypes`; the most robust to support-label noise).
         trim: fraction cut at each end for "trimmed_mean".
         scale: logits are ``-scale * distances``.
-        channels_last: run the backbone's convolutions on NHWC tensors (about 1.25x the
-            steps/s of NCHW for Conv-4 on a CPU with oneDNN; the same results to rounding).
+        channels_last: run the backbone's convolutions on NHWC tensors (faster for Conv-4
+            on a CPU with oneDNN; the same results to rounding).
         fuse_first_block: a pooling Conv-4 backbone trains its first block through the
             fused Rust kernels of :mod:`metarobust.models.fused` on the CPU (the same
-            function and gradients to rounding; that block is about half a CPU step).
+            function and gradients to rounding).
         normalize, chunk_size: see :class:`Learner`.
     """
 

@@ -2,13 +2,12 @@
 
 * pooling (Snell et al.; conv 3x3, BatchNorm, 2x2 max-pool, ReLU;
   :mod:`metarobust._core`'s ``conv_block_forward/backward``): unfused, it writes and reads
-  back several full-resolution maps in each direction (for a 20-way 1-shot 5-query Omniglot
-  episode, 24 MB each) and is about half of a ProtoNet training step on a CPU; fused,
-  nothing of full resolution is stored.
+  back several full-resolution maps in each direction, a large share of a ProtoNet training
+  step on a CPU; fused, nothing of full resolution is stored.
 * strided (Finn et al.; conv 3x3 with stride 2, BatchNorm, ReLU;
-  ``strided_block_forward/backward``): a third of a MAML step on a CPU is this block on the
-  query set; fused, it reads the images and writes its output once (NCHW), and its backward
-  reads that output and its gradient once.
+  ``strided_block_forward/backward``): on the query set, a large share of a MAML step on a
+  CPU; fused, it reads the images and writes its output once (NCHW), and its backward reads
+  that output and its gradient once.
 
 The block's BatchNorm must normalise with the batch's statistics (training mode, or no
 running statistics as in MAML), and the fused path applies only where its shortcuts hold:
