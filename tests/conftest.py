@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _runs import train_glyph_run
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +31,11 @@ def omniglot_npz(data_root: Path) -> tuple[np.ndarray, np.ndarray]:
     images = np.ascontiguousarray((white.reshape(n_chars * per, 1, h, w) * 255).astype(np.uint8))
     labels = np.repeat(np.arange(n_chars, dtype=np.int64), per)
     return images, labels
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> tuple[Path, Path]:
+    """Two tiny glyph ProtoNet runs (seeds 0 and 1), fresh for each test module: the
+    robustness command writes its report into a run directory unless told otherwise."""
+    base = tmp_path_factory.mktemp("runs")
+    return train_glyph_run(base / "run_a", 0), train_glyph_run(base / "run_b", 1)

@@ -1,60 +1,26 @@
-"""Trainer, checkpoints, evaluation and the train/eval command line, on small glyph runs."""
+"""The Trainer (metarobust.train) on small glyph runs: learning-rate schedules, the run
+directory and load_run, bitwise resume, Ctrl-C and failing validations, the largest seed,
+resume refusing another config, an Omniglot split-file run, adversarial querying,
+corruption augmentation, torch.compile and bf16 autocast."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _runs import tiny
 
 import metarobust as mr
 from metarobust import seeds
-from metarobust.checkpoint import load_checkpoint, save_checkpoint
+from metarobust.checkpoint import load_checkpoint
 from metarobust.config import TrainConfig
-from metarobust.evaluate import mean_ci95
 from metarobust.train import Trainer
-
-TINY = dict(learner="protonet", dataset="glyphs", glyph_classes=30, ways=5, shots=1, queries=3,
-            val_every=4, val_episodes=10, test_queries=3, checkpoint_every=3, device="cpu",
-            seed=3)
-
-
-def tiny(**kw) -> TrainConfig:
-    return TrainConfig(**{**TINY, "episodes": 8, **kw})
 
 
 def params(learner) -> list[torch.Tensor]:
     return [p.detach().clone() for p in learner.state_dict().values()]
-
-
-@pytest.mark.parametrize("learner, dataset, lr", [
-    ("protonet", "omniglot", 6e-3), ("maml", "omniglot", 1e-3), ("protonet", "glyphs", 1e-3),
-    ("maml", "sinusoid", 3e-3),
-])
-def test_default_learning_rates(learner, dataset, lr):
-    cfg = TrainConfig(learner=learner, dataset=dataset, data_root="data").resolved()
-    assert cfg.lr == lr
-    assert TrainConfig(learner=learner, dataset=dataset, data_root="data",
-                       lr=0.02).resolved().lr == 0.02
-
-
-@pytest.mark.parametrize("learner, dataset, model", [
-    ("protonet", "omniglot", "conv4_snell_ceil"), ("protonet", "glyphs", "conv4_snell"),
-    ("maml", "omniglot", "conv4_finn"), ("maml", "sinusoid", "mlp_sinusoid"),
-])
-def test_default_models(learner, dataset, model):
-    cfg = TrainConfig(learner=learner, dataset=dataset, data_root="data").resolved()
-    assert cfg.model == model
-    linear = learner == "protonet" and dataset == "omniglot"
-    assert cfg.schedule == ("linear" if linear else "cosine")
-    assert TrainConfig(learner=learner, dataset=dataset, data_root="data",
-                       model="resnet12").resolved().model == "resnet12"
 
 
 def test_lr_schedules():
@@ -124,49 +90,6 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, monkeypatch):
         assert torch.equal(a, b)
 
 
-def test_cli_ctrl_c_names_the_checkpoint(tmp_path, monkeypatch, capsys):
-    from metarobust import cli
-    from metarobust.learners.protonet import ProtoNet
-
-    original = ProtoNet.meta_backward
-    calls = {"n": 0}
-
-    def interrupt_at_3(self, batch, ways, **kw):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, batch, ways, **kw)
-
-    monkeypatch.setattr(ProtoNet, "meta_backward", interrupt_at_3)
-    run = tmp_path / "run"
-    code = cli.main(["train", "--learner", "protonet", "--dataset", "glyphs", "--glyph-classes",
-                     "30", "--ways", "5", "--shots", "1", "--queries", "3", "--episodes", "10",
-                     "--device", "cpu", "--out", str(run)])
-    err = capsys.readouterr().err
-    assert code == 130 and f"{run / 'last.pt'}" in err and "resume" in err
-    assert load_checkpoint(run / "last.pt")["step"] == 2
-
-
-def test_corrupt_and_foreign_checkpoints(tmp_path):
-    path = tmp_path / "x.pt"
-    save_checkpoint({"model": {}, "step": 3}, path)
-    assert load_checkpoint(path)["step"] == 3
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="corrupt"):
-        load_checkpoint(path)
-    save_checkpoint({"weights": torch.zeros(2)}, path)
-    with pytest.raises(ValueError, match="not a metarobust checkpoint"):
-        load_checkpoint(path)
-    with pytest.raises(FileNotFoundError, match="checkpoint"):
-        load_checkpoint(tmp_path / "missing.pt")
-    run = tmp_path / "run"
-    Trainer(tiny(episodes=2), run, progress=False).fit()
-    (run / "best.pt").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="corrupt"):
-        mr.load_run(run)
-
-
 def test_a_failing_final_validation_keeps_the_training(tmp_path, monkeypatch):
     trainer = Trainer(tiny(episodes=5, val_every=4, checkpoint_every=100), tmp_path / "run",
                       progress=False)
@@ -198,130 +121,12 @@ def test_resume_refuses_a_different_config(tmp_path):
         Trainer(tiny(episodes=4, lr=0.5), tmp_path / "run", progress=False).fit()
 
 
-@pytest.mark.parametrize("kw, words", [
-    (dict(learner="reptile"), "learner: expected one of"),
-    (dict(dataset="omniglot", data_root=None), "data_root"),
-    (dict(ways=0), "ways: must be >= 1"),
-    (dict(episodes=None, minutes=None), "give one of them"),
-    (dict(schedule="exponential"), "schedule"),
-    (dict(adv_norm="l3"), "adv_norm: expected one of linf, l2"),
-    (dict(adv_eps=-0.1), "adv_eps"),
-    (dict(adv_steps=0), "adv_steps: must be >= 1"),
-    (dict(compile=True, compile_mode="fast"), "compile_mode: expected one of default, "),
-    # set, but switched off or of no use to the dataset: refused, not ignored
-    (dict(adv_eps=0.1), "adv_eps: configures adversarial querying, which is off"),
-    (dict(augment_prob=1.0), "augment_prob: configures corruption augmentation, which is off"),
-    (dict(compile_mode="reduce-overhead"), "compile_mode: configures torch.compile, which is"),
-    (dict(rotations=True), "rotations: rotated classes are added to Omniglot only"),
-    (dict(dataset="idx", data_root="/x", image_size=32), "image_size: dataset 'idx' is not"),
-    (dict(learner="maml", dataset="sinusoid", split="background"), "split: sinusoid tasks"),
-    (dict(model="bogus"), "model: expected one of conv4_finn"),
-    (dict(model="mlp_sinusoid"), "model: 'mlp_sinusoid' does not take dataset 'glyphs'"),
-    (dict(learner="maml", dataset="sinusoid", model="conv4_snell"), "needs mlp_sinusoid"),
-    (dict(test_queries=0), "test_queries: validation needs >= 1 query per class, got 0"),
-    (dict(lr=float("inf")), "lr: must be finite and > 0, got inf"),
-    (dict(learner="maml", inner_lr=float("nan")), "inner_lr: must be finite and >= 0"),
-    (dict(seed=2**64), "seed: must be in"),
-])
-def test_bad_configs(kw, words):
-    with pytest.raises(ValueError, match=words):
-        Trainer(tiny(**kw), "/nonexistent/run", progress=False)
-
-
-@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.toml")),
-                         ids=lambda p: p.stem)
-def test_shipped_configs_are_valid(path):
-    cfg = TrainConfig.load(path)
-    assert cfg.dataset == "omniglot"  # all of them; each needs only the data root
-    cfg = dataclasses.replace(cfg, data_root="DATA")
-    cfg.check()
-    resolved = cfg.resolved()
-    assert resolved.model == cfg.model and resolved.lr == cfg.lr
-
-
 def test_ways_above_dataset_classes_and_missing_root(tmp_path):
     with pytest.raises(ValueError, match="ways: 40 is more than the 30 classes"):
         Trainer(tiny(ways=40), tmp_path / "r", progress=False)
     with pytest.raises(FileNotFoundError, match="data_root"):
         Trainer(tiny(dataset="omniglot", data_root=str(tmp_path / "nope")), tmp_path / "r",
                 progress=False)
-
-
-def test_config_toml_round_trip_and_unknown_keys(tmp_path):
-    cfg = tiny(minutes=1.5, episodes=None, test_ways=7)
-    cfg.save(tmp_path / "c.toml")
-    assert TrainConfig.load(tmp_path / "c.toml") == cfg
-    (tmp_path / "bad.toml").write_text('learner = "protonet"\nwayz = 5\n')
-    with pytest.raises(ValueError, match="unknown keys wayz"):
-        TrainConfig.load(tmp_path / "bad.toml")
-
-
-def test_mean_ci95_against_numpy():
-    rng = np.random.default_rng(0)
-    v = rng.uniform(size=600)
-    mean, ci = mean_ci95(torch.from_numpy(v))
-    assert math.isclose(mean, v.mean())
-    assert math.isclose(ci, 1.96 * v.std(ddof=1) / math.sqrt(600))
-    with pytest.raises(ValueError, match="at least one"):
-        mean_ci95(torch.zeros(0))
-
-
-def test_cli_train_then_eval_prints_json(tmp_path):
-    run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "metarobust"]
-    train = subprocess.run(cmd + ["train", "--learner", "protonet", "--dataset", "glyphs",
-                                  "--glyph-classes", "30", "--ways", "5", "--shots", "1",
-                                  "--queries", "3", "--episodes", "4", "--device", "cpu",
-                                  "--out", str(run)], capture_output=True, text=True)
-    assert train.returncode == 0, train.stderr
-    ev = subprocess.run(cmd + ["eval", str(run), "--ways", "5", "--shots", "1", "--episodes",
-                               "20", "--device", "cpu"], capture_output=True, text=True)
-    assert ev.returncode == 0, ev.stderr
-    res = json.loads(ev.stdout.strip().splitlines()[-1])
-    assert res["episodes"] == 20 and 0 <= res["accuracy"] <= 1 and res["ci95"] >= 0
-    for proto, code in (("filtered_mean", 0), ("mode", 2)):
-        ev = subprocess.run(cmd + ["eval", str(run), "--episodes", "4", "--device", "cpu",
-                                   "--prototype", proto], capture_output=True, text=True)
-        assert ev.returncode == code, ev.stderr
-    assert "prototype: expected one of" in ev.stderr and "filtered_mean" in ev.stderr
-    ev = subprocess.run(cmd + ["eval", str(run), "--episodes", "4", "--device", "cpu",
-                               "--inner-steps", "3"], capture_output=True, text=True)
-    assert ev.returncode == 2 and "inner_steps: only MAML-family runs" in ev.stderr
-    for flag in ("--ways", "--shots"):  # 0 used to fall back on the run's setting
-        ev = subprocess.run(cmd + ["eval", str(run), "--episodes", "4", flag, "0"],
-                            capture_output=True, text=True)
-        assert ev.returncode == 2 and f"{flag[2:]}: must be >= 1, got 0" in ev.stderr
-    # A run stopped before its first validation holds only last.pt.
-    (run / "best.pt").unlink()
-    ev = subprocess.run(cmd + ["eval", str(run), "--episodes", "4", "--device", "cpu"],
-                        capture_output=True, text=True)
-    assert ev.returncode == 2 and "--checkpoint last" in ev.stderr
-    ev = subprocess.run(cmd + ["eval", str(run), "--episodes", "4", "--device", "cpu",
-                               "--checkpoint", "last"], capture_output=True, text=True)
-    assert ev.returncode == 0, ev.stderr
-    assert json.loads(ev.stdout.strip().splitlines()[-1])["episodes"] == 4
-    bad = subprocess.run(cmd + ["train", "--learner", "reptile", "--episodes", "1", "--out",
-                                str(tmp_path / "x")], capture_output=True, text=True)
-    assert bad.returncode == 2 and "learner: expected one of" in bad.stderr
-
-
-@pytest.mark.parametrize("learner, option, message", [
-    ("maml", dict(prototype="median"), "prototype: a ProtoNet option; 'maml' has no prototypes"),
-    ("anil", dict(metric="cosine"), "metric: a ProtoNet option; 'anil' has no prototypes"),
-    ("protonet", dict(inner_steps=5), "inner_steps: a MAML option; ProtoNet has no inner"),
-    ("protonet", dict(inner_lr=0.1), "inner_lr: a MAML option"),
-    ("protonet", dict(test_inner_steps=3), "test_inner_steps: a MAML option"),
-    ("protonet", dict(metric="l1"), "metric: expected one of sqeuclidean, cosine; got 'l1'"),
-    ("protonet", dict(prototype="mode"), "prototype: expected one of mean, median"),
-])
-def test_options_of_the_other_learner_family_are_refused(learner, option, message):
-    # Silently ignoring them would train something else than the user asked for.
-    with pytest.raises(ValueError, match=message):
-        tiny(learner=learner, **option).check()
-    name, _ = next(iter(option.items()))
-    tiny(learner=learner, **{name: TrainConfig.__dataclass_fields__[name].default}).check()
-    tiny(learner="protonet", prototype="geometric_median", metric="cosine").check()
-    tiny(learner="fomaml", inner_steps=5, inner_lr=0.1, test_inner_steps=3).check()
 
 
 def test_omniglot_vinyals_split_run(tmp_path, data_root):
@@ -338,51 +143,6 @@ def test_omniglot_vinyals_split_run(tmp_path, data_root):
     res = mr.evaluate.evaluate(learner, mr.EpisodeSampler(test, ways=5, shots=1, queries=5),
                                episodes=10, progress=False)
     assert res["episodes"] == 10 and 0.2 <= res["accuracy"] <= 1.0
-
-
-def test_sinusoid_regression_run_and_eval(tmp_path):
-    cfg = TrainConfig(learner="maml", dataset="sinusoid", shots=5, queries=10, meta_batch=5,
-                      inner_lr=0.01, episodes=60, val_every=6, val_episodes=20, device="cpu")
-    result = Trainer(cfg, tmp_path / "run", progress=False).fit()
-    assert result["steps"] == 12 and result["best_val_mse"] > 0
-    ev = subprocess.run([sys.executable, "-m", "metarobust", "eval", str(tmp_path / "run"),
-                         "--shots", "5", "--episodes", "30", "--device", "cpu"],
-                        capture_output=True, text=True)
-    assert ev.returncode == 0, ev.stderr
-    res = json.loads(ev.stdout.strip().splitlines()[-1])
-    assert set(res["mse_by_steps"]) == {"1", "5", "10"} and res["episodes"] == 30
-    assert all(v > 0 for v in res["mse_by_steps"].values())
-    bad = subprocess.run([sys.executable, "-m", "metarobust", "eval", str(tmp_path / "run"),
-                          "--prototype", "median"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "only ProtoNet runs have prototypes" in bad.stderr
-    for flags, words in ((["--ways", "7"], "ways: a sinusoid run is evaluated on drawn"),
-                         (["--split", "test"], "split: a sinusoid run"),
-                         (["--queries", "0"], "queries: must be >= 1, got 0"),
-                         (["--inner-steps", "-1"], "inner_steps: must be >= 0, got -1")):
-        bad = subprocess.run([sys.executable, "-m", "metarobust", "eval",
-                              str(tmp_path / "run"), *flags], capture_output=True, text=True)
-        assert bad.returncode == 2 and words in bad.stderr, (flags, bad.stderr)
-    ev = subprocess.run([sys.executable, "-m", "metarobust", "eval", str(tmp_path / "run"),
-                         "--shots", "5", "--episodes", "30", "--device", "cpu",
-                         "--inner-steps", "5"], capture_output=True, text=True)
-    res5 = json.loads(ev.stdout.strip().splitlines()[-1])
-    assert res5["mse"] == res5["mse_by_steps"]["5"] and "after 5 steps" in ev.stdout
-    with pytest.raises(ValueError, match="regression"):
-        TrainConfig(learner="protonet", dataset="sinusoid", episodes=1).check()
-
-
-def test_evaluate_regression_matches_a_direct_loop(tmp_path):
-    cfg = TrainConfig(learner="fomaml", dataset="sinusoid", shots=5, queries=10, meta_batch=4,
-                      inner_lr=0.01, episodes=8, device="cpu")
-    learner = Trainer(cfg, tmp_path / "run", progress=False).learner
-    tasks = mr.data.sinusoid(shots=5, queries=10, seed=7)
-    res = mr.evaluate.evaluate_regression(learner, tasks, episodes=6, batch_size=4, steps=(2,))
-    direct = []
-    learner.test_inner_steps = 2
-    for i in range(6):
-        one = tasks.sample_batch(i, 1)
-        direct.append(float(learner.evaluate_batch(one, None)[0]))
-    assert math.isclose(res["mse_by_steps"]["2"], float(np.mean(direct)), rel_tol=1e-5)
 
 
 def test_adversarial_querying_trains_on_attacked_queries(tmp_path, monkeypatch):

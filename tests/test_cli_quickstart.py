@@ -1,5 +1,5 @@
-"""The command line's argument checks (the commands themselves: test_train, test_robust_suite,
-test_bench, test_data_*)."""
+"""`metarobust quickstart` (metarobust.cli.quickstart): its counts must be positive, named with
+exit status 2."""
 
 from __future__ import annotations
 

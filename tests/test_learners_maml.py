@@ -1,6 +1,7 @@
-"""Learners against independent references: finite differences of the second-order MAML
-meta-loss, the stop-gradient form of first-order MAML, vmap path == loop path, per-task
-BatchNorm, ProtoNet against NumPy, chunking, predict() and a smoke training run."""
+"""MAML and its variants (metarobust.learners.maml) against independent references: finite
+differences of the second-order meta-loss, the stop-gradient form of first-order MAML, vmap
+and task-thread paths == loop path, the path chosen on the CPU, ANIL, per-task BatchNorm,
+chunking, train and test inner steps, bad arguments, sinusoid regression."""
 
 from __future__ import annotations
 
@@ -8,21 +9,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _learners import WAYS, grads, image_batch, tiny_conv_maml
 from _nets import TanhNet
 from torch import nn
 
 import metarobust as mr
-from metarobust.learners import MAML, ProtoNet, Task
+from metarobust.learners import MAML, Task
 from metarobust.models import build_model
 
-D, H, WAYS = 4, 5, 3
-
-
-class Flatten(nn.Module):
-    out_features = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1)
+D, H = 4, 5
 
 
 def vector_batch(b: int = 3, shots: int = 2, queries: int = 3, seed: int = 0) -> Task:
@@ -34,36 +29,12 @@ def vector_batch(b: int = 3, shots: int = 2, queries: int = 3, seed: int = 0) ->
     return Task(sx, sy, qx, qy)
 
 
-def image_batch(b: int = 3, shots: int = 2, queries: int = 2, side: int = 8,
-                seed: int = 0) -> Task:
-    g = torch.Generator().manual_seed(seed)
-    sy = torch.arange(WAYS).repeat(shots).expand(b, -1).contiguous()
-    qy = torch.arange(WAYS).repeat(queries).expand(b, -1).contiguous()
-    sx = torch.rand(b, WAYS * shots, 1, side, side, generator=g, dtype=torch.float64)
-    qx = torch.rand(b, WAYS * queries, 1, side, side, generator=g, dtype=torch.float64)
-    return Task(sx, sy, qx, qy)
-
-
 def tiny_maml(variant: str = "maml", order: str = "second", steps: int = 2,
               path: str = "loop", seed: int = 0, **kw) -> MAML:
     torch.manual_seed(seed)
     return MAML(TanhNet(D, H), inner_lr=0.5, inner_steps=steps, order=order, variant=variant,
                 ways=WAYS, path=path, **kw).double()
 
-
-def tiny_conv_maml(variant: str, order: str, path: str, model: str = "conv4_finn",
-                   side: int = 8, **kw) -> MAML:
-    torch.manual_seed(0)
-    net = build_model(model, 1, side, filters=3)
-    return MAML(net, inner_lr=0.3, inner_steps=2, test_inner_steps=3, order=order,
-                variant=variant, ways=WAYS, path=path, **kw).double()
-
-
-def grads(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
-
-
-# ---------------------------------------------------------------- MAML references
 
 def reference_meta_loss(p: dict[str, torch.Tensor], batch: Task, steps: int,
                         lrs: dict[str, torch.Tensor] | float) -> float:
@@ -273,33 +244,6 @@ def test_maml_chunking_same_gradients(path: str) -> None:
         torch.testing.assert_close(outs[0][1][n], outs[1][1][n], rtol=1e-10, atol=1e-13)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: tiny_conv_maml("maml", "second", "vmap"),
-    lambda: tiny_conv_maml("maml", "second", "threads"),
-    lambda: torch.manual_seed(0) and ProtoNet(build_model("conv4_snell", 1, 16,
-                                                          filters=3)).double(),
-], ids=["maml-vmap", "maml-threads", "protonet"])
-def test_meta_backward_without_sync_same_results(make) -> None:
-    side = 16 if isinstance(make(), ProtoNet) else 8
-    batch = image_batch(side=side)
-    outs = []
-    for sync in (True, False):
-        learner = make()
-        outs.append((learner.meta_backward(batch, WAYS, sync=sync), grads(learner)))
-    (synced, g_synced), (lazy, g_lazy) = outs
-    assert all(isinstance(v, float) for v in synced.values())
-    assert synced.keys() == lazy.keys()
-    for k, v in lazy.items():
-        assert float(v) == pytest.approx(synced[k], rel=1e-12)
-    for n in g_synced:
-        torch.testing.assert_close(g_lazy[n], g_synced[n], rtol=0, atol=0)
-    # only the synchronising call reads the labels on the host to check their range
-    bad = image_batch(side=side)
-    bad.query_y[0, 0] = WAYS
-    with pytest.raises(ValueError, match="query_y"):
-        make().meta_backward(bad, WAYS)
-
-
 def test_train_and_test_inner_steps() -> None:
     batch = vector_batch()
     learner = tiny_maml(steps=1)
@@ -349,170 +293,3 @@ def test_maml_sinusoid_regression() -> None:
         torch.testing.assert_close(outs["vmap"][1][n], g, rtol=1e-4, atol=1e-6)
     pred = learner.predict(tasks.support_x[0], tasks.support_y[0], tasks.query_x[0])
     assert pred.shape == (5, 1)
-
-
-# ---------------------------------------------------------------- ProtoNet
-
-def numpy_logits(batch: Task, ways: int, metric: str = "sqeuclidean",
-                 how: str = "mean") -> np.ndarray:
-    sx, sy, qx = (t.numpy() for t in batch[:3])
-    out = []
-    for i in range(sx.shape[0]):
-        agg = {"mean": np.mean, "median": np.median}[how]
-        protos = np.stack([agg(sx[i][sy[i] == c], axis=0) for c in range(ways)])
-        if metric == "sqeuclidean":
-            d = ((qx[i][:, None, :] - protos[None]) ** 2).sum(-1)
-        else:
-            qn = qx[i] / np.linalg.norm(qx[i], axis=1, keepdims=True)
-            pn = protos / np.linalg.norm(protos, axis=1, keepdims=True)
-            d = 1 - qn @ pn.T
-        out.append(-d)
-    return np.stack(out)
-
-
-def embedding_batch(b: int = 2, shots: int = 3, queries: int = 4, dim: int = 6) -> Task:
-    g = torch.Generator().manual_seed(1)
-    sy = torch.stack([torch.randperm(WAYS * shots, generator=g) % WAYS for _ in range(b)])
-    qy = torch.stack([torch.randperm(WAYS * queries, generator=g) % WAYS for _ in range(b)])
-    sx = torch.randn(b, WAYS * shots, dim, generator=g, dtype=torch.float64)
-    qx = torch.randn(b, WAYS * queries, dim, generator=g, dtype=torch.float64)
-    return Task(sx, sy, qx, qy)
-
-
-@pytest.mark.parametrize("metric, how", [("sqeuclidean", "mean"), ("cosine", "mean"),
-                                         ("sqeuclidean", "median")])
-def test_protonet_matches_numpy(metric: str, how: str) -> None:
-    batch = embedding_batch()
-    learner = ProtoNet(Flatten(), metric=metric, prototype=how)
-    logits = learner.query_logits(batch, WAYS)
-    ref = numpy_logits(batch, WAYS, metric, how)
-    np.testing.assert_allclose(logits.numpy(), ref, rtol=1e-10, atol=1e-12)
-    # loss: mean over tasks of the mean query cross-entropy
-    lse = np.log(np.exp(ref).sum(-1))
-    picked = np.take_along_axis(ref, batch.query_y.numpy()[..., None], -1)[..., 0]
-    x = batch.query_x.clone().requires_grad_(True)
-    out = learner.meta_backward(Task(batch.support_x, batch.support_y, x, batch.query_y),
-                                WAYS)
-    assert out["loss"] == pytest.approx((lse - picked).mean(), rel=1e-10)
-    acc = (ref.argmax(-1) == batch.query_y.numpy()).mean()
-    assert out["accuracy"] == pytest.approx(acc)
-    assert x.grad is not None and torch.isfinite(x.grad).all()
-
-
-@pytest.mark.parametrize("prototype", ["median", "trimmed_mean", "geometric_median"])
-def test_protonet_robust_prototypes_train(prototype: str) -> None:
-    torch.manual_seed(0)
-    learner = ProtoNet(build_model("conv4_snell", 1, 16, filters=4), prototype=prototype)
-    batch = image_batch(b=2, shots=5, queries=2, side=16)
-    batch = Task(*(t.float() if t.is_floating_point() else t for t in batch))
-    out = learner.meta_backward(batch, WAYS)
-    assert np.isfinite(out["loss"]) and 0 <= out["accuracy"] <= 1
-    g = grads(learner)
-    assert len(g) == len(list(learner.parameters()))
-    assert all(torch.isfinite(t).all() for t in g.values())
-
-
-def test_protonet_chunking_same_gradients_and_bn_stats() -> None:
-    batch = image_batch(b=3, shots=2, queries=2, side=16)
-    runs = []
-    for chunk in (None, 1, 2):
-        torch.manual_seed(0)
-        learner = ProtoNet(build_model("conv4_snell", 1, 16, filters=3), chunk_size=chunk)
-        learner.double().train()
-        out = learner.meta_backward(batch, WAYS)
-        runs.append((out, grads(learner), dict(learner.named_buffers())))
-    for out, g, buf in runs[1:]:
-        assert out["loss"] == pytest.approx(runs[0][0]["loss"], rel=1e-12)
-        for n in g:
-            torch.testing.assert_close(g[n], runs[0][1][n], rtol=1e-9, atol=1e-12)
-        for n in buf:
-            torch.testing.assert_close(buf[n], runs[0][2][n], rtol=1e-10, atol=1e-12)
-
-
-def test_protonet_ways_and_shots_free() -> None:
-    torch.manual_seed(0)
-    learner = ProtoNet(build_model("conv4_snell", 1, 16, filters=3))
-    learner.meta_backward(Task(*(t.float() if t.is_floating_point() else t
-                                 for t in image_batch(side=16))), WAYS)
-    learner.eval()
-    g = torch.Generator().manual_seed(3)
-    sx = torch.rand(10, 1, 16, 16, generator=g)
-    sy = torch.arange(5).repeat(2)
-    assert learner.predict(sx, sy, torch.rand(7, 1, 16, 16, generator=g)).shape == (7, 5)
-
-
-# ---------------------------------------------------------------- predict and normalize
-
-def test_predict_shapes_and_errors() -> None:
-    torch.manual_seed(0)
-    learners = [ProtoNet(build_model("conv4_snell", 1, 16, filters=3)),
-                MAML(build_model("conv4_finn", 1, 16, filters=3), inner_steps=1, ways=3)]
-    sx, qx = torch.rand(6, 1, 16, 16), torch.rand(4, 1, 16, 16)
-    sy = torch.tensor([0, 1, 2, 0, 1, 2])
-    for learner in learners:
-        learner.train()
-        assert learner.predict(sx, sy, qx).shape == (4, 3)
-        assert learner.training  # mode restored
-        with pytest.raises(ValueError, match=r"cover 0..ways-1.*missing \[1\]"):
-            learner.predict(sx, torch.tensor([0, 2, 2, 0, 2, 0]), qx)
-        with pytest.raises(ValueError, match="support_y"):
-            learner.predict(sx, sy[:5], qx)
-        with pytest.raises(ValueError, match="query_x"):
-            learner.predict(sx, sy, torch.rand(4, 1, 12, 12))
-        with pytest.raises(ValueError, match="support_x, query_x"):
-            learner.predict(sx, sy, torch.rand(4, 16, 16))
-        with pytest.raises(TypeError, match="support_y"):
-            learner.predict(sx, sy.float(), qx)
-        with pytest.raises(TypeError, match="query_x"):
-            learner.predict(sx, sy, qx.numpy())
-    with pytest.raises(ValueError, match="3 outputs.*2-way"):
-        learners[1].predict(sx[:4], torch.tensor([0, 1, 0, 1]), qx)
-
-
-def test_normalize_hook_and_uint8() -> None:
-    torch.manual_seed(0)
-    backbone = build_model("conv4_snell", 1, 16, filters=3)
-    plain = ProtoNet(backbone).eval()
-    normed = ProtoNet(backbone, normalize=(0.5, 0.25)).eval()
-    g = torch.Generator().manual_seed(0)
-    raw = torch.randint(0, 256, (6, 1, 16, 16), generator=g, dtype=torch.uint8)
-    q = torch.randint(0, 256, (4, 1, 16, 16), generator=g, dtype=torch.uint8)
-    sy = torch.tensor([0, 1, 2, 0, 1, 2])
-    sx01, q01 = raw.float() / 255, q.float() / 255
-    expected = plain.predict((sx01 - 0.5) / 0.25, sy, (q01 - 0.5) / 0.25)
-    torch.testing.assert_close(normed.predict(sx01, sy, q01), expected)
-    torch.testing.assert_close(normed.predict(raw, sy, q), expected)
-    assert "norm_mean" in normed.state_dict()
-    with pytest.raises(ValueError, match="normalize"):
-        ProtoNet(backbone, normalize=(0.5, 0.0))
-    with pytest.raises(ValueError, match="normalize: 3 channel"):
-        ProtoNet(backbone, normalize=([0.5] * 3, [0.2] * 3)).predict(sx01, sy, q01)
-
-
-def test_protonet_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="metric"):
-        ProtoNet(Flatten(), metric="l1")
-    with pytest.raises(ValueError, match="prototype"):
-        ProtoNet(Flatten(), prototype="mode")
-    with pytest.raises(ValueError, match="chunk_size"):
-        ProtoNet(Flatten(), chunk_size=0)
-
-
-# ---------------------------------------------------------------- smoke training
-
-def test_protonet_smoke_training() -> None:
-    """30 Adam steps of 5-way 1-shot on the glyphs: the loss goes down (about 1 s)."""
-    torch.manual_seed(0)
-    ds = mr.data.glyphs(num_classes=20, per_class=10, image_size=28)
-    sampler = mr.EpisodeSampler(ds, ways=5, shots=1, queries=5, seed=0)
-    learner = ProtoNet(build_model("conv4_snell", 1, 28, filters=32)).train()
-    opt = torch.optim.Adam(learner.parameters(), lr=1e-3)
-    losses = []
-    for step in range(30):
-        opt.zero_grad()
-        losses.append(learner.meta_backward(sampler.sample_batch(step, 1), 5)["loss"])
-        opt.step()
-    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8]), losses
-    learner.eval()
-    acc = learner.evaluate_batch(sampler.sample_batch(1000, 4), 5)
-    assert acc.shape == (4,) and float(acc.mean()) > 0.4

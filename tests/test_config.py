@@ -1,0 +1,107 @@
+"""TrainConfig (metarobust.config): learner- and dataset-dependent defaults, bad configs refused
+with the field named, the shipped configs, the TOML round trip, and options of the other
+learner family refused."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from _runs import tiny
+
+from metarobust.config import TrainConfig
+from metarobust.train import Trainer
+
+
+@pytest.mark.parametrize("learner, dataset, lr", [
+    ("protonet", "omniglot", 6e-3), ("maml", "omniglot", 1e-3), ("protonet", "glyphs", 1e-3),
+    ("maml", "sinusoid", 3e-3),
+])
+def test_default_learning_rates(learner, dataset, lr):
+    cfg = TrainConfig(learner=learner, dataset=dataset, data_root="data").resolved()
+    assert cfg.lr == lr
+    assert TrainConfig(learner=learner, dataset=dataset, data_root="data",
+                       lr=0.02).resolved().lr == 0.02
+
+
+@pytest.mark.parametrize("learner, dataset, model", [
+    ("protonet", "omniglot", "conv4_snell_ceil"), ("protonet", "glyphs", "conv4_snell"),
+    ("maml", "omniglot", "conv4_finn"), ("maml", "sinusoid", "mlp_sinusoid"),
+])
+def test_default_models(learner, dataset, model):
+    cfg = TrainConfig(learner=learner, dataset=dataset, data_root="data").resolved()
+    assert cfg.model == model
+    linear = learner == "protonet" and dataset == "omniglot"
+    assert cfg.schedule == ("linear" if linear else "cosine")
+    assert TrainConfig(learner=learner, dataset=dataset, data_root="data",
+                       model="resnet12").resolved().model == "resnet12"
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(learner="reptile"), "learner: expected one of"),
+    (dict(dataset="omniglot", data_root=None), "data_root"),
+    (dict(ways=0), "ways: must be >= 1"),
+    (dict(episodes=None, minutes=None), "give one of them"),
+    (dict(schedule="exponential"), "schedule"),
+    (dict(adv_norm="l3"), "adv_norm: expected one of linf, l2"),
+    (dict(adv_eps=-0.1), "adv_eps"),
+    (dict(adv_steps=0), "adv_steps: must be >= 1"),
+    (dict(compile=True, compile_mode="fast"), "compile_mode: expected one of default, "),
+    # set, but switched off or of no use to the dataset: refused, not ignored
+    (dict(adv_eps=0.1), "adv_eps: configures adversarial querying, which is off"),
+    (dict(augment_prob=1.0), "augment_prob: configures corruption augmentation, which is off"),
+    (dict(compile_mode="reduce-overhead"), "compile_mode: configures torch.compile, which is"),
+    (dict(rotations=True), "rotations: rotated classes are added to Omniglot only"),
+    (dict(dataset="idx", data_root="/x", image_size=32), "image_size: dataset 'idx' is not"),
+    (dict(learner="maml", dataset="sinusoid", split="background"), "split: sinusoid tasks"),
+    (dict(model="bogus"), "model: expected one of conv4_finn"),
+    (dict(model="mlp_sinusoid"), "model: 'mlp_sinusoid' does not take dataset 'glyphs'"),
+    (dict(learner="maml", dataset="sinusoid", model="conv4_snell"), "needs mlp_sinusoid"),
+    (dict(test_queries=0), "test_queries: validation needs >= 1 query per class, got 0"),
+    (dict(lr=float("inf")), "lr: must be finite and > 0, got inf"),
+    (dict(learner="maml", inner_lr=float("nan")), "inner_lr: must be finite and >= 0"),
+    (dict(seed=2**64), "seed: must be in"),
+])
+def test_bad_configs(kw, words):
+    with pytest.raises(ValueError, match=words):
+        Trainer(tiny(**kw), "/nonexistent/run", progress=False)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.toml")),
+                         ids=lambda p: p.stem)
+def test_shipped_configs_are_valid(path):
+    cfg = TrainConfig.load(path)
+    assert cfg.dataset == "omniglot"  # all of them; each needs only the data root
+    cfg = dataclasses.replace(cfg, data_root="DATA")
+    cfg.check()
+    resolved = cfg.resolved()
+    assert resolved.model == cfg.model and resolved.lr == cfg.lr
+
+
+def test_config_toml_round_trip_and_unknown_keys(tmp_path):
+    cfg = tiny(minutes=1.5, episodes=None, test_ways=7)
+    cfg.save(tmp_path / "c.toml")
+    assert TrainConfig.load(tmp_path / "c.toml") == cfg
+    (tmp_path / "bad.toml").write_text('learner = "protonet"\nwayz = 5\n')
+    with pytest.raises(ValueError, match="unknown keys wayz"):
+        TrainConfig.load(tmp_path / "bad.toml")
+
+
+@pytest.mark.parametrize("learner, option, message", [
+    ("maml", dict(prototype="median"), "prototype: a ProtoNet option; 'maml' has no prototypes"),
+    ("anil", dict(metric="cosine"), "metric: a ProtoNet option; 'anil' has no prototypes"),
+    ("protonet", dict(inner_steps=5), "inner_steps: a MAML option; ProtoNet has no inner"),
+    ("protonet", dict(inner_lr=0.1), "inner_lr: a MAML option"),
+    ("protonet", dict(test_inner_steps=3), "test_inner_steps: a MAML option"),
+    ("protonet", dict(metric="l1"), "metric: expected one of sqeuclidean, cosine; got 'l1'"),
+    ("protonet", dict(prototype="mode"), "prototype: expected one of mean, median"),
+])
+def test_options_of_the_other_learner_family_are_refused(learner, option, message):
+    # Silently ignoring them would train something else than the user asked for.
+    with pytest.raises(ValueError, match=message):
+        tiny(learner=learner, **option).check()
+    name, _ = next(iter(option.items()))
+    tiny(learner=learner, **{name: TrainConfig.__dataclass_fields__[name].default}).check()
+    tiny(learner="protonet", prototype="geometric_median", metric="cosine").check()
+    tiny(learner="fomaml", inner_steps=5, inner_lr=0.1, test_inner_steps=3).check()

@@ -1,0 +1,43 @@
+"""The robustness report (metarobust.robust.report): the JSON, CSV and PNG files consistent
+with each other (written through `metarobust robustness --out`), and the table with one
+column per run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from _runs import tiny_suite
+
+from metarobust.cli import main
+from metarobust.robust.report import format_table, load_result, read_csv
+
+
+def test_report_files_are_consistent(runs, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["robustness", str(runs[0]), "--suite", "quick", "--families", "clean",
+                 "label_noise_symmetric", "gaussian_noise", "fgsm", "--episodes", "4",
+                 "--out", str(out), "--no-progress", "--device", "cpu"])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    paths = json.loads(stdout.strip().splitlines()[-1])
+    assert {Path(paths[k]).name for k in ("json", "csv", "png")} == {
+        "robustness.json", "robustness.csv", "robustness.png"}
+    result = load_result(out)
+    assert result["run"] == str(runs[0]) and result["suite"] == "quick"
+    rows = result["rows"]
+    assert paths["rows"] == len(rows) > 0
+    assert read_csv(out / "robustness.csv") == rows  # same rows, floats read back equal
+    assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {r["family"] for r in rows} == {"clean", "label_noise_symmetric", "gaussian_noise",
+                                           "fgsm"}
+    assert all(0 <= r["accuracy"] <= 1 and r["ci95"] >= 0 and r["episodes"] == 4 for r in rows)
+    assert "label_noise_symmetric" in stdout and "8/255" in stdout
+    assert not (Path(runs[0]) / "robustness.json").exists()  # --out was honoured
+
+
+def test_format_table_has_one_column_per_run(runs):
+    res = tiny_suite(runs[0], {"clean": [0], "fgsm": [4 / 255]}, episodes=3)
+    table = format_table([res, {**res, "run": "/x/other"}])
+    assert "run_a" in table.splitlines()[0] and "other" in table.splitlines()[0]
+    assert "4/255" in table
