@@ -26,7 +26,6 @@ def test_bad_grids(grid, words):
 
 
 def test_bad_severity():
-    pytest.importorskip("metarobust.robust.corruptions")
     with pytest.raises(ValueError, match="whole numbers 1..5"):
         check_grid({"corruption:gaussian_blur": [0]})
     with pytest.raises(ValueError, match="unknown corruption 'melt'"):
@@ -34,7 +33,6 @@ def test_bad_severity():
 
 
 def test_suite_levels_grow():
-    pytest.importorskip("metarobust.robust.corruptions")
     quick, default, full = (suite_grid(s, "omniglot") for s in ("quick", "default", "full"))
     assert set(quick) <= set(default) <= set(full)
     for fam in default:

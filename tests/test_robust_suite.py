@@ -62,7 +62,6 @@ def test_omniglot_shift_on_real_data(runs, data_root):
 
 
 def test_corruption_cells(runs):
-    pytest.importorskip("metarobust.robust.corruptions")
     res = tiny_suite(runs[0], {"clean": [0], "corruption:gaussian_blur": [1, 5]}, episodes=3)
     assert [r["strength"] for r in res["rows"]] == [0.0, 1.0, 5.0]
     assert res["rows"][1]["setting"] == "5-way 1-shot, query"
