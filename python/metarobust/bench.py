@@ -1554,12 +1554,12 @@ def run(what: str = "all", *, ways: int | None = None, shots: int | None = None,
         w, k = ways or 5, shots or 1
         q = 15 if queries is None else queries
         t = tasks or DEFAULT_MAML_TASKS
-        batch = maml_batch(t, w, k, q, data_root=data_root, device=device)
+        meta_batch = maml_batch(t, w, k, q, data_root=data_root, device=device)
         auto = maml_auto_path(device, t)
-        print(f"\nMAML: {MAML_MODEL} on {tuple(batch.support_x.shape[2:])} inputs, "
+        print(f"\nMAML: {MAML_MODEL} on {tuple(meta_batch.support_x.shape[2:])} inputs, "
               f"{w}-way {k}-shot {q}-query, meta-batch {t}, {MAML_INNER_STEPS} inner step(s) "
               f"at lr {MAML_INNER_LR}, device {device}: path auto -> {auto}", file=file)
-        rows = bench_maml(batch, repeats=maml_repeats, device=device)
+        rows = bench_maml(meta_batch, repeats=maml_repeats, device=device)
         mem = ("VmHWM - VmRSS before the step, fresh subprocess per candidate"
                if torch.device(device).type == "cpu" else
                "cuda max_memory_allocated - allocated before, subprocess per candidate")
