@@ -13,7 +13,7 @@ from metarobust.bench import sampler as bs
 from metarobust.episodes import Episode
 
 CLASSES, PER_CLASS = 12, 6
-WAYS, SHOTS, QUERIES, BATCH = 3, 2, 2, 4
+WAYS, SHOTS, QUERIES, BATCH = 3, 2, 3, 4
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_bench_sampler_rows_and_summary_on_a_tiny_setting(data):
     assert [r["candidate"] for r in rows] == list(bs.SAMPLER_CANDIDATES)
     eps = {r["candidate"]: r["episodes/s"] for r in rows}
     for r in rows:
-        assert r["setting"] == "3w2s2q" and r["dtype"] == "uint8" and r["batch"] == BATCH
+        assert r["setting"] == "3w2s3q" and r["dtype"] == "uint8" and r["batch"] == BATCH
         assert r["episodes/s"] == pytest.approx(BATCH / (r["ms/batch"] / 1e3))
         assert r["rust speedup"] == pytest.approx(eps[r["candidate"]] / eps["rust"])
     (summary,) = bs.sampler_summary(rows)
