@@ -22,14 +22,14 @@ import os
 import shlex
 import sys
 
-from metarobust import bench
+from metarobust.cli.bench import add_parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="compare.py")
     sub = parser.add_subparsers(dest="command")
-    bench.add_bench_parser(sub)
+    add_parser(sub)
     args = parser.parse_args(["bench", *argv])
     env = os.environ.get("METAROBUST_DATA")
     cmd = shlex.join(["python", "benches/compare.py", *argv])

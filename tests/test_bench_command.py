@@ -1,5 +1,5 @@
-"""metarobust.bench.command: the ``bench`` parser shows the package's defaults and
-``run_cli`` runs it (bad arguments: tests/test_bench.py)."""
+"""metarobust.bench.command: ``run_cli`` runs the benchmarks; the ``bench`` parser of
+metarobust.cli.bench shows the package's defaults (bad arguments: test_cli_bench.py)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,26 @@ import torch
 
 from metarobust import bench
 from metarobust.bench import command
+from metarobust.cli import bench as cli_bench
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarobust")
-    bench.add_bench_parser(parser.add_subparsers(dest="command"))
+    cli_bench.add_parser(parser.add_subparsers(dest="command"))
     return parser
 
 
 def test_defaults_are_the_package_constants():
+    # the command line keeps its own copy (it must not import the benchmark package)
+    for name in ("WHATS", "DEFAULT_BATCH", "DEFAULT_MAML_TASKS", "DEFAULT_MAML_REPEATS",
+                 "DEFAULT_REPEATS", "DEFAULT_MIN_TIME", "CORRUPTION_SEVERITY"):
+        assert getattr(cli_bench, name) == getattr(bench, name), name
     args = _parser().parse_args(["bench"])
-    assert args.what == "all" and args.func is bench.run_cli
+    assert args.what == "all" and args.func is cli_bench.run
     assert args.min_time == bench.DEFAULT_MIN_TIME
     assert args.severity == bench.CORRUPTION_SEVERITY
     assert args.repeats is args.batch is args.tasks is None  # each subject's own default
-    help_text = bench.add_bench_parser(argparse.ArgumentParser().add_subparsers()).format_help()
+    help_text = cli_bench.add_parser(argparse.ArgumentParser().add_subparsers()).format_help()
     for words in (f"(default {bench.DEFAULT_BATCH})", f"(default {bench.DEFAULT_MAML_TASKS})",
                   f"(default {bench.DEFAULT_REPEATS}; maml {bench.DEFAULT_MAML_REPEATS})",
                   f"(default {bench.CORRUPTION_SEVERITY})", "{" + ",".join(bench.WHATS) + "}"):

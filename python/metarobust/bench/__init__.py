@@ -23,7 +23,7 @@ Submodules, by subject:
 from __future__ import annotations
 
 from ..episodes import CORRUPTIONS as CORRUPTIONS  # noqa: F401  (bench.CORRUPTIONS, benches/)
-from .command import add_bench_parser, run_cli
+from .command import run_cli
 from .corruptions import (
     CORRUPTION_SETTING,
     CORRUPTION_SEVERITY,
@@ -100,5 +100,5 @@ __all__ = [
     # corruptions
     "corruption_candidates", "bench_corruptions", "corruption_summary",
     # orchestration and command line
-    "run", "add_bench_parser", "run_cli",
+    "run", "run_cli",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,8 @@ def corruption_candidates(images: np.ndarray, labels: np.ndarray,
         if name != "clean" and name not in CORRUPTIONS:
             raise ValueError(f"corruption candidate: expected 'clean' or one of "
                              f"{CORRUPTIONS}, got {name!r}")
-        corruption = {} if name == "clean" else dict(corruption=name, severity=severity)
+        corruption: dict[str, Any] = (
+            {} if name == "clean" else dict(corruption=name, severity=severity))
         sampler = EpisodeSampler((images, labels), ways=ways, shots=shots, queries=queries,
                                  seed=seed, dtype=dtype, **corruption,
                                  corruption_cache_mb=256 if cache else 0)

@@ -27,6 +27,7 @@ Diagnostic: :func:`kernel_overhead_probe`, the Python/autograd share of the fuse
 
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -58,6 +59,12 @@ def kernel_flops(shape: Shape, mode: str) -> int:
     b, n, k, q, d = shape
     gemm, protos = 2 * b * q * n * d, b * n * k * d
     return gemm + protos if mode == "fwd" else 3 * gemm + 2 * protos
+
+
+def _torch_candidate(dist: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                     q: torch.Tensor, s: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """A torch reference: mean prototypes, then ``dist`` to the queries."""
+    return dist(q, _torch_protos(s, n, k))
 
 
 def _torch_protos(s: torch.Tensor, n: int, k: int) -> torch.Tensor:
@@ -98,7 +105,7 @@ def default_kernel_candidates() -> tuple[str, ...]:
     """``rust``, the torch expressions at torch's thread count and, when that is above one,
     the same expressions run single-threaded (``/1t``): on a small or shared machine the
     OpenMP threads of torch can cost more than they gain, so both count as references."""
-    names = KERNEL_CANDIDATES
+    names: tuple[str, ...] = KERNEL_CANDIDATES
     if torch.get_num_threads() > 1:
         names += tuple(f"{n}/1t" for n in KERNEL_CANDIDATES if n != "rust")
     return names
@@ -134,9 +141,9 @@ def kernel_candidates(shape: Shape, mode: str, seed: int = 0,
     for name in default_kernel_candidates() if names is None else names:
         base, _, suffix = name.partition("/")
         if base == "rust" and not suffix:
-            out[name] = make(lambda: ops.prototype_distances(s, lab, q, n))
+            out[name] = make(functools.partial(ops.prototype_distances, s, lab, q, n))
         elif base in _TORCH_DIST and suffix in ("", "1t"):
-            fn = make(lambda f=_TORCH_DIST[base]: f(q, _torch_protos(s, n, k)))
+            fn = make(functools.partial(_torch_candidate, _TORCH_DIST[base], q, s, n, k))
             out[name] = _single_thread(fn) if suffix else fn
         else:
             raise ValueError(f"kernel candidate: expected rust or one of "

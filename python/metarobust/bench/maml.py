@@ -106,7 +106,8 @@ def _reference_net(batch: Episode, ways: int, seed: int) -> nn.Module:
     channels, size = _image_shape(batch)
     torch.manual_seed(seed)
     body = build_model(MAML_MODEL, in_channels=channels, image_size=size)
-    head = nn.Linear(body.out_features, ways)
+    # every metarobust backbone has out_features; torch types Module attributes as modules
+    head = nn.Linear(int(body.out_features), ways)  # type: ignore[arg-type]
     for m in body.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.track_running_stats = False
@@ -254,7 +255,9 @@ def _maml_step_peak(batch: Episode, order: str, candidate: str, ways: int,
     base_kib = _proc_status_kib("VmRSS")
     if base_kib is not None and _reset_peak_rss():
         fn()
-        return (_proc_status_kib("VmHWM") - base_kib) * 1024, "VmHWM - VmRSS"
+        peak_kib = _proc_status_kib("VmHWM")
+        if peak_kib is not None:
+            return (peak_kib - base_kib) * 1024, "VmHWM - VmRSS"
     # no /proc: ru_maxrss already holds the warm-up's peak; a fresh process would be needed
     return -1, "unavailable"
 

@@ -47,7 +47,8 @@ def _clone_module(module: nn.Module) -> nn.Module:
     ``clone_module``: the module object and its dictionaries are copied, not deep-copied."""
     clone = module.__new__(type(module))
     clone.__dict__ = module.__dict__.copy()
-    clone._parameters = {k: None if p is None else p.clone()
+    # plain tensors where parameters were, as learn2learn leaves them
+    clone._parameters = {k: None if p is None else p.clone()  # type: ignore[misc]
                          for k, p in module._parameters.items()}
     clone._buffers = module._buffers.copy()
     clone._modules = {k: None if m is None else _clone_module(m)
@@ -60,7 +61,7 @@ def _update_module(module: nn.Module, updates: dict[int, torch.Tensor]) -> None:
     submodules (learn2learn's ``update_module``)."""
     for k, p in module._parameters.items():
         if p is not None:
-            module._parameters[k] = p + updates[id(p)]
+            module._parameters[k] = p + updates[id(p)]  # type: ignore[assignment]
     for m in module._modules.values():
         if m is not None:
             _update_module(m, updates)

@@ -85,6 +85,7 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:

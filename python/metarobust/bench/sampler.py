@@ -62,7 +62,7 @@ def omniglot_like(data_root: str | None = None, image_size: int = 28,
         for i, im in enumerate(flat):
             # Not view(uint8) * 255: the file stores True as 0xFF, and 0xFF * 255 wraps to 1.
             pil = Image.fromarray(np.where(im, np.uint8(255), np.uint8(0)), mode="L")
-            images[i, 0] = np.asarray(pil.resize((image_size, image_size), Image.BOX))
+            images[i, 0] = np.asarray(pil.resize((image_size, image_size), Image.Resampling.BOX))
         labels = np.repeat(np.arange(classes, dtype=np.int64), per_class)
         return images, labels, f"Omniglot background ({path}), dark ink on white, BOX-resized"
     rng = np.random.default_rng(seed)

@@ -14,6 +14,8 @@ WHATS = ("sampler", "kernels", "maml", "corruptions", "all")
 DEFAULT_BATCH = 64
 DEFAULT_MAML_TASKS = 32
 DEFAULT_MAML_REPEATS = 3
+DEFAULT_REPEATS = 7
+DEFAULT_MIN_TIME = 0.1
 CORRUPTION_SEVERITY = 3
 
 
@@ -33,9 +35,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, default=None,
                    help=f"tasks per kernel call; MAML meta-batch (default {DEFAULT_MAML_TASKS})")
     p.add_argument("--repeats", type=int, default=None,
-                   help=f"interleaved rounds (default 7; maml {DEFAULT_MAML_REPEATS})")
-    p.add_argument("--min-time", type=float, default=0.1,
-                   help="seconds per timed block of calls (default 0.1)")
+                   help=f"interleaved rounds (default {DEFAULT_REPEATS}; "
+                        f"maml {DEFAULT_MAML_REPEATS})")
+    p.add_argument("--min-time", type=float, default=DEFAULT_MIN_TIME,
+                   help=f"seconds per timed block of calls (default {DEFAULT_MIN_TIME})")
     p.add_argument("--data-root", default=None,
                    help="folder holding omniglot-npz/ (default $METAROBUST_DATA)")
     p.add_argument("--no-diagnostics", action="store_true",
@@ -48,6 +51,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import run_cli
+    from ..bench.command import run_cli
 
     return run_cli(args)
