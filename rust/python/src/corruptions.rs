@@ -1,6 +1,7 @@
 //! Image corruptions on numpy arrays: dtype dispatch, checks, GIL release.
 
-use metarobust_core::corruptions::{Corruption, Unit, NAMES};
+use metarobust_core::corruptions::{Corruption, NAMES};
+use metarobust_core::pixel::Pixel;
 use numpy::{Element, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -46,7 +47,7 @@ fn corrupt_into(
     }
 }
 
-fn run<T: Unit + Element>(
+fn run<T: Pixel + Element>(
     py: Python<'_>,
     images: &Bound<'_, PyAny>,
     out: &Bound<'_, PyAny>,
