@@ -101,6 +101,7 @@ def corrupt_into(
     index: int,
     ink: str,
 ) -> None: ...
+def corruption_info() -> list[dict[str, str | tuple[float, ...]]]: ...
 def conv_block_forward(
     x: npt.NDArray[np.float32],
     weight: npt.NDArray[np.float32],
