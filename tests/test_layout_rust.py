@@ -15,9 +15,12 @@ BINDING = ROOT / "rust" / "python" / "src"
 MAX_FILE_LINES = 1000
 MAX_FN_LINES = 80
 
-# "path relative to the crate's src :: function name" -> why it stays long. Empty: every
-# function fits; split a new long one where that reads naturally, else list it here.
-LONG_FNS: dict[str, str] = {}
+# "path relative to the crate's src :: function name" -> why it stays long. Split a new long
+# function where that reads naturally; list it here only with a reason.
+LONG_FNS: dict[str, str] = {
+    "conv_block.rs::backward_image_body": "the block backward's hot loop over pooling windows; "
+                                          "split into three inlined steps it ran ~1.5% slower",
+}
 
 _TOKENS = re.compile(
     r"""//[^\n]*                      # line comment

@@ -561,7 +561,7 @@ fn backward_image_body<const FMA: bool>(
     padded(img, sh, &mut pad);
     let mut patches = vec![0f32; 4 * k];
     let mut xh = vec![0f32; 4 * cc];
-    let mut rest = vec![0f32; cc];
+    let (wide, mut rest) = (cc / 64 * 64, vec![0f32; cc]);
     let (mut db, mut dg, mut gp) = (vec![0f32; cc], vec![0f32; cc], vec![0f32; k * cc]);
     // Per channel: which pixel of the window is its maximum, and the gradient it takes.
     let mut which = vec![0f32; cc];
@@ -569,23 +569,78 @@ fn backward_image_body<const FMA: bool>(
     let mut gsel = vec![0f32; 4 * cc];
     for (py, g_row) in g_img.chunks_exact(wp * cc).enumerate() {
         for (px, g) in g_row.chunks_exact(cc).enumerate() {
-            window_xhat::<FMA>(
-                &pad,
-                sh,
-                (py, px),
-                (wx, bx, mu),
-                &mut patches,
-                &mut xh,
-                &mut rest,
-            );
-            take_maxima::<FMA>(
-                &xh,
-                g,
-                (gamma, beta),
-                (&mut which, &mut gj),
-                (&mut db, &mut dg),
-            );
-            add_max_patches::<FMA>(&mut gp, &mut gsel, &patches, &which, &gj);
+            for (j, (dy, dx)) in WINDOW.into_iter().enumerate() {
+                let p = &mut patches[j * k..(j + 1) * k];
+                centred_patch(&pad, sh, 2 * py + dy, 2 * px + dx, mu, p);
+                let xj = &mut xh[j * cc..(j + 1) * cc];
+                for c0 in (0..wide).step_by(64) {
+                    let v = affine64::<FMA>(bx, wx, cc, c0, p);
+                    for (d, v) in xj[c0..c0 + 64].chunks_exact_mut(8).zip(v) {
+                        d.copy_from_slice(&v);
+                    }
+                }
+                if wide < cc {
+                    affine::<FMA>(&mut rest, bx, wx, p);
+                    xj[wide..].copy_from_slice(&rest[wide..]);
+                }
+            }
+            // The first maximum in row-major order takes the gradient (as torch's
+            // max-pooling; strict comparisons); the ReLU passes it where that maximum is
+            // positive. One zipped pass over the channels with bit-mask selects: it
+            // vectorises (a plain `if` becomes masked stores, microcoded on AMD).
+            let (x0, rest) = xh.split_at(cc);
+            let (x1, rest) = rest.split_at(cc);
+            let (x2, x3) = rest.split_at(cc);
+            let xs = x0.iter().zip(x1).zip(x2.iter().zip(x3));
+            let params = gamma.iter().zip(beta);
+            for ((((w, o), (d, e)), &gv), (((&a0, &a1), (&a2, &a3)), (&ga, &be))) in which
+                .iter_mut()
+                .zip(gj.iter_mut())
+                .zip(db.iter_mut().zip(dg.iter_mut()))
+                .zip(g)
+                .zip(xs.zip(params))
+            {
+                let (mut top, mut top_x, mut at) = (ga * a0 + be, a0, 0.0f32);
+                for (jf, x) in [(1.0f32, a1), (2.0, a2), (3.0, a3)] {
+                    let y = ga * x + be;
+                    let up = 0u32.wrapping_sub((y > top) as u32);
+                    let pick = |new: f32, old: f32| {
+                        f32::from_bits((new.to_bits() & up) | (old.to_bits() & !up))
+                    };
+                    (top, top_x, at) = (pick(y, top), pick(x, top_x), pick(jf, at));
+                }
+                let gc = if top > 0.0 { gv } else { 0.0 };
+                *d += gc;
+                *e = madd::<FMA>(gc, top_x, *e);
+                (*w, *o) = (at, gc);
+            }
+            // Each channel's gradient times the patch of its maximum, tap by tap, as
+            // `sum_j g_j p_j` with `g_j` zero but at the maximum: multiply-adds of an exact
+            // zero leave the sum as it is, and they vectorise where per-channel selects
+            // of the patch value do not.
+            for (j, gs) in gsel.chunks_exact_mut(cc).enumerate() {
+                let jf = j as f32;
+                for ((g, &w), &gc) in gs.iter_mut().zip(&which).zip(&gj) {
+                    *g = if w == jf { gc } else { 0.0 };
+                }
+            }
+            let (g0, rest) = gsel.split_at(cc);
+            let (g1, rest) = rest.split_at(cc);
+            let (g2, g3) = rest.split_at(cc);
+            for (t, row) in gp.chunks_exact_mut(cc).enumerate() {
+                let (p0, p1, p2, p3) = (
+                    patches[t],
+                    patches[k + t],
+                    patches[2 * k + t],
+                    patches[3 * k + t],
+                );
+                for ((r, (&a0, &a1)), (&a2, &a3)) in
+                    row.iter_mut().zip(g0.iter().zip(g1)).zip(g2.iter().zip(g3))
+                {
+                    let v = madd::<FMA>(a3, p3, madd::<FMA>(a2, p2, *r));
+                    *r = madd::<FMA>(a1, p1, madd::<FMA>(a0, p0, v));
+                }
+            }
         }
     }
     // f32 sums over an image's windows (a few hundred terms), then f64.
@@ -599,121 +654,6 @@ fn backward_image_body<const FMA: bool>(
         *s += *v as f64;
     }
     sums
-}
-
-/// The centred patches of the four pixels of pooling window `(py, px)` (`patches`, `k`
-/// each) and their `xhat = wx . p + bx` per channel (`xh`, `C` each); `rest` is scratch for
-/// the channels past the last whole 64.
-#[inline(always)]
-fn window_xhat<const FMA: bool>(
-    pad: &[f32],
-    sh: &BlockShape,
-    (py, px): (usize, usize),
-    (wx, bx, mu): (&[f32], &[f32], &[f32]),
-    patches: &mut [f32],
-    xh: &mut [f32],
-    rest: &mut [f32],
-) {
-    let (k, cc) = (sh.k(), sh.c);
-    let wide = cc / 64 * 64;
-    for (j, (dy, dx)) in WINDOW.into_iter().enumerate() {
-        let p = &mut patches[j * k..(j + 1) * k];
-        centred_patch(pad, sh, 2 * py + dy, 2 * px + dx, mu, p);
-        let xj = &mut xh[j * cc..(j + 1) * cc];
-        for c0 in (0..wide).step_by(64) {
-            let v = affine64::<FMA>(bx, wx, cc, c0, p);
-            for (d, v) in xj[c0..c0 + 64].chunks_exact_mut(8).zip(v) {
-                d.copy_from_slice(&v);
-            }
-        }
-        if wide < cc {
-            affine::<FMA>(rest, bx, wx, p);
-            xj[wide..].copy_from_slice(&rest[wide..]);
-        }
-    }
-}
-
-/// Per channel, which pixel of the window (`xh`: the four pixels' `xhat`) is its maximum
-/// after the BatchNorm (`which`, as a float), the gradient `g` it takes through the ReLU
-/// (`gj`), and that gradient added to the sums `db` and `dg` (times `xhat`).
-#[inline(always)]
-fn take_maxima<const FMA: bool>(
-    xh: &[f32],
-    g: &[f32],
-    (gamma, beta): (&[f32], &[f32]),
-    (which, gj): (&mut [f32], &mut [f32]),
-    (db, dg): (&mut [f32], &mut [f32]),
-) {
-    let cc = g.len();
-    // The first maximum in row-major order takes the gradient (as torch's
-    // max-pooling; strict comparisons); the ReLU passes it where that maximum is
-    // positive. One zipped pass over the channels with bit-mask selects: it
-    // vectorises (a plain `if` becomes masked stores, microcoded on AMD).
-    let (x0, rest) = xh.split_at(cc);
-    let (x1, rest) = rest.split_at(cc);
-    let (x2, x3) = rest.split_at(cc);
-    let xs = x0.iter().zip(x1).zip(x2.iter().zip(x3));
-    let params = gamma.iter().zip(beta);
-    for ((((w, o), (d, e)), &gv), (((&a0, &a1), (&a2, &a3)), (&ga, &be))) in which
-        .iter_mut()
-        .zip(gj.iter_mut())
-        .zip(db.iter_mut().zip(dg.iter_mut()))
-        .zip(g)
-        .zip(xs.zip(params))
-    {
-        let (mut top, mut top_x, mut at) = (ga * a0 + be, a0, 0.0f32);
-        for (jf, x) in [(1.0f32, a1), (2.0, a2), (3.0, a3)] {
-            let y = ga * x + be;
-            let up = 0u32.wrapping_sub((y > top) as u32);
-            let pick =
-                |new: f32, old: f32| f32::from_bits((new.to_bits() & up) | (old.to_bits() & !up));
-            (top, top_x, at) = (pick(y, top), pick(x, top_x), pick(jf, at));
-        }
-        let gc = if top > 0.0 { gv } else { 0.0 };
-        *d += gc;
-        *e = madd::<FMA>(gc, top_x, *e);
-        (*w, *o) = (at, gc);
-    }
-}
-
-/// Adds each channel's gradient `gj` times the patch of its maximum (`which` of the four
-/// `patches`) to `gp` (`k * C + c`); `gsel` is scratch for the four pixels' gradients.
-#[inline(always)]
-fn add_max_patches<const FMA: bool>(
-    gp: &mut [f32],
-    gsel: &mut [f32],
-    patches: &[f32],
-    which: &[f32],
-    gj: &[f32],
-) {
-    let (cc, k) = (gj.len(), patches.len() / 4);
-    // Each channel's gradient times the patch of its maximum, tap by tap, as
-    // `sum_j g_j p_j` with `g_j` zero but at the maximum: multiply-adds of an exact
-    // zero leave the sum as it is, and they vectorise where per-channel selects
-    // of the patch value do not.
-    for (j, gs) in gsel.chunks_exact_mut(cc).enumerate() {
-        let jf = j as f32;
-        for ((g, &w), &gc) in gs.iter_mut().zip(which).zip(gj) {
-            *g = if w == jf { gc } else { 0.0 };
-        }
-    }
-    let (g0, rest) = gsel.split_at(cc);
-    let (g1, rest) = rest.split_at(cc);
-    let (g2, g3) = rest.split_at(cc);
-    for (t, row) in gp.chunks_exact_mut(cc).enumerate() {
-        let (p0, p1, p2, p3) = (
-            patches[t],
-            patches[k + t],
-            patches[2 * k + t],
-            patches[3 * k + t],
-        );
-        for ((r, (&a0, &a1)), (&a2, &a3)) in
-            row.iter_mut().zip(g0.iter().zip(g1)).zip(g2.iter().zip(g3))
-        {
-            let v = madd::<FMA>(a3, p3, madd::<FMA>(a2, p2, *r));
-            *r = madd::<FMA>(a1, p1, madd::<FMA>(a0, p0, v));
-        }
-    }
 }
 
 dispatch_avx2!(backward_image => backward_image_body(
