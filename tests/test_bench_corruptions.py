@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from metarobust.bench import corruptions as bc
-from metarobust.episodes import CORRUPTIONS
+from metarobust.corruption_info import CORRUPTIONS
 
 SETTING, BATCH = (2, 1, 2), 2
 

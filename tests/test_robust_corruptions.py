@@ -1,11 +1,13 @@
 """Corruptions: metarobust.robust.corrupt and the corrupting EpisodeSampler (determinism,
-range, severity monotone on real glyphs, stream mapping, batch split, pickling, bad input)."""
+range, severity monotone on real glyphs, stream mapping, batch split, pickling, bad input),
+and the table of what each does (CORRUPTION_INFO) against measured facts."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +21,8 @@ from hypothesis import strategies as st
 import metarobust as mr
 from metarobust import _core
 from metarobust.robust import CORRUPTIONS, corrupt
+from metarobust.robust import corruptions as corruptions_module
+from metarobust.robust.corruptions import CORRUPTION_INFO
 
 NAMES = (
     "gaussian_noise", "impulse_noise", "gaussian_blur", "thicken", "thin", "elastic",
@@ -34,7 +38,7 @@ def glyph_images(n: int = 8) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def omniglot28(data_root: Path) -> np.ndarray:
-    """Eight Omniglot drawings (two characters), BOX-resized 105 -> 28 as bench.py does."""
+    """Eight Omniglot drawings (two characters), BOX-resized 105 -> 28 as the benchmarks do."""
     from PIL import Image
 
     alphabet = sorted((data_root / "omniglot-py" / "images_background").iterdir())[0]
@@ -48,7 +52,7 @@ def mad(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_names():
-    assert CORRUPTIONS == NAMES == _core.CORRUPTIONS == mr.episodes.CORRUPTIONS
+    assert CORRUPTIONS == NAMES == _core.CORRUPTIONS == mr.corruption_info.CORRUPTIONS
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])
@@ -420,3 +424,70 @@ def test_augment_bad_arguments(kwargs, match):
     s = sampler()
     with pytest.raises(TypeError, match="transform: expected a callable"):
         s.batches(2, transform="thin")
+
+
+# The table the module's documentation listed by hand before it came from the core.
+DOCUMENTED_VALUES = {
+    "gaussian_noise": (0.08, 0.12, 0.18, 0.26, 0.38),
+    "impulse_noise": (0.03, 0.06, 0.09, 0.17, 0.27),
+    "gaussian_blur": (0.5, 0.75, 1, 1.25, 1.5),
+    "thicken": (0.4, 0.7, 1, 1.4, 1.8),
+    "thin": (0.15, 0.3, 0.45, 0.6, 0.8),
+    "elastic": (0.6, 0.9, 1.2, 1.6, 2),
+    "occlusion": (1, 2, 3, 4, 5),
+    "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),
+    "rotate": (0.2, 0.4, 0.6, 0.8, 1),
+    "shear": (0.2, 0.4, 0.6, 0.8, 1),
+}
+
+
+def test_info_and_the_generated_table_keep_the_documented_values():
+    assert {name: info.values for name, info in CORRUPTION_INFO.items()} == DOCUMENTED_VALUES
+    doc = corruptions_module.__doc__
+    for name, values in DOCUMENTED_VALUES.items():
+        row = next(line for line in doc.splitlines() if line.startswith(name + " "))
+        assert ", ".join(f"{v:g}" for v in values) in row, row
+    assert ">>> corrupt(x" in doc and "ink" in doc and "min(H, W) / 28" in doc
+
+
+def _clipped_normal_std(std: float) -> float:
+    """The std of ``clip(0.5 + std z, 0, 1)``, ``z ~ N(0, 1)``, by numerical integration."""
+    z = np.linspace(-8, 8, 160_001)
+    w = np.exp(-0.5 * z * z)
+    w /= w.sum()
+    v = np.clip(0.5 + std * z, 0, 1)
+    return float(np.sqrt((w * v * v).sum() - (w * v).sum() ** 2))
+
+
+def test_gaussian_noise_has_the_listed_std():
+    x = np.full((4, 1, 64, 64), 0.5, np.float32)
+    for severity, std in enumerate(CORRUPTION_INFO["gaussian_noise"].values, 1):
+        got = corrupt(x, "gaussian_noise", severity, seed=3).std()
+        assert abs(got / _clipped_normal_std(std) - 1) < 0.03, (severity, std, got)
+
+
+def test_impulse_noise_changes_the_listed_fraction():
+    x = np.full((4, 1, 128, 128), 0.5, np.float32)
+    for severity, amount in enumerate(CORRUPTION_INFO["impulse_noise"].values, 1):
+        out = corrupt(x, "impulse_noise", severity, seed=5)
+        salt, pepper = (out == 1).mean(), (out == 0).mean()
+        assert abs((salt + pepper) / amount - 1) < 0.1, (severity, amount, salt + pepper)
+        assert (out != 0.5).sum() == (out == 1).sum() + (out == 0).sum()
+        assert abs(salt - pepper) < 0.2 * amount, (severity, salt, pepper)
+
+
+def test_occlusion_draws_the_listed_number_of_squares():
+    side = int(re.fullmatch(r"squares of (\d+)x\1 px", CORRUPTION_INFO["occlusion"].parameter)[1])
+    x = np.full((200, 1, 28, 28), 255, np.uint8)
+    for severity, count in enumerate(CORRUPTION_INFO["occlusion"].values, 1):
+        ink = (corrupt(x, "occlusion", severity, seed=2) == 0).sum(axis=(1, 2, 3))
+        # Squares may overlap, but among 200 images some have them all apart.
+        assert ink.max() == count * side * side and ink.min() >= side * side, severity
+
+
+def test_contrast_scales_by_the_listed_factor():
+    x = np.random.default_rng(0).random((2, 3, 28, 28), dtype=np.float32)
+    for severity, factor in enumerate(CORRUPTION_INFO["contrast"].values, 1):
+        out = corrupt(x, "contrast", severity).astype(np.float64)
+        ratio = out.std(axis=(2, 3)) / x.std(axis=(2, 3))
+        assert np.allclose(ratio, factor, rtol=1e-4), (severity, factor, ratio)

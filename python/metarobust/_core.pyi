@@ -1,6 +1,8 @@
 """Types of the Rust extension `metarobust._core` (hand-written; tests/test_core_stub.py
 checks that it matches the module)."""
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -101,6 +103,7 @@ def corrupt_into(
     index: int,
     ink: str,
 ) -> None: ...
+def corruption_info() -> list[dict[str, Any]]: ...
 def conv_block_forward(
     x: npt.NDArray[np.float32],
     weight: npt.NDArray[np.float32],

@@ -20,13 +20,9 @@ import torch
 
 from . import _core
 from ._checks import check_int as _check_int
+from .corruption_info import check_corruption_args
 
 DTYPES = {"float32": np.float32, "uint8": np.uint8}
-#: Corruption names the sampler (and ``metarobust.robust.corrupt``) accept.
-CORRUPTIONS: tuple[str, ...] = tuple(_core.CORRUPTIONS)
-CORRUPT_TARGETS = ("query", "support", "both")
-INKS = ("dark", "light")
-MAX_SEVERITY = 5
 _NUMPY = {torch.float32: np.float32, torch.uint8: np.uint8, torch.int64: np.int64}
 
 
@@ -77,28 +73,6 @@ def _as_arrays(data: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(data, torch.Tensor) or isinstance(labels, torch.Tensor):
         raise TypeError("dataset: pass numpy arrays (tensor.numpy()), not torch tensors")
     return data, labels
-
-
-def _quoted(names: tuple[str, ...]) -> str:
-    return ", ".join(map(repr, names))
-
-
-def check_corruption_args(name: Any, severity: Any, ink: Any, arg: str = "corruption",
-                          corrupt: Any = "query") -> tuple[str | None, int, str, str]:
-    """``(name, severity, ink, corrupt)`` checked; ``arg`` is the name argument's name.
-    ``name`` may be None (no corruption); the other values are checked all the same."""
-    if name is not None:
-        if not isinstance(name, str):
-            raise TypeError(f"{arg}: expected a str, got {name!r} ({type(name).__name__})")
-        if name not in CORRUPTIONS:
-            raise ValueError(f"{arg}: unknown corruption {name!r}; expected one of "
-                             f"{_quoted(CORRUPTIONS)}")
-    severity = _check_int(severity, "severity", 1, MAX_SEVERITY)
-    if not isinstance(ink, str) or ink not in INKS:
-        raise ValueError(f"ink: expected {_quoted(INKS)}, got {ink!r}")
-    if not isinstance(corrupt, str) or corrupt not in CORRUPT_TARGETS:
-        raise ValueError(f"corrupt: expected {_quoted(CORRUPT_TARGETS)}, got {corrupt!r}")
-    return name, severity, ink, corrupt
 
 
 class EpisodeSampler:

@@ -22,7 +22,7 @@ Submodules, by subject:
 
 from __future__ import annotations
 
-from ..episodes import CORRUPTIONS as CORRUPTIONS  # noqa: F401  (bench.CORRUPTIONS, benches/)
+from ..corruption_info import CORRUPTIONS as CORRUPTIONS  # noqa: F401  (bench.CORRUPTIONS, benches/)
 from .command import run_cli
 from .corruptions import (
     CORRUPTION_SETTING,

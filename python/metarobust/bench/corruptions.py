@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..episodes import CORRUPTIONS, EpisodeSampler
+from ..corruption_info import CORRUPTIONS
+from ..episodes import EpisodeSampler
 from .sampler import DEFAULT_BATCH, DTYPES, _rust_batches, _setting, omniglot_like
 from .timing import DEFAULT_MIN_TIME, DEFAULT_REPEATS, _stats, measure
 

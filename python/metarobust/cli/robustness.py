@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..corruption_info import CORRUPT_TARGETS
 from ..data.shift import FASHION_MNIST_DIR
-from ..episodes import CORRUPT_TARGETS
 from ..robust.grid import SUITES, check_grid, suite_grid
 from ._common import PROTOTYPE_HELP, set_test_prototype, test_split
 

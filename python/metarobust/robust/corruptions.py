@@ -1,33 +1,36 @@
 """Image corruptions at five severities, in the Rust core (deterministic, parallel, GIL
 released), after Hendrycks & Dietterich's ImageNet-C / CIFAR-10-C and Mu & Gilmer's MNIST-C,
-scaled to 28x28 glyphs.
+scaled to 28x28 glyphs. The table below is built from :data:`CORRUPTION_INFO`, which the
+core exports (the values are the ones its code uses).
+"""
 
-==============  ===================================  ==========================================
-name            severity 1, 2, 3, 4, 5                what it does
-==============  ===================================  ==========================================
-gaussian_noise  std 0.08, 0.12, 0.18, 0.26, 0.38     ``x + N(0, std^2)`` per pixel (ImageNet-C);
-                                                     a normal draw is a sum of four 16-level
-                                                     table draws (CDF within 0.0033 of the
-                                                     normal's, kurtosis 2.98, |z| <= 4.18),
-                                                     in whole grey levels (1/255; std within
-                                                     0.5%): noisy bytes are exact bytes
-impulse_noise   amount 0.03, 0.06, 0.09, 0.17, 0.27  that fraction of pixels set to 0 or 1, half
-                                                     each (salt and pepper; ImageNet-C)
-gaussian_blur   sigma 0.5, 0.75, 1, 1.25, 1.5 px     Gaussian filter, edges replicated
-                                                     (CIFAR-10-C: 0.4-1 px; 2 px strokes here)
-thicken         radius 0.4, 0.7, 1, 1.4, 1.8 px      dilation of the ink by a soft disk
-thin            radius 0.15, 0.3, 0.45, 0.6, 0.8 px  erosion of the ink by a soft disk
-elastic         shift std 0.6, 0.9, 1.2, 1.6, 2 px   smooth random displacement field (4x4
-                                                     Gaussian bumps), bilinear resampling
-occlusion       1, 2, 3, 4, 5 squares of 6x6 px      ink-coloured squares at random places
-                                                     (like MNIST-C's ink occluders)
-contrast        factor 0.75, 0.5, 0.4, 0.3, 0.15     ``(x - mean) * factor + mean`` per channel
-                                                     (CIFAR-10-C)
-rotate          angle 0.2, 0.4, 0.6, 0.8, 1 rad      about the centre, random sign (MNIST-C);
-                                                     three row shears (Paeth)
-shear           factor 0.2, 0.4, 0.6, 0.8, 1         ``x' = x + k (y - centre)``, random sign
-                                                     (MNIST-C)
-==============  ===================================  ==========================================
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import _core, seeds
+from .._checks import check_int as _check_int
+from ..corruption_info import (
+    CORRUPTION_INFO,
+    CORRUPTIONS,
+    SEVERITIES,
+    CorruptionInfo,
+    check_corruption_args,
+    info_table,
+)
+
+__all__ = [
+    "CORRUPTIONS", "CORRUPTION_INFO", "SEVERITIES", "Augment", "CorruptionInfo", "corrupt",
+]
+
+# The module's documentation after the table built from CORRUPTION_INFO.
+_NOTES = """
+Gaussian noise: a normal draw is a sum of four 16-level table draws (CDF within 0.0033 of
+the normal's, kurtosis 2.98, ``|z| <= 4.18``), in whole grey levels (1/255; std within 0.5%
+of the listed one), so noisy bytes are exact bytes.
 
 Lengths (sigma, radii, displacement, patch side) are for 28x28 images and scale with
 ``min(H, W) / 28``. Values stay in range ([0, 1] for float32, 0..255 for uint8; uint8 results
@@ -54,20 +57,8 @@ more patch each step), so the change from the clean image grows with the severit
 (np.uint8(0), dtype('uint8'))
 """
 
-from __future__ import annotations
+__doc__ = f"{__doc__}\n{info_table(CORRUPTION_INFO)}{_NOTES}"
 
-from typing import Any
-
-import numpy as np
-import torch
-
-from .. import _core, seeds
-from .._checks import check_int as _check_int
-from ..episodes import CORRUPTIONS, check_corruption_args
-
-__all__ = ["CORRUPTIONS", "SEVERITIES", "Augment", "corrupt"]
-
-SEVERITIES = (1, 2, 3, 4, 5)
 _DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
 
 
@@ -87,9 +78,10 @@ def corrupt(images: Any, name: str, severity: int, seed: int = 0, index: int = 0
     Returns:
         A new array of the same dtype and shape.
     """
-    name, severity, ink, _ = check_corruption_args(name, severity, ink, arg="name")
-    if name is None:
+    checked, severity, ink, _ = check_corruption_args(name, severity, ink, arg="name")
+    if checked is None:
         raise TypeError("name: expected a str, got None")
+    name = checked
     seed = _check_int(seed, "seed", 0, 2**64 - 1)
     index = _check_int(index, "index", 0, 2**64 - 1)
     if not isinstance(images, np.ndarray):
@@ -106,6 +98,8 @@ def corrupt(images: Any, name: str, severity: int, seed: int = 0, index: int = 0
     if images.size:
         _core.corrupt_into(images, out, name, severity, seed, index, ink)
     return out
+
+
 
 
 class Augment:

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ..episodes import CORRUPT_TARGETS, CORRUPTIONS
+from ..corruption_info import CORRUPT_TARGETS, CORRUPTIONS
 from .label_noise import LABEL_NOISE_KINDS, check_rate
 
 __all__ = [

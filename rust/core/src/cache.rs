@@ -5,9 +5,9 @@ use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
 
-use crate::corruptions::{byte_to_unit, unit_to_u8, Corruption, Unit, Workspace};
-use crate::pool;
-use crate::sampler::{prefetch, Pixel, PixelTable, CORRUPT_PIXEL_COST, PARALLEL_MIN_BYTES};
+use crate::corruptions::{Corruption, Workspace};
+use crate::pixel::{byte_to_unit, prefetch, unit_to_u8, PerPixel, Pixel, PixelTable};
+use crate::pool::{self, CORRUPT_PIXEL_COST, PARALLEL_MIN_BYTES};
 
 /// Default memory for caching a corruption's results ([`CorruptionCache`]).
 pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
@@ -58,7 +58,7 @@ impl CorruptionCache {
 
     /// Whether the rows for output type `T` are built.
     pub(crate) fn built<T: Pixel>(&self) -> bool {
-        T::cached_rows(self).get().is_some()
+        T::pick(self).get().is_some()
     }
 
     /// The rows for output type `T` to read in a fill of `images` that corrupts `corrupted`
@@ -73,7 +73,7 @@ impl CorruptionCache {
         images: &[u8],
         corrupted: usize,
     ) -> Option<&CachedRows<T>> {
-        let slot = T::cached_rows(self);
+        let slot = T::pick(self);
         let usable = |rows: &CachedRows<T>| rows.images == images.as_ptr() as usize;
         if let Some(rows) = slot.get() {
             return Some(rows).filter(|r| usable(r));
@@ -92,6 +92,17 @@ impl CorruptionCache {
             let _ = slot.set(CachedRows::build(c, variants, items, images));
         }
         slot.get().filter(|r| usable(r))
+    }
+}
+
+/// The rows of each output type.
+impl PerPixel for CorruptionCache {
+    type Of<T> = OnceLock<CachedRows<T>>;
+    fn for_u8(&self) -> &OnceLock<CachedRows<u8>> {
+        &self.u8_rows
+    }
+    fn for_f32(&self) -> &OnceLock<CachedRows<f32>> {
+        &self.f32_rows
     }
 }
 
@@ -135,7 +146,7 @@ impl<T: Pixel> CachedRows<T> {
             let src = &images[item * d..(item + 1) * d];
             let (load, store) = (
                 |u: &mut [f32]| u8::load(src, u),
-                |u: &mut [f32]| T::to_cached(u, dst),
+                |u: &mut [f32]| T::store(u, dst),
             );
             c.apply_variant_fused(&mut unit[..d], load, store, k % variants, ws);
         };

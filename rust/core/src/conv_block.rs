@@ -154,6 +154,43 @@ impl BlockShape {
     }
 }
 
+/// The tests' reference convolution (this block's and the strided block's): a plain 3x3
+/// one with padding 1 and `stride`, in f64: `(N, C, H', W')` with `H' = (H - 1) / stride + 1`,
+/// and `(H', W')`.
+#[cfg(test)]
+pub(crate) fn conv3x3_f64(
+    x: &[f32],
+    sh: BlockShape,
+    weight: &[f32],
+    bias: &[f32],
+    stride: usize,
+) -> (Vec<f64>, (usize, usize)) {
+    let (k, cc) = (sh.k(), sh.c);
+    let (oh, ow) = ((sh.h - 1) / stride + 1, (sh.w - 1) / stride + 1);
+    let mut z = vec![0f64; sh.n * cc * oh * ow];
+    for n in 0..sh.n {
+        for c in 0..cc {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = bias[c] as f64;
+                    for t in 0..k {
+                        let (ci, dy, dx) = (t / 9, (t / 3) % 3, t % 3);
+                        let yy = (stride * oy + dy) as isize - 1;
+                        let xx = (stride * ox + dx) as isize - 1;
+                        if yy >= 0 && xx >= 0 && (yy as usize) < sh.h && (xx as usize) < sh.w {
+                            let v =
+                                x[((n * sh.cin + ci) * sh.h + yy as usize) * sh.w + xx as usize];
+                            acc += weight[c * k + t] as f64 * v as f64;
+                        }
+                    }
+                    z[((n * cc + c) * oh + oy) * ow + ox] = acc;
+                }
+            }
+        }
+    }
+    (z, (oh, ow))
+}
+
 /// The batch statistics of the convolution's output, per channel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchStats {
@@ -630,6 +667,55 @@ dispatch_avx2!(backward_image => backward_image_body(
     beta: &[f32],
 ) -> WindowSums);
 
+/// The window sums of [`backward`] over every image (`x`, with `dout` the gradient of the
+/// pooled outputs): per image in parallel, summed in image order, so the same bits for any
+/// thread count.
+fn window_sums(
+    x: &[f32],
+    dout: &[f32],
+    sh: &BlockShape,
+    (wx, bx, mu): (&[f32], &[f32], &[f32]),
+    (gamma, beta): (&[f32], &[f32]),
+) -> WindowSums {
+    let (hp, wp) = sh.pooled();
+    let (k, cc) = (sh.k(), sh.c);
+    let plane = sh.cin * sh.h * sh.w;
+    let per_image =
+        |img: &[f32], g_img: &[f32]| backward_image(img, g_img, sh, wx, bx, mu, gamma, beta);
+    let add = |mut a: WindowSums, b: WindowSums| {
+        for (x, y) in a
+            .dbeta
+            .iter_mut()
+            .chain(a.dgamma.iter_mut())
+            .chain(a.gp.iter_mut())
+            .zip(b.dbeta.iter().chain(&b.dgamma).chain(&b.gp))
+        {
+            *x += y;
+        }
+        a
+    };
+    let zero = || WindowSums {
+        dbeta: vec![0.0; cc],
+        dgamma: vec![0.0; cc],
+        gp: vec![0.0; k * cc],
+    };
+    let out_per = hp * wp * cc;
+    let each: Vec<WindowSums> = pool::install_if(sh.n > 1, |par| {
+        if par {
+            x.par_chunks(plane)
+                .zip(dout.par_chunks(out_per))
+                .map(|(img, g)| per_image(img, g))
+                .collect()
+        } else {
+            x.chunks(plane)
+                .zip(dout.chunks(out_per))
+                .map(|(img, g)| per_image(img, g))
+                .collect()
+        }
+    });
+    each.into_iter().fold(zero(), add)
+}
+
 /// Training backward: the parameters' gradients given `dout` (the gradient of `forward`'s
 /// `out`, same layout) and the forward's `stats`.
 #[allow(clippy::too_many_arguments)]
@@ -653,7 +739,6 @@ pub fn backward(
     ];
     sh.check(x.len(), weight.len(), &vectors, eps)?;
     sh.check_pooled(dout.len(), "dout")?;
-    let (hp, wp) = sh.pooled();
     let (k, cc) = (sh.k(), sh.c);
     let invstd: Vec<f32> = stats.var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     // xhat = (z - mean) * invstd, folded; y = gamma * xhat + beta.
@@ -662,42 +747,7 @@ pub fn backward(
     let bx = vec![0f32; cc];
     let mo = moments(x, &sh);
     let mu = mo.mean(sh.pixels());
-    let plane = sh.cin * sh.h * sh.w;
-    let per_image =
-        |img: &[f32], g_img: &[f32]| backward_image(img, g_img, &sh, &wx, &bx, &mu, gamma, beta);
-    let add = |mut a: WindowSums, b: WindowSums| {
-        for (x, y) in a
-            .dbeta
-            .iter_mut()
-            .chain(a.dgamma.iter_mut())
-            .chain(a.gp.iter_mut())
-            .zip(b.dbeta.iter().chain(&b.dgamma).chain(&b.gp))
-        {
-            *x += y;
-        }
-        a
-    };
-    let zero = || WindowSums {
-        dbeta: vec![0.0; cc],
-        dgamma: vec![0.0; cc],
-        gp: vec![0.0; k * cc],
-    };
-    let out_per = hp * wp * cc;
-    // Per image in parallel, summed in image order: the same bits for any thread count.
-    let each: Vec<WindowSums> = pool::install_if(sh.n > 1, |par| {
-        if par {
-            x.par_chunks(plane)
-                .zip(dout.par_chunks(out_per))
-                .map(|(img, g)| per_image(img, g))
-                .collect()
-        } else {
-            x.chunks(plane)
-                .zip(dout.chunks(out_per))
-                .map(|(img, g)| per_image(img, g))
-                .collect()
-        }
-    });
-    let sums = each.into_iter().fold(zero(), add);
+    let sums = window_sums(x, dout, &sh, (&wx, &bx, &mu), (gamma, beta));
     let m = sh.pixels() as f64;
     let mut grads = BlockGrads {
         weight: vec![0.0; cc * k],
@@ -728,7 +778,7 @@ pub fn backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{assert_numeric_gradients, conv3x3_f64, lcg};
+    use crate::test_util::{assert_numeric_gradients, lcg};
 
     /// The block computed plainly, in f64: conv, batch norm, ReLU, pool; and the numeric
     /// gradient of `sum(out * g)` by central differences.

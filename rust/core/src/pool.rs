@@ -47,6 +47,14 @@ pub fn num_threads() -> usize {
 /// machines whose cores are SMT siblings a second thread gains little on such batches.
 pub const PARALLEL_MIN_WORK: usize = 1 << 22;
 
+/// Sampler batches of at least this many output bytes are filled by the whole pool, and the
+/// sampler's corruption cache is built by it from as much work (corrupted pixels weighing
+/// [`CORRUPT_PIXEL_COST`] bytes each). Here so that the sampler and its cache share them.
+pub(crate) const PARALLEL_MIN_BYTES: usize = 1 << 18;
+
+/// A corrupted pixel counts as this many copied bytes when deciding to go parallel.
+pub(crate) const CORRUPT_PIXEL_COST: usize = 16;
+
 /// Runs `op(true)` inside the pool when `work` is large enough to pay for it, otherwise
 /// `op(false)` right here; `op` picks parallel or sequential iterators accordingly.
 pub fn install_for<R: Send>(work: usize, op: impl FnOnce(bool) -> R + Send) -> R {

@@ -145,86 +145,96 @@ fn aggregate(rows: &[&[f64]], dim: usize, method: Method, out: &mut [f64]) {
             }
             out.iter_mut().for_each(|o| *o /= n as f64);
         }
-        Method::Median | Method::TrimmedMean { .. } => {
-            let cut = match method {
-                Method::TrimmedMean { trim } => (trim * n as f64).floor() as usize,
-                _ => 0,
-            };
-            let mut col = vec![0f64; n];
-            for (j, o) in out.iter_mut().enumerate().take(dim) {
-                for (c, r) in col.iter_mut().zip(rows) {
-                    *c = r[j];
-                }
-                col.sort_unstable_by(|a, b| a.total_cmp(b));
-                *o = if matches!(method, Method::Median) {
-                    if n % 2 == 1 {
-                        col[n / 2]
-                    } else {
-                        0.5 * (col[n / 2 - 1] + col[n / 2])
-                    }
-                } else {
-                    let kept = &col[cut..n - cut];
-                    kept.iter().sum::<f64>() / kept.len() as f64
-                };
+        Method::Median | Method::TrimmedMean { .. } => order_statistic(rows, dim, method, out),
+        Method::GeometricMedian { tol, max_iter } => {
+            geometric_median(rows, dim, tol, max_iter, out)
+        }
+    }
+}
+
+/// The median or the trimmed mean of each coordinate of `rows`.
+fn order_statistic(rows: &[&[f64]], dim: usize, method: Method, out: &mut [f64]) {
+    let n = rows.len();
+    let cut = match method {
+        Method::TrimmedMean { trim } => (trim * n as f64).floor() as usize,
+        _ => 0,
+    };
+    let mut col = vec![0f64; n];
+    for (j, o) in out.iter_mut().enumerate().take(dim) {
+        for (c, r) in col.iter_mut().zip(rows) {
+            *c = r[j];
+        }
+        col.sort_unstable_by(|a, b| a.total_cmp(b));
+        *o = if matches!(method, Method::Median) {
+            if n % 2 == 1 {
+                col[n / 2]
+            } else {
+                0.5 * (col[n / 2 - 1] + col[n / 2])
+            }
+        } else {
+            let kept = &col[cut..n - cut];
+            kept.iter().sum::<f64>() / kept.len() as f64
+        };
+    }
+}
+
+/// The geometric median of `rows` by Weiszfeld's iteration from their mean, until a step
+/// is at most `tol` or after `max_iter` steps.
+fn geometric_median(rows: &[&[f64]], dim: usize, tol: f64, max_iter: usize, out: &mut [f64]) {
+    aggregate(rows, dim, Method::Mean, out);
+    let mut next = vec![0f64; dim];
+    let mut pull = vec![0f64; dim];
+    for _ in 0..max_iter {
+        next.fill(0.0);
+        pull.fill(0.0);
+        let (mut wsum, mut coincide) = (0.0, 0usize);
+        for r in rows {
+            let dist = r
+                .iter()
+                .zip(out.iter())
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f64>()
+                .sqrt();
+            if dist <= f64::MIN_POSITIVE {
+                coincide += 1;
+                continue;
+            }
+            let w = 1.0 / dist;
+            wsum += w;
+            for ((nx, p), (a, b)) in next
+                .iter_mut()
+                .zip(pull.iter_mut())
+                .zip(r.iter().zip(out.iter()))
+            {
+                *nx += w * a;
+                *p += w * (a - b);
             }
         }
-        Method::GeometricMedian { tol, max_iter } => {
-            aggregate(rows, dim, Method::Mean, out);
-            let mut next = vec![0f64; dim];
-            let mut pull = vec![0f64; dim];
-            for _ in 0..max_iter {
-                next.fill(0.0);
-                pull.fill(0.0);
-                let (mut wsum, mut coincide) = (0.0, 0usize);
-                for r in rows {
-                    let dist = r
-                        .iter()
-                        .zip(out.iter())
-                        .map(|(a, b)| (a - b) * (a - b))
-                        .sum::<f64>()
-                        .sqrt();
-                    if dist <= f64::MIN_POSITIVE {
-                        coincide += 1;
-                        continue;
-                    }
-                    let w = 1.0 / dist;
-                    wsum += w;
-                    for ((nx, p), (a, b)) in next
-                        .iter_mut()
-                        .zip(pull.iter_mut())
-                        .zip(r.iter().zip(out.iter()))
-                    {
-                        *nx += w * a;
-                        *p += w * (a - b);
-                    }
-                }
-                if wsum == 0.0 {
-                    break; // every point equals the estimate
-                }
-                next.iter_mut().for_each(|v| *v /= wsum);
-                if coincide > 0 {
-                    // Vardi & Zhang (2000): blend towards the estimate by eta / |R|.
-                    let r_norm = pull.iter().map(|v| v * v).sum::<f64>().sqrt();
-                    let t = if r_norm > 0.0 {
-                        (coincide as f64 / r_norm).min(1.0)
-                    } else {
-                        1.0
-                    };
-                    for (nx, m) in next.iter_mut().zip(out.iter()) {
-                        *nx = (1.0 - t) * *nx + t * m;
-                    }
-                }
-                let step = next
-                    .iter()
-                    .zip(out.iter())
-                    .map(|(a, b)| (a - b) * (a - b))
-                    .sum::<f64>()
-                    .sqrt();
-                out.copy_from_slice(&next);
-                if step <= tol {
-                    break;
-                }
+        if wsum == 0.0 {
+            break; // every point equals the estimate
+        }
+        next.iter_mut().for_each(|v| *v /= wsum);
+        if coincide > 0 {
+            // Vardi & Zhang (2000): blend towards the estimate by eta / |R|.
+            let r_norm = pull.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let t = if r_norm > 0.0 {
+                (coincide as f64 / r_norm).min(1.0)
+            } else {
+                1.0
+            };
+            for (nx, m) in next.iter_mut().zip(out.iter()) {
+                *nx = (1.0 - t) * *nx + t * m;
             }
+        }
+        let step = next
+            .iter()
+            .zip(out.iter())
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f64>()
+            .sqrt();
+        out.copy_from_slice(&next);
+        if step <= tol {
+            break;
         }
     }
 }

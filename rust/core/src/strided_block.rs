@@ -473,7 +473,8 @@ pub fn backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{assert_numeric_gradients, conv3x3_f64, lcg};
+    use crate::conv_block::conv3x3_f64;
+    use crate::test_util::{assert_numeric_gradients, lcg};
 
     /// The block computed plainly in f64 (conv stride 2, batch norm, ReLU), and
     /// `sum(out * g)`.

@@ -1,7 +1,5 @@
 //! Helpers shared by the unit tests.
 
-use crate::conv_block::BlockShape;
-
 /// A linear congruential generator's next value, uniform in `[-1, 1)`.
 pub(crate) fn lcg(seed: &mut u64) -> f32 {
     *seed = seed
@@ -36,39 +34,4 @@ pub(crate) fn assert_numeric_gradients<const N: usize>(
             );
         }
     }
-}
-
-/// A plain 3x3 convolution with padding 1 and `stride`, in f64: `(N, C, H', W')` with
-/// `H' = (H - 1) / stride + 1`, and `(H', W')`.
-pub(crate) fn conv3x3_f64(
-    x: &[f32],
-    sh: BlockShape,
-    weight: &[f32],
-    bias: &[f32],
-    stride: usize,
-) -> (Vec<f64>, (usize, usize)) {
-    let (k, cc) = (sh.k(), sh.c);
-    let (oh, ow) = ((sh.h - 1) / stride + 1, (sh.w - 1) / stride + 1);
-    let mut z = vec![0f64; sh.n * cc * oh * ow];
-    for n in 0..sh.n {
-        for c in 0..cc {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut acc = bias[c] as f64;
-                    for t in 0..k {
-                        let (ci, dy, dx) = (t / 9, (t / 3) % 3, t % 3);
-                        let yy = (stride * oy + dy) as isize - 1;
-                        let xx = (stride * ox + dx) as isize - 1;
-                        if yy >= 0 && xx >= 0 && (yy as usize) < sh.h && (xx as usize) < sh.w {
-                            let v =
-                                x[((n * sh.cin + ci) * sh.h + yy as usize) * sh.w + xx as usize];
-                            acc += weight[c * k + t] as f64 * v as f64;
-                        }
-                    }
-                    z[((n * cc + c) * oh + oy) * ow + ox] = acc;
-                }
-            }
-        }
-    }
-    (z, (oh, ow))
 }

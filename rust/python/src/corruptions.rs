@@ -1,10 +1,11 @@
 //! Image corruptions on numpy arrays: dtype dispatch, checks, GIL release.
 
-use metarobust_core::corruptions::{Corruption, Unit, NAMES};
+use metarobust_core::corruptions::{Corruption, INFO, NAMES};
+use metarobust_core::pixel::Pixel;
 use numpy::{Element, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::arrays::checked;
 use crate::{run_detached, to_py};
@@ -46,7 +47,7 @@ fn corrupt_into(
     }
 }
 
-fn run<T: Unit + Element>(
+fn run<T: Pixel + Element>(
     py: Python<'_>,
     images: &Bound<'_, PyAny>,
     out: &Bound<'_, PyAny>,
@@ -82,8 +83,32 @@ fn run<T: Unit + Element>(
     run_detached(py, || corruption.corrupt_batch(src, dst, seed, index))
 }
 
+/// What each corruption does, in the order of `CORRUPTIONS`: dicts with its `name`,
+/// `family`, the `parameter` its severity sets, that parameter's five `values` (severities 1
+/// to 5; lengths for 28x28 images) and a one-line `description`.
+#[pyfunction]
+fn corruption_info(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
+    let rows = INFO.iter().map(|info| {
+        let row = PyDict::new(py);
+        row.set_item("name", info.name)?;
+        row.set_item("family", info.family)?;
+        row.set_item("parameter", info.parameter)?;
+        row.set_item("values", PyTuple::new(py, info.values.map(shortest_f64))?)?;
+        row.set_item("description", info.description)?;
+        Ok(row)
+    });
+    PyList::new(py, rows.collect::<PyResult<Vec<_>>>()?)
+}
+
+/// `v` as the f64 of its shortest decimal (0.08, not 0.0799999982...), the number the
+/// constant was written as.
+fn shortest_f64(v: f32) -> f64 {
+    v.to_string().parse().expect("a float's decimal parses")
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(corrupt_into, m)?)?;
+    m.add_function(wrap_pyfunction!(corruption_info, m)?)?;
     m.add("CORRUPTIONS", PyTuple::new(m.py(), NAMES)?)?;
     Ok(())
 }

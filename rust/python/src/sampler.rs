@@ -69,14 +69,9 @@ impl SamplerCore {
             ),
         };
         let item_size = shape[1] * shape[2] * shape[3];
-        // Checked even without a corruption, so that a bad value fails here, not later.
-        let target = Target::parse(corrupt).map_err(to_py)?;
-        check_severity(severity).map_err(to_py)?;
-        Ink::parse(ink).map_err(to_py)?;
-        let corruption = corruption
-            .map(|name| Corruption::new(name, severity, ink, [shape[1], shape[2], shape[3]]))
-            .transpose()
-            .map_err(to_py)?;
+        let image_shape = [shape[1], shape[2], shape[3]];
+        let (corruption, target) =
+            corruption_options(corruption, severity, corrupt, ink, image_shape)?;
         let table = PixelTable::new(
             shape[1],
             shape[2] * shape[3],
@@ -106,7 +101,7 @@ impl SamplerCore {
             inner,
             table,
             images: images.unbind(),
-            image_shape: [shape[1], shape[2], shape[3]],
+            image_shape,
         })
     }
 
@@ -188,6 +183,26 @@ impl SamplerCore {
             )
         }
     }
+}
+
+/// The corruption of `(C, H, W)` images named `name` (if any) and the items it applies to.
+/// The options are checked even without a corruption, so that a bad value fails here, not
+/// later.
+fn corruption_options(
+    name: Option<&str>,
+    severity: i64,
+    corrupt: &str,
+    ink: &str,
+    shape: [usize; 3],
+) -> PyResult<(Option<Corruption>, Target)> {
+    let target = Target::parse(corrupt).map_err(to_py)?;
+    check_severity(severity).map_err(to_py)?;
+    Ink::parse(ink).map_err(to_py)?;
+    let corruption = name
+        .map(|name| Corruption::new(name, severity, ink, shape))
+        .transpose()
+        .map_err(to_py)?;
+    Ok((corruption, target))
 }
 
 type LabelOutputs<'a> = (&'a mut [i64], &'a mut [i64], &'a mut [i64]);

@@ -7,7 +7,8 @@
 //! datasets go through, with AVX-512 (BW and VL: one register a step, masked tails) where
 //! the processor has it, else AVX2. Every path gives the same values (tested).
 
-use super::ItemRng;
+use super::rng::ItemRng;
+use crate::pixel::levels_to_unit;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -49,16 +50,6 @@ pub(super) fn noise_sum(table: &[i8; 16], draw: u32) -> i32 {
     (0..4)
         .map(|j| table[((draw >> (4 * j)) & 0xF) as usize] as i32)
         .sum()
-}
-
-/// Grey levels `k` (a whole number for byte images) to `[0, 1]`: `k / 255` to the bit (a
-/// multiplication and one exact correction step instead of a division).
-#[inline(always)]
-pub(super) fn levels_to_unit(k: f32) -> f32 {
-    const INV_255: f32 = 1.0 / 255.0;
-    let q = k * INV_255;
-    let residual = (k - q * 256.0) + q;
-    q + residual * INV_255
 }
 
 /// Impulse noise hits the pixels whose draw's top 15 bits are below this.
@@ -688,7 +679,9 @@ unsafe fn impulse_noise_bytes_avx512(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corruptions::{inverse_normal_cdf, item_rng};
+    use crate::corruptions::info::GAUSSIAN_NOISE_STD;
+    use crate::corruptions::rng::{inverse_normal_cdf, item_rng};
+    use crate::corruptions::{Corruption, StreamKey, Workspace};
 
     /// The instruction sets this processor can run.
     fn isas() -> Vec<Isa> {
@@ -780,5 +773,40 @@ mod tests {
             assert!((q - inverse_normal_cdf(p)).abs() < 0.05, "{p}: {q}");
         }
         assert!(z[z.len() - 1] < 4.2 && (z[0] + z[z.len() - 1]).abs() < 1e-12);
+    }
+
+    #[test]
+    fn noise_levels_keep_the_std_and_the_shape() {
+        // Every one of the 65,536 draws of each severity's table, exactly.
+        for std in GAUSSIAN_NOISE_STD {
+            let table = noise_levels(std);
+            let target = 255.0 * std as f64;
+            let mut d: Vec<f64> = (0..1u32 << 16)
+                .map(|draw| noise_sum(&table, draw) as f64)
+                .collect();
+            let n = d.len() as f64;
+            let mean = d.iter().sum::<f64>() / n;
+            let sd = (d.iter().map(|v| v * v).sum::<f64>() / n).sqrt();
+            assert!(
+                mean.abs() < 1e-12 && (sd / target - 1.0).abs() < 0.005,
+                "{std}: {sd}"
+            );
+            d.sort_by(f64::total_cmp);
+            for p in [0.0015, 0.01, 0.05, 0.16, 0.3, 0.7, 0.84, 0.95, 0.99, 0.9985] {
+                // (severity 1's levels are 1/20 of its std apart)
+                let q = d[(p * n) as usize] / target;
+                assert!((q - inverse_normal_cdf(p)).abs() < 0.1, "{std} {p}: {q}");
+            }
+        }
+    }
+
+    #[test]
+    fn noise_has_the_stated_std() {
+        let c = Corruption::new("gaussian_noise", 2, "dark", [1, 64, 64]).unwrap();
+        let mut x = vec![0.5f32; 64 * 64];
+        c.apply(&mut x, &StreamKey::new(0, 0), 0, &mut Workspace::default())
+            .unwrap();
+        let var = x.iter().map(|v| ((v - 0.5) as f64).powi(2)).sum::<f64>() / x.len() as f64;
+        assert!((var.sqrt() - 0.12).abs() < 0.005, "{}", var.sqrt());
     }
 }
