@@ -12,7 +12,7 @@ PROTOTYPE_HELP = ("ProtoNet runs: evaluate with these prototypes instead of the 
 TEST_SPLITS = {"glyphs": "test", "omniglot": "evaluation"}
 
 
-def test_split(dataset: str, given: str | None) -> str | None:
+def eval_split(dataset: str, given: str | None) -> str | None:
     return given or TEST_SPLITS.get(dataset)
 
 

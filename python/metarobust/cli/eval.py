@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from ..config import DATASETS, DEVICES
-from ._common import PROTOTYPE_HELP, set_test_prototype, test_split
+from ._common import PROTOTYPE_HELP, eval_split, set_test_prototype
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset is not None or args.data_root is not None:
         cfg = dataclasses.replace(cfg, dataset=args.dataset or cfg.dataset,
                                   data_root=args.data_root or cfg.data_root)
-    split = test_split(cfg.dataset, args.split)
+    split = eval_split(cfg.dataset, args.split)
     ds = load_dataset(cfg, split, "test")
     ways = _given(args, "ways", cfg.test_ways)
     shots = _given(args, "shots", cfg.test_shots)

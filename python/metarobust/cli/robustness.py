@@ -13,7 +13,7 @@ from typing import Any
 from ..corruption_info import CORRUPT_TARGETS
 from ..data.shift import FASHION_MNIST_DIR
 from ..robust.grid import SUITES, check_grid, suite_grid
-from ._common import PROTOTYPE_HELP, set_test_prototype, test_split
+from ._common import PROTOTYPE_HELP, eval_split, set_test_prototype
 
 HELP = """\
 Evaluate a trained run over a grid of perturbations and write robustness.json, .csv and
@@ -108,7 +108,7 @@ def _evaluate_run(args: argparse.Namespace, run_dir: str, device: Any) -> dict[s
     set_test_prototype(learner, args.prototype)
     if args.data_root is not None:
         cfg = dataclasses.replace(cfg, data_root=args.data_root)
-    split = test_split(cfg.dataset, args.split)
+    split = eval_split(cfg.dataset, args.split)
     ds = load_dataset(cfg, split, "test")
 
     def given(name: str, default: int) -> int:
