@@ -48,3 +48,28 @@ def test_compare_plots_several_runs(runs, tmp_path, capsys):
     bad = main(["robustness", str(b), "--compare", str(tmp_path / "nothing"), *common])
     assert bad == 2
     assert "compare:" in capsys.readouterr().err
+
+
+def test_an_unpaired_comparison_is_flagged_or_evaluated_again(runs, tmp_path, capsys):
+    a, b = runs
+    common = ["--families", "clean", "label_noise_symmetric", "--no-progress", "--suite",
+              "quick"]
+    # a's report on 4 episodes, seed 9: not the episodes of b's 6-episode, seed-1234 run
+    assert main(["robustness", str(a), "--out", str(tmp_path / "a4"), "--episodes", "4",
+                 "--seed", "9", *common]) == 0
+    capsys.readouterr()
+    assert main(["robustness", str(b), "--out", str(tmp_path / "cmp"), "--episodes", "6",
+                 "--compare", str(tmp_path / "a4" / "robustness.json"), *common]) == 0
+    captured = capsys.readouterr()
+    assert "not on the same episodes (seed 9 (not 1234), episodes 4 (not 6))" in captured.err
+    header, *lines = captured.out.splitlines()
+    assert "run_a*" in header
+    assert any(line.startswith("run_a* unpaired: evaluated on other episodes") for line in lines)
+    # a run directory whose report is unpaired is evaluated again on b's episodes
+    assert main(["robustness", str(a), "--episodes", "4", "--seed", "9", *common]) == 0
+    assert main(["robustness", str(b), "--out", str(tmp_path / "cmp2"), "--episodes", "6",
+                 "--compare", str(a), *common]) == 0
+    captured = capsys.readouterr()
+    assert "evaluating it again" in captured.err and "run_a*" not in captured.out
+    again = load_result(a)
+    assert (again["seed"], again["episodes"]) == (1234, 6)

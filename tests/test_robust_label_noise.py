@@ -1,4 +1,5 @@
-"""Support-label noise: exact counts, the kinds' rules, determinism, support only, errors."""
+"""Support-label noise: exact counts (a rate over the whole support set, spread evenly over
+the classes), the kinds' rules, determinism, support only, errors."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 import metarobust as mr
 from metarobust.robust import apply_label_noise
-from metarobust.robust.label_noise import corrupted_per_class
+from metarobust.robust.label_noise import corrupted_items, effective_rate
 
 WAYS = 5
 
@@ -34,18 +35,19 @@ def _batch(data, shots: int, count: int = 4, start: int = 0, dtype: str = "uint8
 
 
 def _expected(rate: float, shots: int) -> int:
-    return int(math.floor(rate * shots + 0.5))
+    return int(math.floor(rate * WAYS * shots + 0.5))
 
 
 @settings(max_examples=60, deadline=None)
 @given(shots=st.integers(1, 10), rate=st.floats(0, 1), seed=st.integers(0, 2**64 - 1),
        kind=st.sampled_from(["symmetric", "paired", "outlier"]))
-def test_exact_count_per_class(data, shots, rate, seed, kind):
+def test_exact_count_spread_evenly_over_the_classes(data, shots, rate, seed, kind):
     batch = _batch(data, shots)
     noisy, counts = apply_label_noise(batch, kind, rate, seed=seed, dataset=data)
-    k = _expected(rate, shots)
-    assert counts.tolist() == [WAYS * k] * len(batch)
-    assert corrupted_per_class(rate, shots) == k
+    n = _expected(rate, shots)
+    assert counts.tolist() == [n] * len(batch)
+    assert corrupted_items(rate, WAYS, shots) == n
+    assert effective_rate(rate, WAYS, shots) == n / (WAYS * shots)
     if kind == "outlier":
         changed = (noisy.support_x != batch.support_x).flatten(2).any(2)
         assert torch.equal(noisy.support_y, batch.support_y)
@@ -53,15 +55,38 @@ def test_exact_count_per_class(data, shots, rate, seed, kind):
         changed = noisy.support_y != batch.support_y
         assert torch.equal(noisy.support_x, batch.support_x)
     for b in range(len(batch)):
-        per_class = torch.bincount(batch.support_y[b][changed[b]], minlength=WAYS)
-        assert per_class.tolist() == [k] * WAYS
+        per_class = sorted(torch.bincount(batch.support_y[b][changed[b]],
+                                          minlength=WAYS).tolist())
+        assert per_class == sorted([n // WAYS + (c < n % WAYS) for c in range(WAYS)])
 
 
-@pytest.mark.parametrize("shots,rate,k", [(1, 0.49, 0), (1, 0.5, 1), (5, 0.3, 2), (5, 0.5, 3),
-                                          (4, 0.125, 1), (10, 1.0, 10), (3, 0.0, 0)])
-def test_rounding_half_up(data, shots, rate, k):
+@pytest.mark.parametrize("shots,rate,n", [(1, 0.09, 0), (1, 0.1, 1), (1, 0.4, 2),
+                                          (5, 0.3, 8), (5, 0.5, 13), (4, 0.125, 3),
+                                          (10, 1.0, 50), (3, 0.0, 0)])
+def test_rounding_half_up(data, shots, rate, n):
     _, counts = apply_label_noise(_batch(data, shots, 1), "symmetric", rate)
-    assert counts.tolist() == [WAYS * k]
+    assert counts.tolist() == [n]
+
+
+def test_one_shot_noise_corrupts_what_its_rate_says(data):
+    # at 1 shot the rate counts whole classes: 0.4 of 5 classes have a wrong only example
+    batch = _batch(data, 1, count=50)
+    for kind in ("symmetric", "paired"):
+        noisy, _ = apply_label_noise(batch, kind, 0.4, seed=2)
+        assert ((noisy.support_y != batch.support_y).sum(1) == 2).all()
+    # which classes lose their example varies over the episodes
+    noisy, _ = apply_label_noise(batch, "symmetric", 0.4, seed=2)
+    hit = (noisy.support_y != batch.support_y).any(0)
+    assert bool(hit.all())
+
+
+def test_classes_keep_a_clean_item_below_the_top_rate(data):
+    shots = 4
+    batch = _batch(data, shots, count=20)
+    noisy, _ = apply_label_noise(batch, "symmetric", (shots - 1) / shots, seed=5)
+    for b in range(len(batch)):
+        clean = batch.support_y[b][noisy.support_y[b] == batch.support_y[b]]
+        assert set(clean.tolist()) == set(range(WAYS))
 
 
 def test_symmetric_labels_are_wrong_and_spread(data):

@@ -41,3 +41,22 @@ def test_format_table_has_one_column_per_run(runs):
     table = format_table([res, {**res, "run": "/x/other"}])
     assert "run_a" in table.splitlines()[0] and "other" in table.splitlines()[0]
     assert "4/255" in table
+
+
+def test_label_noise_rows_show_the_fraction_they_corrupted(tmp_path):
+    from metarobust.robust.report import format_table, read_csv, write_report
+
+    rows = [{"family": "clean", "setting": "5-way 1-shot", "strength": 0.0, "effective": 0.0,
+             "accuracy": 0.9, "ci95": 0.01, "episodes": 10},
+            {"family": "label_noise_symmetric", "setting": "5-way 1-shot", "strength": 0.1,
+             "effective": 0.2, "accuracy": 0.7, "ci95": 0.02, "episodes": 10},
+            {"family": "label_noise_symmetric", "setting": "5-way 1-shot", "strength": 0.4,
+             "effective": 0.4, "accuracy": 0.5, "ci95": 0.03, "episodes": 10}]
+    result = {"run": "r", "ways": 5, "shots": 1, "episodes": 10, "rows": rows}
+    table = format_table([result])
+    assert "0.1→0.2" in table and "0.4→" not in table
+    paths = write_report(result, tmp_path)
+    assert read_csv(paths["csv"]) == rows
+    # a report written before rows carried `effective` reads with the strength in its place
+    old = [{k: v for k, v in r.items() if k != "effective"} for r in rows]
+    assert "0.1→" not in format_table([{**result, "rows": old}])

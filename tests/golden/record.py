@@ -7,7 +7,9 @@ results is intended, and say why in the commit. ``tests/test_golden.py`` compare
 
 Changed on purpose since the first recording: ``training.protonet_adversarial``, when the
 training attacks' seeds moved from ``seed * 1_000_003 + step`` (which passed 2**64 for large
-seeds) to the ``ADVERSARIAL_TRAINING`` stream of :mod:`metarobust.seeds`.
+seeds) to the ``ADVERSARIAL_TRAINING`` stream of :mod:`metarobust.seeds`; the suite's
+label-noise rows, when the noise rate became a fraction of the whole support set (the old
+per-class rate corrupted nothing at 1 shot below 0.5).
 """
 
 from __future__ import annotations

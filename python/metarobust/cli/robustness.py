@@ -130,27 +130,46 @@ def _evaluate_run(args: argparse.Namespace, run_dir: str, device: Any) -> dict[s
     return res
 
 
+# What makes two results' rows paired: the same test episodes and perturbation streams.
+PAIRING = ("seed", "episodes", "ways", "shots", "queries", "dataset", "split")
+
+
+def unpaired(result: dict[str, Any], other: dict[str, Any]) -> str | None:
+    """How ``other`` was evaluated differently from ``result`` (None: on the same episodes)."""
+    differ = [k for k in PAIRING if other.get(k) != result.get(k)]
+    if not differ:
+        return None
+    return ", ".join(f"{k} {other.get(k)} (not {result.get(k)})" for k in differ)
+
+
 def _compared(args: argparse.Namespace, result: dict[str, Any], device: Any
               ) -> list[dict[str, Any]]:
-    """The results of ``--compare``: read where a run has its report, evaluated otherwise."""
+    """The results of ``--compare``, paired with ``result``: a run's report is read when it
+    was made on the same episodes; a run whose report was not is evaluated again (and its
+    report rewritten); a lone robustness.json that cannot be paired is kept, marked
+    ``unpaired`` (the table and the plot say so)."""
     from ..robust.report import load_result, write_report
 
     compared = []
     for other in args.compare:
         p = Path(other)
-        if (p / "robustness.json").is_file() or p.is_file():
-            res = load_result(p)
-            if (res.get("seed"), res.get("episodes")) != (result["seed"], result["episodes"]):
-                print(f"metarobust: warning: {other}: its robustness.json has seed "
-                      f"{res.get('seed')} and {res.get('episodes')} episodes per cell, not "
-                      f"{result['seed']} and {result['episodes']}: rows are not paired",
-                      file=sys.stderr)
-        elif (p / "config.toml").is_file():
-            res = _evaluate_run(args, other, device)
-            write_report(res, p)
-        else:
+        is_run = (p / "config.toml").is_file()
+        res = load_result(p) if (p / "robustness.json").is_file() or p.is_file() else None
+        if res is None and not is_run:
             raise FileNotFoundError(f"compare: {other} holds neither a robustness.json nor a "
                                     "run (config.toml)")
+        if res is not None and (why := unpaired(result, res)) is not None:
+            if is_run:
+                print(f"metarobust: {other}: its robustness.json is not on the same episodes "
+                      f"({why}); evaluating it again", file=sys.stderr)
+                res = None
+            else:
+                print(f"metarobust: warning: {other}: not on the same episodes ({why}); its "
+                      "rows are shown as unpaired", file=sys.stderr)
+                res = {**res, "unpaired": why}
+        if res is None:
+            res = _evaluate_run(args, other, device)
+            write_report(res, p)
         compared.append(res)
     return compared
 

@@ -5,11 +5,14 @@ the cells (one family at one strength, in one episode setting) that the suite ev
 family                      strength
 ==========================  ================================================================
 ``clean``                   0 (no perturbation)
-``label_noise_symmetric``   rate: ``floor(rate * shots + 0.5)`` support items of each class
-``label_noise_paired``      get a wrong label (symmetric: uniform among the others; paired:
-``label_noise_outlier``     ``(c + 1) % ways``) or an image of a class outside the episode
-                            (outlier); see :mod:`metarobust.robust.label_noise`. Evaluated at
-                            the run's test shots and at 5 shots (``label_noise_shots``).
+``label_noise_symmetric``   rate: ``floor(rate * ways * shots + 0.5)`` support items of each
+``label_noise_paired``      episode, spread evenly over its classes, get a wrong label
+``label_noise_outlier``     (symmetric: uniform among the others; paired: ``(c + 1) % ways``)
+                            or an image of a class outside the episode (outlier); see
+                            :mod:`metarobust.robust.label_noise`. Evaluated at the run's test
+                            shots and at 5 shots (``label_noise_shots``). The row's
+                            ``effective`` is the fraction corrupted; a rate that corrupts no
+                            item at a setting is not evaluated there (listed in ``skipped``).
 ``gaussian_noise``          standard deviation of additive Gaussian pixel noise, images in
                             [0, 1], clipped to [0, 1]; on the ``corrupt`` set(s)
 ``corruption:<name>``       severity 1..5 of a corruption of
@@ -41,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from ..corruption_info import CORRUPT_TARGETS, CORRUPTIONS
-from .label_noise import LABEL_NOISE_KINDS, check_rate
+from .label_noise import LABEL_NOISE_KINDS, check_rate, corrupted_items
 
 __all__ = [
     "ATTACK_FAMILIES", "CORRUPT_TARGETS", "DOMAIN_TARGETS", "LABEL_NOISE_FAMILIES", "SOURCES",
@@ -192,6 +195,8 @@ class Cell:
     shots: int
     corruption: tuple | None   # (name, severity, corrupt) for the sampler
     perturb: tuple | None      # python-side perturbation, None when the identity
+    effective: float = 0.0     # the strength applied (label noise: the fraction corrupted)
+    skip: str | None = None    # why the cell is not evaluated (it would change nothing)
 
     @property
     def key(self) -> tuple:
@@ -209,9 +214,12 @@ def _label_noise_cells(family: str, strengths: list[float], ways: int, shots: in
     out = []
     for k_shots in dict.fromkeys((shots, *label_noise_shots)):
         for r in strengths:
-            k = math.floor(r * k_shots + 0.5)
+            n = corrupted_items(r, ways, k_shots)
+            skip = (f"rate {r:g} corrupts none of the {ways * k_shots} support items at "
+                    f"{ways}-way {k_shots}-shot" if r > 0 and n == 0 else None)
             out.append(Cell(family, r, setting(ways, k_shots), "test", ways, k_shots, None,
-                            ("label_noise", kind, k) if k else None))
+                            ("label_noise", kind, n) if n else None,
+                            n / (ways * k_shots), skip))
     return out
 
 
@@ -221,7 +229,7 @@ def _attack_cells(family: str, strengths: list[float], ways: int, shots: int,
     extra = ("linf", where) if family == "fgsm" else \
         ("linf", f"{pgd_steps} steps of eps/4", where)
     return [Cell(family, eps, setting(ways, shots, *extra), "test", ways, shots, None,
-                 (family, eps) if eps > 0 else None) for eps in strengths]
+                 (family, eps) if eps > 0 else None, eps) for eps in strengths]
 
 
 def cells(grid: dict[str, list[float]], ways: int, shots: int,
@@ -236,11 +244,12 @@ def cells(grid: dict[str, list[float]], ways: int, shots: int,
             out += _label_noise_cells(family, strengths, w, s, label_noise_shots)
         elif family == "gaussian_noise":
             out += [Cell(family, std, setting(w, s, corrupt), "test", w, s, None,
-                         ("gaussian", std, corrupt) if std > 0 else None) for std in strengths]
+                         ("gaussian", std, corrupt) if std > 0 else None, std)
+                    for std in strengths]
         elif family.startswith("corruption:"):
             name = family.split(":", 1)[1]
             out += [Cell(family, sev, setting(w, s, corrupt), "test", w, s,
-                         (name, int(sev), corrupt), None) for sev in strengths]
+                         (name, int(sev), corrupt), None, sev) for sev in strengths]
         elif family in ATTACK_FAMILIES:
             out += _attack_cells(family, strengths, w, s, pgd_steps)
         else:

@@ -1,7 +1,17 @@
 """Support-label noise for batches of episodes.
 
-Three kinds, each corrupting exactly ``k = floor(rate * shots + 0.5)`` support items of every
-class of every episode (``rate * shots`` rounded half up), chosen at random:
+The rate is a fraction of the whole support set: ``n = floor(rate * ways * shots + 0.5)``
+support items of every episode are corrupted (the rate over all ``ways * shots`` items,
+rounded half up), spread over the classes as evenly as possible (each class loses
+``n // ways`` items, and ``n % ways`` classes drawn at random lose one more), the items
+within a class drawn at random. So the rate means the same at every shot count: at 5-way
+1-shot, rate 0.4 corrupts 2 of the 5 support items; at 5-way 5-shot, 10 of 25 (2 per
+class). While ``rate <= (shots - 1) / shots`` every class keeps at least one clean item;
+at 1 shot a corrupted class has none (its only item is wrong), as in a one-shot label error.
+The fraction actually corrupted, ``n / (ways * shots)``, is :func:`effective_rate`; a rate
+too small to corrupt one item (``n = 0``) changes nothing.
+
+Three kinds:
 
 ``"symmetric"``
     the item gets a wrong label drawn uniformly from the other ``ways - 1`` labels.
@@ -22,7 +32,7 @@ noisy episodes do not depend on how the episodes were split into batches, and th
 >>> ds = mr.data.glyphs(num_classes=20, per_class=10, seed=0)
 >>> batch = mr.EpisodeSampler(ds, ways=5, shots=4, queries=2, seed=0).sample_batch(0, 3)
 >>> noisy, counts = apply_label_noise(batch, "symmetric", 0.5, seed=1)
->>> counts.tolist()                     # 2 of 4 items in each of the 5 classes
+>>> counts.tolist()                     # 10 of the 20 items: 2 in each of the 5 classes
 [10, 10, 10]
 >>> int((noisy.support_y != batch.support_y).sum(1)[0])
 10
@@ -42,7 +52,7 @@ from .. import seeds
 from .._checks import check_int
 from ..episodes import Episode
 
-__all__ = ["LABEL_NOISE_KINDS", "apply_label_noise", "corrupted_per_class"]
+__all__ = ["LABEL_NOISE_KINDS", "apply_label_noise", "corrupted_items", "effective_rate"]
 
 LABEL_NOISE_KINDS = ("symmetric", "paired", "outlier")
 _KIND_TAG = {"symmetric": 1, "paired": 2, "outlier": 3}
@@ -59,9 +69,16 @@ def check_rate(rate: Any, name: str = "rate") -> float:
     return value
 
 
-def corrupted_per_class(rate: float, shots: int) -> int:
-    """Support items corrupted in each class: ``rate * shots`` rounded half up."""
-    return int(math.floor(check_rate(rate) * shots + 0.5))
+def corrupted_items(rate: float, ways: int, shots: int) -> int:
+    """Support items corrupted in each episode: ``rate * ways * shots`` rounded half up."""
+    ways, shots = check_int(ways, "ways", 1), check_int(shots, "shots", 1)
+    return int(math.floor(check_rate(rate) * ways * shots + 0.5))
+
+
+def effective_rate(rate: float, ways: int, shots: int) -> float:
+    """The fraction of the support set that ``rate`` corrupts: ``corrupted_items / (ways *
+    shots)`` (0 when the rate is too small to corrupt one item)."""
+    return corrupted_items(rate, ways, shots) / (ways * shots)
 
 
 def _episode_rng(seed: int, kind: str, index: int) -> np.random.Generator:
@@ -126,32 +143,45 @@ def _support_positions(batch: Episode) -> tuple[np.ndarray, np.ndarray]:
     return labels, pos
 
 
-def _chosen(rng: np.random.Generator, pos: np.ndarray, k: int) -> np.ndarray:
-    """``k`` random items of each class of one episode (the ``k`` smallest of random keys),
-    ``(ways, k)`` positions."""
+def _class_counts(rng: np.random.Generator, ways: int, n: int) -> np.ndarray:
+    """Items to corrupt in each class: ``n // ways``, one more for ``n % ways`` classes
+    drawn at random (no draw when ``n`` divides evenly)."""
+    counts = np.full(ways, n // ways, dtype=np.int64)
+    if n % ways:
+        counts[rng.choice(ways, n % ways, replace=False)] += 1
+    return counts
+
+
+def _chosen(rng: np.random.Generator, pos: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
+    """``counts[c]`` random items of each class ``c`` of one episode (the smallest of random
+    keys), as positions in the support set."""
     ways, shots = pos.shape
-    return np.take_along_axis(pos, np.argsort(rng.random((ways, shots)), axis=1)[:, :k], 1)
+    order = np.take_along_axis(pos, np.argsort(rng.random((ways, shots)), axis=1), 1)
+    return [order[c, :counts[c]] for c in range(ways)]
 
 
-def _with_wrong_labels(batch: Episode, kind: str, labels: np.ndarray, pos: np.ndarray, k: int,
+def _with_wrong_labels(batch: Episode, kind: str, labels: np.ndarray, pos: np.ndarray, n: int,
                        seed: int, start: int) -> Episode:
     """Symmetric (a uniform other class) or paired (``(c + 1) % ways``) wrong labels."""
     b, ways, _ = pos.shape
     new_labels = labels.copy()
     for j in range(b):
         rng = _episode_rng(seed, kind, start + j)
-        chosen = _chosen(rng, pos[j], k)
+        counts = _class_counts(rng, ways, n)
+        chosen = _chosen(rng, pos[j], counts)
         if kind == "symmetric":
-            shift = rng.integers(1, ways, size=(ways, k))
-            new_labels[j, chosen] = (np.arange(ways)[:, None] + shift) % ways
+            shift = rng.integers(1, ways, size=(ways, int(counts.max())))
+            for c in range(ways):
+                new_labels[j, chosen[c]] = (c + shift[c, :counts[c]]) % ways
         else:
-            new_labels[j, chosen] = (np.arange(ways)[:, None] + 1) % ways
+            for c in range(ways):
+                new_labels[j, chosen[c]] = (c + 1) % ways
     sy = batch.support_y
     return dataclasses.replace(batch,
                                support_y=torch.from_numpy(new_labels).to(sy.device, sy.dtype))
 
 
-def _with_outliers(batch: Episode, index: _ClassIndex, pos: np.ndarray, k: int, seed: int,
+def _with_outliers(batch: Episode, index: _ClassIndex, pos: np.ndarray, n: int, seed: int,
                    start: int) -> Episode:
     """Chosen support images replaced by images of classes outside the episode."""
     b, ways, _ = pos.shape
@@ -159,10 +189,10 @@ def _with_outliers(batch: Episode, index: _ClassIndex, pos: np.ndarray, k: int, 
     flat_rows, flat_items, sources = [], [], []
     for j in range(b):
         rng = _episode_rng(seed, "outlier", start + j)
-        chosen = _chosen(rng, pos[j], k)
-        flat_rows.append(np.full(ways * k, j))
-        flat_items.append(chosen.reshape(-1))
-        sources.append(index.draw(rng, classes[j], ways * k))
+        chosen = np.concatenate(_chosen(rng, pos[j], _class_counts(rng, ways, n)))
+        flat_rows.append(np.full(n, j))
+        flat_items.append(chosen)
+        sources.append(index.draw(rng, classes[j], n))
     rows = torch.from_numpy(np.concatenate(flat_rows))
     items = torch.from_numpy(np.concatenate(flat_items))
     imgs = torch.from_numpy(index.images[np.concatenate(sources)])
@@ -186,8 +216,8 @@ def apply_label_noise(batch: Episode, kind: str, rate: float, *, seed: int = 0,
             ``sampler.sample_batch(start, B)``; a single episode is accepted too. Every label
             ``0..ways-1`` must appear equally often (``shots`` times) in each support set.
         kind: ``"symmetric"``, ``"paired"`` or ``"outlier"`` (see the module docs).
-        rate: fraction of each class's support items to corrupt, in [0, 1];
-            ``floor(rate * shots + 0.5)`` items per class.
+        rate: fraction of the support set to corrupt, in [0, 1]:
+            ``floor(rate * ways * shots + 0.5)`` items, spread evenly over the classes.
         seed: seed of the noise (any int in ``0 .. 2**64-1``).
         start: index of the batch's first episode (the ``start`` of ``sample_batch``).
         dataset: for ``"outlier"``: the dataset the episodes were drawn from (an
@@ -199,7 +229,7 @@ def apply_label_noise(batch: Episode, kind: str, rate: float, *, seed: int = 0,
         ``(noisy, counts)``: a new Episode whose support (labels, or images for
         ``"outlier"``) is corrupted and whose query tensors are the batch's own, and an int64
         tensor ``(B,)`` (a scalar for a single episode) with the number of corrupted support
-        items in each episode (``ways * k``).
+        items in each episode.
     """
     if not isinstance(batch, Episode):
         raise TypeError(f"batch: expected an Episode, got {type(batch).__name__}")
@@ -213,8 +243,8 @@ def apply_label_noise(batch: Episode, kind: str, rate: float, *, seed: int = 0,
         batch = Episode(*(getattr(batch, f.name)[None] for f in dataclasses.fields(batch)))
     labels, pos = _support_positions(batch)
     b, ways, shots = pos.shape
-    k = int(math.floor(rate * shots + 0.5))
-    if kind in ("symmetric", "paired") and ways < 2 and k > 0:
+    n = int(math.floor(rate * ways * shots + 0.5))
+    if kind in ("symmetric", "paired") and ways < 2 and n > 0:
         raise ValueError(f"kind: {kind!r} needs ways >= 2 (a wrong label), got ways={ways}")
     index = None
     if kind == "outlier":
@@ -222,13 +252,13 @@ def apply_label_noise(batch: Episode, kind: str, rate: float, *, seed: int = 0,
             raise ValueError("dataset: kind='outlier' needs the dataset the episodes come "
                              "from (an ImageDataset or an (images, labels) tuple), got None")
         index = _ClassIndex(dataset, tuple(batch.support_x.shape[2:]))
-    counts = torch.full((b,), ways * k, dtype=torch.int64)
-    if k == 0:
+    counts = torch.full((b,), n, dtype=torch.int64)
+    if n == 0:
         noisy = dataclasses.replace(batch)
     elif index is not None:
-        noisy = _with_outliers(batch, index, pos, k, seed, start)
+        noisy = _with_outliers(batch, index, pos, n, seed, start)
     else:
-        noisy = _with_wrong_labels(batch, kind, labels, pos, k, seed, start)
+        noisy = _with_wrong_labels(batch, kind, labels, pos, n, seed, start)
     if single:
         return noisy[0], counts[0]
     return noisy, counts

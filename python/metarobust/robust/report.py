@@ -23,7 +23,7 @@ from typing import Any
 __all__ = ["COLUMNS", "format_table", "load_result", "plot_results", "read_csv",
            "write_report"]
 
-COLUMNS = ("family", "setting", "strength", "accuracy", "ci95", "episodes")
+COLUMNS = ("family", "setting", "strength", "effective", "accuracy", "ci95", "episodes")
 FILES = ("robustness.json", "robustness.csv", "robustness.png")
 
 
@@ -57,8 +57,14 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     return [{"family": r["family"], "setting": r["setting"], "strength": float(r["strength"]),
+             "effective": float(r.get("effective") or r["strength"]),
              "accuracy": float(r["accuracy"]), "ci95": float(r["ci95"]),
              "episodes": int(r["episodes"])} for r in rows]
+
+
+def effective(row: dict[str, Any]) -> float:
+    """The strength a row applied (reports written before rows carried it: the strength)."""
+    return float(row.get("effective", row["strength"]))
 
 
 def _csv_bytes(rows: Sequence[dict[str, Any]]) -> bytes:
@@ -75,16 +81,20 @@ def _label(result: dict[str, Any], index: int) -> str:
     return Path(str(run)).name if run else f"run {index + 1}"
 
 
-def _labels(results: Sequence[dict[str, Any]]) -> list[str]:
+def _labels(results: Sequence[dict[str, Any]], unpaired_mark: str = " (unpaired)"
+            ) -> list[str]:
     labels = [_label(r, i) for i, r in enumerate(results)]
     for i, lab in enumerate(labels):  # disambiguate runs of the same folder name
         if labels.count(lab) > 1:
             run = results[i].get("run")
             labels[i] = f"{Path(str(run)).parent.name}/{lab}" if run else f"{lab} ({i + 1})"
-    return labels
+    return [lab + unpaired_mark if res.get("unpaired") else lab
+            for lab, res in zip(labels, results)]
 
 
-def _format_strength(family: str, strength: float) -> str:
+def _format_strength(family: str, strength: float, applied: float) -> str:
+    if family.startswith("label_noise") and abs(applied - strength) > 1e-9:
+        return f"{strength:g}→{applied:.3g}"  # the rate asked for, the fraction corrupted
     if family in ("fgsm", "pgd", "pgd_support"):
         v = strength * 255
         return f"{v:g}/255" if abs(v - round(v, 3)) < 1e-9 else f"{strength:.4g}"
@@ -97,14 +107,15 @@ def _format_strength(family: str, strength: float) -> str:
 
 def format_table(results: Sequence[dict[str, Any]]) -> str:
     """A text table: one line per (family, setting, strength), one column per run with
-    accuracy ± 95% CI in percent."""
-    labels = _labels(results)
-    keys: list[tuple[str, str, float]] = []
+    accuracy ± 95% CI in percent; a run marked ``unpaired`` (evaluated on other episodes) is
+    starred and explained under the table."""
+    labels = _labels(results, unpaired_mark="*")
+    keys: list[tuple[str, str, float, float]] = []
     values: list[dict[tuple, str]] = []
     for res in results:
         vals = {}
         for r in res["rows"]:
-            key = (r["family"], r["setting"], float(r["strength"]))
+            key = (r["family"], r["setting"], float(r["strength"]), effective(r))
             if key not in vals and key not in keys:
                 keys.append(key)
             vals[key] = f"{100 * r['accuracy']:6.2f} ± {100 * r['ci95']:5.2f}"
@@ -112,16 +123,21 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     wf = max([len("family")] + [len(k[0]) for k in keys])
     ws = max([len("setting")] + [len(k[1]) for k in keys])
     wv = max([16] + [len(lab) for lab in labels])
-    head = f"{'family':{wf}s}  {'setting':{ws}s}  {'strength':>8s}  " + "  ".join(
+    wt = max([8] + [len(_format_strength(k[0], k[2], k[3])) for k in keys])
+    head = f"{'family':{wf}s}  {'setting':{ws}s}  {'strength':>{wt}s}  " + "  ".join(
         f"{lab:>{wv}s}" for lab in labels)
     lines = [head, "-" * len(head)]
     for key in keys:
         cells = "  ".join(f"{vals.get(key, '-'):>{wv}s}" for vals in values)
         lines.append(f"{key[0]:{wf}s}  {key[1]:{ws}s}  "
-                     f"{_format_strength(key[0], key[2]):>8s}  {cells}")
+                     f"{_format_strength(key[0], key[2], key[3]):>{wt}s}  {cells}")
     eps = {res.get("episodes") for res in results}
     lines.append(f"accuracy in % ± 95% CI half-width over "
                  f"{'/'.join(str(e) for e in sorted(eps, key=str))} episodes per cell")
+    for lab, res in zip(labels, results):
+        if res.get("unpaired"):
+            lines.append(f"{lab} unpaired: evaluated on other episodes ({res['unpaired']}); "
+                         "its differences from the other columns are not paired")
     return "\n".join(lines)
 
 
@@ -131,7 +147,7 @@ def _panel_of(family: str) -> str:
     return "domain_shift" if family.startswith("domain_shift:") else family
 
 
-_XLABELS = {"label_noise": "noise rate (fraction of each class's support)",
+_XLABELS = {"label_noise": "noise rate (fraction of the support set corrupted)",
             "gaussian_noise": "noise std (pixels in [0, 1]; 0: clean)",
             "corruption": "severity (0: clean)",
             "attack": "eps (× 1/255, L-inf; 0: clean)"}
@@ -199,15 +215,14 @@ def _plot_strengths(ax: Any, panel: str, rows: list[dict[str, Any]],
     largest strength drawn."""
     xmax = 0.0
     for j, shots in enumerate(shot_settings):
-        sel = sorted((r for r in rows if _shots_of(r["setting"]) == shots),
-                     key=lambda r: r["strength"])
+        sel = sorted((r for r in rows if _shots_of(r["setting"]) == shots), key=effective)
         if not sel:
             continue
-        if clean and sel[0]["strength"] > 0 and _shots_of(clean[0]["setting"]) == shots:
+        if clean and effective(sel[0]) > 0 and _shots_of(clean[0]["setting"]) == shots:
             # strength 0 is the clean cell itself (the same episodes)
-            sel = [{**clean[0], "strength": 0.0}, *sel]
+            sel = [{**clean[0], "strength": 0.0, "effective": 0.0}, *sel]
         scale = 255.0 if panel in ("fgsm", "pgd", "pgd_support") else 1.0
-        x = [r["strength"] * scale for r in sel]
+        x = [effective(r) * scale for r in sel]
         y = [r["accuracy"] for r in sel]
         lo = [r["accuracy"] - r["ci95"] for r in sel]
         hi = [r["accuracy"] + r["ci95"] for r in sel]

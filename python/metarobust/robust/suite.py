@@ -239,6 +239,9 @@ def _evaluate_cells(s: _Suite, todo: list[Cell], episodes: int, progress: bool,
     try:
         for cell in bar:
             bar.set_postfix_str(f"{cell.family} {cell.strength:g}")
+            if cell.skip is not None:
+                skipped.append({"family": cell.family, "reason": cell.skip})
+                continue
             if cell.key not in memo:
                 memo[cell.key] = s.evaluate(cell, episodes)
             res = memo[cell.key]
@@ -246,7 +249,8 @@ def _evaluate_cells(s: _Suite, todo: list[Cell], episodes: int, progress: bool,
                 skipped.append({"family": cell.family, "reason": warnings[-1]})
                 continue
             rows.append({"family": cell.family, "setting": cell.setting or res["setting"],
-                         "strength": float(cell.strength), "accuracy": res["accuracy"],
+                         "strength": float(cell.strength),
+                         "effective": float(cell.effective), "accuracy": res["accuracy"],
                          "ci95": res["ci95"], "episodes": episodes})
     finally:
         bar.close()
@@ -297,7 +301,8 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
 
     Returns:
         ``{"run", "suite", "seed", "episodes", "ways", "shots", "queries", "source",
-        "rows": [{"family", "setting", "strength", "accuracy", "ci95", "episodes"}, ...],
+        "rows": [{"family", "setting", "strength", "effective", "accuracy", "ci95",
+        "episodes"}, ...],
         "skipped": [{"family", "reason"}], "seconds"}``.
     """
     name, grid = _grid(suite, grid, source)
