@@ -6,7 +6,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 mod arrays;
@@ -16,11 +16,12 @@ mod glyphs;
 mod kernels;
 mod sampler;
 
-/// Maps a core error to ValueError/TypeError.
+/// Maps a core error to ValueError, TypeError or MemoryError.
 pub(crate) fn to_py(e: metarobust_core::Error) -> PyErr {
     match e {
         metarobust_core::Error::Value(m) => PyValueError::new_err(m),
         metarobust_core::Error::Type(m) => PyTypeError::new_err(m),
+        metarobust_core::Error::Memory(m) => PyMemoryError::new_err(m),
     }
 }
 
