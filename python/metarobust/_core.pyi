@@ -16,6 +16,10 @@ CORRUPTIONS: tuple[str, ...]
 FloatArray = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 
 def num_threads() -> int: ...
+def _panic_for_tests(message: str, detached: bool = False) -> None:
+    """For tests only, not part of the API: panics in Rust with ``message`` (with the GIL
+    released when ``detached``), which must reach Python as a RuntimeError naming the
+    function."""
 
 class SamplerCore:
     def __new__(

@@ -81,7 +81,7 @@ def glyphs(
     nbytes = num_classes * per_class * image_size * image_size
     if nbytes > 2**40:
         raise ValueError(
-            f"glyphs: num_classes * per_class * image_size**2 = {nbytes} bytes is too large "
+            f"per_class: num_classes * per_class * image_size**2 = {nbytes} bytes is too large "
             "(limit 2**40)"
         )
     ids = glyph_class_ids(num_classes, split)

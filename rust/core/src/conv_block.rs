@@ -16,8 +16,10 @@
 
 use rayon::prelude::*;
 
-use crate::error::{value_err, Result};
+use crate::error::{checked_product, value_err, Result};
+use crate::memory::{bytes_of, check_bytes};
 use crate::pool;
+use crate::prototypes::check_finite;
 
 /// `fn $name(args) -> ret` calling `$body::<FMA>` (an `#[inline(always)]` fn of the same
 /// arguments, generic over whether its multiply-adds are fused, see [`madd`]) compiled for
@@ -102,39 +104,71 @@ impl BlockShape {
     fn pixels(&self) -> usize {
         self.n * self.h * self.w
     }
-    /// Checks the lengths of `x`, `weight` and the per-channel vectors `(length, name)`,
-    /// and `eps`.
+    /// Checks `x`, `weight` and the per-channel vectors `(values, name)`: lengths, finite
+    /// values (variances `>= 0`), `eps` finite and `> 0`, and that the per-image sums fit in
+    /// memory.
     pub(crate) fn check(
         &self,
-        x: usize,
-        weight: usize,
-        per_channel: &[(usize, &str)],
+        x: &[f32],
+        weight: &[f32],
+        per_channel: &[(&[f32], &str)],
         eps: f32,
     ) -> Result<()> {
-        if [self.n, self.cin, self.h, self.w, self.c].contains(&0) {
-            return value_err(format!("shape: every size must be >= 1, got {self:?}"));
-        }
-        let want_x = self.n * self.cin * self.h * self.w;
-        if x != want_x {
-            return value_err(format!("x: expected {want_x} values, got {x}"));
-        }
-        if weight != self.c * self.k() {
+        let BlockShape { n, cin, h, w, c } = *self;
+        if [n, cin, h, w].contains(&0) {
             return value_err(format!(
-                "weight: expected {} values ({} x {} x 3 x 3), got {weight}",
-                self.c * self.k(),
-                self.c,
-                self.cin
+                "x: every dimension must be >= 1, got shape ({n}, {cin}, {h}, {w})"
             ));
         }
-        for &(n, name) in per_channel {
-            if n != self.c {
-                return value_err(format!("{name}: expected {} values, got {n}", self.c));
+        if c == 0 {
+            return value_err(format!(
+                "weight: needs at least one output channel, got shape (0, {cin}, 3, 3)"
+            ));
+        }
+        let want_x = checked_product(&[n, cin, h, w], "x")?;
+        if x.len() != want_x {
+            return value_err(format!("x: expected {want_x} values, got {}", x.len()));
+        }
+        let want_w = checked_product(&[c, cin, 9], "weight")?;
+        if weight.len() != want_w {
+            return value_err(format!(
+                "weight: expected {want_w} values ({c} x {cin} x 3 x 3), got {}",
+                weight.len()
+            ));
+        }
+        for &(v, name) in per_channel {
+            if v.len() != c {
+                return value_err(format!("{name}: expected {c} values, got {}", v.len()));
             }
         }
-        if !(eps >= 0.0 && eps.is_finite()) {
-            return value_err(format!("eps: must be finite and >= 0, got {eps}"));
+        if !(eps > 0.0 && eps.is_finite()) {
+            return value_err(format!("eps: must be finite and > 0, got {eps}"));
         }
-        Ok(())
+        check_finite(x, "x")?;
+        check_finite(weight, "weight")?;
+        for &(v, name) in per_channel {
+            check_finite(v, name)?;
+            if name == "var" {
+                if let Some((i, v)) = v.iter().enumerate().find(|(_, v)| **v < 0.0) {
+                    return value_err(format!("var: must be >= 0, got {v} at channel {i}"));
+                }
+            }
+        }
+        self.check_scratch()
+    }
+    /// The per-image sums the kernels keep (patch moments `K x K`, parameter gradients
+    /// `K x C`) must fit in memory: `cin` large against the images makes them outgrow `x`.
+    fn check_scratch(&self) -> Result<()> {
+        let k = checked_product(&[9, self.cin], "x")?;
+        let per_image = k
+            .checked_mul(k)
+            .zip(checked_product(&[k + 2, self.c], "weight").ok())
+            .and_then(|(a, b)| a.checked_add(b));
+        let what = "x: the per-image sums of the block's patches";
+        let bytes = per_image
+            .and_then(|v| v.checked_mul(self.n + 1))
+            .ok_or_else(|| crate::Error::Value(format!("{what}: size overflows")))?;
+        check_bytes(bytes_of::<f64>(&[bytes], what)?, what)
     }
     /// Checks that the images can be pooled 2x2 and that the pooled map `name` has `len`
     /// values.
@@ -146,7 +180,7 @@ impl BlockShape {
             ));
         }
         let (hp, wp) = self.pooled();
-        let want = self.n * hp * wp * self.c;
+        let want = checked_product(&[self.n, hp, wp, self.c], name)?;
         if len != want {
             return value_err(format!("{name}: expected {want} values, got {len}"));
         }
@@ -409,12 +443,8 @@ pub fn forward(
     eps: f32,
     out: &mut [f32],
 ) -> Result<BatchStats> {
-    let vectors = [
-        (bias.len(), "bias"),
-        (gamma.len(), "gamma"),
-        (beta.len(), "beta"),
-    ];
-    sh.check(x.len(), weight.len(), &vectors, eps)?;
+    let vectors = [(bias, "bias"), (gamma, "gamma"), (beta, "beta")];
+    sh.check(x, weight, &vectors, eps)?;
     sh.check_pooled(out.len(), "out")?;
     let (hp, wp) = sh.pooled();
     let mo = moments(x, &sh);
@@ -731,14 +761,15 @@ pub fn backward(
     dout: &[f32],
 ) -> Result<BlockGrads> {
     let vectors = [
-        (bias.len(), "bias"),
-        (gamma.len(), "gamma"),
-        (beta.len(), "beta"),
-        (stats.mean.len(), "mean"),
-        (stats.var.len(), "var"),
+        (bias, "bias"),
+        (gamma, "gamma"),
+        (beta, "beta"),
+        (&stats.mean[..], "mean"),
+        (&stats.var[..], "var"),
     ];
-    sh.check(x.len(), weight.len(), &vectors, eps)?;
+    sh.check(x, weight, &vectors, eps)?;
     sh.check_pooled(dout.len(), "dout")?;
+    check_finite(dout, "dout")?;
     let (k, cc) = (sh.k(), sh.c);
     let invstd: Vec<f32> = stats.var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     // xhat = (z - mean) * invstd, folded; y = gamma * xhat + beta.
@@ -893,5 +924,46 @@ mod tests {
         assert!(forward(&x, sh, &w, &v, &v, &v, 1e-5, &mut out[..7]).is_err());
         let tiny = BlockShape { h: 1, ..sh };
         assert!(forward(&x[..4], tiny, &w, &v, &v, &v, 1e-5, &mut out).is_err());
+    }
+
+    #[test]
+    fn non_finite_values_and_negative_variances_are_errors() {
+        let sh = BlockShape {
+            n: 1,
+            cin: 1,
+            h: 4,
+            w: 4,
+            c: 2,
+        };
+        let (x, w, v) = (vec![0.5f32; 16], vec![0.1f32; 18], vec![1f32; 2]);
+        let mut out = vec![0f32; 8];
+        let err = |r: Result<BatchStats>| r.unwrap_err().to_string();
+        let mut bad = x.clone();
+        bad[3] = f32::INFINITY;
+        assert!(err(forward(&bad, sh, &w, &v, &v, &v, 1e-5, &mut out)).starts_with("x: holds"));
+        let nan = [1.0, f32::NAN];
+        assert!(err(forward(&x, sh, &w, &v, &nan, &v, 1e-5, &mut out)).starts_with("gamma:"));
+        assert!(err(forward(&x, sh, &w, &v, &v, &v, 0.0, &mut out)).starts_with("eps:"));
+        let stats = forward(&x, sh, &w, &v, &v, &v, 1e-5, &mut out).unwrap();
+        let neg = BatchStats {
+            var: vec![1.0, -1.0],
+            ..stats.clone()
+        };
+        let back = backward(&x, sh, &w, &v, &v, &v, &neg, 1e-5, &out).unwrap_err();
+        assert!(back.to_string().starts_with("var: must be >= 0"), "{back}");
+        let back = backward(&x, sh, &w, &v, &v, &v, &stats, 1e-5, &[f32::NAN; 8]).unwrap_err();
+        assert!(back.to_string().starts_with("dout: holds"), "{back}");
+        // Thousands of input channels on 1x1 images: the K x K moments outgrow any memory.
+        let wide = BlockShape {
+            cin: 1 << 28,
+            h: 1,
+            w: 1,
+            ..sh
+        };
+        assert!(wide
+            .check_scratch()
+            .unwrap_err()
+            .to_string()
+            .starts_with("x:"));
     }
 }

@@ -1,11 +1,13 @@
 use std::fmt;
 
 /// An argument error. `Type` is a wrong kind of value (maps to Python's TypeError),
-/// `Value` a value outside what is allowed (ValueError). Messages name the argument.
+/// `Value` a value outside what is allowed (ValueError), `Memory` a size the machine cannot
+/// hold (MemoryError). Messages name the argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     Value(String),
     Type(String),
+    Memory(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -13,7 +15,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Value(m) | Error::Type(m) => f.write_str(m),
+            Error::Value(m) | Error::Type(m) | Error::Memory(m) => f.write_str(m),
         }
     }
 }

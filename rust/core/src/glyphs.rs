@@ -89,7 +89,8 @@ pub fn output_len(n_classes: usize, per_class: usize, size: usize) -> Result<usi
     if per_class == 0 {
         return value_err("per_class: must be >= 1, got 0");
     }
-    checked_product(&[n_classes, per_class, size, size], "glyph images")
+    // The classes are given (an array); the images per class are what makes the output large.
+    checked_product(&[n_classes, per_class, size, size], "per_class")
 }
 
 /// Renders `per_class` instances of each class in `classes` at `size x size` pixels into

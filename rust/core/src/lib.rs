@@ -18,6 +18,7 @@
 //!
 //! - [`glyphs`]: procedural handwritten-like glyphs, an Omniglot stand-in.
 //! - [`pool`]: the rayon pool (fork-safe) and the sizes at which work goes parallel.
+//! - [`memory`]: sizes checked before allocating, and allocations that fail with an error.
 //!
 //! Every function checks its arguments and returns [`Error`] rather than panicking.
 
@@ -27,6 +28,7 @@ pub mod corruptions;
 pub mod distances;
 pub mod error;
 pub mod glyphs;
+pub mod memory;
 pub mod pixel;
 pub mod pool;
 pub mod prototypes;

@@ -5,7 +5,8 @@
 use num_traits::Float;
 use rayon::prelude::*;
 
-use crate::error::{value_err, Result};
+use crate::error::{checked_product, value_err, Result};
+use crate::memory::try_vec;
 use crate::pool;
 
 /// How the support items of one class become its prototype.
@@ -86,18 +87,24 @@ pub fn check_labels(labels: &[i64], shape: Shape) -> Result<Vec<usize>> {
     if ways == 0 {
         return value_err("ways: must be >= 1, got 0");
     }
-    if labels.len() != tasks * support {
+    // Every class needs an item: this also bounds the counts (and outputs) by the labels.
+    if ways > support {
         return value_err(format!(
-            "labels: expected {} values ({tasks} tasks x {support} items), got {}",
-            tasks * support,
+            "ways: {ways} classes need at least {ways} support items per task, got {support}"
+        ));
+    }
+    let expected = checked_product(&[tasks, support], "labels")?;
+    if labels.len() != expected {
+        return value_err(format!(
+            "labels: expected {expected} values ({tasks} tasks x {support} items), got {}",
             labels.len()
         ));
     }
-    let mut counts = vec![0usize; tasks * ways];
+    let mut counts = try_vec(tasks * ways, 0usize, "labels")?;
     for (i, &l) in labels.iter().enumerate() {
         if l < 0 || l as usize >= ways {
             return value_err(format!(
-                "labels: values must be in 0..{ways} (ways), got {l} at index {i}"
+                "labels: values must be in 0..{ways}, got {l} at index {i}"
             ));
         }
         counts[(i / support) * ways + l as usize] += 1;
@@ -254,7 +261,7 @@ pub fn prototypes<F: Float + Send + Sync>(
     let Shape {
         support, dim, ways, ..
     } = shape;
-    if out.len() != shape.tasks * ways * dim {
+    if Some(out.len()) != shape.tasks.checked_mul(ways * dim) {
         return value_err("out: wrong size for (tasks, ways, dim)");
     }
     if method == Method::Mean {
@@ -367,16 +374,31 @@ pub fn mean_backward<F: Float + Send + Sync>(
     shape: Shape,
     grad_emb: &mut [F],
 ) -> Result<()> {
-    let counts = check_labels(labels, shape)?;
     let Shape {
         tasks,
         support,
         dim,
         ways,
     } = shape;
-    if grad_out.len() != tasks * ways * dim || grad_emb.len() != tasks * support * dim {
+    if [tasks, ways, dim].contains(&0) {
+        return value_err(format!(
+            "grad_output: needs a non-empty (tasks, ways, dim) shape, got ({tasks}, {ways}, {dim})"
+        ));
+    }
+    if support < ways {
+        return value_err(format!(
+            "support: {support} items per task cannot hold the {ways} classes of grad_output \
+             (every class needs one)"
+        ));
+    }
+    if Some(grad_out.len()) != checked_product(&[tasks, ways, dim], "grad_output").ok() {
         return value_err("grad_output: wrong size for (tasks, ways, dim)");
     }
+    if Some(grad_emb.len()) != checked_product(&[tasks, support, dim], "support").ok() {
+        return value_err("support: the gradient's size does not match (tasks, support, dim)");
+    }
+    let counts = check_labels(labels, shape)?;
+    check_finite(grad_out, "grad_output")?;
     let task = |(t, ge): (usize, &mut [F])| {
         mean_backward_task(
             &grad_out[t * ways * dim..(t + 1) * ways * dim],
@@ -493,5 +515,45 @@ mod tests {
             &mut out
         )
         .is_err());
+    }
+
+    #[test]
+    fn mean_backward_rejects_empty_shapes_nan_and_too_many_classes() {
+        let shape = |support, dim, ways| Shape {
+            tasks: 1,
+            support,
+            dim,
+            ways,
+        };
+        let err = |r: Result<()>| r.unwrap_err().to_string();
+        let mut g = [0.0f64; 4];
+        assert!(
+            err(mean_backward::<f64>(&[], &[0, 1], shape(2, 0, 2), &mut []))
+                .starts_with("grad_output:")
+        );
+        assert!(
+            err(mean_backward(&[1.0; 6], &[0, 1], shape(2, 2, 3), &mut g)).starts_with("support:")
+        );
+        assert!(err(mean_backward(
+            &[1.0, f64::NAN, 1.0, 1.0],
+            &[0, 1],
+            shape(2, 2, 2),
+            &mut g
+        ))
+        .starts_with("grad_output: holds NaN"));
+        assert!(mean_backward(&[1.0; 4], &[0, 1], shape(2, 2, 2), &mut g).is_ok());
+        let mut out = [0.0; 2];
+        let big = Shape {
+            ways: 1 << 40,
+            ..shape(2, 1, 1)
+        };
+        assert!(err(prototypes(
+            &[1.0, 2.0],
+            &[0, 1],
+            big,
+            Method::Mean,
+            &mut out
+        ))
+        .starts_with("ways:"));
     }
 }

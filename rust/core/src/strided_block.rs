@@ -24,8 +24,9 @@ use crate::conv_block::{
     affine, affine64, centred_patch, dispatch_avx2, dot, madd, padded, transposed, BatchStats,
     BlockGrads, BlockShape,
 };
-use crate::error::{value_err, Result};
+use crate::error::{checked_product, value_err, Result};
 use crate::pool;
+use crate::prototypes::check_finite;
 
 /// Output side of a 3x3, stride-2, padding-1 convolution.
 pub fn out_side(side: usize) -> usize {
@@ -177,19 +178,9 @@ fn transpose(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
     }
 }
 
-/// Checks everything but the output arrays.
-fn check(
-    x: &[f32],
-    sh: &BlockShape,
-    weight: &[f32],
-    per_channel: &[(usize, &str)],
-    eps: f32,
-) -> Result<()> {
-    sh.check(x.len(), weight.len(), per_channel, eps)
-}
-
 fn check_out(len: usize, sh: &BlockShape, name: &str) -> Result<()> {
-    let want = sh.n * sh.c * positions(sh);
+    let (oh, ow) = (out_side(sh.h), out_side(sh.w));
+    let want = checked_product(&[sh.n, sh.c, oh, ow], name)?;
     if len != want {
         return value_err(format!("{name}: expected {want} values, got {len}"));
     }
@@ -212,12 +203,8 @@ pub fn forward(
     out: &mut [f32],
     parallel: bool,
 ) -> Result<BatchStats> {
-    let vectors = [
-        (bias.len(), "bias"),
-        (gamma.len(), "gamma"),
-        (beta.len(), "beta"),
-    ];
-    check(x, &sh, weight, &vectors, eps)?;
+    let vectors = [(bias, "bias"), (gamma, "gamma"), (beta, "beta")];
+    sh.check(x, weight, &vectors, eps)?;
     check_out(out.len(), &sh, "out")?;
     let (k, m) = (sh.k(), (sh.n * positions(&sh)) as f64);
     let (mu, cov) = moments(x, &sh, parallel);
@@ -422,10 +409,11 @@ pub fn backward(
     dout: &[f32],
     parallel: bool,
 ) -> Result<BlockGrads> {
-    let vectors = [(gamma.len(), "gamma"), (var.len(), "var")];
-    check(x, &sh, weight, &vectors, eps)?;
+    sh.check(x, weight, &[(gamma, "gamma"), (var, "var")], eps)?;
     check_out(out.len(), &sh, "out")?;
     check_out(dout.len(), &sh, "dout")?;
+    check_finite(out, "out")?;
+    check_finite(dout, "dout")?;
     let (k, cc, m) = (sh.k(), sh.c, (sh.n * positions(&sh)) as f64);
     let (mu, cov) = moments(x, &sh, parallel);
     let per_out = cc * positions(&sh);
@@ -624,5 +612,11 @@ mod tests {
         // A 1x1 image has a 1x1 output.
         let one = BlockShape { h: 1, w: 1, ..sh };
         assert!(forward(&x[..1], one, &w, &v, &v, &v, 1e-5, &mut out[..2], true).is_ok());
+        let neg = [1.0, -0.5];
+        let err = backward(&x, sh, &w, &v, &neg, 1e-5, &out, &out, true).unwrap_err();
+        assert!(err.to_string().starts_with("var: must be >= 0"), "{err}");
+        let nan = [f32::NAN; 8];
+        let err = backward(&x, sh, &w, &v, &v, 1e-5, &nan, &out, true).unwrap_err();
+        assert!(err.to_string().starts_with("out: holds"), "{err}");
     }
 }

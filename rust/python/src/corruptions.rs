@@ -1,14 +1,15 @@
 //! Image corruptions on numpy arrays: dtype dispatch, checks, GIL release.
 
-use metarobust_core::corruptions::{Corruption, INFO, NAMES};
+use metarobust_core::corruptions::{Corruption, Kind, INFO, NAMES};
 use metarobust_core::pixel::Pixel;
-use numpy::{Element, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{Element, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
-use crate::arrays::checked;
-use crate::{run_detached, to_py};
+use crate::args;
+use crate::arrays::{checked, disjoint, read, slice, slice_mut, span, write};
+use crate::{guard, run_detached, to_py};
 
 /// Writes the corruption of every image of `images` (uint8 or float32 in [0, 1],
 /// C-contiguous `(N, C, H, W)`) into `out` (same dtype and shape). Image `j` uses the
@@ -20,42 +21,49 @@ fn corrupt_into(
     py: Python<'_>,
     images: &Bound<'_, PyAny>,
     out: &Bound<'_, PyAny>,
-    name: &str,
+    name: &Bound<'_, PyAny>,
+    severity: &Bound<'_, PyAny>,
+    seed: &Bound<'_, PyAny>,
+    index: &Bound<'_, PyAny>,
+    ink: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    guard("corrupt_into", || {
+        let name = args::string(name, "name")?;
+        // Named here: the core's parser names the sampler's argument, `corruption`.
+        Kind::parse(&name, "name").map_err(to_py)?;
+        let options = Options {
+            name,
+            severity: args::int(severity, "severity")?,
+            seed: args::uint64(seed, "seed")?,
+            index: args::uint64(index, "index")?,
+            ink: args::string(ink, "ink")?,
+        };
+        let is_f32 = images
+            .cast::<PyUntypedArray>()
+            .map(|a| a.dtype().is_equiv_to(&numpy::dtype::<f32>(py)))
+            .unwrap_or(false);
+        if is_f32 {
+            run::<f32>(py, images, out, &options, "float32")
+        } else {
+            run::<u8>(py, images, out, &options, "uint8 or float32")
+        }
+    })
+}
+
+/// The scalar arguments of [`corrupt_into`], converted.
+struct Options {
+    name: String,
     severity: i64,
     seed: u64,
     index: u64,
-    ink: &str,
-) -> PyResult<()> {
-    let is_f32 = images
-        .cast::<PyUntypedArray>()
-        .map(|a| a.dtype().is_equiv_to(&numpy::dtype::<f32>(py)))
-        .unwrap_or(false);
-    if is_f32 {
-        run::<f32>(py, images, out, name, severity, seed, index, ink, "float32")
-    } else {
-        run::<u8>(
-            py,
-            images,
-            out,
-            name,
-            severity,
-            seed,
-            index,
-            ink,
-            "uint8 or float32",
-        )
-    }
+    ink: String,
 }
 
 fn run<T: Pixel + Element>(
     py: Python<'_>,
     images: &Bound<'_, PyAny>,
     out: &Bound<'_, PyAny>,
-    name: &str,
-    severity: i64,
-    seed: u64,
-    index: u64,
-    ink: &str,
+    o: &Options,
     dtype: &str,
 ) -> PyResult<()> {
     let images = checked::<T>(images, "images", dtype, 4)?;
@@ -68,18 +76,12 @@ fn run<T: Pixel + Element>(
         )));
     }
     let shape = images.shape();
-    let corruption =
-        Corruption::new(name, severity, ink, [shape[1], shape[2], shape[3]]).map_err(to_py)?;
-    let src = images
-        .try_readonly()
-        .map_err(|e| PyValueError::new_err(format!("images: cannot be read ({e})")))?;
-    // Fails (rather than panics) on a read-only `out` or one that shares `images`' memory.
-    let mut dst = out.try_readwrite().map_err(|e| {
-        PyValueError::new_err(format!(
-            "out: must be a writeable array not sharing memory with images ({e})"
-        ))
-    })?;
-    let (src, dst) = (src.as_slice()?, dst.as_slice_mut()?);
+    let corruption = Corruption::new(&o.name, o.severity, &o.ink, [shape[1], shape[2], shape[3]])
+        .map_err(to_py)?;
+    disjoint(&[span(&out, "out")], &[span(&images, "images")])?;
+    let (src, mut dst) = (read(&images, "images")?, write(&out, "out")?);
+    let (src, dst) = (slice(&src, "images")?, slice_mut(&mut dst, "out")?);
+    let (seed, index) = (o.seed, o.index);
     run_detached(py, || corruption.corrupt_batch(src, dst, seed, index))
 }
 
@@ -88,22 +90,24 @@ fn run<T: Pixel + Element>(
 /// to 5; lengths for 28x28 images) and a one-line `description`.
 #[pyfunction]
 fn corruption_info(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
-    let rows = INFO.iter().map(|info| {
-        let row = PyDict::new(py);
-        row.set_item("name", info.name)?;
-        row.set_item("family", info.family)?;
-        row.set_item("parameter", info.parameter)?;
-        row.set_item("values", PyTuple::new(py, info.values.map(shortest_f64))?)?;
-        row.set_item("description", info.description)?;
-        Ok(row)
-    });
-    PyList::new(py, rows.collect::<PyResult<Vec<_>>>()?)
+    guard("corruption_info", || {
+        let rows = INFO.iter().map(|info| {
+            let row = PyDict::new(py);
+            row.set_item("name", info.name)?;
+            row.set_item("family", info.family)?;
+            row.set_item("parameter", info.parameter)?;
+            row.set_item("values", PyTuple::new(py, info.values.map(shortest_f64))?)?;
+            row.set_item("description", info.description)?;
+            Ok(row)
+        });
+        PyList::new(py, rows.collect::<PyResult<Vec<_>>>()?)
+    })
 }
 
 /// `v` as the f64 of its shortest decimal (0.08, not 0.0799999982...), the number the
 /// constant was written as.
 fn shortest_f64(v: f32) -> f64 {
-    v.to_string().parse().expect("a float's decimal parses")
+    v.to_string().parse().unwrap_or(v as f64)
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

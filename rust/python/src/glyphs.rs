@@ -1,14 +1,16 @@
-//! The procedural glyph dataset: argument checks and a fresh numpy output, filled by
-//! metarobust-core with the GIL released.
+//! The procedural glyph dataset: argument checks and a fresh numpy output (its size checked,
+//! its allocation fallible), filled by metarobust-core with the GIL released.
 
 use metarobust_core::glyphs::{self, Split};
-use numpy::{PyArray4, PyArrayMethods};
+use metarobust_core::memory::try_vec_with_capacity;
+use numpy::{PyArray4, PyArrayDyn};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::arrays::{checked, positive};
-use crate::{run_detached, to_py};
+use crate::args;
+use crate::arrays::{checked, new_array, read, slice, slice_mut, write};
+use crate::{guard, run_detached, to_py};
 
 /// Renders `per_class` instances of each class id in `classes` (int64, 1-D, non-negative)
 /// as a new uint8 array `(len(classes) * per_class, 1, image_size, image_size)`, class-major:
@@ -18,33 +20,47 @@ use crate::{run_detached, to_py};
 #[pyo3(signature = (seed, classes, per_class, image_size))]
 fn render_glyphs<'py>(
     py: Python<'py>,
-    seed: u64,
+    seed: &Bound<'py, PyAny>,
     classes: &Bound<'py, PyAny>,
-    per_class: i64,
-    image_size: i64,
+    per_class: &Bound<'py, PyAny>,
+    image_size: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyArray4<u8>>> {
-    let classes = checked::<i64>(classes, "classes", "int64", 1)?;
-    let per_class = positive(per_class, "per_class")?;
-    let size = positive(image_size, "image_size")?;
-    let ids: Vec<u64> = {
-        let ro = classes.readonly();
-        ro.as_slice()?
-            .iter()
-            .map(|&c| {
-                u64::try_from(c).map_err(|_| {
-                    PyValueError::new_err(format!("classes: ids must be >= 0, got {c}"))
-                })
-            })
-            .collect::<PyResult<_>>()?
-    };
-    glyphs::output_len(ids.len(), per_class, size).map_err(to_py)?;
-    let out = PyArray4::<u8>::zeros(py, [ids.len() * per_class, 1, size, size], false);
-    {
-        let mut rw = out.readwrite();
-        let buf = rw.as_slice_mut()?;
-        run_detached(py, || glyphs::render(seed, &ids, per_class, size, buf))?;
+    guard("render_glyphs", || {
+        let seed = args::uint64(seed, "seed")?;
+        let classes = checked::<i64>(classes, "classes", "int64", 1)?;
+        let per_class = args::positive(per_class, "per_class")?;
+        let size = args::positive(image_size, "image_size")?;
+        let ids = class_ids(&classes)?;
+        glyphs::output_len(ids.len(), per_class, size).map_err(to_py)?;
+        // The size is checked (and the allocation fallible) before rendering starts.
+        let out = new_array::<u8, 4>(
+            py,
+            [ids.len() * per_class, 1, size, size],
+            "per_class",
+            true,
+        )?;
+        {
+            let mut rw = write(&out, "out")?;
+            let buf = slice_mut(&mut rw, "out")?;
+            run_detached(py, || glyphs::render(seed, &ids, per_class, size, buf))?;
+        }
+        Ok(out)
+    })
+}
+
+/// The class ids of `classes`, each checked to be `>= 0`.
+fn class_ids(classes: &Bound<'_, PyArrayDyn<i64>>) -> PyResult<Vec<u64>> {
+    let ro = read(classes, "classes")?;
+    let values = slice(&ro, "classes")?;
+    let mut ids = try_vec_with_capacity(values.len(), "classes").map_err(to_py)?;
+    for &c in values {
+        ids.push(
+            u64::try_from(c).map_err(|_| {
+                PyValueError::new_err(format!("classes: ids must be >= 0, got {c}"))
+            })?,
+        );
     }
-    Ok(out)
+    Ok(ids)
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -1,13 +1,21 @@
 //! Prototype and distance kernels over 3-D float32/float64 numpy arrays.
+//!
+//! Each entry point checks the shapes against each other (and `ways` against the support
+//! items: every class needs one) before it allocates its outputs, so that no output is
+//! larger than its inputs imply.
 
 use metarobust_core::distances::{self, Dims, EpisodeDims, Metric, Real};
 use metarobust_core::prototypes::{self as protos_core, Method, Shape};
-use numpy::{Element, PyArray3, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{Element, PyArray3, PyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::arrays::{checked, positive};
-use crate::run_detached;
+use crate::args::{self, given, Given};
+use crate::arrays::{checked, new_array, read, slice, slice_mut, write};
+use crate::{guard, run_detached, to_py};
+
+/// The dtypes the kernels take (`float_kind` has picked one before the arrays are checked).
+const FLOATS: &str = "float32 or float64";
 
 fn metric(name: &str) -> PyResult<Metric> {
     match name {
@@ -19,19 +27,23 @@ fn metric(name: &str) -> PyResult<Metric> {
     }
 }
 
-fn method(name: &str, trim: f64, tol: f64, max_iter: i64) -> PyResult<Method> {
+fn metric_arg(metric: &Given<'_>) -> PyResult<Metric> {
+    self::metric(&metric.get("metric", args::string, "sqeuclidean".into())?)
+}
+
+fn method(name: &str, trim: f64, tol: f64, max_iter: usize) -> PyResult<Method> {
     let m = match name {
         "mean" => Method::Mean,
         "median" => Method::Median,
         "trimmed_mean" => Method::TrimmedMean { trim },
-        "geometric_median" => Method::GeometricMedian { tol, max_iter: positive(max_iter, "max_iter")? },
+        "geometric_median" => Method::GeometricMedian { tol, max_iter },
         other => {
             return Err(PyValueError::new_err(format!(
                 "method: expected 'mean', 'median', 'trimmed_mean' or 'geometric_median', got {other:?}"
             )))
         }
     };
-    m.check().map_err(crate::to_py)?;
+    m.check().map_err(to_py)?;
     Ok(m)
 }
 
@@ -43,9 +55,14 @@ fn float_kind(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<bool> {
     if obj.cast::<PyArrayDyn<f64>>().is_ok() {
         return Ok(true);
     }
-    let arr = obj
-        .cast::<PyUntypedArray>()
-        .map_err(|_| PyTypeError::new_err(format!("{name}: expected a numpy array")))?;
+    let arr = obj.cast::<PyUntypedArray>().map_err(|_| {
+        let got = obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        PyTypeError::new_err(format!("{name}: expected a numpy array, got {got}"))
+    })?;
     Err(PyTypeError::new_err(format!(
         "{name}: expected dtype float32 or float64, got {}",
         arr.dtype()
@@ -73,24 +90,53 @@ fn dims3<T: Element>(a: &Bound<'_, PyArrayDyn<T>>) -> (usize, usize, usize) {
 /// An output array for a kernel that writes every element before it is returned (each
 /// kernel here does; on error the array is dropped unseen). Skipping the zero fill matters:
 /// for outputs of a few hundred KiB it costs as much as an episode-sized kernel.
-fn new3<'py, T: Element>(py: Python<'py>, shape: (usize, usize, usize)) -> Bound<'py, PyArray3<T>> {
-    // SAFETY: uninitialised floats are overwritten by the kernel before Python can read them.
-    unsafe { PyArray3::<T>::new(py, [shape.0, shape.1, shape.2], false) }
+fn new3<'py, T: Element>(
+    py: Python<'py>,
+    shape: (usize, usize, usize),
+    name: &str,
+) -> PyResult<Bound<'py, PyArray3<T>>> {
+    new_array::<T, 3>(py, [shape.0, shape.1, shape.2], name, false)
 }
 
+/// `labels (tasks, items)`; `items_name` is the argument that sets `items`.
 fn labels2<'py>(
     obj: &Bound<'py, PyAny>,
     tasks: usize,
     items: usize,
+    items_name: &str,
 ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
     let l = checked::<i64>(obj, "labels", "int64", 2)?;
     if l.shape() != [tasks, items] {
         return Err(PyValueError::new_err(format!(
-            "labels: expected shape ({tasks}, {items}), got {:?}",
+            "labels: expected shape ({tasks}, {items}) to match {items_name}, got {:?}",
             l.shape()
         )));
     }
     Ok(l)
+}
+
+/// `(tasks, items, dim)` of the argument `name` without a zero: checked before `ways`, whose
+/// check would otherwise report the empty array as too few support items.
+fn non_empty(shape: (usize, usize, usize), name: &str) -> PyResult<()> {
+    let (tasks, items, dim) = shape;
+    if [tasks, items, dim].contains(&0) {
+        return Err(PyValueError::new_err(format!(
+            "{name}: needs a non-empty (tasks, items, dim) shape, got ({tasks}, {items}, {dim})"
+        )));
+    }
+    Ok(())
+}
+
+/// Every class needs a support item: `ways` above the support items is refused before
+/// anything of size `ways` is allocated.
+fn check_ways(ways: usize, support: usize, support_name: &str) -> PyResult<()> {
+    if ways > support {
+        return Err(PyValueError::new_err(format!(
+            "ways: {ways} classes need at least {ways} support items per task, {support_name} \
+             has {support}"
+        )));
+    }
+    Ok(())
 }
 
 fn prototypes_t<'py, F: Real + Element>(
@@ -100,51 +146,60 @@ fn prototypes_t<'py, F: Real + Element>(
     ways: usize,
     m: Method,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let e = checked::<F>(emb, "emb", "float", 3)?;
-    let (b, s, d) = dims3(&e);
-    let l = labels2(labels, b, s)?;
-    let out = new3::<F>(py, (b, ways, d));
+    let e = checked::<F>(emb, "emb", FLOATS, 3)?;
+    let (tasks, support, dim) = dims3(&e);
+    let l = labels2(labels, tasks, support, "emb")?;
+    non_empty((tasks, support, dim), "emb")?;
+    check_ways(ways, support, "emb")?;
+    let out = new3::<F>(py, (tasks, ways, dim), "ways")?;
     {
-        let (e, l, mut o) = (e.readonly(), l.readonly(), out.readwrite());
-        let (e, l, o) = (e.as_slice()?, l.as_slice()?, o.as_slice_mut()?);
-        run_detached(py, || {
-            protos_core::prototypes(
-                e,
-                l,
-                Shape {
-                    tasks: b,
-                    support: s,
-                    dim: d,
-                    ways,
-                },
-                m,
-                o,
-            )
-        })?;
+        let (er, lr, mut ow) = (read(&e, "emb")?, read(&l, "labels")?, write(&out, "out")?);
+        let (es, ls, os) = (
+            slice(&er, "emb")?,
+            slice(&lr, "labels")?,
+            slice_mut(&mut ow, "out")?,
+        );
+        let shape = Shape {
+            tasks,
+            support,
+            dim,
+            ways,
+        };
+        run_detached(py, || protos_core::prototypes(es, ls, shape, m, os))?;
     }
     Ok(out.into_any())
 }
 
 /// Prototypes `(B, ways, D)` of `emb (B, S, D)` with `labels (B, S)`.
 #[pyfunction]
-#[pyo3(signature = (emb, labels, ways, method="mean", trim=0.2, tol=1e-6, max_iter=100))]
+#[pyo3(
+    signature = (emb, labels, ways, method=Given(None), trim=Given(None), tol=Given(None), max_iter=Given(None)),
+    text_signature = "(emb, labels, ways, method='mean', trim=0.2, tol=1e-06, max_iter=100)"
+)]
 fn prototypes<'py>(
     py: Python<'py>,
     emb: &Bound<'py, PyAny>,
     labels: &Bound<'py, PyAny>,
-    ways: i64,
-    method: &str,
-    trim: f64,
-    tol: f64,
-    max_iter: i64,
+    ways: &Bound<'py, PyAny>,
+    #[pyo3(from_py_with = given)] method: Given<'py>,
+    #[pyo3(from_py_with = given)] trim: Given<'py>,
+    #[pyo3(from_py_with = given)] tol: Given<'py>,
+    #[pyo3(from_py_with = given)] max_iter: Given<'py>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let ways = positive(ways, "ways")?;
-    let m = self::method(method, trim, tol, max_iter)?;
-    if float_kind(emb, "emb")? {
-        prototypes_t::<f64>(py, emb, labels, ways, m)
-    } else {
-        prototypes_t::<f32>(py, emb, labels, ways, m)
-    }
+    guard("prototypes", || {
+        let ways = args::positive(ways, "ways")?;
+        let m = self::method(
+            &method.get("method", args::string, "mean".into())?,
+            trim.get("trim", args::float, 0.2)?,
+            tol.get("tol", args::float, 1e-6)?,
+            max_iter.get("max_iter", args::positive, 100)?,
+        )?;
+        if float_kind(emb, "emb")? {
+            prototypes_t::<f64>(py, emb, labels, ways, m)
+        } else {
+            prototypes_t::<f32>(py, emb, labels, ways, m)
+        }
+    })
 }
 
 fn mean_backward_t<'py, F: Real + Element>(
@@ -153,26 +208,37 @@ fn mean_backward_t<'py, F: Real + Element>(
     labels: &Bound<'py, PyAny>,
     support: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let g = checked::<F>(grad, "grad_output", "float", 3)?;
-    let (b, ways, d) = dims3(&g);
-    let l = labels2(labels, b, support)?;
-    let out = new3::<F>(py, (b, support, d));
+    let g = checked::<F>(grad, "grad_output", FLOATS, 3)?;
+    let (tasks, ways, dim) = dims3(&g);
+    let l = checked::<i64>(labels, "labels", "int64", 2)?;
+    if l.shape()[0] != tasks {
+        return Err(PyValueError::new_err(format!(
+            "labels: expected {tasks} rows (grad_output's tasks), got shape {:?}",
+            l.shape()
+        )));
+    }
+    if l.shape()[1] != support {
+        return Err(PyValueError::new_err(format!(
+            "support: must equal the items per task of labels (shape {:?}), got {support}",
+            l.shape()
+        )));
+    }
+    let out = new3::<F>(py, (tasks, support, dim), "support")?;
     {
-        let (g, l, mut o) = (g.readonly(), l.readonly(), out.readwrite());
-        let (g, l, o) = (g.as_slice()?, l.as_slice()?, o.as_slice_mut()?);
-        run_detached(py, || {
-            protos_core::mean_backward(
-                g,
-                l,
-                Shape {
-                    tasks: b,
-                    support,
-                    dim: d,
-                    ways,
-                },
-                o,
-            )
-        })?;
+        let (gr, lr, mut ow) = (
+            read(&g, "grad_output")?,
+            read(&l, "labels")?,
+            write(&out, "out")?,
+        );
+        let (gs, ls) = (slice(&gr, "grad_output")?, slice(&lr, "labels")?);
+        let os = slice_mut(&mut ow, "out")?;
+        let shape = Shape {
+            tasks,
+            support,
+            dim,
+            ways,
+        };
+        run_detached(py, || protos_core::mean_backward(gs, ls, shape, os))?;
     }
     Ok(out.into_any())
 }
@@ -183,14 +249,16 @@ fn mean_prototypes_backward<'py>(
     py: Python<'py>,
     grad_output: &Bound<'py, PyAny>,
     labels: &Bound<'py, PyAny>,
-    support: i64,
+    support: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let support = positive(support, "support")?;
-    if float_kind(grad_output, "grad_output")? {
-        mean_backward_t::<f64>(py, grad_output, labels, support)
-    } else {
-        mean_backward_t::<f32>(py, grad_output, labels, support)
-    }
+    guard("mean_prototypes_backward", || {
+        let support = args::positive(support, "support")?;
+        if float_kind(grad_output, "grad_output")? {
+            mean_backward_t::<f64>(py, grad_output, labels, support)
+        } else {
+            mean_backward_t::<f32>(py, grad_output, labels, support)
+        }
+    })
 }
 
 fn xy<'py, F: Real + Element>(
@@ -198,15 +266,15 @@ fn xy<'py, F: Real + Element>(
     y: &Bound<'py, PyAny>,
 ) -> PyResult<(Bound<'py, PyArrayDyn<F>>, Bound<'py, PyArrayDyn<F>>, Dims)> {
     let (xa, ya) = (
-        checked::<F>(x, "x", "float", 3)?,
-        checked::<F>(y, "y", "float", 3)?,
+        checked::<F>(x, "x", FLOATS, 3)?,
+        checked::<F>(y, "y", FLOATS, 3)?,
     );
     let ((b, q, d), (b2, n, d2)) = (dims3(&xa), dims3(&ya));
     if b != b2 || d != d2 {
         return Err(PyValueError::new_err(format!(
-            "x, y: shapes {:?} and {:?} must agree in batch and feature dimensions",
-            xa.shape(),
-            ya.shape()
+            "y: shape {:?} must agree with x's {:?} in batch and feature dimensions",
+            ya.shape(),
+            xa.shape()
         )));
     }
     Ok((xa, ya, Dims { tasks: b, q, n, d }))
@@ -219,10 +287,14 @@ fn pairwise_t<'py, F: Real + Element>(
     m: Metric,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (xa, ya, dims) = xy::<F>(x, y)?;
-    let out = new3::<F>(py, (dims.tasks, dims.q, dims.n));
+    let out = new3::<F>(py, (dims.tasks, dims.q, dims.n), "x, y")?;
     {
-        let (xr, yr, mut o) = (xa.readonly(), ya.readonly(), out.readwrite());
-        let (xs, ys, os) = (xr.as_slice()?, yr.as_slice()?, o.as_slice_mut()?);
+        let (xr, yr, mut ow) = (read(&xa, "x")?, read(&ya, "y")?, write(&out, "out")?);
+        let (xs, ys, os) = (
+            slice(&xr, "x")?,
+            slice(&yr, "y")?,
+            slice_mut(&mut ow, "out")?,
+        );
         run_detached(py, || distances::pairwise(xs, ys, dims, m, os))?;
     }
     Ok(out.into_any())
@@ -230,19 +302,24 @@ fn pairwise_t<'py, F: Real + Element>(
 
 /// Distances `(B, Q, N)` between `x (B, Q, D)` and `y (B, N, D)`.
 #[pyfunction]
-#[pyo3(signature = (x, y, metric="sqeuclidean"))]
+#[pyo3(
+    signature = (x, y, metric=Given(None)),
+    text_signature = "(x, y, metric='sqeuclidean')"
+)]
 fn pairwise_distances<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
     y: &Bound<'py, PyAny>,
-    metric: &str,
+    #[pyo3(from_py_with = given)] metric: Given<'py>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let m = self::metric(metric)?;
-    if same_kind(&[(x, "x"), (y, "y")])? {
-        pairwise_t::<f64>(py, x, y, m)
-    } else {
-        pairwise_t::<f32>(py, x, y, m)
-    }
+    guard("pairwise_distances", || {
+        let m = metric_arg(&metric)?;
+        if same_kind(&[(x, "x"), (y, "y")])? {
+            pairwise_t::<f64>(py, x, y, m)
+        } else {
+            pairwise_t::<f32>(py, x, y, m)
+        }
+    })
 }
 
 type Pair<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
@@ -255,7 +332,7 @@ fn pairwise_backward_t<'py, F: Real + Element>(
     m: Metric,
 ) -> PyResult<Pair<'py>> {
     let (xa, ya, dims) = xy::<F>(x, y)?;
-    let g = checked::<F>(grad, "grad_output", "float", 3)?;
+    let g = checked::<F>(grad, "grad_output", FLOATS, 3)?;
     if g.shape() != [dims.tasks, dims.q, dims.n] {
         return Err(PyValueError::new_err(format!(
             "grad_output: expected shape ({}, {}, {}), got {:?}",
@@ -265,13 +342,17 @@ fn pairwise_backward_t<'py, F: Real + Element>(
             g.shape()
         )));
     }
-    let gx = new3::<F>(py, (dims.tasks, dims.q, dims.d));
-    let gy = new3::<F>(py, (dims.tasks, dims.n, dims.d));
+    let gx = new3::<F>(py, (dims.tasks, dims.q, dims.d), "x")?;
+    let gy = new3::<F>(py, (dims.tasks, dims.n, dims.d), "y")?;
     {
-        let (xr, yr, gr) = (xa.readonly(), ya.readonly(), g.readonly());
-        let (mut gxw, mut gyw) = (gx.readwrite(), gy.readwrite());
-        let (xs, ys, gs) = (xr.as_slice()?, yr.as_slice()?, gr.as_slice()?);
-        let (gxs, gys) = (gxw.as_slice_mut()?, gyw.as_slice_mut()?);
+        let (xr, yr, gr) = (read(&xa, "x")?, read(&ya, "y")?, read(&g, "grad_output")?);
+        let (mut gxw, mut gyw) = (write(&gx, "out")?, write(&gy, "out")?);
+        let (xs, ys, gs) = (
+            slice(&xr, "x")?,
+            slice(&yr, "y")?,
+            slice(&gr, "grad_output")?,
+        );
+        let (gxs, gys) = (slice_mut(&mut gxw, "out")?, slice_mut(&mut gyw, "out")?);
         run_detached(py, || {
             distances::pairwise_backward(xs, ys, gs, dims, m, gxs, gys)
         })?;
@@ -281,58 +362,64 @@ fn pairwise_backward_t<'py, F: Real + Element>(
 
 /// Gradients of `pairwise_distances` for `x` and `y`.
 #[pyfunction]
-#[pyo3(signature = (x, y, grad_output, metric="sqeuclidean"))]
+#[pyo3(
+    signature = (x, y, grad_output, metric=Given(None)),
+    text_signature = "(x, y, grad_output, metric='sqeuclidean')"
+)]
 fn pairwise_distances_backward<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
     y: &Bound<'py, PyAny>,
     grad_output: &Bound<'py, PyAny>,
-    metric: &str,
+    #[pyo3(from_py_with = given)] metric: Given<'py>,
 ) -> PyResult<Pair<'py>> {
-    let m = self::metric(metric)?;
-    if same_kind(&[(x, "x"), (y, "y"), (grad_output, "grad_output")])? {
-        pairwise_backward_t::<f64>(py, x, y, grad_output, m)
-    } else {
-        pairwise_backward_t::<f32>(py, x, y, grad_output, m)
-    }
+    guard("pairwise_distances_backward", || {
+        let m = metric_arg(&metric)?;
+        if same_kind(&[(x, "x"), (y, "y"), (grad_output, "grad_output")])? {
+            pairwise_backward_t::<f64>(py, x, y, grad_output, m)
+        } else {
+            pairwise_backward_t::<f32>(py, x, y, grad_output, m)
+        }
+    })
 }
+
+type EpisodeArrays<'py, F> = (
+    Bound<'py, PyArrayDyn<F>>,
+    Bound<'py, PyArrayDyn<i64>>,
+    Bound<'py, PyArrayDyn<F>>,
+    EpisodeDims,
+);
 
 fn episode<'py, F: Real + Element>(
     support: &Bound<'py, PyAny>,
     labels: &Bound<'py, PyAny>,
     query: &Bound<'py, PyAny>,
     ways: usize,
-) -> PyResult<(
-    Bound<'py, PyArrayDyn<F>>,
-    Bound<'py, PyArrayDyn<i64>>,
-    Bound<'py, PyArrayDyn<F>>,
-    EpisodeDims,
-)> {
+) -> PyResult<EpisodeArrays<'py, F>> {
     let (s, q) = (
-        checked::<F>(support, "support", "float", 3)?,
-        checked::<F>(query, "query", "float", 3)?,
+        checked::<F>(support, "support", FLOATS, 3)?,
+        checked::<F>(query, "query", FLOATS, 3)?,
     );
     let ((b, ns, d), (b2, nq, d2)) = (dims3(&s), dims3(&q));
     if b != b2 || d != d2 {
         return Err(PyValueError::new_err(format!(
-            "support, query: shapes {:?} and {:?} must agree in batch and feature dimensions",
-            s.shape(),
-            q.shape()
+            "query: shape {:?} must agree with support's {:?} in batch and feature dimensions",
+            q.shape(),
+            s.shape()
         )));
     }
-    let l = labels2(labels, b, ns)?;
-    Ok((
-        s,
-        l,
-        q,
-        EpisodeDims {
-            tasks: b,
-            support: ns,
-            query: nq,
-            dim: d,
-            ways,
-        },
-    ))
+    let l = labels2(labels, b, ns, "support")?;
+    non_empty((b, ns, d), "support")?;
+    non_empty((b2, nq, d2), "query")?;
+    check_ways(ways, ns, "support")?;
+    let dims = EpisodeDims {
+        tasks: b,
+        support: ns,
+        query: nq,
+        dim: d,
+        ways,
+    };
+    Ok((s, l, q, dims))
 }
 
 fn proto_distances_t<'py, F: Real + Element>(
@@ -344,13 +431,18 @@ fn proto_distances_t<'py, F: Real + Element>(
     m: Metric,
 ) -> PyResult<Pair<'py>> {
     let (s, l, q, dims) = episode::<F>(support, labels, query, ways)?;
-    let out = new3::<F>(py, (dims.tasks, dims.query, ways));
-    let protos = new3::<F>(py, (dims.tasks, ways, dims.dim));
+    let out = new3::<F>(py, (dims.tasks, dims.query, ways), "ways")?;
+    let protos = new3::<F>(py, (dims.tasks, ways, dims.dim), "ways")?;
     {
-        let (sr, lr, qr) = (s.readonly(), l.readonly(), q.readonly());
-        let (mut ow, mut pw) = (out.readwrite(), protos.readwrite());
-        let (ss, ls, qs) = (sr.as_slice()?, lr.as_slice()?, qr.as_slice()?);
-        let (os, ps) = (ow.as_slice_mut()?, pw.as_slice_mut()?);
+        let (sr, lr, qr) = (
+            read(&s, "support")?,
+            read(&l, "labels")?,
+            read(&q, "query")?,
+        );
+        let (mut ow, mut pw) = (write(&out, "out")?, write(&protos, "out")?);
+        let (ss, ls) = (slice(&sr, "support")?, slice(&lr, "labels")?);
+        let qs = slice(&qr, "query")?;
+        let (os, ps) = (slice_mut(&mut ow, "out")?, slice_mut(&mut pw, "out")?);
         run_detached(py, || {
             distances::proto_distances(ss, ls, qs, dims, m, os, ps)
         })?;
@@ -360,62 +452,67 @@ fn proto_distances_t<'py, F: Real + Element>(
 
 /// Fused mean prototypes + distances: returns `(distances (B, Q, ways), prototypes (B, ways, D))`.
 #[pyfunction]
-#[pyo3(signature = (support, labels, query, ways, metric="sqeuclidean"))]
+#[pyo3(
+    signature = (support, labels, query, ways, metric=Given(None)),
+    text_signature = "(support, labels, query, ways, metric='sqeuclidean')"
+)]
 fn proto_distances<'py>(
     py: Python<'py>,
     support: &Bound<'py, PyAny>,
     labels: &Bound<'py, PyAny>,
     query: &Bound<'py, PyAny>,
-    ways: i64,
-    metric: &str,
+    ways: &Bound<'py, PyAny>,
+    #[pyo3(from_py_with = given)] metric: Given<'py>,
 ) -> PyResult<Pair<'py>> {
-    let (ways, m) = (positive(ways, "ways")?, self::metric(metric)?);
-    if same_kind(&[(support, "support"), (query, "query")])? {
-        proto_distances_t::<f64>(py, support, labels, query, ways, m)
-    } else {
-        proto_distances_t::<f32>(py, support, labels, query, ways, m)
-    }
+    guard("proto_distances", || {
+        let (ways, m) = (args::positive(ways, "ways")?, metric_arg(&metric)?);
+        if same_kind(&[(support, "support"), (query, "query")])? {
+            proto_distances_t::<f64>(py, support, labels, query, ways, m)
+        } else {
+            proto_distances_t::<f32>(py, support, labels, query, ways, m)
+        }
+    })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn proto_distances_backward_t<'py, F: Real + Element>(
     py: Python<'py>,
-    support: &Bound<'py, PyAny>,
-    labels: &Bound<'py, PyAny>,
-    query: &Bound<'py, PyAny>,
-    protos: &Bound<'py, PyAny>,
-    grad: &Bound<'py, PyAny>,
+    [support, labels, query, protos, grad]: [&Bound<'py, PyAny>; 5],
     ways: usize,
     m: Metric,
 ) -> PyResult<Pair<'py>> {
     let (s, l, q, dims) = episode::<F>(support, labels, query, ways)?;
-    let p = checked::<F>(protos, "protos", "float", 3)?;
-    let g = checked::<F>(grad, "grad_output", "float", 3)?;
-    if g.shape() != [dims.tasks, dims.query, ways] || p.shape() != [dims.tasks, ways, dims.dim] {
+    let p = checked::<F>(protos, "protos", FLOATS, 3)?;
+    let g = checked::<F>(grad, "grad_output", FLOATS, 3)?;
+    let (tasks, nq, d) = (dims.tasks, dims.query, dims.dim);
+    if p.shape() != [tasks, ways, d] {
         return Err(PyValueError::new_err(format!(
-            "grad_output, protos: expected shapes ({}, {}, {ways}) and ({}, {ways}, {}), got {:?} and {:?}",
-            dims.tasks, dims.query, dims.tasks, dims.dim, g.shape(), p.shape()
+            "protos: expected shape ({tasks}, {ways}, {d}), got {:?}",
+            p.shape()
         )));
     }
-    let gs = new3::<F>(py, (dims.tasks, dims.support, dims.dim));
-    let gq = new3::<F>(py, (dims.tasks, dims.query, dims.dim));
+    if g.shape() != [tasks, nq, ways] {
+        return Err(PyValueError::new_err(format!(
+            "grad_output: expected shape ({tasks}, {nq}, {ways}), got {:?}",
+            g.shape()
+        )));
+    }
+    let gs = new3::<F>(py, (tasks, dims.support, d), "support")?;
+    let gq = new3::<F>(py, (tasks, nq, d), "query")?;
     {
-        let (sr, lr, qr, pr, gr) = (
-            s.readonly(),
-            l.readonly(),
-            q.readonly(),
-            p.readonly(),
-            g.readonly(),
+        let (sr, lr, qr) = (
+            read(&s, "support")?,
+            read(&l, "labels")?,
+            read(&q, "query")?,
         );
-        let (mut gsw, mut gqw) = (gs.readwrite(), gq.readwrite());
-        let (ss, ls, qs, ps, grs) = (
-            sr.as_slice()?,
-            lr.as_slice()?,
-            qr.as_slice()?,
-            pr.as_slice()?,
-            gr.as_slice()?,
+        let (pr, gr) = (read(&p, "protos")?, read(&g, "grad_output")?);
+        let (mut gsw, mut gqw) = (write(&gs, "out")?, write(&gq, "out")?);
+        let (ss, ls, qs) = (
+            slice(&sr, "support")?,
+            slice(&lr, "labels")?,
+            slice(&qr, "query")?,
         );
-        let (gss, gqs) = (gsw.as_slice_mut()?, gqw.as_slice_mut()?);
+        let (ps, grs) = (slice(&pr, "protos")?, slice(&gr, "grad_output")?);
+        let (gss, gqs) = (slice_mut(&mut gsw, "out")?, slice_mut(&mut gqw, "out")?);
         run_detached(py, || {
             distances::proto_distances_backward(ss, ls, qs, ps, grs, dims, m, gss, gqs)
         })?;
@@ -425,8 +522,10 @@ fn proto_distances_backward_t<'py, F: Real + Element>(
 
 /// Backward of `proto_distances`: returns `(grad_support, grad_query)`.
 #[pyfunction]
-#[pyo3(signature = (support, labels, query, protos, grad_output, ways, metric="sqeuclidean"))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(
+    signature = (support, labels, query, protos, grad_output, ways, metric=Given(None)),
+    text_signature = "(support, labels, query, protos, grad_output, ways, metric='sqeuclidean')"
+)]
 fn proto_distances_backward<'py>(
     py: Python<'py>,
     support: &Bound<'py, PyAny>,
@@ -434,20 +533,23 @@ fn proto_distances_backward<'py>(
     query: &Bound<'py, PyAny>,
     protos: &Bound<'py, PyAny>,
     grad_output: &Bound<'py, PyAny>,
-    ways: i64,
-    metric: &str,
+    ways: &Bound<'py, PyAny>,
+    #[pyo3(from_py_with = given)] metric: Given<'py>,
 ) -> PyResult<Pair<'py>> {
-    let (ways, m) = (positive(ways, "ways")?, self::metric(metric)?);
-    if same_kind(&[
-        (support, "support"),
-        (query, "query"),
-        (protos, "protos"),
-        (grad_output, "grad_output"),
-    ])? {
-        proto_distances_backward_t::<f64>(py, support, labels, query, protos, grad_output, ways, m)
-    } else {
-        proto_distances_backward_t::<f32>(py, support, labels, query, protos, grad_output, ways, m)
-    }
+    guard("proto_distances_backward", || {
+        let (ways, m) = (args::positive(ways, "ways")?, metric_arg(&metric)?);
+        let arrays = [support, labels, query, protos, grad_output];
+        if same_kind(&[
+            (support, "support"),
+            (query, "query"),
+            (protos, "protos"),
+            (grad_output, "grad_output"),
+        ])? {
+            proto_distances_backward_t::<f64>(py, arrays, ways, m)
+        } else {
+            proto_distances_backward_t::<f32>(py, arrays, ways, m)
+        }
+    })
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -281,7 +281,8 @@ fn backward_task_any<F: Real>(
 
 /// Chain rule through `v -> v / max(|v|, eps)`: `(g - vh (vh.g)) / |v|`, or `g / eps` below eps.
 fn project_normalize<F: Real>(v: &[F], vh: &[F], inv: &[F], d: usize, g: &mut [F]) {
-    let eps = F::from(COSINE_EPS).unwrap();
+    // Both float types hold it: the fallback is never taken.
+    let eps = F::from(COSINE_EPS).unwrap_or_else(F::epsilon);
     for ((gr, (vr, hr)), &s) in g
         .chunks_exact_mut(d)
         .zip(v.chunks_exact(d).zip(vh.chunks_exact(d)))

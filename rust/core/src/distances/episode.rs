@@ -146,11 +146,16 @@ pub fn proto_distances_backward<F: Real>(
         ));
     }
     check_finite(grad, "grad_output")?;
-    if protos.len() != tasks * ways * d
-        || g_support.len() != support.len()
-        || g_query.len() != query.len()
-    {
-        return value_err("protos/g_support/g_query: wrong sizes");
+    if protos.len() != tasks * ways * d {
+        return value_err(format!(
+            "protos: expected {} values ({tasks} x {ways} x {d}), got {}",
+            tasks * ways * d,
+            protos.len()
+        ));
+    }
+    check_finite(protos, "protos")?;
+    if g_support.len() != support.len() || g_query.len() != query.len() {
+        return value_err("g_support/g_query: wrong sizes");
     }
     pool::install_for(tasks * q * ways * d, |par| {
         let blocks = if par { blocks_per_task(tasks, q) } else { 1 };

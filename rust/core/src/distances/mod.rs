@@ -139,7 +139,8 @@ fn dot<F: Real>(a: &[F], b: &[F]) -> F {
 }
 
 fn inv_norms<F: Real>(x: &[F], dim: usize) -> Vec<F> {
-    let eps = F::from(COSINE_EPS).unwrap();
+    // Both float types hold it: the fallback is never taken.
+    let eps = F::from(COSINE_EPS).unwrap_or_else(F::epsilon);
     x.chunks_exact(dim)
         .map(|r| F::one() / dot(r, r).sqrt().max(eps))
         .collect()

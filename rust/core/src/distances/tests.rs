@@ -148,3 +148,22 @@ fn bad_inputs_are_errors() {
     )
     .is_err());
 }
+
+#[test]
+fn proto_distances_backward_rejects_non_finite_prototypes() {
+    let dims = EpisodeDims {
+        tasks: 1,
+        support: 2,
+        query: 1,
+        dim: 1,
+        ways: 2,
+    };
+    let (mut gs, mut gq) = ([0.0; 2], [0.0; 1]);
+    let run = |protos: &[f64], gs: &mut [f64], gq: &mut [f64]| {
+        let (s, l, q, g) = ([1.0, 2.0], [0, 1], [0.5], [1.0, 1.0]);
+        proto_distances_backward(&s, &l, &q, protos, &g, dims, Metric::SqEuclidean, gs, gq)
+    };
+    assert!(run(&[1.0, 2.0], &mut gs, &mut gq).is_ok());
+    let err = run(&[1.0, f64::NAN], &mut gs, &mut gq).unwrap_err();
+    assert!(err.to_string().starts_with("protos: holds NaN"), "{err}");
+}

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use super::{BatchOut, EpisodeSampler};
 use crate::cache::CachedRows;
 use crate::corruptions::{Corruption, StreamKey, Target, Workspace};
-use crate::error::{value_err, Result};
+use crate::error::{checked_product, value_err, Result};
 use crate::pixel::{prefetch, Pixel, PixelTable};
 use crate::pool::{self, CORRUPT_PIXEL_COST, PARALLEL_MIN_BYTES};
 
@@ -69,10 +69,9 @@ impl EpisodeSampler {
         count: usize,
         out: &BatchOut<'_, T>,
     ) -> Result<()> {
-        if images.len() != self.n_items * self.item_size {
+        if Some(images.len()) != self.n_items.checked_mul(self.item_size) {
             return value_err(format!(
-                "images: expected {} bytes ({} items of {}), got {}",
-                self.n_items * self.item_size,
+                "images: expected {} items of {} bytes, got {} bytes",
                 self.n_items,
                 self.item_size,
                 images.len()
@@ -85,20 +84,24 @@ impl EpisodeSampler {
             return value_err(format!("start: {start} + count {count} overflows"));
         }
         let (w, s, q, d) = (self.ways, self.shots, self.queries, self.item_size);
-        let expect = |name: &str, got: usize, want: usize| -> Result<()> {
-            if got == want {
-                Ok(())
-            } else {
-                value_err(format!(
+        // Products of the counts overflow for absurd counts: checked, so that they cannot
+        // wrap around to the size of a small (or empty) buffer.
+        let expect = |name: &str, got: usize, factors: &[usize]| -> Result<()> {
+            match checked_product(factors, "count") {
+                Ok(want) if want == got => Ok(()),
+                Ok(want) => value_err(format!(
                     "{name}: output buffer holds {got} values, needs {want}"
-                ))
+                )),
+                Err(_) => value_err(format!(
+                    "count: {count} episodes overflow the size of {name} ({factors:?} values)"
+                )),
             }
         };
-        expect("support_x", out.support_x.len(), count * w * s * d)?;
-        expect("support_y", out.support_y.len(), count * w * s)?;
-        expect("query_x", out.query_x.len(), count * w * q * d)?;
-        expect("query_y", out.query_y.len(), count * w * q)?;
-        expect("classes", out.classes.len(), count * w)
+        expect("support_x", out.support_x.len(), &[count, w, s, d])?;
+        expect("support_y", out.support_y.len(), &[count, w, s])?;
+        expect("query_x", out.query_x.len(), &[count, w, q, d])?;
+        expect("query_y", out.query_y.len(), &[count, w, q])?;
+        expect("classes", out.classes.len(), &[count, w])
     }
 }
 

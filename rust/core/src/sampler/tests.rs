@@ -328,3 +328,24 @@ fn bad_sizes_are_errors() {
     assert!(EpisodeSampler::new(&labels, usize::MAX / 2, 2, 1, 1, 0, None).is_err());
     assert!(EpisodeSampler::new(&labels, 1, 1, 1, 0, 0, Some(&[7])).is_err());
 }
+
+#[test]
+fn counts_whose_sizes_overflow_are_errors() {
+    let (images, labels) = toy(4, 3, 4);
+    let table = PixelTable::new(1, 4, &[], &[]).unwrap();
+    for queries in [0, 1] {
+        let s = EpisodeSampler::new(&labels, 4, 2, 1, queries, 0, None).unwrap();
+        let empty = || BatchOut::<u8> {
+            support_x: &mut [],
+            support_y: &mut [],
+            query_x: &mut [],
+            query_y: &mut [],
+            classes: &mut [],
+        };
+        // 2^62 * 2 ways * 1 shot * 4 bytes wraps to 0 without checked arithmetic.
+        let err = s
+            .sample_into(&images, &table, 0, 1 << 62, empty())
+            .unwrap_err();
+        assert!(err.to_string().starts_with("count: "), "{err}");
+    }
+}
