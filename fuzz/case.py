@@ -39,7 +39,8 @@ class Draft:
 class Break:
     """Argument ``arg`` made bad: its new expression, a short label of what was done
     (``how``, e.g. "dtype int64" or "huge 2**31"), the names a rejection may give for it
-    (``=value`` stands for the argument's value as text, matched anywhere in the message),
+    (``=value`` stands for the argument's value as text and ``*name`` for a file name, both
+    matched anywhere in the message),
     whether a correct result is acceptable too (``tolerated``: e.g. a misaligned input that
     an implementation may copy) and statements to run before the arguments."""
 

@@ -6,7 +6,8 @@
   type the target lists, e.g. FileNotFoundError for a missing path) whose message names the
   broken argument: one of the case's names appears as a whole word (not inside a longer
   identifier) in the first :data:`HEAD` characters of the message; a name given as
-  ``=value`` (the argument's value as text, e.g. a path) may appear anywhere.
+  ``=value`` (the argument's value as text, e.g. a path) or as ``*name`` (a file inside
+  the path the argument names, e.g. ``*images.npy``) may appear anywhere.
 * ``unclear``: a broken or junk case raised one of those types without naming the argument
   in its message (a name only in an exception note, as pyo3 adds to failed conversions,
   does not count: ``str(error)`` never shows it),
@@ -37,6 +38,10 @@ def names_argument(message: str, names: list[str], value: str | None = None) -> 
     for n in names:
         if n == "=value":
             if value and len(value) >= 3 and value in message:
+                return True
+            continue
+        if n.startswith("*"):  # a file name: anywhere (it sits at the end of a path)
+            if n[1:] in message:
                 return True
             continue
         if re.search(rf"(?<![A-Za-z0-9_]){re.escape(n)}(?![A-Za-z0-9_])", head):
