@@ -5,13 +5,15 @@ cases (one argument replaced by an arbitrary object).
 Cases are drawn by running a ``@given`` function under ``@seed``: hypothesis' public way to
 draw reproducibly, so a run is a pure function of ``--seed``. Cases come in rounds: each
 round draws a chunk of every target's cases (with a seed derived from the run's seed, the
-target and the round), so the stream interleaves targets and its prefix does not depend on
-how long the run lasts. Duplicates within a target are dropped."""
+target and the round) and interleaves them, so any prefix of the stream covers every
+target and does not depend on how long the run lasts. Duplicates within a target are
+dropped. Drawing runs in a process of its own, ahead of the workers."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 from collections.abc import Iterator
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
@@ -90,24 +92,55 @@ def chunk(target: Target, seed: int, round_: int) -> list[dict]:
     return out
 
 
-def stream(targets: list[Target], seed: int, max_dry: int = 3) -> Iterator[dict]:
-    """Cases of every target, round by round, without repeats; a target that yields nothing
+def rounds(targets: list[Target], seed: int, max_dry: int = 3) -> Iterator[list[dict]]:
+    """The cases of every target, round by round (targets interleaved case by case within a
+    round, so any prefix covers them all), without repeats; a target that yields nothing
     new for ``max_dry`` rounds in a row (a small input space) drops out."""
     seen: dict[str, set[str]] = {t.name: set() for t in targets}
     dry = {t.name: 0 for t in targets}
     active = list(targets)
     round_ = 0
     while active:
-        for target in list(active):
-            fresh = 0
+        fresh: dict[str, list[dict]] = {}
+        for target in active:
+            fresh[target.name] = []
             for case in chunk(target, seed, round_):
                 key = json.dumps([case[k] for k in ("kind", "arg", "how", "setup", "args")])
-                if key in seen[target.name]:
-                    continue
-                seen[target.name].add(key)
-                fresh += 1
-                yield case
-            dry[target.name] = 0 if fresh else dry[target.name] + 1
-            if dry[target.name] >= max_dry:
-                active.remove(target)
+                if key not in seen[target.name]:
+                    seen[target.name].add(key)
+                    fresh[target.name].append(case)
+            dry[target.name] = 0 if fresh[target.name] else dry[target.name] + 1
+        lists = list(fresh.values())
+        yield [c for i in range(max(map(len, lists))) for c in
+               (lst[i] for lst in lists if i < len(lst))]
+        active = [t for t in active if dry[t.name] < max_dry]
         round_ += 1
+
+
+def _produce(modules: str | None, names: list[str], seed: int, out) -> None:
+    """The generator process: rounds of cases into the queue ``out``, then None."""
+    from .registry import load_targets
+
+    by_name = {t.name: t for t in load_targets(modules)}
+    for batch in rounds([by_name[n] for n in names], seed):
+        out.put(batch)
+    out.put(None)
+
+
+def stream(modules: str | None, names: list[str], seed: int,
+           ahead: int = 2) -> Iterator[dict]:
+    """The cases of the targets ``names`` (from ``modules``), drawn in a process of their own
+    up to ``ahead`` rounds ahead of the caller (drawing costs about as much as running)."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue(maxsize=ahead)
+    proc = ctx.Process(target=_produce, args=(modules, names, seed, queue), daemon=True)
+    proc.start()
+    try:
+        while True:
+            batch = queue.get()
+            if batch is None:
+                return
+            yield from batch
+    finally:
+        proc.terminate()
+        proc.join(timeout=5)

@@ -54,9 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     minutes = args.minutes if args.minutes is not None or args.cases else 2.0
     start = time.monotonic()
     stop_at = start + 60 * minutes if minutes is not None and not args.cases else None
-    cases = stream(targets, args.seed)
-    if args.cases:
-        cases = itertools.islice(cases, args.cases)
+    drawn = stream(args.target_modules, [t.name for t in targets], args.seed)
+    cases = itertools.islice(drawn, args.cases) if args.cases else drawn
     results = Results()
     last = [start]
 
@@ -79,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         pool.run(numbered(), on_result, stop_at)
     finally:
         pool.close()
+        drawn.close()  # stops the drawing process
     lines = results.write(args.out, {t.name: t for t in all_targets}, args.seed)
     elapsed = time.monotonic() - start
     print(results.table())

@@ -57,8 +57,9 @@ def _b(name: str, expr: str, how: str, names: tuple[str, ...] = (),
 @dataclass
 class Int(Spec):
     """An int in ``[lo, hi]`` (hi None: no bound). huge: what ints beyond 2**31 are when
-    under ``hi``: "broken" (too large for what they size), "valid" or "skip"; related:
-    arguments a rejection of a size may name instead."""
+    under ``hi``: "broken" (too large for what they size), "tolerated" (a correct result
+    or a rejection) or "skip" (not tried); related: arguments a rejection of a size may
+    name instead."""
 
     lo: int = 0
     hi: int | None = None
@@ -78,8 +79,9 @@ class Int(Spec):
             out.append(_b(name, num(self.hi + 1), "above max", self.related))
         for h in HUGE:
             over = self.hi is not None and h > self.hi
-            if over or (self.huge == "broken" and (self.hi is None or h <= self.hi)):
-                out.append(_b(name, num(h), f"huge {num(h)}", self.related))
+            if over or (self.huge in ("broken", "tolerated") and (self.hi is None or h <= self.hi)):
+                out.append(_b(name, num(h), f"huge {num(h)}", self.related,
+                              tolerated=self.huge == "tolerated" and not over))
         out += [
             _b(name, "True", "bool"), _b(name, "False", "bool"),
             _b(name, "np.bool_(True)", "numpy bool"),
