@@ -94,6 +94,12 @@ class Int(Spec):
             out.append(_b(name, "None", "None"))
         return out
 
+    def junk(self, name: str) -> list[Break]:
+        skip = set()
+        if self.hi is None and self.huge != "broken":
+            skip.add("junk huge")  # no bound: 2**200 may be right
+        return [b for b in super().junk(name) if b.how not in skip]
+
     def variants(self, draft: Draft, name: str) -> list[tuple[str, str]]:
         v = draft.facts.get(name, {}).get("value")
         if not isinstance(v, int):
@@ -167,6 +173,7 @@ class Bool(Spec):
     """A bool; ``strict``: other truthy values are refused (else anything goes)."""
 
     strict: bool = True
+    junk_skip: frozenset[str] = frozenset({"true"})
 
     def breaks(self, draft: Draft, name: str) -> list[Break]:
         if not self.strict:
@@ -260,7 +267,8 @@ class Arr(Spec):
         else:
             out.append(_b(name, f"({x}).tolist()", "list for array",
                           tolerated=self.lists == "tolerated"))
-            out.append(_b(name, f"torch.from_numpy(np.array({x}))", "tensor for array"))
+            out.append(_b(name, f"torch.from_numpy(np.array({x}))", "tensor for array",
+                          tolerated=self.lists == "tolerated"))  # the same np.asarray
         return out
 
     def _dtype_breaks(self, name: str, x: str, dt: str) -> list[Break]:

@@ -225,6 +225,9 @@ def fill_breaks(draft):
             out.append(Break(name, zeros(shp, other), "image dtypes differ",
                              ("support_x", "query_x")))
     sx, qx = draft.facts["support_x"]["shape"], draft.facts["query_x"]["shape"]
+    if draft.facts["classes"]["shape"] == draft.facts["support_y"]["shape"]:
+        out.append(Break("classes", "support_y.view()", "aliases support_y",
+                         ("classes", "support_y")))
     d = draft.facts["support_x"]["dtype"]
     if sx[2] != sx[3]:  # the same size, channels and height swapped
         swapped = [sx[0], sx[1], sx[3], sx[2], sx[4]]

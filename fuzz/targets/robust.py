@@ -414,7 +414,8 @@ class Parts(Spec):
     """``derive``'s positions: non-negative ints."""
 
     junk_skip = frozenset({"list", "set", "range", "generator", "str", "dict", "bytes",
-                           "bytearray", "memoryview", "tensor", "str_array", "object_array"})
+                           "bytearray", "memoryview", "tensor", "str_array", "object_array",
+                           "huge"})
 
     def breaks(self, draft, name):
         return [Break(name, e, h, (name,)) for e, h in (
