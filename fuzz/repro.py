@@ -21,6 +21,7 @@ import torch
 import metarobust as mr
 from metarobust import _core
 """
+BOUND = {"math", "os", "tempfile", "np", "torch", "mr", "_core"}  # names the preamble binds
 
 
 def _names(code: types.CodeType) -> set[str]:
@@ -45,8 +46,7 @@ def bundle(fn) -> str:
             g = f.__globals__.get(name)
             if isinstance(g, types.FunctionType) and g.__module__.startswith("fuzz"):
                 visit(g)
-            elif isinstance(g, types.ModuleType) and name not in seen and \
-                    f"import {g.__name__}\n" not in PREAMBLE:
+            elif isinstance(g, types.ModuleType) and name not in seen | BOUND:
                 seen.add(name)
                 alias = "" if name == g.__name__ else f" as {name}"
                 order.append(f"import {g.__name__}{alias}\n")

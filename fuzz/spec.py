@@ -210,6 +210,7 @@ class Obj(Spec):
     """Any other object (a learner, a batch, a dataset): breaks come from the target."""
 
     nullable: bool = False
+    junk_skip: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -296,8 +297,10 @@ class Arr(Spec):
         out = []
         for expr, n in cands:
             if n in self.ndims:
-                # another accepted rank: now the arguments disagree with each other
-                out.append(_b(name, expr, f"ndim {n} unlike related", self.related))
+                # another accepted rank: the arguments' ranks now disagree, which a caller
+                # may resolve (a single task as a batch of one) if the result is right
+                out.append(_b(name, expr, f"ndim {n} unlike related", self.related,
+                              tolerated=True))
             else:
                 out.append(_b(name, expr, f"ndim {n}"))
         return out
@@ -308,7 +311,7 @@ class Arr(Spec):
         if self.contiguous == "required":
             if size >= 2 and any(d > 1 for d in shp):
                 out.append(_b(name, f"strided({x})", "non-contiguous"))
-            if sum(d > 1 for d in shp) >= 2:
+            if size >= 2 and sum(d > 1 for d in shp) >= 2:
                 out.append(_b(name, f"np.asfortranarray({x})", "fortran order"))
         itemsize = int(re.sub(r"\D", "", dt) or 8) // 8 if dt != "bool" else 1
         if itemsize > 1 and size >= 1:

@@ -86,7 +86,8 @@ def valid_dataset(draw):
 def dataset_breaks(draft):
     x = draft.args["labels"]
     labels = draft.facts["labels"]["values"]
-    out = [Break("labels", f"np.array({x}) * 0 - 1", "negative labels", ("labels",)),
+    out = [Break("labels", f"np.array({x}, dtype=np.int64) * 0 - 1", "negative labels",
+                 ("labels",)),
            Break("labels", f"np.array({x})[:-1]", "one label short", ("labels", "images")),
            Break("labels", f"np.array({x}, dtype=np.float64)", "float labels", ("labels",)),
            Break("class_names", "['a', 'a'] + [str(i) for i in range(99)]",
@@ -101,8 +102,10 @@ def dataset_breaks(draft):
 
 
 class Names(Spec):
+    """Class names: None or strings (numpy's str_ are strings)."""
+
     nullable = True
-    junk_skip = frozenset({"list", "range", "set", "dict", "generator"})
+    junk_skip = frozenset({"list", "range", "set", "dict", "generator", "str_array"})
 
 
 def check_task(got, args, seed, i, shots, queries):
@@ -259,7 +262,8 @@ TARGETS = [
                    "labels": Arr(("int64", "int32", "uint8", "int16"), (1,),
                                  contiguous="copied", related=("images",), empty="broken",
                                  lists="tolerated"),
-                   "class_names": Names(), "metadata": Obj(nullable=True)},
+                   "class_names": Names(),
+                   "metadata": Obj(nullable=True, junk_skip=frozenset({"dict"}))},
            valid=valid_dataset(), check=check_dataset, relational=dataset_breaks),
     Target(name="data.sinusoid", call="mr.data.sinusoid(shots, queries, seed)",
            params={"shots": Int(1), "queries": Int(1), "seed": Int(0, 2**64 - 1, huge="skip")},

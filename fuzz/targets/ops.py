@@ -14,7 +14,7 @@ from ..case import Break, Draft, Target
 from ..spec import Arr, Choice, Float, Int
 from ..values import normal, num
 from ._common import class_labels, close, dims, seeds, small
-from .core_distances import ref_distances, torch_distances
+from .core_distances import cosine_terms, ref_distances, torch_distances
 from .core_prototypes import check_geometric_median, robust_reference
 
 FLOATS = ("float32", "float64")
@@ -35,9 +35,10 @@ def _tensor_out(what, result, like, shape):
         f"expected {tuple(shape)}"
 
 
-def _grad_check(result, inputs, reference):
+def _grad_check(result, inputs, reference, terms=0.0):
     """For inputs that require grad: their gradients of ``sum(result * w)`` equal those of
-    ``reference(*float64 copies)``."""
+    ``reference(*float64 copies)`` (``terms``: the size of cancelling terms, see
+    :func:`cosine_terms`)."""
     leaves = [t for t in inputs if t.requires_grad]
     if not leaves:
         return
@@ -49,7 +50,7 @@ def _grad_check(result, inputs, reference):
     eps = 1e-4 if result.dtype == torch.float32 else 1e-9
     for i, (g, r) in enumerate(zip(got, want)):
         scale = float(r.abs().max()) if r.numel() else 0.0
-        close(f"gradient of input {i}", g.numpy(), r.numpy(), eps, eps * (1 + scale))
+        close(f"gradient of input {i}", g.numpy(), r.numpy(), eps, eps * (1 + scale + terms))
 
 
 def check_prototypes(result, args, meta):
@@ -64,6 +65,8 @@ def check_prototypes(result, args, meta):
     if method == "filtered_mean":
         if emb.shape[-1] == 1 and args["metric"] == "cosine":
             return  # 1-D cosine distances are 0 or 2: ties everywhere, either choice is right
+        if float(args["tol"]) > 1e-6 or int(args["max_iter"]) < 100:
+            return  # loosely solved medians: each path may keep a different item
         twin = mr.ops.prototypes_torch(emb.detach(), labels, ways, method, trim=args["trim"],
                                        tol=args["tol"], max_iter=args["max_iter"],
                                        metric=args["metric"], rounds=args["rounds"])
@@ -184,7 +187,8 @@ def check_pairwise(result, args, meta):
         return d[0] if single else d
 
     if metric == "sqeuclidean" or bool((x.norm(dim=-1) > 1e-6).all()):
-        _grad_check(result, [x, y], ref)
+        terms = cosine_terms(np.ones(1), _np3(x), _np3(y)) if metric == "cosine" else 0.0
+        _grad_check(result, [x, y], ref, terms)
 
 
 @st.composite
