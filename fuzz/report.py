@@ -18,12 +18,19 @@ REPROS_PER_CLASS = 2
 
 def _gist(detail: str) -> str:
     """The first line of an error with numbers, paths and quoted values blurred, so that
-    the same fault with other sizes groups together."""
-    first = next((ln for ln in detail.splitlines() if ln.strip()), "")
+    the same fault with other sizes groups together; for a result, what went wrong (a bad
+    input accepted; which check failed), not the values."""
+    lines = [ln for ln in detail.splitlines() if ln.strip()]
+    first = lines[0] if lines else ""
     if first.startswith("worker "):  # a crash: the signal and the telling stderr line
-        lines = [ln for ln in detail.splitlines()[1:] if "panicked" in ln or "memory" in ln
-                 or "Fatal" in ln]
-        first = first + (" | " + lines[0].strip() if lines else "")
+        tell = [ln for ln in lines[1:] if "panicked" in ln or "memory" in ln or "Fatal" in ln]
+        first = first + (" | " + tell[0].strip() if tell else "")
+    elif first.startswith("bad input accepted"):
+        first = "bad input accepted"
+    elif first.startswith("check raised"):
+        first = "check raised " + lines[-1].split(":")[0]
+    elif first.startswith("check: "):
+        first = ":".join(first.split(":")[:2])
     first = re.sub(r"(/[\w.\-]+)+", "PATH", first)
     first = re.sub(r"0x[0-9a-fA-F]+", "N", first)
     first = re.sub(r"\d+(\.\d+)?(e[+-]?\d+)?", "N", first)

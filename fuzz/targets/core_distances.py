@@ -4,6 +4,8 @@ autograd."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from hypothesis import strategies as st
@@ -191,7 +193,11 @@ def valid_proto(draw, backward=False):
 
 
 def _proto_breaks(draft):
-    return label_breaks(draft, data="support") + _disagree(draft, "support", "query")
+    out = label_breaks(draft, data="support") + _disagree(draft, "support", "query")
+    if "protos" in draft.args:  # the backward's protos and grad_output are sized by ways
+        out = [replace(b, names=(*b.names, "protos", "grad_output")) if b.arg == "ways" else b
+               for b in out]
+    return out
 
 
 def _feature(related, empty=("broken", "tolerated", "broken"), linked=()):
