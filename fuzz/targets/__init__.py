@@ -1,0 +1,1 @@
+"""The fuzzed entry points, one module per group: each holds a ``TARGETS`` list."""
