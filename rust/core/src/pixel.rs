@@ -198,6 +198,16 @@ impl PixelTable {
             if !(s.is_finite() && s > 0.0) {
                 return value_err(format!("std: channel {c} is {s}; must be finite and > 0"));
             }
+            // pixels in [0, 1] must stay finite in float32 once normalised
+            if [(0.0 - m) / s, (1.0 - m) / s]
+                .iter()
+                .any(|v| !v.is_finite())
+            {
+                return value_err(format!(
+                    "mean, std: channel {c}'s (x - {m}) / {s} overflows float32 for pixels \
+                     in [0, 1]"
+                ));
+            }
         }
         let identity = mean.iter().all(|&m| m == 0.0) && std.iter().all(|&s| s == 1.0);
         Ok(Self {
@@ -345,6 +355,8 @@ mod tests {
         );
         assert!(PixelTable::new(2, 2, &[0.1, 0.2, 0.3], &[]).is_err());
         assert!(PixelTable::new(1, 2, &[], &[0.0]).is_err());
+        assert!(PixelTable::new(1, 2, &[], &[1e-40]).is_err()); // 1 / 1e-40 is inf in f32
+        assert!(PixelTable::new(1, 2, &[3e38], &[0.5]).is_err());
     }
 
     #[test]

@@ -97,15 +97,15 @@ pub(crate) fn float(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<f64> {
     })
 }
 
-/// `v` as a float32 if it stays what it was: finite values must neither overflow to inf nor
-/// underflow to zero (NaN and inf stay as they are, for the kernels' checks to name them).
+/// `v` as a float32, rounded: a finite value must not overflow to inf (one too small for
+/// float32 rounds towards 0 as any float32 rounding does; a divisor that becomes 0 is
+/// refused by the check of its own range). NaN and inf stay as they are, for the kernels'
+/// checks to name them.
 fn to_f32(v: f64, name: &str) -> PyResult<f32> {
     let f = v as f32;
-    if v.is_finite() && (f.is_infinite() || (f == 0.0 && v != 0.0)) {
+    if v.is_finite() && f.is_infinite() {
         return Err(PyValueError::new_err(format!(
-            "{name}: {v:e} is outside float32's range (its magnitude must be between {:e} and \
-             {:e}, or 0)",
-            f32::from_bits(1),
+            "{name}: {v:e} is outside float32's range (its magnitude must be at most {:e})",
             f32::MAX
         )));
     }
@@ -135,6 +135,11 @@ pub(crate) fn float32_list(
         return Err(wrong());
     }
     let values: Vec<f64> = obj.extract().map_err(|_| wrong())?;
+    if values.is_empty() {
+        return Err(PyValueError::new_err(format!(
+            "{name}: expected one value or one per channel, got an empty list"
+        )));
+    }
     let values = values.into_iter().map(|v| to_f32(v, name));
     Ok(Some(values.collect::<PyResult<_>>()?))
 }

@@ -32,6 +32,12 @@ fn metric_arg(metric: &Given<'_>) -> PyResult<Metric> {
 }
 
 fn method(name: &str, trim: f64, tol: f64, max_iter: usize) -> PyResult<Method> {
+    // Every option is checked whatever the method, as metarobust.ops.prototypes does: a
+    // bad value is an error even where this method would not read it.
+    Method::TrimmedMean { trim }.check().map_err(to_py)?;
+    Method::GeometricMedian { tol, max_iter }
+        .check()
+        .map_err(to_py)?;
     let m = match name {
         "mean" => Method::Mean,
         "median" => Method::Median,
