@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["check_bool", "check_choice", "check_int", "check_nbytes", "check_real"]
+__all__ = [
+    "check_bool", "check_choice", "check_int", "check_nbytes", "check_path", "check_real",
+    "physical_memory",
+]
 
 
 def check_int(value: Any, name: str, low: int, high: int | None = None) -> int:
@@ -63,7 +67,23 @@ def check_choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def _physical_memory() -> int:
+def check_path(value: Any, name: str) -> Path:
+    """``value`` (a str or an ``os.PathLike``, not empty) as a Path."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a path (str or os.PathLike), got {value!r} "
+                        f"({type(value).__name__})")
+    try:
+        path = Path(value)
+    except TypeError:  # a PathLike whose __fspath__ gives bytes
+        raise TypeError(f"{name}: expected a path whose os.fspath is a str, got "
+                        f"{value!r}") from None
+    if not str(value):
+        raise ValueError(f"{name}: expected a path, got an empty string")
+    return path
+
+
+def physical_memory() -> int:
+    """This machine's physical memory in bytes (2**40 where it cannot be read)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not a POSIX system
@@ -75,7 +95,7 @@ def check_nbytes(nbytes: int, name: str, what: str) -> int:
     what), if it fits in this machine's physical memory. A request beyond it is a mistake
     to report before allocating (with overcommit the allocation may even succeed and the
     process be killed while filling it)."""
-    limit = _physical_memory()
+    limit = physical_memory()
     if nbytes > limit:
         raise ValueError(f"{name}: {what} would take {nbytes} bytes, more than this machine's "
                          f"{limit} bytes of memory")

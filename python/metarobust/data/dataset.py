@@ -57,6 +57,8 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import check_bool, check_nbytes, check_path
+
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ImageDataset", "load"]
 
 FORMAT_NAME = "metarobust-dataset"
@@ -115,7 +117,11 @@ def _class_names(class_names: Sequence[str] | None, high: int) -> list[str]:
         return [str(i) for i in range(high + 1)]
     if isinstance(class_names, str):
         raise TypeError("class_names must be a sequence of strings, got one string")
-    names = list(class_names)
+    try:
+        names = list(class_names)
+    except TypeError:
+        raise TypeError(f"class_names must be a sequence of strings, got "
+                        f"{class_names!r}") from None
     bad = [n for n in names if not isinstance(n, str)]
     if bad:
         raise TypeError(f"class_names must be strings, got {bad[0]!r}")
@@ -208,9 +214,14 @@ class ImageDataset:
         """
         if isinstance(classes, str | bytes):
             raise TypeError("classes must be an iterable of labels or class names, got a string")
+        try:
+            wanted = list(classes)
+        except TypeError:
+            raise TypeError(f"classes must be an iterable of labels or class names, got "
+                            f"{classes!r}") from None
         by_name = {name: i for i, name in enumerate(self.class_names)}
         chosen: list[int] = []
-        for c in classes:
+        for c in wanted:
             if isinstance(c, str):
                 if c not in by_name:
                     raise ValueError(f"classes: no class named {c!r} in this dataset")
@@ -311,7 +322,7 @@ def save(dataset: ImageDataset, path: str | os.PathLike[str]) -> None:
     """Write ``dataset`` to the cache directory ``path`` (same as ``dataset.save(path)``)."""
     if not isinstance(dataset, ImageDataset):
         raise TypeError(f"dataset must be an ImageDataset, got {type(dataset).__name__}")
-    path = Path(path)
+    path = check_path(path, "path")
     if path.name in ("", ".", ".."):
         raise ValueError(f"path must name a cache directory, got {str(path)!r}")
     images = np.ascontiguousarray(dataset.images)
@@ -444,6 +455,8 @@ def _open_array(path: Path, key: str, spec: Any, sidecar_file: Path, mmap: bool,
             f"{what}: expected {offset + nbytes} bytes ({offset} header + {nbytes} data), "
             f"found {size}",
         )
+    if not mmap:
+        check_nbytes(nbytes, "mmap", f"reading {file} into memory (mmap=False)")
     try:
         arr = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -470,7 +483,9 @@ def load(path: str | os.PathLike[str], mmap: bool = True, verify: bool = True) -
         ValueError: the cache is incomplete, truncated, corrupted or of another version;
             the message names the file.
     """
-    path = Path(path)
+    path = check_path(path, "path")
+    mmap = check_bool(mmap, "mmap")
+    verify = check_bool(verify, "verify")
     if path.name == SIDECAR and path.is_file():
         path = path.parent
     if not path.exists():
