@@ -274,7 +274,7 @@ def test_class_names_that_are_no_sequence_are_named(names):
         ImageDataset(ds.images, ds.labels, names)
 
 
-@pytest.mark.parametrize("classes", [None, 3, np.int64(3)])
+@pytest.mark.parametrize("classes", [None, 3, np.int64(3), np.array(3)])
 def test_subset_classes_that_are_no_iterable_are_named(classes):
     with pytest.raises(TypeError, match="^classes must be an iterable"):
         make().subset(classes)

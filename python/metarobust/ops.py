@@ -88,12 +88,6 @@ def _check_ways(ways: int, support: int) -> int:
     return ways
 
 
-def _same_kind(t: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str) -> None:
-    if t.dtype != ref.dtype or t.device != ref.device:
-        raise TypeError(f"{name}: {t.dtype} on {t.device}, {ref_name} {ref.dtype} on "
-                        f"{ref.device}; they must match")
-
-
 def _rust_ok(*ts: torch.Tensor) -> bool:
     """CPU float32/float64 tensors go to the Rust kernels."""
     return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in ts)
@@ -487,7 +481,9 @@ def prototype_distances(support, labels, query, ways, metric="sqeuclidean"):
     if q3.shape[0] != s3.shape[0] or q3.shape[2] != s3.shape[2]:
         raise ValueError(f"query: shape {tuple(query.shape)} must agree with support's "
                          f"{tuple(support.shape)} in batch and feature dimensions")
-    _same_kind(q3, "query", s3, "support")
+    if q3.dtype != s3.dtype or q3.device != s3.device:
+        raise TypeError(f"query: {q3.dtype} on {q3.device}, support {s3.dtype} on "
+                        f"{s3.device}; they must match")
     _check_nonempty(support, "support")
     _check_nonempty(query, "query")
     ways = _check_ways(ways, s3.shape[1])

@@ -72,19 +72,14 @@ _DTYPES: dict[str, np.dtype] = {"images": np.dtype("|u1"), "labels": np.dtype("<
 def _checked_images(images: Any) -> np.ndarray:
     """uint8 ``(N, C, H, W)`` images, C-contiguous."""
     if not isinstance(images, np.ndarray):
-        raise TypeError(
-            f"images must be a numpy uint8 array of shape (N, C, H, W), "
-            f"got {type(images).__name__}"
-        )
+        raise TypeError(f"images must be a numpy uint8 array of shape (N, C, H, W), "
+                        f"got {type(images).__name__}")
     if images.dtype != np.uint8:
-        raise TypeError(
-            f"images must have dtype uint8, got {images.dtype}; convert explicitly "
-            "(e.g. (x * 255).round().astype(np.uint8)) so nothing is silently truncated"
-        )
+        raise TypeError(f"images must have dtype uint8, got {images.dtype}; convert explicitly "
+                        "(e.g. (x * 255).round().astype(np.uint8)) so nothing is silently "
+                        "truncated")
     if images.ndim != 4:
-        raise ValueError(
-            f"images must have 4 dimensions (N, C, H, W), got shape {images.shape}"
-        )
+        raise ValueError(f"images must have 4 dimensions (N, C, H, W), got shape {images.shape}")
     if not images.flags.c_contiguous:
         images = np.ascontiguousarray(images)
     return images
@@ -100,10 +95,8 @@ def _checked_labels(labels: Any, n: int) -> np.ndarray:
     if labels_arr.ndim != 1:
         raise ValueError(f"labels must have shape (N,), got shape {labels_arr.shape}")
     if labels_arr.shape[0] != n:
-        raise ValueError(
-            f"images and labels disagree on N: {n} images, "
-            f"{labels_arr.shape[0]} labels"
-        )
+        raise ValueError(f"images and labels disagree on N: {n} images, "
+                         f"{labels_arr.shape[0]} labels")
     low = int(labels_arr.min()) if labels_arr.size else 0
     if low < 0:
         raise ValueError(f"labels must be >= 0, got {low}")
@@ -117,11 +110,9 @@ def _class_names(class_names: Sequence[str] | None, high: int) -> list[str]:
         return [str(i) for i in range(high + 1)]
     if isinstance(class_names, str):
         raise TypeError("class_names must be a sequence of strings, got one string")
-    try:
-        names = list(class_names)
-    except TypeError:
-        raise TypeError(f"class_names must be a sequence of strings, got "
-                        f"{class_names!r}") from None
+    if not isinstance(class_names, Iterable):
+        raise TypeError(f"class_names must be a sequence of strings, got {class_names!r}")
+    names = list(class_names)
     bad = [n for n in names if not isinstance(n, str)]
     if bad:
         raise TypeError(f"class_names must be strings, got {bad[0]!r}")
@@ -129,10 +120,8 @@ def _class_names(class_names: Sequence[str] | None, high: int) -> list[str]:
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"class_names must be unique, repeated: {dup[:5]}")
     if high >= len(names):
-        raise ValueError(
-            f"labels must be < num_classes = len(class_names) = {len(names)}, "
-            f"got label {high}"
-        )
+        raise ValueError(f"labels must be < num_classes = len(class_names) = {len(names)}, "
+                         f"got label {high}")
     return names
 
 
@@ -214,14 +203,12 @@ class ImageDataset:
         """
         if isinstance(classes, str | bytes):
             raise TypeError("classes must be an iterable of labels or class names, got a string")
-        try:
-            wanted = list(classes)
-        except TypeError:
+        if not isinstance(classes, Iterable) or getattr(classes, "ndim", 1) == 0:
             raise TypeError(f"classes must be an iterable of labels or class names, got "
-                            f"{classes!r}") from None
+                            f"{classes!r}")
         by_name = {name: i for i, name in enumerate(self.class_names)}
         chosen: list[int] = []
-        for c in wanted:
+        for c in classes:
             if isinstance(c, str):
                 if c not in by_name:
                     raise ValueError(f"classes: no class named {c!r} in this dataset")
