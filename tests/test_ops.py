@@ -519,3 +519,29 @@ def test_labels_of_any_integer_dtype():
         torch.testing.assert_close(ops.prototypes(emb, torch.arange(3).repeat(2).to(dt), 3), want)
     with pytest.raises(TypeError, match="labels: expected an integer tensor, got torch.bool"):
         ops.prototypes(emb, torch.ones(6, dtype=torch.bool), 1)
+
+
+ANY = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(),
+                st.text(max_size=4), st.lists(st.integers(-2, 2), max_size=2),
+                st.sampled_from([np.int64(2), np.float32(0.5), torch.tensor(1.0), b"x"]))
+OPTIONS = dict(ways=3, method="geometric_median", trim=0.2, tol=1e-6, max_iter=20,
+               metric="cosine", rounds=2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(sorted(OPTIONS)), value=ANY,
+       dtype=st.sampled_from([torch.float32, torch.float16]))
+def test_any_option_value_works_or_is_named(name, value, dtype):
+    """Whatever one option holds, the call succeeds or raises a ValueError or TypeError that
+    names that option (never a raw comparison error, an allocator error or an IndexError)."""
+    emb, lab = torch.randn(6, 4).to(dtype), torch.arange(3).repeat(2)
+    kwargs = OPTIONS | {name: value}
+    ways, method = kwargs.pop("ways"), kwargs.pop("method")
+    try:
+        out = ops.prototypes(emb, lab, ways, method, **kwargs)
+    except (ValueError, TypeError) as e:
+        # a valid ways that the labels exceed is the labels' error, which names both
+        named = str(e).startswith(f"{name}: ") or (name == "ways" and "(ways)" in str(e))
+        assert named, (name, value, e)
+    else:
+        assert bool(torch.isfinite(out).all())
