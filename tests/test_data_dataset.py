@@ -264,3 +264,34 @@ def test_missing_array_file(cache):
 def test_missing_cache(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("names", [True, 5, object()])
+def test_class_names_that_are_no_sequence_are_named(names):
+    # used to be "'bool' object is not iterable"
+    ds = make()
+    with pytest.raises(TypeError, match="^class_names must be a sequence of strings"):
+        ImageDataset(ds.images, ds.labels, names)
+
+
+@pytest.mark.parametrize("classes", [None, 3, np.int64(3), np.array(3)])
+def test_subset_classes_that_are_no_iterable_are_named(classes):
+    with pytest.raises(TypeError, match="^classes must be an iterable"):
+        make().subset(classes)
+
+
+@pytest.mark.parametrize("path, error", [(None, TypeError), (3, TypeError), (b"x", TypeError),
+                                         ("", ValueError)])
+def test_paths_are_checked_and_named(path, error, tmp_path):
+    # None used to be "expected str, bytes or os.PathLike object, not NoneType"
+    with pytest.raises(error, match="^path: expected a path"):
+        load(path)
+    with pytest.raises(error, match="^path: expected a path"):
+        make().save(path)
+
+
+def test_load_flags_are_bools(tmp_path):
+    make().save(tmp_path / "c")
+    for flag in ("mmap", "verify"):
+        with pytest.raises(TypeError, match=f"^{flag}: expected a bool"):
+            load(tmp_path / "c", **{flag: None})

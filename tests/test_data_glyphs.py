@@ -186,3 +186,12 @@ def test_core_bad_arguments():
     with pytest.raises(ValueError, match="overflow"):
         _core.render_glyphs(0, ids, 2**62, 512)
     assert _core.render_glyphs(0, ids[:0], 1, 28).shape == (0, 1, 28, 28)
+
+
+
+def test_sizes_beyond_memory_are_named():
+    # 2**31 classes of 2 images fit the old 2**40 byte limit and then took the machine's
+    # memory; the limit is also the machine's memory now, and the message names the
+    # arguments whose product it is
+    with pytest.raises(ValueError, match="^num_classes, per_class, image_size: .* too large"):
+        glyphs(num_classes=2**32, per_class=2**10, image_size=512)

@@ -136,3 +136,18 @@ def test_round_trip_any_shape(tmp_path_factory, n, h, w, data):
     assert ds.class_names == [str(v) for v in sorted(set(labels))]
     assert [int(ds.class_names[i]) for i in ds.labels] == labels
     np.testing.assert_array_equal(read_idx(d / "l", 0x801), np.array(labels, np.uint8))
+
+
+@pytest.mark.parametrize("bad, error", [(None, TypeError), (7, TypeError), ("", ValueError)])
+def test_paths_are_checked_and_named(files, bad, error):
+    # None used to be "expected str, bytes or os.PathLike object, not NoneType", and a bad
+    # labels_path was only noticed after reading the images
+    img, lab, _, _ = files
+    with pytest.raises(error, match="^images_path: expected a path"):
+        idx(bad, lab)
+    with pytest.raises(error, match="^labels_path: expected a path"):
+        idx(img, bad)
+    with pytest.raises(error, match="^path: expected a path"):
+        read_idx(bad, 0x801)
+    with pytest.raises(TypeError, match="^magic: expected an int"):
+        read_idx(lab, "0x801")

@@ -162,3 +162,24 @@ def test_decode_images_from_bytes_with_many_chunks():
     out = decode_images(items, 3, "L", progress=False, workers=2)
     assert out.shape == (600, 3, 3)
     np.testing.assert_array_equal(out[:, 0, 0], np.arange(600) % 256)
+
+
+def test_arguments_are_checked_and_named(tree):
+    cases = [
+        (dict(root=None), TypeError, "^root: expected a path"),
+        (dict(split_csv=5), TypeError, "^split_csv: expected a path"),
+        (dict(grayscale=None), TypeError, "^grayscale: expected a bool"),
+        (dict(progress="no"), TypeError, "^progress: expected a bool"),
+        (dict(workers=2.5), TypeError, "^workers: expected an int, got 2.5"),  # was int(2.5)
+        (dict(workers=0), ValueError, "^workers: must be >= 1"),
+    ]
+    for kwargs, error, words in cases:
+        args = dict(root=tree, image_size=8, progress=False) | kwargs
+        with pytest.raises(error, match=words):
+            image_folder(**args)
+
+
+def test_decoded_size_beyond_memory_is_named():
+    # checked before the output array is allocated (a MemoryError) or anything decoded
+    with pytest.raises(ValueError, match="^image_size: 1048576 decoded images of 4096x4096"):
+        decode_images([("x.png", None)] * 2**20, 4096, "RGB", progress=False)

@@ -343,3 +343,14 @@ def test_rotations_with_rotated_split_file(tiny, tmp_path):
 def test_bad_arguments(tiny, kwargs, error, match):
     with pytest.raises(error, match=match):
         omniglot(tiny, **{"progress": False, **kwargs})
+
+
+def test_arguments_are_checked_and_named(tmp_path):
+    # root=None used to be "expected str, bytes or os.PathLike object, not NoneType"
+    for fn in (omniglot, omniglot_index):
+        with pytest.raises(TypeError, match="^root: expected a path"):
+            fn(None)
+    with pytest.raises(TypeError, match="^progress: expected a bool"):
+        omniglot(tmp_path, progress=None)
+    with pytest.raises(TypeError, match="^workers: expected an int, got 1.5"):
+        omniglot(tmp_path, workers=1.5)

@@ -187,3 +187,20 @@ def test_fit_images_gray_to_colour_and_resized():
     assert out.shape == (2, 3, 84, 84)
     want = torch_resized(np.repeat(images, 3, axis=1), (84, 84), "bilinear")
     np.testing.assert_array_equal(out, want)
+
+
+def test_fit_images_checks_its_arguments():
+    images = np.zeros((2, 1, 4, 4), np.uint8)
+    cases = [
+        ((None, 1, (8, 8)), TypeError, "^images: expected a numpy uint8 array"),
+        ((images.astype(np.float32), 1, (8, 8)), TypeError, "^images: expected a numpy uint8"),
+        ((images, 0, (8, 8)), ValueError, "^channels: must be >= 1"),  # was a torch error
+        ((images, None, (8, 8)), TypeError, "^channels: expected an int"),
+        ((images, 1, None), TypeError, "^size: expected \\(height, width\\)"),
+        ((images, 1, ""), TypeError, "^size: expected \\(height, width\\)"),  # was IndexError
+        ((images, 1, (8, 0)), ValueError, "^size: must be >= 1"),
+        ((images, 2**31, (8, 8)), ValueError, "^channels, size: .* would take"),  # MemoryError
+    ]
+    for args, error, words in cases:
+        with pytest.raises(error, match=words):
+            fit_images(*args)

@@ -100,3 +100,15 @@ def test_bad_indices():
     with pytest.raises(ValueError, match="count"):
         tasks.sample_batch(0, -1)
     assert tasks.sample_batch(0, 0).support_x.shape == (0, 5, 1)
+
+
+def test_sizes_beyond_memory_are_refused_before_allocating():
+    # used to be NumPy MemoryErrors or "Maximum allowed dimension exceeded"
+    tasks = sinusoid()
+    for count in (2**40, 2**63):
+        with pytest.raises(ValueError, match="^count: .* tasks of 5 \\+ 10 points would take"):
+            tasks.sample_batch(0, count)
+    with pytest.raises(ValueError, match="^shots, queries: one task of"):
+        sinusoid(shots=2**62)
+    with pytest.raises(ValueError, match="^shots, queries: one task of"):
+        SinusoidTasks(shots=1, queries=2**62)

@@ -315,3 +315,80 @@ def test_omniglot_sampler_invariants(omniglot_npz):
     ep = s.sample(0)
     flat = torch.cat([ep.support_x, ep.query_x]).reshape(100, -1).numpy()
     assert len({r.tobytes() for r in flat}) >= 99
+
+
+# ------------------------------------------------------------------ more bad input, each named
+
+@pytest.mark.parametrize("kw, exc, words", [
+    (dict(images=[[1]]), TypeError, "dataset: images: expected a numpy array"),
+    (dict(labels=list(range(72))), TypeError, "dataset: labels: expected a numpy array"),
+    (dict(labels=np.zeros((72, 1), np.int64)), ValueError, "dataset: labels: expected 1 dim"),
+    (dict(ways=2**64), ValueError, "ways: must be <= "),
+    (dict(shots=2**70), ValueError, "shots: must be <= "),
+    (dict(queries=2**64), ValueError, "queries: must be <= "),
+    (dict(dtype=[]), ValueError, "dtype: expected 'float32' or 'uint8'"),
+    (dict(dtype=None), ValueError, "dtype: expected 'float32' or 'uint8'"),
+    (dict(mean=True), TypeError, "mean: expected a real number, got True"),
+    (dict(mean="x"), TypeError, "mean: expected a real number, got 'x'"),
+    (dict(mean=[[0.5]]), TypeError, "mean: expected a real number, got \\[0.5\\]"),
+    (dict(mean=np.zeros((1, 1))), ValueError, "mean: expected one value or one per channel"),
+    (dict(mean=float("nan")), ValueError, "mean: must be finite"),
+    (dict(std="x"), TypeError, "std: expected a real number, got 'x'"),
+    (dict(std=1e-45), ValueError, "std: 1e-45 scales \\[0, 1\\] pixels"),
+    (dict(mean=0.5, std=1e-39), ValueError, "std: 1e-39 scales"),
+    (dict(classes=[]), ValueError, "classes: must name at least one class"),
+    (dict(classes=[[1, 2, 3]]), ValueError, "classes: expected a 1-D list"),
+    (dict(classes=np.array([2**63, 1, 2], np.uint64)), ValueError,
+     "classes: class 9223372036854775808 is not a label"),
+])
+def test_bad_input_is_named(kw, exc, words):
+    with pytest.raises(exc, match=words):
+        make(**kw)
+
+
+def test_labels_given_apart_are_named_labels():
+    images, labels = toy()
+    with pytest.raises(TypeError, match="^labels: expected dtype int64, got int32"):
+        mr.EpisodeSampler(images, labels.astype(np.int32), ways=3, shots=1)
+    with pytest.raises(TypeError, match="^labels: expected a numpy array, got list"):
+        mr.EpisodeSampler(images, list(labels), ways=3, shots=1)
+
+
+def test_huge_counts_are_refused_before_allocating():
+    # used to be NumPy MemoryErrors ("Unable to allocate ... TiB") or "Maximum allowed
+    # dimension exceeded"
+    s = make()
+    for count in (2**40, 2**62, 2**64):
+        with pytest.raises(ValueError, match="^count: "):
+            s.sample_batch(0, count)
+        with pytest.raises(ValueError, match="^batch_size: "):
+            s.batches(count)
+    with pytest.raises(ValueError, match=r"^prefetch: \d+ batches of 1 episodes .* would take"):
+        s.batches(1, prefetch=2**40)
+    with pytest.raises(ValueError, match="^index: must be in"):
+        s.sample(2**64)
+    with pytest.raises(TypeError, match="^count: expected an int, got 2.0"):
+        s.sample_batch(0, 2.0)
+
+
+def test_pin_memory_is_a_bool_and_needs_cuda():
+    s = make()
+    for bad in (None, 1, "yes"):
+        with pytest.raises(TypeError, match="^pin_memory: expected a bool"):
+            s.sample_batch(0, 1, pin_memory=bad)
+        with pytest.raises(TypeError, match="^pin_memory: expected a bool"):
+            s.batches(1, pin_memory=bad)
+    if not torch.cuda.is_available():
+        # torch's own error was a RuntimeError about the NVIDIA driver
+        with pytest.raises(ValueError, match="^pin_memory: page-locked memory needs a CUDA"):
+            s.sample_batch(0, 1, pin_memory=True)
+
+
+def test_episode_dataset_checks_its_arguments():
+    with pytest.raises(TypeError, match="^sampler: expected an EpisodeSampler, got NoneType"):
+        EpisodeDataset(None, 3)
+    ds = EpisodeDataset(make(), 3)
+    with pytest.raises(TypeError, match="^index: expected an int, got 'x'"):
+        ds["x"]
+    with pytest.raises(IndexError, match="index: 3 outside"):
+        ds[3]

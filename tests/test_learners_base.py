@@ -83,3 +83,53 @@ def test_normalize_hook_and_uint8() -> None:
         ProtoNet(backbone, normalize=(0.5, 0.0))
     with pytest.raises(ValueError, match="normalize: 3 channel"):
         ProtoNet(backbone, normalize=([0.5] * 3, [0.2] * 3)).predict(sx01, sy, q01)
+
+
+def test_batches_whose_fields_are_no_tensors_are_named() -> None:
+    batch = image_batch()
+    for learner in (ProtoNet(build_model("conv4_finn", 1, 8, filters=3)).double(),
+                    tiny_conv_maml("maml", "first", "loop")):
+        for call in (learner.evaluate_batch, learner.meta_backward, learner.query_logits):
+            # MAML read batch.support_x before any check: an AttributeError for None
+            with pytest.raises(TypeError, match="^batch: expected an Episode"):
+                call(None, WAYS)
+            with pytest.raises(TypeError, match="^batch.support_y: expected a torch.Tensor"):
+                call(batch._replace(support_y=None), WAYS)
+
+
+def test_images_of_another_dtype_than_the_learner_are_named() -> None:
+    # torch's error: "Input type (c10::BFloat16) and bias type (float) should be the same"
+    learner = ProtoNet(build_model("conv4_finn", 1, 8, filters=3))
+    batch = image_batch()
+    with pytest.raises(TypeError, match="^batch.support_x: torch.float64 images for a "
+                                        "learner with torch.float32 parameters"):
+        learner.evaluate_batch(batch, WAYS)
+    with pytest.raises(TypeError, match="^query_x: torch.bfloat16 images for a learner"):
+        learner.predict(batch.support_x[0].float(), batch.support_y[0],
+                        batch.query_x[0].bfloat16())
+    with pytest.raises(TypeError, match="^support_x: expected float images in \\[0, 1\\] or "
+                                        "uint8, got torch.int32"):
+        learner.predict(batch.support_x[0].int(), batch.support_y[0], batch.query_x[0].float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts them: allowed
+        learner.predict(batch.support_x[0].float(), batch.support_y[0],
+                        batch.query_x[0].bfloat16())
+
+
+def test_ways_beyond_memory_and_huge_labels_are_named() -> None:
+    learner = ProtoNet(build_model("conv4_finn", 1, 8, filters=3)).double()
+    # used to reach torch's allocator through one_hot (a RuntimeError)
+    for ways in (2**31, 2**64):
+        with pytest.raises(ValueError, match=f"^ways: {ways}-way outputs .* would take"):
+            learner.evaluate_batch(image_batch(), ways)
+    # predict listed every missing label of range(max + 1): minutes and gigabytes
+    sx, qx = torch.rand(3, 1, 8, 8, dtype=torch.float64), torch.rand(2, 1, 8, 8,
+                                                                     dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"missing \[1, 2, 3, 4, 5, 6, 7, 8, 9, 10\] \.\.\."):
+        learner.predict(sx, torch.tensor([0, 2**40, 2**40]), qx)
+
+
+def test_normalize_values_that_are_no_numbers_are_named() -> None:
+    backbone = build_model("conv4_snell", 1, 16, filters=3)
+    for bad in (("a", 1.0), (None, 1.0), (0.5, [object()])):
+        with pytest.raises(TypeError, match="^normalize: (mean|std) must be one or more real"):
+            ProtoNet(backbone, normalize=bad)

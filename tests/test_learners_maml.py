@@ -293,3 +293,26 @@ def test_maml_sinusoid_regression() -> None:
         torch.testing.assert_close(outs["vmap"][1][n], g, rtol=1e-4, atol=1e-6)
     pred = learner.predict(tasks.support_x[0], tasks.support_y[0], tasks.query_x[0])
     assert pred.shape == (5, 1)
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(inner_lr=None), TypeError, "^inner_lr: expected a real number"),  # '>=' unsupported
+    (dict(inner_lr=True), TypeError, "^inner_lr: expected a real number, got True"),
+    (dict(inner_lr=-1.0), ValueError, "^inner_lr: must be finite and >= 0"),
+    (dict(outputs=None), ValueError, "^outputs: expected an int >= 1"),  # unused, not unchecked
+    (dict(task="regression"), ValueError, "^ways: a regression MAML has no ways"),
+    (dict(ways=2**31), ValueError, "^ways: a linear head of 4 x 2147483648 would take"),
+    (dict(fuse_first_block=None), TypeError, "^fuse_first_block: expected a bool"),
+])
+def test_bad_options_are_named(kwargs, error, words) -> None:
+    args = dict(ways=3) | kwargs
+    with pytest.raises(error, match=words):
+        MAML(build_model("conv4_finn", 1, 16, filters=4), **args)
+
+
+def test_predict_names_support_y_when_its_ways_do_not_fit() -> None:
+    # predict has no `ways` argument; the error used to name one
+    learner = MAML(build_model("conv4_finn", 1, 16, filters=3), ways=3)
+    with pytest.raises(ValueError, match="^support_y: this MAML classifier has 3 outputs"):
+        learner.predict(torch.rand(4, 1, 16, 16), torch.tensor([0, 1, 0, 1]),
+                        torch.rand(2, 1, 16, 16))

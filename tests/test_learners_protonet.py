@@ -135,3 +135,17 @@ def test_protonet_smoke_training() -> None:
     learner.eval()
     acc = learner.evaluate_batch(sampler.sample_batch(1000, 4), 5)
     assert acc.shape == (4,) and float(acc.mean()) > 0.4
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(trim=None), TypeError, "^trim: expected a real number"),  # '<=' not supported
+    (dict(trim=0.5), ValueError, "^trim: must be in \\[0, 0.5\\)"),
+    (dict(scale=None), TypeError, "^scale: expected a real number"),
+    (dict(scale=True), TypeError, "^scale: expected a real number, got True"),
+    (dict(scale=float("inf")), ValueError, "^scale: must be finite and > 0"),
+    (dict(channels_last=None), TypeError, "^channels_last: expected a bool"),
+    (dict(fuse_first_block="no"), TypeError, "^fuse_first_block: expected a bool"),
+])
+def test_bad_options_are_named(kwargs, error, words) -> None:
+    with pytest.raises(error, match=words):
+        ProtoNet(build_model("conv4_snell", 1, 16, filters=3), **kwargs)

@@ -9,7 +9,7 @@ import torch
 from _models import n_params
 from torch import nn
 
-from metarobust.models import build_model, conv4_mini, resnet12
+from metarobust.models import Conv4, build_model, conv4_mini, resnet12
 
 
 def conv_params(cin: int, f: int) -> int:
@@ -93,3 +93,19 @@ def test_snell_ceil_keeps_the_last_row_and_column() -> None:
         grad = torch.autograd.grad(out, h)[0]
         assert bool(grad[:, :, 6].any()) == reaches and bool(grad[:, :, :, 6].any()) == reaches
         assert grad[:, :, :6, :6].any()
+
+
+@pytest.mark.parametrize("factory", ["conv4_finn", "conv4_snell", "conv4_snell_ceil",
+                                     "conv4_mini"])
+def test_sizes_beyond_memory_are_refused_before_allocating(factory):
+    # 2**31 used to reach torch's allocator (a RuntimeError), 2**64 an overflow in
+    # torch.empty; neither named the argument
+    for kwargs in (dict(in_channels=2**31), dict(filters=2**31), dict(filters=2**64)):
+        with pytest.raises(ValueError, match="^in_channels, filters: a Conv-4 with"):
+            build_model(factory, **kwargs)
+
+
+def test_flags_are_bools():
+    for flag in ("strided", "ceil_pool"):
+        with pytest.raises(TypeError, match=f"^{flag}: expected a bool"):
+            Conv4(1, 28, 4, **{flag: None})

@@ -41,3 +41,16 @@ def test_640_features_at_any_size_of_at_least_16(size):
     net = resnet12(in_channels=1).eval()
     assert net(torch.zeros(2, 1, size, size)).shape == (2, 640)
     assert net.out_features == 640
+
+
+@pytest.mark.parametrize("widths, error, words", [
+    (None, TypeError, "^widths: expected a list or tuple of ints"),  # was "not iterable"
+    ("abcd", TypeError, "^widths: expected a list or tuple of ints"),
+    ((1, 2, 3, 2.5), TypeError, "^widths: expected an int"),
+    ((1, 2, 3, 2**31), ValueError, "^in_channels, widths: a ResNet-12 with"),
+])
+def test_bad_widths_are_named(widths, error, words):
+    with pytest.raises(error, match=words):
+        resnet12(1, 16, widths)
+    with pytest.raises(ValueError, match="^in_channels, widths: a ResNet-12 with"):
+        resnet12(2**40, 16, (1, 1, 1, 1))

@@ -322,3 +322,226 @@ def test_core_rejects_bad_buffers_directly():
                          max_iter=0)
     with pytest.raises(ValueError, match="emb: needs a non-empty"):
         _core.prototypes(np.zeros((1, 0, 3)), np.zeros((1, 0), np.int64), 1)
+
+
+# ------------------------------------------------------------------ every dtype of the torch code
+
+HALF_TOL = {torch.float16: 4e-3, torch.bfloat16: 3e-2, torch.float32: 1e-5,
+            torch.float64: 1e-9}
+
+
+def numpy_geometric_median(rows):
+    m = rows.mean(0)
+    for _ in range(10_000):
+        d = np.linalg.norm(rows - m, axis=1)
+        if (d == 0).any():
+            return m
+        nxt = (rows / d[:, None]).sum(0) / (1 / d).sum()
+        if np.abs(nxt - m).max() <= 1e-15 * np.abs(rows).max():
+            return nxt
+        m = nxt
+    return m
+
+
+def numpy_robust_prototypes(emb, labels, ways, method, metric, trim=0.2, rounds=2):
+    """float64 reference of every method for one task (S, D)."""
+    if method in ("mean", "median", "trimmed_mean"):
+        return numpy_prototypes(emb[None], labels[None], ways, method, trim)[0]
+    centre = np.stack([numpy_geometric_median(emb[labels == c]) for c in range(ways)])
+    if method == "geometric_median":
+        return centre
+    protos = centre
+    for _ in range(rounds):
+        keep = numpy_distances(emb[None], protos[None], metric)[0].argmin(1) == labels
+        protos = np.stack([emb[keep & (labels == c)].mean(0) if (keep & (labels == c)).any()
+                           else centre[c] for c in range(ways)])
+    return protos
+
+
+def clustered(scale, dtype, seed=0, ways=4, shots=5, dim=8):
+    """Well-separated classes (so that the filtered mean keeps the same items in every
+    precision), rounded to ``dtype``."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(ways, dim)) * 10 * scale
+    emb = centres.repeat(shots, 0) + rng.normal(size=(ways * shots, dim)) * scale
+    labels = rng.permutation(np.arange(ways).repeat(shots))
+    return torch.from_numpy(emb[np.argsort(np.argsort(labels))]).to(dtype), labels
+
+
+@pytest.mark.parametrize("dtype", list(HALF_TOL))
+@pytest.mark.parametrize("metric", ops.METRICS)
+@pytest.mark.parametrize("method", ops.METHODS)
+@pytest.mark.parametrize("scale", [1.0, 1e-5])
+def test_prototypes_every_dtype_match_float64_numpy(method, metric, dtype, scale):
+    # scale 1e-5: distances whose reciprocals overflow float16, the Weiszfeld weights
+    emb, labels = clustered(scale, dtype)
+    want = numpy_robust_prototypes(emb.double().numpy(), labels, 4, method, metric)
+    lab = torch.from_numpy(labels)
+    tol = (1e-12 if dtype == torch.float64 else 1e-7) * scale  # half runs in float32
+    for fn in (ops.prototypes, ops.prototypes_torch):
+        got = fn(emb, lab, 4, method, metric=metric, tol=tol, max_iter=1000)
+        assert got.dtype == dtype and bool(torch.isfinite(got).all())
+        np.testing.assert_allclose(got.double().numpy(), want, rtol=HALF_TOL[dtype],
+                                   atol=HALF_TOL[dtype] * 10 * scale)
+
+
+@pytest.mark.parametrize("dtype", list(HALF_TOL))
+@pytest.mark.parametrize("metric", ops.METRICS)
+def test_distances_every_dtype_match_float64_numpy(metric, dtype):
+    emb, labels = clustered(1.0, dtype)
+    query = torch.from_numpy(np.random.default_rng(1).normal(size=(9, 8)) * 10).to(dtype)
+    lab = torch.from_numpy(labels)
+    e64, q64 = emb.double().numpy()[None], query.double().numpy()[None]
+    protos = numpy_prototypes(e64, labels[None], 4, "mean")
+    cases = [(ops.pairwise_distances, (query, emb), numpy_distances(q64, e64, metric)),
+             (ops.pairwise_distances_torch, (query, emb), numpy_distances(q64, e64, metric)),
+             (lambda q, s: ops.prototype_distances(s, lab, q, 4, metric), (query, emb),
+              numpy_distances(q64, protos, metric))]
+    for fn, args, want in cases:
+        got = fn(*args, metric) if fn is not cases[2][0] else fn(*args)
+        assert got.dtype == dtype and bool(torch.isfinite(got).all())
+        scale = np.abs(want).max()
+        np.testing.assert_allclose(got.double().numpy(), want[0], rtol=HALF_TOL[dtype],
+                                   atol=HALF_TOL[dtype] * scale)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("method", ops.METHODS)
+def test_half_precision_gradients_are_finite(method, dtype):
+    emb, labels = clustered(1.0, dtype)
+    emb.requires_grad_(True)
+    out = ops.prototypes(emb, torch.from_numpy(labels), 4, method)
+    (grad,) = torch.autograd.grad(out.float().sum(), emb)
+    assert grad.dtype == dtype and bool(torch.isfinite(grad).all())
+
+
+def test_unsupported_dtypes_are_refused_naming_the_argument():
+    lab = torch.arange(3).repeat(2)
+    odd = [torch.complex64, torch.int32, torch.bool]
+    odd += [getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n)]
+    for dt in odd:
+        t = torch.zeros(6, 3).to(dt)
+        with pytest.raises(TypeError, match="emb: expected a floating-point tensor"):
+            ops.prototypes(t, lab, 3)
+        with pytest.raises(TypeError, match="emb: expected a floating-point tensor"):
+            ops.prototypes_torch(t, lab, 3)
+        with pytest.raises(TypeError, match="x: expected a floating-point tensor"):
+            ops.pairwise_distances(t, t)
+        with pytest.raises(TypeError, match="support: expected a floating-point tensor"):
+            ops.prototype_distances(t, lab, t, 3)
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(max_iter=2.5), TypeError, "max_iter: expected an int, got 2.5"),
+    (dict(max_iter=None), TypeError, "max_iter: expected an int, got None"),
+    (dict(max_iter=2**70), ValueError, "max_iter: must be <= "),
+    (dict(trim=None), TypeError, "trim: expected a real number, got None"),
+    (dict(trim="0.1"), TypeError, "trim: expected a real number, got '0.1'"),
+    (dict(trim=float("nan")), ValueError, r"trim: must be in \[0, 0.5\), got nan"),
+    (dict(tol=None), TypeError, "tol: expected a real number, got None"),
+    (dict(tol=True), TypeError, "tol: expected a real number, got True"),
+    (dict(tol=float("inf")), ValueError, "tol: must be finite and > 0"),
+    (dict(rounds=2.0), TypeError, "rounds: must be an int >= 1, got 2.0"),
+    (dict(rounds=None), TypeError, "rounds: must be an int >= 1, got None"),
+    (dict(metric=None), ValueError, "metric: expected one of"),
+    (dict(metric=["cosine"]), ValueError, "metric: expected one of"),
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("method", ["mean", "geometric_median"])
+def test_prototype_options_are_checked_and_named(kwargs, error, words, dtype, method):
+    emb, lab = torch.randn(6, 3).to(dtype), torch.arange(3).repeat(2)
+    for fn in (ops.prototypes, ops.prototypes_torch):
+        with pytest.raises(error, match=words):
+            fn(emb, lab, 3, method, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_ways_beyond_the_support_set_is_refused_before_allocating(dtype):
+    # ways >= 2**31 used to reach torch's allocator (one_hot) or the Rust output allocation
+    emb, lab = torch.randn(6, 3).to(dtype), torch.arange(3).repeat(2)
+    calls = (lambda w: ops.prototypes(emb, lab, w),
+             lambda w: ops.prototypes_torch(emb, lab, w, "median"),
+             lambda w: ops.prototypes(emb, lab, w, "geometric_median"),
+             lambda w: ops.prototype_distances(emb, lab, emb, w))
+    for ways in (7, 2**31, 2**70):
+        for call in calls:
+            with pytest.raises(ValueError, match=f"ways: {ways} classes, but the 6 support"):
+                call(ways)
+    with pytest.raises(TypeError, match="ways: expected an int, got 3.0"):
+        ops.prototypes(emb, lab, 3.0)
+    assert ops.prototypes(emb, lab, np.int64(3)).shape == (3, 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("method", ops.METHODS)
+def test_empty_embeddings_are_refused(method, dtype):
+    # (0, D) used to reach an IndexError in the median's gather (float16)
+    for shape, lab in (((0, 3), torch.zeros(0, dtype=torch.int64)),
+                       ((6, 0), torch.arange(3).repeat(2)),
+                       ((0, 6, 3), torch.zeros(0, 6, dtype=torch.int64))):
+        for fn in (ops.prototypes, ops.prototypes_torch):
+            with pytest.raises(ValueError, match=r"emb: empty shape"):
+                fn(torch.zeros(shape, dtype=dtype), lab, 1, method)
+
+
+def test_prototype_distances_names_its_own_arguments():
+    s, lab, q = torch.randn(2, 6, 3), torch.arange(3).repeat(2).expand(2, 6), torch.randn(2, 4, 3)
+    cases = [
+        ((s, lab, q.double(), 3), TypeError, "query: torch.float64 on cpu, support torch.float32"),
+        ((s.half(), lab, q, 3), TypeError, "query: torch.float32 on cpu, support torch.float16"),
+        ((s, lab, torch.randn(2, 4, 5), 3), ValueError, "query: shape .* must agree with support"),
+        ((s, lab, torch.randn(3, 4, 3), 3), ValueError, "query: shape .* must agree with support"),
+        ((s, lab, q[:, :0], 3), ValueError, "query: empty shape"),
+        ((s, lab, q[0], 3), ValueError, "support, query: both single"),
+        ((s.half(), lab, q.half().fill_(float("nan")), 3), ValueError, "query: holds NaN"),
+        ((s.half().fill_(float("inf")), lab, q.half(), 3), ValueError, "support: holds NaN"),
+        ((s, None, q, 3), TypeError, "labels: expected a torch.Tensor"),
+        ((s, lab, q, 3, None), ValueError, "metric: expected one of"),
+    ]
+    for args, error, words in cases:
+        with pytest.raises(error, match=words):
+            ops.prototype_distances(*args)
+
+
+def test_filtered_mean_with_many_rounds_stops_at_its_fixed_point():
+    emb, labels = clustered(1.0, torch.float64)
+    lab = torch.from_numpy(labels)
+    for fn in (ops.prototypes, ops.prototypes_torch):
+        many = fn(emb, lab, 4, "filtered_mean", rounds=2**62)
+        torch.testing.assert_close(many, fn(emb, lab, 4, "filtered_mean", rounds=3),
+                                   rtol=0, atol=0)
+
+
+def test_labels_of_any_integer_dtype():
+    emb = torch.randn(6, 3, dtype=torch.float64)
+    want = ops.prototypes(emb, torch.arange(3).repeat(2), 3)
+    for dt in (torch.int8, torch.int16, torch.int32, torch.uint8):
+        torch.testing.assert_close(ops.prototypes(emb, torch.arange(3).repeat(2).to(dt), 3), want)
+    with pytest.raises(TypeError, match="labels: expected an integer tensor, got torch.bool"):
+        ops.prototypes(emb, torch.ones(6, dtype=torch.bool), 1)
+
+
+ANY = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(),
+                st.text(max_size=4), st.lists(st.integers(-2, 2), max_size=2),
+                st.sampled_from([np.int64(2), np.float32(0.5), torch.tensor(1.0), b"x"]))
+OPTIONS = dict(ways=3, method="geometric_median", trim=0.2, tol=1e-6, max_iter=20,
+               metric="cosine", rounds=2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(sorted(OPTIONS)), value=ANY,
+       dtype=st.sampled_from([torch.float32, torch.float16]))
+def test_any_option_value_works_or_is_named(name, value, dtype):
+    """Whatever one option holds, the call succeeds or raises a ValueError or TypeError that
+    names that option (never a raw comparison error, an allocator error or an IndexError)."""
+    emb, lab = torch.randn(6, 4).to(dtype), torch.arange(3).repeat(2)
+    kwargs = OPTIONS | {name: value}
+    ways, method = kwargs.pop("ways"), kwargs.pop("method")
+    try:
+        out = ops.prototypes(emb, lab, ways, method, **kwargs)
+    except (ValueError, TypeError) as e:
+        # a valid ways that the labels exceed is the labels' error, which names both
+        named = str(e).startswith(f"{name}: ") or (name == "ways" and "(ways)" in str(e))
+        assert named, (name, value, e)
+    else:
+        assert bool(torch.isfinite(out).all())

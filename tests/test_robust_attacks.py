@@ -476,3 +476,28 @@ def test_cuda(trained: ProtoNet) -> None:
     adv = pgd(maml, batch, WAYS, eps=0.05, steps=2, step_size=0.02, target="support")
     check_constraints(adv.support_x, batch.support_x, 0.05, "linf")
     assert not torch.equal(adv.support_x, batch.support_x)
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(eps=1e300), "eps"), (dict(step_size=1e300),
+                                                                     "step_size"),
+                                          (dict(eps=1e38, norm="l2"), "eps")])
+def test_radii_and_steps_that_overflow_are_named(kwargs, name) -> None:
+    # eps 1e300: a RuntimeError converting it to float32; step_size 1e300 and FGSM's eps
+    # 1e300 gave NaN images
+    learner = ProtoNet(build_model("conv4_snell", 1, 28, filters=4)).eval()
+    batch = glyph_batch(count=2)
+    with pytest.raises(ValueError, match=f"^{name}: must be <= .* for torch.float32 images"):
+        pgd(learner, batch, 5, steps=1, **({"eps": 0.1} | kwargs))
+    if name == "eps":
+        with pytest.raises(ValueError, match="^eps: must be <= "):
+            fgsm(learner, batch, 5, kwargs["eps"], norm=kwargs.get("norm", "linf"))
+
+
+def test_uint8_batches_take_the_learners_dtype() -> None:
+    learner = ProtoNet(build_model("conv4_snell", 1, 28, filters=4)).double().eval()
+    batch = glyph_batch(count=2, dtype="uint8")
+    adv = fgsm(learner, batch, 5, 0.1)  # a float32 conversion failed inside torch
+    assert adv.query_x.dtype == torch.float64 and adv.support_x.dtype == torch.float64
+    with pytest.raises(TypeError, match="^batch.support_y: expected a torch.Tensor"):
+        fgsm(learner, Episode(batch.support_x, None, batch.query_x, batch.query_y,
+                              batch.classes), 5, 0.1)

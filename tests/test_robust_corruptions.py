@@ -491,3 +491,62 @@ def test_contrast_scales_by_the_listed_factor():
         out = corrupt(x, "contrast", severity).astype(np.float64)
         ratio = out.std(axis=(2, 3)) / x.std(axis=(2, 3))
         assert np.allclose(ratio, factor, rtol=1e-4), (severity, factor, ratio)
+
+
+@pytest.mark.parametrize("names", [[None], ["thin", None], (None,)])
+def test_augment_refuses_none_among_the_names(names):
+    with pytest.raises(TypeError, match="^names: expected corruption names"):
+        mr.robust.Augment(names)
+
+
+def test_augment_takes_numpy_probabilities_and_names_bad_ones():
+    assert mr.robust.Augment("thin", prob=np.float32(0.5)).prob == 0.5
+    for bad in (None, "0.5", True):
+        with pytest.raises(TypeError, match="^prob: expected a probability in"):
+            mr.robust.Augment("thin", prob=bad)
+    with pytest.raises(ValueError, match="^prob: expected a probability in"):
+        mr.robust.Augment("thin", prob=float("nan"))
+
+
+def test_augment_call_checks_batch_and_first_index():
+    aug = mr.robust.Augment("thin", prob=1.0)
+    batch = sampler().sample_batch(0, 2)
+    for bad in (None, 0, batch.support_x, (batch.support_x, batch.query_x)):
+        # None used to be an AttributeError ('NoneType' object has no attribute 'support_y')
+        with pytest.raises(TypeError, match="^batch: expected an Episode"):
+            aug(bad, 0)
+    double = mr.Episode(batch.support_x.double(), batch.support_y, batch.query_x.double(),
+                        batch.query_y, batch.classes)
+    with pytest.raises(TypeError, match="^batch.support_x: expected uint8 or float32"):
+        aug(double, 0)
+    normalised = sampler(mean=0.5, std=0.2).sample_batch(0, 2)
+    with pytest.raises(ValueError, match="^batch: episode 0: .* must lie in \\[0, 1\\]"):
+        aug(normalised, 0)
+    for bad, error in ((None, TypeError), (-1, ValueError), (2.0, TypeError)):
+        with pytest.raises(error, match="^first_index: "):
+            aug(batch, bad)
+    with pytest.raises(ValueError, match="^first_index: must be in"):
+        aug(batch, 2**64 - 1)  # the second episode's index would not fit in 64 bits
+    for bad, error in ((None, TypeError), (-1, ValueError), (2**64, ValueError)):
+        with pytest.raises(error, match="^episode: "):
+            aug.choice(bad)
+
+
+def test_corrupt_names_its_arguments():
+    x = np.zeros((1, 1, 8, 8), np.uint8)
+    with pytest.raises(TypeError, match="^name: expected a str, got None"):
+        corrupt(x, None, 1)
+    with pytest.raises(ValueError, match="^name: unknown corruption 'blur'"):
+        corrupt(x, "blur", 1)
+    with pytest.raises(TypeError, match="^severity: expected an int, got 2.0"):
+        corrupt(x, "thin", 2.0)
+    with pytest.raises(TypeError, match="^seed: expected an int, got None"):
+        corrupt(x, "thin", 2, seed=None)
+
+
+def test_corrupt_refuses_images_whose_scratch_memory_exceeds_the_machine(tmp_path):
+    # the core's per-image float scratch failed its allocation and aborted the process;
+    # a sparse memory map holds the (never touched) 768 GiB of input
+    huge = np.memmap(tmp_path / "huge", dtype=np.uint8, mode="w+", shape=(1, 3, 1, 2**38))
+    with pytest.raises(ValueError, match="^images: corrupting images of shape .* would take"):
+        corrupt(huge, "gaussian_blur", 2)

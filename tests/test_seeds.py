@@ -58,3 +58,14 @@ def test_the_label_noise_and_augment_streams_are_the_published_ones():
 def test_bad_seeds_are_named(args):
     with pytest.raises(ValueError, match="seed streams take non-negative ints"):
         seeds.derive(*args)
+
+
+@pytest.mark.parametrize("args, name", [((None, seeds.VALIDATION), "seed"),
+                                        ((0, -3), "stream"),
+                                        ((0, seeds.VALIDATION, 1, 2.5), "parts\\[1\\]")])
+def test_the_bad_value_is_named(args, name):
+    # the message used to list every value without saying which one was wrong
+    with pytest.raises(ValueError, match=f"^{name}: seed streams take non-negative ints"):
+        seeds.derive(*args)
+    with pytest.raises(ValueError, match=f"^{name}: "):
+        seeds.numpy_rng(*args)

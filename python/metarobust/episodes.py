@@ -19,11 +19,14 @@ import numpy as np
 import torch
 
 from . import _core
+from ._checks import check_bool, check_nbytes, check_real
 from ._checks import check_int as _check_int
 from .corruption_info import check_corruption_args
 
 DTYPES = {"float32": np.float32, "uint8": np.uint8}
 _NUMPY = {torch.float32: np.float32, torch.uint8: np.uint8, torch.int64: np.int64}
+_MAX_INDEX = 2**64 - 1  # episode indices and seeds are u64 in the core
+_MAX_COUNT = 2**63 - 1  # counts are i64 there
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,56 @@ def _as_arrays(data: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(data, torch.Tensor) or isinstance(labels, torch.Tensor):
         raise TypeError("dataset: pass numpy arrays (tensor.numpy()), not torch tensors")
     return data, labels
+
+
+def _check_count(value: Any, name: str, low: int) -> int:
+    """An int ``>= low`` that the core's i64 counts hold."""
+    value = _check_int(value, name, low)
+    if value > _MAX_COUNT:
+        raise ValueError(f"{name}: must be <= {_MAX_COUNT}, got {value}")
+    return value
+
+
+def _check_arrays(images: Any, labels: Any, labels_apart: bool) -> None:
+    """The dataset's arrays as the core takes them, errors naming the argument that carried
+    them: ``dataset``, or ``labels`` when the labels were given apart (``labels_apart``)."""
+    if not isinstance(images, np.ndarray):
+        raise TypeError(f"dataset: images: expected a numpy array, got {type(images).__name__}")
+    if images.dtype != np.uint8:
+        raise TypeError(f"dataset: images: expected dtype uint8, got {images.dtype}")
+    if images.ndim != 4:
+        raise ValueError(f"dataset: images: expected 4 dimensions (N, C, H, W), got shape "
+                         f"{images.shape}")
+    name = "labels" if labels_apart else "dataset: labels"
+    if not isinstance(labels, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(labels).__name__}")
+    if labels.dtype != np.int64:
+        raise TypeError(f"{name}: expected dtype int64, got {labels.dtype}")
+    if labels.ndim != 1:
+        raise ValueError(f"{name}: expected 1 dimension (N,), got shape {labels.shape}")
+
+
+def _check_classes(classes: Any) -> np.ndarray | None:
+    if classes is None:
+        return None
+    arr = np.asarray(classes)
+    if arr.size == 0 and arr.dtype.kind == "f":
+        arr = arr.astype(np.int64)  # np.asarray([]) is float64
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"classes: expected integers, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"classes: expected a 1-D list of class labels, got shape {arr.shape}")
+    if arr.size and arr.dtype.kind == "u" and int(arr.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"classes: class {int(arr.max())} is not a label of the dataset")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _pin_memory(pin_memory: Any) -> bool:
+    pin = check_bool(pin_memory, "pin_memory")
+    if pin and not torch.cuda.is_available():
+        raise ValueError("pin_memory: page-locked memory needs a CUDA device, and torch sees "
+                         "none (pass pin_memory=False)")
+    return pin
 
 
 class EpisodeSampler:
@@ -133,7 +186,9 @@ class EpisodeSampler:
         ink: str = "dark",
         corruption_cache_mb: float = 256,
     ) -> None:
+        labels_apart = labels is not None
         images, labels = _as_arrays(dataset, labels)
+        _check_arrays(images, labels, labels_apart)
         if (isinstance(corruption_cache_mb, bool)
                 or not isinstance(corruption_cache_mb, (int, float, np.integer, np.floating))
                 or not 0 <= corruption_cache_mb < float("inf")):
@@ -150,24 +205,22 @@ class EpisodeSampler:
                 if value != default:
                     raise ValueError(f"{name}: configures a corruption, and none is given "
                                      f"(pass corruption=NAME; got {name}={value!r})")
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise ValueError(f"dtype: expected 'float32' or 'uint8', got {dtype!r}")
         if dtype == "uint8" and (mean is not None or std is not None):
             raise ValueError("mean/std: only apply to dtype='float32' output")
-        self.ways = _check_int(ways, "ways", 1)
-        self.shots = _check_int(shots, "shots", 1)
-        self.queries = _check_int(queries, "queries", 0)
-        self.seed = _check_int(seed, "seed", 0, 2**64 - 1)
+        self.ways = _check_count(ways, "ways", 1)
+        self.shots = _check_count(shots, "shots", 1)
+        self.queries = _check_count(queries, "queries", 0)
+        self.seed = _check_int(seed, "seed", 0, _MAX_INDEX)
         self.dtype = dtype
-        if classes is not None:
-            classes = np.asarray(classes)
-            if classes.dtype.kind not in "iu":
-                raise TypeError(f"classes: expected integers, got dtype {classes.dtype}")
-            classes = np.ascontiguousarray(classes, dtype=np.int64).reshape(-1)
+        classes = _check_classes(classes)
+        scale = _listify(mean, "mean"), _listify(std, "std")
+        _check_scale(*scale)
         self._args = (images, labels, classes, mean, std)
         self._core = _core.SamplerCore(
             images, labels, self.ways, self.shots, self.queries, self.seed,
-            classes, _listify(mean, "mean"), _listify(std, "std"),
+            classes, *scale,
             corruption=self.corruption, severity=self.severity, corrupt=self.corrupt,
             ink=self.ink, cache_bytes=min(int(corruption_cache_mb * 2**20), 2**62),
         )
@@ -210,15 +263,17 @@ class EpisodeSampler:
 
     def sample(self, index: int) -> Episode:
         """Episode ``index``."""
-        return self.sample_batch(_check_int(index, "index", 0), 1)[0]
+        return self.sample_batch(_check_int(index, "index", 0, _MAX_INDEX), 1)[0]
 
     def sample_batch(self, start: int, count: int, pin_memory: bool = False) -> Episode:
         """Episodes ``start .. start + count`` as one batch; ``b[j] == sample(start + j)``.
 
         pin_memory: allocate the outputs in page-locked memory for fast GPU copies.
         """
-        start = _check_int(start, "start", 0, 2**64 - 1)
-        count = _check_int(count, "count", 1)
+        start = _check_int(start, "start", 0, _MAX_INDEX)
+        count = _check_count(count, "count", 1)
+        self._check_batch_bytes(count, "count")
+        pin_memory = _pin_memory(pin_memory)
         w, s, q = self.ways, self.shots, self.queries
         tdt = torch.float32 if self.dtype == "float32" else torch.uint8
 
@@ -238,6 +293,17 @@ class EpisodeSampler:
         )
         self._core.fill(start, count, *(getattr(out, f.name).numpy() for f in fields(out)))
         return out
+
+    def _check_batch_bytes(self, count: int, name: str, batches: int = 1) -> None:
+        """A ValueError naming ``name`` if ``batches`` batches of ``count`` episodes do not
+        fit in memory (checked before allocating: NumPy would raise a MemoryError)."""
+        pixels = (self.ways * (self.shots + self.queries) * int(np.prod(self.image_shape))
+                  * np.dtype(DTYPES[self.dtype]).itemsize)
+        labels = 8 * self.ways * (self.shots + self.queries + 1)
+        what = f"{count} episodes" if batches == 1 else f"{batches} batches of {count} episodes"
+        check_nbytes(batches * count * (pixels + labels), name,
+                     f"{what} of {self.ways} ways, {self.shots} shots, {self.queries} queries "
+                     f"and images {self.image_shape}")
 
     def batches(
         self,
@@ -259,17 +325,40 @@ class EpisodeSampler:
         >>> for batch in sampler.batches(32, num_batches=100):  # doctest: +SKIP
         ...     train_step(batch)
         """
-        return BatchIterator(self, batch_size, start, prefetch, num_batches, pin_memory,
-                             stride, transform)
+        batch_size = _check_count(batch_size, "batch_size", 1)
+        self._check_batch_bytes(batch_size, "batch_size")
+        prefetch = _check_int(prefetch, "prefetch", 1)
+        # the queue holds `prefetch` batches, the thread fills one more, the caller holds one
+        self._check_batch_bytes(batch_size, "prefetch", prefetch + 2)
+        return BatchIterator(self, batch_size, start, prefetch, num_batches,
+                             _pin_memory(pin_memory), stride, transform)
 
 
 def _listify(value: Any, name: str) -> list[float] | None:
+    """One value or one per channel, as floats (None stays None)."""
     if value is None:
         return None
-    arr = np.atleast_1d(np.asarray(value, dtype=np.float64)).reshape(-1)
-    if arr.size == 0:
+    if isinstance(value, np.ndarray) and value.ndim > 1:
+        raise ValueError(f"{name}: expected one value or one per channel, got shape "
+                         f"{value.shape}")
+    if isinstance(value, np.ndarray):
+        values = list(value.reshape(-1))
+    else:
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values:
         raise ValueError(f"{name}: needs at least one value")
-    return [float(v) for v in arr]
+    return [check_real(v, name) for v in values]
+
+
+def _check_scale(mean: list[float] | None, std: list[float] | None) -> None:
+    """``(x - mean) / std`` of pixels in [0, 1] must be finite in float32: a tiny ``std``
+    would turn every image into infinities."""
+    top = float(np.finfo(np.float32).max)
+    for m in mean or [0.0]:
+        for s in std or [1.0]:
+            if s > 0 and max(abs(m), abs(1 - m)) / s > top:
+                raise ValueError(f"std: {s!r} scales [0, 1] pixels (mean {m!r}) beyond the "
+                                 "float32 range")
 
 
 class BatchIterator(Iterator[Episode]):
@@ -360,6 +449,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, sampler: EpisodeSampler, length: int) -> None:
+        if not isinstance(sampler, EpisodeSampler):
+            raise TypeError(f"sampler: expected an EpisodeSampler, got {type(sampler).__name__}")
         self.sampler = sampler
         self.length = _check_int(length, "length", 1)
 
@@ -367,6 +458,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> Episode:
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"index: expected an int, got {index!r} ({type(index).__name__})")
         if not 0 <= index < self.length:
             raise IndexError(f"index: {index} outside 0..{self.length - 1}")
         return self.sampler.sample(index)

@@ -12,9 +12,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ._checks import check_bool, check_int
+from .episodes import EpisodeSampler
+from .learners.base import Learner
+
+_MAX_INDEX = 2**64 - 1
+
 
 def mean_ci95(values: torch.Tensor) -> tuple[float, float]:
     """Mean and 95% half-width of per-episode values."""
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"values: expected a torch.Tensor, got {type(values).__name__}")
     v = values.double().flatten()
     if v.numel() == 0:
         raise ValueError("values: need at least one episode")
@@ -31,11 +39,16 @@ def evaluate(learner: Any, sampler: Any, episodes: int = 600, batch_size: int | 
 
     Returns ``{"accuracy", "ci95", "episodes", "ways", "shots", "queries"}``.
     """
-    if episodes < 1:
-        raise ValueError(f"episodes: must be >= 1, got {episodes}")
+    device = _check_eval_args(learner, episodes, batch_size, device, start, progress)
+    if not isinstance(sampler, EpisodeSampler):
+        raise TypeError(f"sampler: expected an EpisodeSampler, got {type(sampler).__name__}")
+    fixed = getattr(learner, "ways", None)  # a MAML classifier's outputs
+    if learner.task != "classification" or (fixed is not None and fixed != sampler.ways):
+        raise ValueError(f"sampler: {sampler.ways}-way episodes for a {learner.task} learner"
+                         + (f" with {fixed} outputs" if fixed is not None else ""))
     if batch_size is None:
-        batch_size = 50 if torch.device(device).type == "cuda" else 10
-    batch_size = max(1, min(batch_size, episodes))
+        batch_size = 50 if device.type == "cuda" else 10
+    batch_size = min(batch_size, episodes)
     was_training = learner.training
     learner.eval()
     accs = []
@@ -44,7 +57,7 @@ def evaluate(learner: Any, sampler: Any, episodes: int = 600, batch_size: int | 
                leave=False)
     try:
         with sampler.batches(batch_size, start=start, num_batches=n_batches,
-                             pin_memory=torch.device(device).type == "cuda") as it:
+                             pin_memory=device.type == "cuda") as it:
             for batch in it:
                 acc = learner.evaluate_batch(batch.to(device, non_blocking=True), sampler.ways)
                 accs.append(acc.detach().float().cpu())
@@ -67,8 +80,18 @@ def evaluate_regression(learner: Any, tasks: Any, episodes: int = 600, batch_siz
     Returns ``{"mse", "ci95", "mse_by_steps": {"1": ..., ...}, "ci95_by_steps", "episodes"}``
     where ``mse`` is for the learner's own ``test_inner_steps``.
     """
-    if episodes < 1:
-        raise ValueError(f"episodes: must be >= 1, got {episodes}")
+    device = _check_eval_args(learner, episodes, check_int(batch_size, "batch_size", 1), device,
+                              start, True)
+    if learner.task != "regression":
+        raise ValueError(f"learner: expected a regression MAML, got a {learner.task} "
+                         f"{type(learner).__name__}")
+    for name in ("sample_batch", "shots", "queries"):
+        if not hasattr(tasks, name):
+            raise TypeError(f"tasks: expected a task family such as metarobust.data.sinusoid, "
+                            f"got {type(tasks).__name__}")
+    if not isinstance(steps, (tuple, list)):
+        raise TypeError(f"steps: expected a tuple of ints, got {steps!r}")
+    steps = tuple(check_int(k, "steps", 0) for k in steps)
     own = learner.test_inner_steps
     was_training = learner.training
     learner.eval()
@@ -90,3 +113,22 @@ def evaluate_regression(learner: Any, tasks: Any, episodes: int = 600, batch_siz
             "mse_by_steps": {str(k): by_steps[str(k)] for k in steps},
             "ci95_by_steps": {str(k): ci_by_steps[str(k)] for k in steps},
             "episodes": episodes, "shots": tasks.shots, "queries": tasks.queries}
+
+
+def _check_eval_args(learner: Any, episodes: Any, batch_size: Any, device: Any, start: Any,
+                     progress: Any) -> torch.device:
+    """The arguments both evaluations share, checked; returns the device."""
+    if not isinstance(learner, Learner):
+        raise TypeError(f"learner: expected a metarobust Learner, got {type(learner).__name__}")
+    check_int(episodes, "episodes", 1)
+    if batch_size is not None:
+        check_int(batch_size, "batch_size", 1)
+    check_int(start, "start", 0, _MAX_INDEX)
+    check_bool(progress, "progress")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"device: {device!r} is not a torch device ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} needs CUDA, and torch sees no CUDA device")
+    return dev

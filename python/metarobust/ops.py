@@ -13,23 +13,35 @@ equivalent torch code (the ``*_torch`` functions), with the same semantics. Shap
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from . import _core
+from ._checks import check_choice, check_int, check_real
 
 METHODS = ("mean", "median", "trimmed_mean", "geometric_median", "filtered_mean")
 METRICS = ("sqeuclidean", "cosine")
 COSINE_EPS = 1e-8
 
 __all__ = [
-    "METHODS", "METRICS", "prototypes", "pairwise_distances", "prototype_distances",
+    "DTYPES", "METHODS", "METRICS", "prototypes", "pairwise_distances", "prototype_distances",
     "prototypes_torch", "pairwise_distances_torch",
 ]
 
 
 # ---------------------------------------------------------------- argument checks
+
+#: Dtypes the torch code accepts; the Rust kernels take float32 and float64 (CPU).
+DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# Half-precision inputs are computed in float32 and the results rounded back: float16's
+# squared norms overflow past 256 and its reciprocals of small distances overflow, and
+# both formats lose the differences between nearby distances to cancellation.
+_HALF = (torch.float16, torch.bfloat16)
+
 
 def _batched(t: torch.Tensor, name: str, feature: bool = True) -> tuple[torch.Tensor, bool]:
     if not isinstance(t, torch.Tensor):
@@ -38,16 +50,23 @@ def _batched(t: torch.Tensor, name: str, feature: bool = True) -> tuple[torch.Te
     if t.dim() not in want:
         raise ValueError(f"{name}: expected {want[0]} or {want[1]} dimensions, got shape "
                          f"{tuple(t.shape)}")
-    if feature and not t.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor, got {t.dtype}")
+    if feature and t.dtype not in DTYPES:
+        raise TypeError(f"{name}: expected a floating-point tensor (float16, bfloat16, float32 "
+                        f"or float64), got {t.dtype}")
     single = t.dim() == want[0]
     return (t.unsqueeze(0) if single else t), single
+
+
+def _check_nonempty(t: torch.Tensor, name: str) -> None:
+    if t.numel() == 0:
+        raise ValueError(f"{name}: empty shape {tuple(t.shape)} (needs at least one item and "
+                         "one feature, and a task where batched)")
 
 
 def _check_labels(labels: torch.Tensor, emb: torch.Tensor, ways: int) -> torch.Tensor:
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"labels: expected a torch.Tensor, got {type(labels).__name__}")
-    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(f"labels: expected an integer tensor, got {labels.dtype}")
     if labels.dim() == 1 and emb.shape[0] == 1:
         labels = labels.unsqueeze(0)
@@ -59,18 +78,14 @@ def _check_labels(labels: torch.Tensor, emb: torch.Tensor, ways: int) -> torch.T
     return labels.to(torch.int64)
 
 
-def _check_ways(ways: int) -> int:
-    if isinstance(ways, bool) or not isinstance(ways, int):
-        raise TypeError(f"ways: expected an int, got {type(ways).__name__}")
-    if ways < 1:
-        raise ValueError(f"ways: must be >= 1, got {ways}")
+def _check_ways(ways: int, support: int) -> int:
+    """``ways`` as an int in ``1..support``: every class needs one of the ``support`` items
+    (checked before anything of size ``ways`` is allocated)."""
+    ways = check_int(ways, "ways", 1)
+    if ways > support:
+        raise ValueError(f"ways: {ways} classes, but the {support} support items of a task "
+                         "cannot cover them (every class needs an item)")
     return ways
-
-
-def _check_choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name}: expected one of {', '.join(allowed)}; got {value!r}")
-    return value
 
 
 def _rust_ok(*ts: torch.Tensor) -> bool:
@@ -122,7 +137,7 @@ def _weiszfeld(padded: torch.Tensor, mask: torch.Tensor, tol: float, max_iter: i
         x = torch.where(mask[..., None], padded, 0.0)
         n = mask.sum(-1, keepdim=True).to(x.dtype)
         m = x.sum(2) / n
-        tiny = torch.finfo(torch.float64).tiny
+        tiny = torch.finfo(x.dtype).tiny  # a float64 constant would round to 0 in float32
         for _ in range(max_iter):
             diff = x - m[:, :, None]
             dist = diff.norm(dim=-1)
@@ -217,21 +232,21 @@ def _robust_torch(emb, labels, ways, counts, method, trim, tol, max_iter, solved
 def prototypes_torch(emb, labels, ways, method="mean", *, trim=0.2, tol=1e-6, max_iter=100,
                      metric="sqeuclidean", rounds=2):
     """Torch implementation of :func:`prototypes` (used on CUDA; a reference on CPU)."""
-    emb3, single = _batched(emb, "emb")
-    ways = _check_ways(ways)
-    method = _check_choice(method, "method", METHODS)
-    lab = _check_labels(labels, emb3, ways)
+    emb3, single, lab, ways, method, opt = _prototype_args(
+        emb, labels, ways, method, trim, tol, max_iter, metric, rounds)
     _check_finite_torch(emb3, "emb")
     counts = _check_classes_present(lab, ways)
+    work = emb3.float() if emb3.dtype in _HALF else emb3
     if method == "mean":
-        onehot = F.one_hot(lab, ways).to(emb3.dtype)
-        out = onehot.transpose(1, 2) @ emb3 / counts[..., None].to(emb3.dtype)
+        onehot = F.one_hot(lab, ways).to(work.dtype)
+        out = onehot.transpose(1, 2) @ work / counts[..., None].to(work.dtype)
     else:
-        _check_method_args(method, trim, tol, max_iter, metric, rounds)
         robust = "geometric_median" if method == "filtered_mean" else method
-        out = _robust_torch(emb3, lab, ways, counts, robust, trim, tol, max_iter)
+        out = _robust_torch(work, lab, ways, counts, robust, opt.trim, opt.tol, opt.max_iter)
         if method == "filtered_mean":
-            out = _filtered_mean(emb3, lab, ways, out, metric, rounds, pairwise_distances_torch)
+            out = _filtered_mean(work, lab, ways, out, opt.metric, opt.rounds,
+                                 pairwise_distances_torch)
+    out = out.to(emb3.dtype)
     return out[0] if single else out
 
 
@@ -240,9 +255,13 @@ def _filtered_mean(emb, labels, ways, centre, metric, rounds, distances):
     prototype (the keep/drop choice is not differentiated; the mean is)."""
     onehot = F.one_hot(labels, ways).to(emb.dtype)  # (B, S, W)
     protos = centre
+    last = None
     for _ in range(rounds):
         with torch.no_grad():
             keep = distances(emb, protos, metric).argmin(-1) == labels  # (B, S)
+        if last is not None and torch.equal(keep, last):
+            break  # the same items give the same means: the rounds left change nothing
+        last = keep
         weights = onehot * keep[..., None].to(emb.dtype)
         kept = weights.sum(1)[..., None]  # (B, W, 1)
         mean = weights.transpose(1, 2) @ emb / kept.clamp_min(1)
@@ -250,17 +269,42 @@ def _filtered_mean(emb, labels, ways, centre, metric, rounds, distances):
     return protos
 
 
-def _check_method_args(method, trim, tol, max_iter, metric="sqeuclidean", rounds=2):
+class _Options(NamedTuple):
+    trim: float
+    tol: float
+    max_iter: int
+    metric: str
+    rounds: int
+
+
+_MAX_ITER = 2**63 - 1  # the Rust kernels' bound (i64)
+
+
+def _check_options(trim, tol, max_iter, metric, rounds) -> _Options:
     # Checked whatever the method, so that a bad value is not silently unused.
-    if not 0.0 <= trim < 0.5:
-        raise ValueError(f"trim: must be in [0, 0.5), got {trim}")
-    _check_choice(metric, "metric", METRICS)
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds: must be an int >= 1, got {rounds!r}")
-    if not (tol > 0 and tol < float("inf")):
-        raise ValueError(f"tol: must be finite and > 0, got {tol}")
-    if max_iter < 1:
-        raise ValueError(f"max_iter: must be >= 1, got {max_iter}")
+    trim = check_real(trim, "trim", 0.0, 0.5, high_open=True)
+    metric = check_choice(metric, "metric", METRICS)
+    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)):
+        raise TypeError(f"rounds: must be an int >= 1, got {rounds!r} ({type(rounds).__name__})")
+    if rounds < 1:
+        raise ValueError(f"rounds: must be an int >= 1, got {rounds}")
+    tol = check_real(tol, "tol", 0.0, low_open=True)
+    max_iter = check_int(max_iter, "max_iter", 1)
+    if max_iter > _MAX_ITER:
+        raise ValueError(f"max_iter: must be <= {_MAX_ITER}, got {max_iter}")
+    return _Options(trim, tol, max_iter, metric, int(rounds))
+
+
+def _prototype_args(emb, labels, ways, method, trim, tol, max_iter, metric, rounds):
+    """The arguments of :func:`prototypes`, checked: ``(emb (B, S, D), single, labels
+    (B, S) int64, ways, method, options)``."""
+    emb3, single = _batched(emb, "emb")
+    method = check_choice(method, "method", METHODS)
+    opt = _check_options(trim, tol, max_iter, metric, rounds)
+    _check_nonempty(emb, "emb")
+    ways = _check_ways(ways, emb3.shape[1])
+    lab = _check_labels(labels, emb3, ways)
+    return emb3, single, lab, ways, method, opt
 
 
 def _distances_torch(x, y, metric):
@@ -276,7 +320,7 @@ def _distances_torch(x, y, metric):
 def _xy(x, y, metric):
     x3, xs = _batched(x, "x")
     y3, ys = _batched(y, "y")
-    _check_choice(metric, "metric", METRICS)
+    check_choice(metric, "metric", METRICS)
     if xs != ys:
         raise ValueError(f"x, y: both single (2-D) or both batched (3-D), got shapes "
                          f"{tuple(x.shape)} and {tuple(y.shape)}")
@@ -297,7 +341,10 @@ def pairwise_distances_torch(x, y, metric="sqeuclidean"):
     x3, y3, single = _xy(x, y, metric)
     _check_finite_torch(x3, "x")
     _check_finite_torch(y3, "y")
-    out = _distances_torch(x3, y3, metric)
+    if x3.dtype in _HALF:
+        out = _distances_torch(x3.float(), y3.float(), metric).to(x3.dtype)
+    else:
+        out = _distances_torch(x3, y3, metric)
     return out[0] if single else out
 
 
@@ -390,31 +437,29 @@ def prototypes(emb, labels, ways, method="mean", *, trim=0.2, tol=1e-6, max_iter
     nearest prototype under ``metric`` is their own class's: an item carrying another
     class's label, the usual support-label noise, lies nearer that class and drops out; a
     class left with no such item keeps its geometric median). Every class 0..ways-1 needs
-    an item.
+    an item. ``emb`` is float16, bfloat16, float32 or float64 (half precision is computed
+    in float32 and rounded back).
     """
-    emb3, single = _batched(emb, "emb")
-    ways = _check_ways(ways)
-    method = _check_choice(method, "method", METHODS)
-    lab = _check_labels(labels, emb3, ways)
-    _check_method_args(method, trim, tol, max_iter, metric, rounds)
+    emb3, single, lab, ways, method, opt = _prototype_args(
+        emb, labels, ways, method, trim, tol, max_iter, metric, rounds)
     if not _rust_ok(emb3):
-        return prototypes_torch(emb, labels, ways, method, trim=trim, tol=tol, max_iter=max_iter,
-                                metric=metric, rounds=rounds)
+        return prototypes_torch(emb, labels, ways, method, **opt._asdict())
     if method == "filtered_mean":
-        centre = _RobustPrototypes.apply(emb3, lab, ways, "geometric_median", float(trim),
-                                         float(tol), int(max_iter))
-        out = _filtered_mean(emb3, lab, ways, centre, metric, rounds, pairwise_distances)
+        centre = _RobustPrototypes.apply(emb3, lab, ways, "geometric_median", opt.trim,
+                                         opt.tol, opt.max_iter)
+        out = _filtered_mean(emb3, lab, ways, centre, opt.metric, opt.rounds,
+                             pairwise_distances)
         return out[0] if single else out
     if method == "mean":
         out = _MeanPrototypes.apply(emb3, lab, ways)
     else:
-        out = _RobustPrototypes.apply(emb3, lab, ways, method, float(trim), float(tol),
-                                      int(max_iter))
+        out = _RobustPrototypes.apply(emb3, lab, ways, method, opt.trim, opt.tol, opt.max_iter)
     return out[0] if single else out
 
 
 def pairwise_distances(x, y, metric="sqeuclidean"):
-    """Distances ``(Q, N)`` or ``(B, Q, N)``: "sqeuclidean" or "cosine" (``1 - cos``)."""
+    """Distances ``(Q, N)`` or ``(B, Q, N)``: "sqeuclidean" or "cosine" (``1 - cos``).
+    ``x`` and ``y`` share one dtype: float16, bfloat16, float32 or float64."""
     x3, y3, single = _xy(x, y, metric)
     out = (_PairwiseDistances.apply(x3, y3, metric) if _rust_ok(x3, y3)
            else pairwise_distances_torch(x3, y3, metric))
@@ -429,13 +474,24 @@ def prototype_distances(support, labels, query, ways, metric="sqeuclidean"):
     """
     s3, single = _batched(support, "support")
     q3, qsingle = _batched(query, "query")
-    ways = _check_ways(ways)
-    _check_choice(metric, "metric", METRICS)
+    metric = check_choice(metric, "metric", METRICS)
     if single != qsingle:
-        raise ValueError("support, query: both single (2-D) or both batched (3-D)")
+        raise ValueError(f"support, query: both single (2-D) or both batched (3-D), got shapes "
+                         f"{tuple(support.shape)} and {tuple(query.shape)}")
+    if q3.shape[0] != s3.shape[0] or q3.shape[2] != s3.shape[2]:
+        raise ValueError(f"query: shape {tuple(query.shape)} must agree with support's "
+                         f"{tuple(support.shape)} in batch and feature dimensions")
+    if q3.dtype != s3.dtype or q3.device != s3.device:
+        raise TypeError(f"query: {q3.dtype} on {q3.device}, support {s3.dtype} on "
+                        f"{s3.device}; they must match")
+    _check_nonempty(support, "support")
+    _check_nonempty(query, "query")
+    ways = _check_ways(ways, s3.shape[1])
     lab = _check_labels(labels, s3, ways)
-    if not _rust_ok(s3, q3) or s3.dtype != q3.dtype:
-        out = pairwise_distances_torch(q3, prototypes_torch(s3, lab, ways), metric)
-    else:
+    if _rust_ok(s3, q3):
         out = _ProtoDistances.apply(s3, lab, q3, ways, metric)
+    else:
+        _check_finite_torch(s3, "support")
+        _check_finite_torch(q3, "query")
+        out = pairwise_distances_torch(q3, prototypes_torch(s3, lab, ways), metric)
     return out[0] if single else out

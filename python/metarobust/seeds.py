@@ -56,9 +56,11 @@ PGD_START = 0x5047             # "PG"
 
 def _entropy(seed: int, stream: int, parts: tuple[int, ...]) -> list[int]:
     values = [seed, stream, *parts]
-    for v in values:
+    names = ["seed", "stream", *(f"parts[{k}]" for k in range(len(parts)))]
+    for v, name in zip(values, names):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"seed streams take non-negative ints, got {values!r}")
+            raise ValueError(f"{name}: seed streams take non-negative ints, got {v!r} "
+                             f"({type(v).__name__})")
     return [int(v) for v in values]
 
 

@@ -57,6 +57,8 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import check_bool, check_nbytes, check_path
+
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ImageDataset", "load"]
 
 FORMAT_NAME = "metarobust-dataset"
@@ -70,19 +72,14 @@ _DTYPES: dict[str, np.dtype] = {"images": np.dtype("|u1"), "labels": np.dtype("<
 def _checked_images(images: Any) -> np.ndarray:
     """uint8 ``(N, C, H, W)`` images, C-contiguous."""
     if not isinstance(images, np.ndarray):
-        raise TypeError(
-            f"images must be a numpy uint8 array of shape (N, C, H, W), "
-            f"got {type(images).__name__}"
-        )
+        raise TypeError(f"images must be a numpy uint8 array of shape (N, C, H, W), "
+                        f"got {type(images).__name__}")
     if images.dtype != np.uint8:
-        raise TypeError(
-            f"images must have dtype uint8, got {images.dtype}; convert explicitly "
-            "(e.g. (x * 255).round().astype(np.uint8)) so nothing is silently truncated"
-        )
+        raise TypeError(f"images must have dtype uint8, got {images.dtype}; convert explicitly "
+                        "(e.g. (x * 255).round().astype(np.uint8)) so nothing is silently "
+                        "truncated")
     if images.ndim != 4:
-        raise ValueError(
-            f"images must have 4 dimensions (N, C, H, W), got shape {images.shape}"
-        )
+        raise ValueError(f"images must have 4 dimensions (N, C, H, W), got shape {images.shape}")
     if not images.flags.c_contiguous:
         images = np.ascontiguousarray(images)
     return images
@@ -98,10 +95,8 @@ def _checked_labels(labels: Any, n: int) -> np.ndarray:
     if labels_arr.ndim != 1:
         raise ValueError(f"labels must have shape (N,), got shape {labels_arr.shape}")
     if labels_arr.shape[0] != n:
-        raise ValueError(
-            f"images and labels disagree on N: {n} images, "
-            f"{labels_arr.shape[0]} labels"
-        )
+        raise ValueError(f"images and labels disagree on N: {n} images, "
+                         f"{labels_arr.shape[0]} labels")
     low = int(labels_arr.min()) if labels_arr.size else 0
     if low < 0:
         raise ValueError(f"labels must be >= 0, got {low}")
@@ -115,6 +110,8 @@ def _class_names(class_names: Sequence[str] | None, high: int) -> list[str]:
         return [str(i) for i in range(high + 1)]
     if isinstance(class_names, str):
         raise TypeError("class_names must be a sequence of strings, got one string")
+    if not isinstance(class_names, Iterable):
+        raise TypeError(f"class_names must be a sequence of strings, got {class_names!r}")
     names = list(class_names)
     bad = [n for n in names if not isinstance(n, str)]
     if bad:
@@ -123,10 +120,8 @@ def _class_names(class_names: Sequence[str] | None, high: int) -> list[str]:
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"class_names must be unique, repeated: {dup[:5]}")
     if high >= len(names):
-        raise ValueError(
-            f"labels must be < num_classes = len(class_names) = {len(names)}, "
-            f"got label {high}"
-        )
+        raise ValueError(f"labels must be < num_classes = len(class_names) = {len(names)}, "
+                         f"got label {high}")
     return names
 
 
@@ -208,6 +203,9 @@ class ImageDataset:
         """
         if isinstance(classes, str | bytes):
             raise TypeError("classes must be an iterable of labels or class names, got a string")
+        if not isinstance(classes, Iterable) or getattr(classes, "ndim", 1) == 0:
+            raise TypeError(f"classes must be an iterable of labels or class names, got "
+                            f"{classes!r}")
         by_name = {name: i for i, name in enumerate(self.class_names)}
         chosen: list[int] = []
         for c in classes:
@@ -311,7 +309,7 @@ def save(dataset: ImageDataset, path: str | os.PathLike[str]) -> None:
     """Write ``dataset`` to the cache directory ``path`` (same as ``dataset.save(path)``)."""
     if not isinstance(dataset, ImageDataset):
         raise TypeError(f"dataset must be an ImageDataset, got {type(dataset).__name__}")
-    path = Path(path)
+    path = check_path(path, "path")
     if path.name in ("", ".", ".."):
         raise ValueError(f"path must name a cache directory, got {str(path)!r}")
     images = np.ascontiguousarray(dataset.images)
@@ -444,6 +442,8 @@ def _open_array(path: Path, key: str, spec: Any, sidecar_file: Path, mmap: bool,
             f"{what}: expected {offset + nbytes} bytes ({offset} header + {nbytes} data), "
             f"found {size}",
         )
+    if not mmap:
+        check_nbytes(nbytes, "mmap", f"reading {file} into memory (mmap=False)")
     try:
         arr = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -470,7 +470,9 @@ def load(path: str | os.PathLike[str], mmap: bool = True, verify: bool = True) -
         ValueError: the cache is incomplete, truncated, corrupted or of another version;
             the message names the file.
     """
-    path = Path(path)
+    path = check_path(path, "path")
+    mmap = check_bool(mmap, "mmap")
+    verify = check_bool(verify, "verify")
     if path.name == SIDECAR and path.is_file():
         path = path.parent
     if not path.exists():

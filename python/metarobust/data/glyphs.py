@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import _core
 from .._checks import check_int as _check_int
+from .._checks import check_nbytes, physical_memory
 from .dataset import ImageDataset
 
 __all__ = ["SPLITS", "glyph_class_ids", "glyphs"]
@@ -48,6 +49,7 @@ def glyph_class_ids(num_classes: int, split: str = "train") -> np.ndarray:
     """The class ids (int64) of the first ``num_classes`` classes of ``split``."""
     split = _check_split(split)
     n = _check_int(num_classes, "num_classes", 1, _core.GLYPH_SPLIT_STRIDE)
+    check_nbytes(8 * n, "num_classes", f"the ids of {n} classes")
     return np.arange(n, dtype=np.int64) + np.int64(_core.GLYPH_SPLIT_OFFSETS[split])
 
 
@@ -78,11 +80,14 @@ def glyphs(
     per_class = _check_int(per_class, "per_class", 1, 2**63 - 1)
     image_size = _check_int(image_size, "image_size", _core.GLYPH_MIN_SIZE, _core.GLYPH_MAX_SIZE)
     seed = _check_int(seed, "seed", 0, _MAX_SEED)
-    nbytes = num_classes * per_class * image_size * image_size
-    if nbytes > 2**40:
+    # the images, their labels and the class names, before anything is allocated
+    nbytes = num_classes * per_class * (image_size * image_size + 8) + 64 * num_classes
+    limit = min(2**40, physical_memory())
+    if nbytes > limit:
         raise ValueError(
-            f"per_class: num_classes * per_class * image_size**2 = {nbytes} bytes is too large "
-            "(limit 2**40)"
+            f"num_classes, per_class, image_size: {num_classes} classes of {per_class} images "
+            f"of {image_size}x{image_size} would take {nbytes} bytes, too large (limit "
+            f"{limit} bytes: 2**40 or this machine's memory)"
         )
     ids = glyph_class_ids(num_classes, split)
     images = _core.render_glyphs(seed, ids, per_class, image_size)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._checks import check_int, check_path
 from .dataset import ImageDataset
 
 __all__ = ["IMAGES_MAGIC", "LABELS_MAGIC", "idx", "read_idx"]
@@ -49,7 +50,7 @@ def _read_bytes(path: Path, what: str) -> bytes:
     return raw
 
 
-def read_idx(path: str | os.PathLike[str], magic: int, what: str = "file") -> np.ndarray:
+def read_idx(path: str | os.PathLike[str], magic: int, what: str = "path") -> np.ndarray:
     """Read one IDX file whose magic number must be ``magic``; returns a read-only uint8
     array of the shape its header gives.
 
@@ -57,7 +58,8 @@ def read_idx(path: str | os.PathLike[str], magic: int, what: str = "file") -> np
         FileNotFoundError: the file does not exist.
         ValueError: wrong magic number, truncated header or body, or bytes after the body.
     """
-    path = Path(path)
+    path = check_path(path, what)
+    magic = check_int(magic, "magic", 0, 0xFFFFFFFF)
     data = _read_bytes(path, what)
     if len(data) < 4:
         raise ValueError(f"{what} {path}: {len(data)} bytes, too short for an IDX header")
@@ -97,6 +99,8 @@ def idx(images_path: str | os.PathLike[str], labels_path: str | os.PathLike[str]
         FileNotFoundError: a file does not exist.
         ValueError: wrong magic, truncated body, or image/label counts that differ.
     """
+    check_path(images_path, "images_path")
+    check_path(labels_path, "labels_path")
     images = read_idx(images_path, IMAGES_MAGIC, "images_path")
     labels = read_idx(labels_path, LABELS_MAGIC, "labels_path")
     if images.shape[0] != labels.shape[0]:

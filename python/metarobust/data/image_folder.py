@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import check_bool, check_int, check_nbytes, check_path
 from .dataset import ImageDataset
 
 __all__ = ["IMAGE_EXTENSIONS", "decode_images", "image_folder"]
@@ -110,10 +111,10 @@ def decode_images(
     rots = _checked_rotations(rotations, n)
     first_row = np.concatenate([[0], np.cumsum([len(r) for r in rots], dtype=np.int64)])
     shape = (int(first_row[-1]), image_size, image_size) + ((3,) if mode == "RGB" else ())
+    workers = default_workers() if workers is None else check_int(workers, "workers", 1)
+    check_nbytes(int(np.prod(shape)), "image_size", f"{shape[0]} decoded images of "
+                 f"{image_size}x{image_size}")
     out = np.empty(shape, dtype=np.uint8)
-    workers = default_workers() if workers is None else int(workers)
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
 
     def run(start: int, stop: int) -> int:
         for i in range(start, stop):
@@ -285,15 +286,19 @@ def image_folder(
             that cannot be decoded (the message names it).
     """
     size = check_size(image_size)
-    root_p = Path(root)
+    root_p = check_path(root, "root")
+    grayscale = check_bool(grayscale, "grayscale")
+    progress = check_bool(progress, "progress")
+    csv_p = None if split_csv is None else check_path(split_csv, "split_csv")
+    workers = None if workers is None else check_int(workers, "workers", 1)
     if not root_p.exists():
         raise FileNotFoundError(f"image_folder: root {root_p} does not exist")
     if not root_p.is_dir():
         raise ValueError(f"image_folder: root {root_p} is not a directory")
-    if split_csv is None:
+    if csv_p is None:
         classes, files = _from_folders(root_p)
     else:
-        classes, files = _from_csv(root_p, Path(split_csv))
+        classes, files = _from_csv(root_p, csv_p)
     items = [(str(p), None) for group in files for p in group]
     mode = "L" if grayscale else "RGB"
     pixels = decode_images(items, size, mode, progress, f"image_folder {root_p.name}", workers)

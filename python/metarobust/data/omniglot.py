@@ -39,6 +39,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from .._checks import check_bool, check_int, check_path
 from .dataset import ImageDataset
 from .image_folder import check_size, decode_images
 
@@ -280,7 +281,7 @@ def omniglot_index(
     ...     print(len(omniglot_index(root, "background", rotations=True)))
     3856
     """
-    classes, _ = _resolve(Path(root), split, rotations)
+    classes, _ = _resolve(check_path(root, "root"), split, rotations)
     out = []
     for name, s, key, _ in classes:
         prefix = f"{s.archive}:" if s.archive is not None else ""
@@ -326,7 +327,9 @@ def omniglot(
             or a split file naming unknown characters (all named in the message).
     """
     size = check_size(image_size)
-    root_p = Path(root)
+    root_p = check_path(root, "root")
+    progress = check_bool(progress, "progress")
+    workers = None if workers is None else check_int(workers, "workers", 1)
     classes, used = _resolve(root_p, split, rotations)
     sets, items, item_rots, class_items = _decode_plan(classes)
     desc = f"omniglot {'+'.join(used)}"

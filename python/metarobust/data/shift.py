@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._checks import check_int, check_nbytes
+
 __all__ = [
     "FASHION_MNIST_DIR", "FASHION_MNIST_INSTALL", "MissingTarget", "fit_images",
     "omniglot_root", "shift_target",
@@ -92,6 +94,17 @@ def fit_images(images: np.ndarray, channels: int, size: tuple[int, int]) -> np.n
     repeated or averaged; area resampling down, bilinear up), uint8, C-contiguous."""
     import torch
 
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+        raise TypeError(f"images: expected a numpy uint8 array (N, C, H, W), got "
+                        f"{getattr(images, 'dtype', type(images).__name__)} of shape "
+                        f"{getattr(images, 'shape', None)}")
+    channels = check_int(channels, "channels", 1)
+    if not isinstance(size, (tuple, list)) or len(size) != 2:
+        raise TypeError(f"size: expected (height, width), got {size!r}")
+    size = (check_int(size[0], "size", 1), check_int(size[1], "size", 1))
+    pixels = max(images.shape[2] * images.shape[3], size[0] * size[1])
+    check_nbytes(4 * images.shape[0] * max(channels, images.shape[1]) * pixels,
+                 "channels, size", f"{images.shape[0]} images of {channels} x {size} in float32")
     c = images.shape[1]
     if c != channels:
         if c == 1:

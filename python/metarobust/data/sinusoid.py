@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .._checks import check_int as _check_int
+from .._checks import check_nbytes
 
 __all__ = [
     "AMPLITUDE_RANGE",
@@ -41,6 +42,8 @@ AMPLITUDE_RANGE = (0.1, 5.0)
 PHASE_RANGE = (0.0, math.pi)
 X_RANGE = (-5.0, 5.0)
 _MAX_SEED = 2**64 - 1
+# Bytes per point of a task while it is made: x and y in float64, then in float32.
+_POINT_BYTES = 24
 
 
 class SinusoidTask(NamedTuple):
@@ -67,6 +70,8 @@ class SinusoidTasks:
         self.shots = _check_int(shots, "shots", 1)
         self.queries = _check_int(queries, "queries", 1)
         self.seed = _check_int(seed, "seed", 0, _MAX_SEED)
+        check_nbytes((self.shots + self.queries) * _POINT_BYTES, "shots, queries",
+                     f"one task of {self.shots} + {self.queries} points")
 
     def __repr__(self) -> str:
         return f"SinusoidTasks(shots={self.shots}, queries={self.queries}, seed={self.seed})"
@@ -108,6 +113,8 @@ class SinusoidTasks:
         ``sample(start + j).support_x``, and so on for every field."""
         start = _check_int(start, "start", 0, _MAX_SEED)
         count = _check_int(count, "count", 0, _MAX_SEED - start + 1)
+        check_nbytes(count * (self.shots + self.queries) * _POINT_BYTES, "count",
+                     f"{count} tasks of {self.shots} + {self.queries} points")
         return SinusoidTask(*self._arrays(start, count))
 
 

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import _amp
+from .._checks import check_nbytes
 from ..models.batchnorm import running_stats
 
 __all__ = ["Learner", "Task", "frozen_batch_norm_stats", "task_batch_norm"]
@@ -41,7 +43,11 @@ def _check_chunk(chunk_size: Any) -> int | None:
 
 
 def _stats(value: Any, name: str) -> torch.Tensor:
-    t = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+    try:
+        t = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"normalize: {name} must be one or more real numbers, got "
+                        f"{value!r}") from None
     if t.numel() == 0 or not bool(torch.isfinite(t).all()):
         raise ValueError(f"normalize: {name} must be one or more finite values, got {value!r}")
     return t
@@ -54,6 +60,16 @@ def batch_fields(batch: Any) -> list[str]:
         return list(batch._fields)
     raise TypeError(f"batch: expected an Episode (or a task NamedTuple), got "
                     f"{type(batch).__name__}")
+
+
+def check_batch(batch: Any) -> None:
+    """An Episode or task NamedTuple whose images and labels are tensors (TypeError naming
+    the field otherwise)."""
+    batch_fields(batch)
+    for name in ("support_x", "support_y", "query_x", "query_y"):
+        t = getattr(batch, name, None)
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"batch.{name}: expected a torch.Tensor, got {type(t).__name__}")
 
 
 def slice_batch(batch: Any, start: int, stop: int) -> Any:
@@ -222,10 +238,23 @@ class Learner(nn.Module):
                  / self.norm_std.to(x.dtype).reshape(shape))
         return x
 
+    def _check_images(self, x: torch.Tensor, name: str) -> None:
+        """Float images must have the dtype of the learner's parameters (if it has any),
+        unless autocast casts them (torch's own error names neither)."""
+        if x.dtype != torch.uint8 and not x.is_floating_point():
+            raise TypeError(f"{name}: expected float images in [0, 1] or uint8, got {x.dtype}")
+        ref = next((p for p in self.parameters() if p.is_floating_point()), None)
+        if (ref is not None and x.is_floating_point() and x.dtype != ref.dtype
+                and _amp.autocast_dtype(x.device.type) is None):
+            raise TypeError(f"{name}: {x.dtype} images for a learner with {ref.dtype} "
+                            f"parameters; pass uint8 or {ref.dtype} images")
+
     def _check_batch(self, batch: Any, ways: int | None, labels: bool = True) -> None:
         """Shapes and dtypes; with ``labels``, also the label range (reads it on the host)."""
-        batch_fields(batch)
+        check_batch(batch)
         sx, sy, qx, qy = batch.support_x, batch.support_y, batch.query_x, batch.query_y
+        self._check_images(sx, "batch.support_x")
+        self._check_images(qx, "batch.query_x")
         if sx.dim() < 3 or qx.dim() != sx.dim():
             raise ValueError(f"batch: expected support_x/query_x with a leading task dimension "
                              f"(B, n, ...), got {tuple(sx.shape)} and {tuple(qx.shape)}")
@@ -238,6 +267,10 @@ class Learner(nn.Module):
         if self.task == "classification":
             if isinstance(ways, bool) or not isinstance(ways, int) or ways < 1:
                 raise ValueError(f"ways: expected an int >= 1, got {ways!r}")
+            # the largest per-class tensor a learner makes: one-hot labels or logits
+            check_nbytes(8 * b * max(sx.shape[1], qx.shape[1]) * ways, "ways",
+                         f"{ways}-way outputs for {b} tasks of {sx.shape[1]} support and "
+                         f"{qx.shape[1]} query items")
             if sy.dim() != 2 or qy.dim() != 2:
                 raise ValueError("batch: labels must be (B, n) integer tensors")
             for y, name in ((sy, "support_y"), (qy, "query_y")):
@@ -375,6 +408,8 @@ class Learner(nn.Module):
                              f"support_x's {tuple(support_x.shape[1:])}")
         if query_x.shape[0] == 0:
             raise ValueError("query_x: needs at least one item")
+        self._check_images(support_x, "support_x")
+        self._check_images(query_x, "query_x")
         ways = None
         if self.task == "classification":
             if support_y.dim() != 1 or support_y.shape[0] != support_x.shape[0]:
@@ -387,10 +422,10 @@ class Learner(nn.Module):
             ways = int(support_y.max()) + 1
             present = torch.unique(support_y).tolist()
             if int(support_y.min()) < 0 or len(present) != ways:
-                missing = sorted(set(range(ways)) - set(present))
                 raise ValueError(
                     f"support_y: labels must cover 0..ways-1 with ways = max + 1 = {ways}; "
-                    f"got labels {present}" + (f" (missing {missing})" if missing else ""))
+                    f"got labels {present[:20]}{' ...' if len(present) > 20 else ''}"
+                    + _missing(present, ways))
         elif support_y.shape[0] != support_x.shape[0]:
             raise ValueError(f"support_y: {support_y.shape[0]} targets for "
                              f"{support_x.shape[0]} inputs")
@@ -408,6 +443,21 @@ class Learner(nn.Module):
                      ways: int | None) -> torch.Tensor:
         task = Task(sx[None], sy[None], qx[None], None)
         return self._chunk_outputs(task, ways, meta=False)[0]
+
+
+def _missing(present: list[int], ways: int) -> str:
+    """The first labels of 0..ways-1 absent from the sorted ``present`` (without building
+    the range: ``ways`` may be huge)."""
+    have, k = set(present), 0
+    missing: list[int] = []
+    while k < ways and len(missing) < 10:
+        if k not in have:
+            missing.append(k)
+        k += 1
+    if not missing:
+        return ""
+    more = ways - len([p for p in present if 0 <= p < ways]) > len(missing)
+    return f" (missing {missing}{' ...' if more else ''})"
 
 
 class Task(NamedTuple):

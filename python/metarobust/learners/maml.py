@@ -53,8 +53,9 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from .. import _amp
+from .._checks import check_bool, check_nbytes, check_real
 from ..models import fused
-from .base import Learner, slice_batch
+from .base import Learner, check_batch, slice_batch
 
 __all__ = ["MAML", "ORDERS", "PATHS", "VARIANTS"]
 
@@ -114,6 +115,22 @@ def _decomposed_batch_norm(model: nn.Module) -> Iterator[None]:
             del m.forward
 
 
+def _check_outputs(task: str, ways: Any, outputs: Any) -> int:
+    """The classifier's outputs: ``ways`` for classification, ``outputs`` for regression;
+    both checked whatever the task, so that neither is silently unused."""
+    if isinstance(outputs, bool) or not isinstance(outputs, int) or outputs < 1:
+        raise ValueError(f"outputs: expected an int >= 1, got {outputs!r}")
+    if task == "regression":
+        if ways is not None:
+            raise ValueError(f"ways: a regression MAML has no ways (its outputs are "
+                             f"`outputs`), got {ways!r}")
+        return outputs
+    if isinstance(ways, bool) or not isinstance(ways, int) or ways < 1:
+        raise ValueError(f"ways: MAML's classifier needs a fixed number of ways "
+                         f"(int >= 1), got {ways!r}")
+    return ways
+
+
 class _Classifier(nn.Module):
     def __init__(self, body: nn.Module, head: nn.Module) -> None:
         super().__init__()
@@ -160,11 +177,10 @@ class MAML(Learner):
         super().__init__(normalize=normalize, chunk_size=chunk_size)
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+        fuse_first_block = check_bool(fuse_first_block, "fuse_first_block")
         if hasattr(model, "fuse_first_block"):  # torch types Module attributes as modules
-            model.fuse_first_block = bool(fuse_first_block)  # type: ignore[assignment]
-        if not (inner_lr >= 0 and inner_lr < float("inf")):
-            raise ValueError(f"inner_lr: must be finite and >= 0, got {inner_lr}")
-        self.inner_lr = float(inner_lr)
+            model.fuse_first_block = fuse_first_block  # type: ignore[assignment]
+        self.inner_lr = check_real(inner_lr, "inner_lr", 0.0)
         self.inner_steps = _check_steps(inner_steps, "inner_steps")
         self.test_inner_steps = _check_steps(
             self.inner_steps if test_inner_steps is None else test_inner_steps,
@@ -173,15 +189,7 @@ class MAML(Learner):
         self.variant = _check_choice(variant, "variant", VARIANTS)
         self.path = _check_choice(path, "path", PATHS)
         self.task = _check_choice(task, "task", ("classification", "regression"))
-        if self.task == "classification":
-            if isinstance(ways, bool) or not isinstance(ways, int) or ways < 1:
-                raise ValueError(f"ways: MAML's classifier needs a fixed number of ways "
-                                 f"(int >= 1), got {ways!r}")
-            n_out = ways
-        else:
-            if isinstance(outputs, bool) or not isinstance(outputs, int) or outputs < 1:
-                raise ValueError(f"outputs: expected an int >= 1, got {outputs!r}")
-            n_out = outputs
+        n_out = _check_outputs(self.task, ways, outputs)
         self.ways = ways
         if isinstance(head, str):
             if head != "linear":
@@ -189,6 +197,9 @@ class MAML(Learner):
             feats = getattr(model, "out_features", None)
             if not isinstance(feats, int):
                 raise ValueError("head='linear': the model needs an int `out_features`")
+            # metasgd keeps a learning rate per parameter: twice the head's size
+            check_nbytes(8 * (feats + 1) * n_out, "ways" if self.task == "classification"
+                         else "outputs", f"a linear head of {feats} x {n_out}")
             head = nn.Linear(feats, n_out)
         elif not isinstance(head, nn.Module):
             raise TypeError(f"head: expected 'linear' or an nn.Module, got {type(head).__name__}")
@@ -280,6 +291,7 @@ class MAML(Learner):
 
     def meta_backward(self, batch: Any, ways: int | None, *,
                       sync: bool = True) -> dict[str, Any]:
+        check_batch(batch)
         workers = self._task_threads(batch.support_x, batch.support_x.shape[0])
         if not workers:
             return super().meta_backward(batch, ways, sync=sync)
@@ -312,6 +324,7 @@ class MAML(Learner):
         return {"loss": sum(r[1] for r in results) / b, key: sum(r[2] for r in results) / b}
 
     def query_logits(self, batch: Any, ways: int | None) -> torch.Tensor:
+        check_batch(batch)
         workers = self._task_threads(batch.support_x, batch.support_x.shape[0])
         if not workers:
             return super().query_logits(batch, ways)
@@ -321,6 +334,13 @@ class MAML(Learner):
                                           meta=False).detach(),
             batch.support_x.shape[0], workers)
         return torch.cat(outs)
+
+    def _predict_one(self, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor,
+                     ways: int | None) -> torch.Tensor:
+        if self.task == "classification" and ways != self.ways:
+            raise ValueError(f"support_y: this MAML classifier has {self.ways} outputs, and "
+                             f"labels 0..{ways - 1 if ways else 0} make {ways}-way tasks")
+        return super()._predict_one(sx, sy, qx, ways)
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.task == "regression":

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .. import ops
+from .._checks import check_bool, check_real
 from .base import Learner, task_batch_norm
 
 __all__ = ["ProtoNet"]
@@ -63,13 +64,12 @@ class ProtoNet(Learner):
         if prototype not in ops.METHODS:
             raise ValueError(f"prototype: expected one of {', '.join(ops.METHODS)}; got "
                              f"{prototype!r}")
-        if not 0.0 <= trim < 0.5:
-            raise ValueError(f"trim: must be in [0, 0.5), got {trim}")
-        if not (scale > 0 and scale < float("inf")):
-            raise ValueError(f"scale: must be finite and > 0, got {scale}")
-        self.channels_last = bool(channels_last)
+        trim = check_real(trim, "trim", 0.0, 0.5, high_open=True)
+        scale = check_real(scale, "scale", 0.0, low_open=True)
+        self.channels_last = check_bool(channels_last, "channels_last")
+        fuse_first_block = check_bool(fuse_first_block, "fuse_first_block")
         if hasattr(backbone, "fuse_first_block"):  # torch types Module attributes as modules
-            backbone.fuse_first_block = bool(fuse_first_block)  # type: ignore[assignment]
+            backbone.fuse_first_block = fuse_first_block  # type: ignore[assignment]
         self.backbone = (backbone.to(memory_format=torch.channels_last) if self.channels_last
                          else backbone)
         self.metric = metric

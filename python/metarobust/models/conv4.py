@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from metarobust._checks import check_bool, check_nbytes
 from metarobust.models.fused import fused_block
 
 __all__ = ["Conv4", "conv4_finn", "conv4_mini", "conv4_snell", "conv4_snell_ceil"]
@@ -37,6 +38,21 @@ def _check_positive(value: object, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name}: must be >= 1, got {value}")
     return value
+
+
+def _check_ints(values: object, name: str) -> tuple[int, ...]:
+    """A list or tuple of ints >= 1 (``hidden``, ``widths``), each checked."""
+    if not isinstance(values, (list, tuple)):
+        raise TypeError(f"{name}: expected a list or tuple of ints, got {values!r} "
+                        f"({type(values).__name__})")
+    return tuple(_check_positive(v, name) for v in values)
+
+
+def _check_parameters(count: int, names: str, what: str) -> None:
+    """A ValueError naming ``names`` if ``count`` float32 parameters exceed the machine's
+    memory: checked before torch allocates them (its allocator's RuntimeError, or an
+    overflow inside torch.empty, named nothing)."""
+    check_nbytes(4 * count, names, f"{what} with {count} parameters")
 
 
 def _block(cin: int, cout: int, stride: int, pool: bool, ceil: bool = False) -> nn.Sequential:
@@ -76,10 +92,14 @@ class Conv4(nn.Module):
         in_channels = _check_positive(in_channels, "in_channels")
         image_size = _check_positive(image_size, "image_size")
         filters = _check_positive(filters, "filters")
+        strided = check_bool(strided, "strided")
+        ceil_pool = check_bool(ceil_pool, "ceil_pool")
         if readout not in ("mean", "flatten"):
             raise ValueError(f"readout: expected 'mean' or 'flatten', got {readout!r}")
         if ceil_pool and strided:
             raise ValueError("ceil_pool: applies to pooling blocks, not to strided ones")
+        _check_parameters((9 * in_channels + 4) * filters + 3 * (9 * filters + 4) * filters,
+                          "in_channels, filters", "a Conv-4")
         side = image_size
         for _ in range(4):
             # conv 3x3 padding 1: stride 2 gives ceil(side / 2); stride 1 + pool floor(side / 2)

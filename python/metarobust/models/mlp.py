@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .conv4 import _check_positive
+from .conv4 import _check_ints, _check_parameters, _check_positive
 
 __all__ = ["MLP", "mlp_sinusoid"]
 
@@ -29,13 +29,17 @@ class MLP(nn.Module):
     def __init__(self, in_features: int = 1, hidden: Sequence[int] = (40, 40),
                  outputs: int | None = None) -> None:
         super().__init__()
-        sizes = (_check_positive(in_features, "in_features"),
-                 *(_check_positive(h, "hidden") for h in hidden))
+        sizes = (_check_positive(in_features, "in_features"), *_check_ints(hidden, "hidden"))
+        if outputs is not None:
+            outputs = _check_positive(outputs, "outputs")
+        widths = sizes if outputs is None else (*sizes, outputs)
+        _check_parameters(sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:])),
+                          "in_features, hidden, outputs", "an MLP")
         layers: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:]):
             layers += [nn.Linear(a, b), nn.ReLU()]
         if outputs is not None:
-            layers.append(nn.Linear(sizes[-1], _check_positive(outputs, "outputs")))
+            layers.append(nn.Linear(sizes[-1], outputs))
         if not layers:
             raise ValueError("hidden: an MLP without output layer needs a hidden layer")
         self.net = nn.Sequential(*layers)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .conv4 import _check_positive
+from .conv4 import _check_ints, _check_parameters, _check_positive
 
 __all__ = ["ResNet12", "resnet12"]
 
@@ -52,15 +52,15 @@ class ResNet12(nn.Module):
         super().__init__()
         in_channels = _check_positive(in_channels, "in_channels")
         image_size = _check_positive(image_size, "image_size")
-        widths = tuple(widths)
+        widths = _check_ints(widths, "widths")
         if len(widths) != 4:
             raise ValueError(f"widths: expected 4 block widths, got {widths}")
-        for w in widths:
-            _check_positive(w, "widths")
         if image_size < 16:
             raise ValueError(f"image_size: ResNet-12 pools four times, needs >= 16, got "
                              f"{image_size}")
         chans = (in_channels, *widths)
+        _check_parameters(sum((10 * a + 18 * b + 8) * b for a, b in zip(chans, widths)),
+                          "in_channels, widths", "a ResNet-12")
         self.blocks = nn.Sequential(*(ResidualBlock(chans[i], chans[i + 1]) for i in range(4)))
         self.out_features = widths[-1]
         self.image_size = image_size

@@ -29,9 +29,13 @@ Conventions (the same as torchattacks 3.5.1, against which the tests compare):
   device seeded with ``seed``, so results are a function of the seed (on one device).
 * The attack returns the last iterate (no best-loss restarts).
 
-Images: uint8 batches are converted to float32 ``x / 255`` first (both sets); float images
-keep their dtype and must lie in [0, 1]. The returned batch has the same type as the input
-(an :class:`~metarobust.Episode` or a task NamedTuple), the other set's values unchanged.
+Images: uint8 batches are converted to ``x / 255`` in the learner's floating dtype (float32
+for the usual learners) first (both sets); float images keep their dtype and must lie in
+[0, 1]. ``eps`` and ``step_size`` are bounded by ``sqrt(max / n) / 4`` with ``max`` the
+largest value of the images' dtype and ``n`` the values of one image (about ``1.6e17`` for
+float32 28x28 images): beyond it the perturbation's norm overflows. The returned batch has
+the same type as the input (an :class:`~metarobust.Episode` or a task NamedTuple), the other
+set's values unchanged.
 
 >>> adv = pgd(learner, batch, ways=5, eps=8 / 255, steps=20)      # doctest: +SKIP
 >>> learner.evaluate_batch(adv, 5).mean()                          # doctest: +SKIP
@@ -47,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import check_int
-from ..learners.base import Learner, batch_fields
+from ..learners.base import Learner, check_batch
 
 __all__ = ["NORMS", "TARGETS", "adversarial_queries", "fgsm", "pgd"]
 
@@ -88,12 +92,12 @@ def _check_learner(learner: Any) -> Learner:
     return learner
 
 
-def _as_images(x: Any, name: str) -> torch.Tensor:
-    """uint8 -> float32 / 255; float images checked to lie in [0, 1]."""
+def _as_images(x: Any, name: str, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 -> ``dtype`` / 255; float images checked to lie in [0, 1]."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"batch.{name}: expected a torch.Tensor, got {type(x).__name__}")
     if x.dtype == torch.uint8:
-        return x.to(torch.float32) / 255.0
+        return x.to(dtype) / 255.0
     if not x.is_floating_point():
         raise TypeError(f"batch.{name}: expected float images in [0, 1] or uint8, got "
                         f"{x.dtype}")
@@ -103,6 +107,17 @@ def _as_images(x: Any, name: str) -> torch.Tensor:
         raise ValueError(f"batch.{name}: float images must lie in [0, 1] (attacks clamp "
                          f"to that box), got values in [{lo}, {hi}]")
     return x
+
+
+def _check_size(value: float, name: str, x: torch.Tensor) -> float:
+    """``value`` (a radius or a step) small enough that perturbation norms of ``x``'s images
+    stay finite in their dtype."""
+    n = max(1, math.prod(x.shape[2:]))
+    top = math.sqrt(torch.finfo(x.dtype).max / n) / 4
+    if value > top:
+        raise ValueError(f"{name}: must be <= {top:.3g} for {x.dtype} images of {n} values "
+                         f"(larger values overflow the perturbation's norm), got {value:g}")
+    return value
 
 
 def _replace(batch: Any, **fields: torch.Tensor) -> Any:
@@ -187,15 +202,17 @@ class _Objective:
 def _prepare(learner: Any, batch: Any, ways: Any, target: Any, norm: Any,
              eps: Any) -> tuple[Learner, Any, str, str, float, torch.Tensor]:
     learner = _check_learner(learner)
-    batch_fields(batch)
+    check_batch(batch)
     norm = _check_choice(norm, "norm", NORMS)
     target = _check_choice(target, "target", TARGETS)
     eps = _check_real(eps, "eps")
-    sx = _as_images(batch.support_x, "support_x")
-    qx = _as_images(batch.query_x, "query_x")
+    dtype = learner._param_ref().dtype
+    sx = _as_images(batch.support_x, "support_x", dtype)
+    qx = _as_images(batch.query_x, "query_x", dtype)
     batch = _replace(batch, support_x=sx, query_x=qx)
     learner._check_batch(batch, ways)
-    return learner, batch, norm, target, eps, (qx if target == "query" else sx)
+    x = qx if target == "query" else sx
+    return learner, batch, norm, target, _check_size(eps, "eps", x), x
 
 
 def _pgd(learner: Learner, batch: Any, ways: int, eps: float, steps: int, step_size: float,
@@ -266,9 +283,9 @@ def pgd(learner: Learner, batch: Any, ways: int, eps: float = 8 / 255, steps: in
     Returns:
         A batch of the same type with float images, the ``target`` set perturbed.
     """
-    learner, batch, norm, target, eps, _ = _prepare(learner, batch, ways, target, norm, eps)
+    learner, batch, norm, target, eps, x = _prepare(learner, batch, ways, target, norm, eps)
     steps = check_int(steps, "steps", 0)
-    step_size = _check_real(step_size, "step_size")
+    step_size = _check_size(_check_real(step_size, "step_size"), "step_size", x)
     if not isinstance(random_start, bool):
         raise TypeError(f"random_start: expected a bool, got {random_start!r}")
     seed = check_int(seed, "seed", 0, 2**64 - 1)
@@ -292,9 +309,9 @@ def adversarial_queries(learner: Learner, batch: Any, ways: int, eps: float = 8 
     >>> adv = adversarial_queries(learner, batch, ways, seed=step)      # doctest: +SKIP
     >>> learner.meta_backward(adv, ways); opt.step()                   # doctest: +SKIP
     """
-    learner, batch, norm, _, eps, _ = _prepare(learner, batch, ways, "query", norm, eps)
+    learner, batch, norm, _, eps, x = _prepare(learner, batch, ways, "query", norm, eps)
     steps = check_int(steps, "steps", 0)
-    step_size = _check_real(step_size, "step_size")
+    step_size = _check_size(_check_real(step_size, "step_size"), "step_size", x)
     if not isinstance(random_start, bool):
         raise TypeError(f"random_start: expected a bool, got {random_start!r}")
     seed = check_int(seed, "seed", 0, 2**64 - 1)

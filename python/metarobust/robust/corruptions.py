@@ -13,6 +13,7 @@ import torch
 
 from .. import _core, seeds
 from .._checks import check_int as _check_int
+from .._checks import check_nbytes
 from ..corruption_info import (
     CORRUPTION_INFO,
     CORRUPTIONS,
@@ -60,6 +61,11 @@ more patch each step), so the change from the clean image grows with the severit
 __doc__ = f"{__doc__}\n{info_table(CORRUPTION_INFO)}{_NOTES}"
 
 _DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
+_MAX_INDEX = 2**64 - 1
+_TORCH_DTYPES = (torch.uint8, torch.float32)
+# Float scratch the core grows for one image (one unit and four workspace buffers of the
+# image's size, an index buffer), per thread: sizes beyond memory are refused up front.
+_SCRATCH_PER_PIXEL = 6 * 4
 
 
 def corrupt(images: Any, name: str, severity: int, seed: int = 0, index: int = 0,
@@ -94,6 +100,10 @@ def corrupt(images: Any, name: str, severity: int, seed: int = 0, index: int = 0
                          f"{images.shape}")
     if not images.flags.c_contiguous:
         raise ValueError("images: must be C-contiguous (use numpy.ascontiguousarray)")
+    pixels = int(np.prod(images.shape[1:]))
+    threads = min(images.shape[0], _core.num_threads())
+    check_nbytes(images.nbytes + threads * pixels * _SCRATCH_PER_PIXEL, "images",
+                 f"corrupting images of shape {images.shape}")
     out = np.empty_like(images)
     if images.size:
         _core.corrupt_into(images, out, name, severity, seed, index, ink)
@@ -129,34 +139,38 @@ class Augment:
         if not names:
             raise ValueError("names: expected at least one corruption")
         for n in names:
+            if n is None:  # check_corruption_args takes None for "no corruption"
+                raise TypeError(f"names: expected corruption names (str), got {names!r}")
             check_corruption_args(n, 1, ink, arg="names")
         self.names = names
         self.max_severity = _check_int(max_severity, "max_severity", 1, SEVERITIES[-1])
-        if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0 <= prob <= 1:
-            raise ValueError(f"prob: expected a probability in [0, 1], got {prob!r}")
-        self.prob = float(prob)
-        self.seed = _check_int(seed, "seed", 0, 2**64 - 1)
+        self.prob = _check_prob(prob)
+        self.seed = _check_int(seed, "seed", 0, _MAX_INDEX)
         self.ink = ink
 
     def choice(self, episode: int) -> tuple[str, int] | None:
         """``(name, severity)`` for episode ``episode``, or None (left clean)."""
+        episode = _check_int(episode, "episode", 0, _MAX_INDEX)
         rng = seeds.numpy_rng(self.seed, seeds.AUGMENT, episode)
         draw, pick, severity = rng.random(), rng.integers(len(self.names)), \
             rng.integers(1, self.max_severity + 1)
         return (self.names[pick], int(severity)) if draw < self.prob else None
 
     def __call__(self, batch: Any, first_index: int) -> Any:
-        single = batch.support_y.dim() == 1
-        sx = batch.support_x[None] if single else batch.support_x
-        qx = batch.query_x[None] if single else batch.query_x
+        sx, qx = _batch_images(batch)
+        first_index = _check_int(first_index, "first_index", 0, _MAX_INDEX - sx.shape[0] + 1)
         s = sx.shape[1]
         for j in range(sx.shape[0]):
             chosen = self.choice(first_index + j)
             if chosen is None:
                 continue
             items = torch.cat([sx[j], qx[j]]).numpy()
-            out = torch.from_numpy(corrupt(items, *chosen, seed=self.seed,
-                                           index=first_index + j, ink=self.ink))
+            try:
+                out = torch.from_numpy(corrupt(items, *chosen, seed=self.seed,
+                                               index=first_index + j, ink=self.ink))
+            except ValueError as e:  # float images outside [0, 1]: normalised ones
+                raise ValueError(f"batch: episode {first_index + j}: {e} (Augment corrupts "
+                                 "the sampler's images before any mean/std)") from None
             sx[j].copy_(out[:s])  # in place: pinned buffers stay pinned
             qx[j].copy_(out[s:])
         return batch
@@ -164,3 +178,35 @@ class Augment:
     def __repr__(self) -> str:
         return (f"Augment({list(self.names)!r}, max_severity={self.max_severity}, "
                 f"prob={self.prob}, seed={self.seed}, ink={self.ink!r})")
+
+
+def _check_prob(prob: Any) -> float:
+    if isinstance(prob, bool) or not isinstance(prob, (int, float, np.integer, np.floating)):
+        raise TypeError(f"prob: expected a probability in [0, 1], got {prob!r} "
+                        f"({type(prob).__name__})")
+    if not 0 <= prob <= 1:  # also refuses NaN
+        raise ValueError(f"prob: expected a probability in [0, 1], got {prob!r}")
+    return float(prob)
+
+
+def _batch_images(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(support_x, query_x)`` of an Episode or a batch of them, with a leading episode
+    dimension, as CPU uint8 or float32 tensors that :func:`corrupt` takes (TypeError naming
+    ``batch`` otherwise)."""
+    parts = []
+    for field in ("support_x", "support_y", "query_x"):
+        t = getattr(batch, field, None)
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"batch: expected an Episode (support_x, support_y, query_x "
+                            f"tensors), got {type(batch).__name__}")
+        parts.append(t)
+    sx, sy, qx = parts
+    single = sy.dim() == 1
+    for t, name in ((sx, "support_x"), (qx, "query_x")):
+        if t.dtype not in _TORCH_DTYPES or t.device.type != "cpu":
+            raise TypeError(f"batch.{name}: expected uint8 or float32 images on the CPU, got "
+                            f"{t.dtype} on {t.device}")
+        if t.dim() != (4 if single else 5):
+            raise ValueError(f"batch.{name}: expected (n, C, H, W) images per episode, got "
+                             f"shape {tuple(t.shape)}")
+    return (sx[None], qx[None]) if single else (sx, qx)
