@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -282,3 +284,43 @@ def test_fuzzed_arguments_give_named_errors(data):
         fn(**kw)
     except ALLOWED as e:
         assert str(e).startswith(tuple(kw)), f"{fn.__name__}: {e!r}"
+
+
+_SCRATCH = r"""
+import resource, sys
+import numpy as np
+from metarobust import _core
+images = np.random.default_rng(0).random((1, 1, 2048, 8192), dtype=np.float32)
+out = np.empty_like(images)
+{setup}
+with open("/proc/self/status") as f:
+    vm = next(int(line.split()[1]) for line in f if line.startswith("VmSize")) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + 150 * 2**20, resource.RLIM_INFINITY))
+try:
+    {call}
+except MemoryError as e:
+    print("MemoryError:", e)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc and RLIMIT_AS")
+@pytest.mark.parametrize("setup, call", [
+    ("", '_core.corrupt_into(images, out, "rotate", 3, 0, 0, "dark")'),
+    ("u8 = (images * 255).astype(np.uint8)\n"
+     "s = _core.SamplerCore(u8, np.arange(1), 1, 1, 0, 0, None, None, None, 'elastic', 3, "
+     "'support', 'dark', 0)\n"
+     "bufs = (np.empty((1, 1, 1, 2048, 8192), np.uint8), np.empty((1, 1), np.int64), "
+     "np.empty((1, 0, 1, 2048, 8192), np.uint8), np.empty((1, 0), np.int64), "
+     "np.empty((1, 1), np.int64))",
+     "s.fill(0, 1, *bufs)"),
+])
+def test_a_refused_scratch_buffer_is_a_memory_error_not_an_abort(setup, call):
+    # a kernel's scratch grows inside loops that return no error: where the allocator
+    # refuses it, the call must raise a MemoryError naming the images, not abort the process
+    code = _SCRATCH.replace("{setup}", setup).replace("{call}", call)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "RUST_BACKTRACE": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("MemoryError: images: too large for this machine"), \
+        (res.stdout, res.stderr[-1000:])
+    assert "panicked" not in res.stderr

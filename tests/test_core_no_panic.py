@@ -31,7 +31,7 @@ BINDING_CALLS = re.compile(
     r"|\b(?:panic|unreachable|todo|unimplemented|assert|assert_eq|assert_ne)!"
 )
 CORE_CALLS = re.compile(
-    r"\.unwrap\(\)|\.expect\(|\b(?:panic|unreachable|todo|unimplemented)!"
+    r"\.unwrap\(\)|\.expect\(|\b(?:panic|unreachable|todo|unimplemented)!|\bpanic_any\("
     r"|(?<!const _: \(\) = )\bassert(?:_eq|_ne)?!"
 )
 
@@ -59,6 +59,10 @@ ALLOWED: dict[str, tuple[int, str]] = {
         1, "the GEMM output's extent, checked before the unsafe matrixmultiply call"),
     "rust/core/src/distances/mod.rs :: .expect(": (
         1, "a slice of exactly TILE values into an array of TILE: lengths fixed by the code"),
+    "rust/core/src/memory.rs :: panic_any(": (
+        1, "grow_scratch unwinds with a ScratchRefused payload where the allocator refuses a "
+           "kernel's scratch buffer (Vec::resize would abort the process); the binding's "
+           "guard turns it into a MemoryError naming the images"),
     "rust/core/src/pool.rs :: .expect(": (
         1, "the operating system refusing the pool's threads is no argument error; the "
            "binding's guard reports it as a RuntimeError"),

@@ -101,6 +101,29 @@ pub fn try_vec_with_capacity<T>(n: usize, what: &str) -> Result<Vec<T>> {
     Ok(v)
 }
 
+/// The payload of the unwinding that [`grow_scratch`] starts when the allocator refuses a
+/// scratch buffer: the binding's guard reports it as a MemoryError about the images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScratchRefused {
+    /// The bytes the buffer needed.
+    pub bytes: usize,
+}
+
+/// `v` grown to at least `n` values (new ones `value`), its first `n` returned. A kernel's
+/// scratch grows deep inside loops that return no error; where the allocator refuses (a
+/// huge image), this unwinds with [`ScratchRefused`] instead of aborting the process as
+/// `Vec::resize` would.
+pub fn grow_scratch<T: Clone>(v: &mut Vec<T>, n: usize, value: T) -> &mut [T] {
+    if v.len() < n {
+        if v.try_reserve_exact(n - v.len()).is_err() {
+            let bytes = n.saturating_mul(std::mem::size_of::<T>());
+            std::panic::panic_any(ScratchRefused { bytes });
+        }
+        v.resize(n, value);
+    }
+    &mut v[..n]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,13 @@ pub(crate) fn guard<T>(name: &str, f: impl FnOnce() -> PyResult<T>) -> PyResult<
 }
 
 fn internal_error(name: &str, payload: &(dyn Any + Send)) -> PyErr {
+    if let Some(refused) = payload.downcast_ref::<metarobust_core::memory::ScratchRefused>() {
+        return PyMemoryError::new_err(format!(
+            "images: too large for this machine: a corruption's scratch buffer of {} bytes \
+             could not be allocated (in metarobust._core.{name})",
+            refused.bytes
+        ));
+    }
     let msg = payload
         .downcast_ref::<String>()
         .map(String::as_str)
@@ -90,8 +97,25 @@ fn _panic_for_tests(
     })
 }
 
+/// Keeps the panic hook from reporting a refused scratch allocation (an expected
+/// MemoryError, not a bug): the default hook prints it to stderr, and with backtraces on it
+/// would need memory right when there is none. Other panics go to the hook as before.
+fn quiet_scratch_refusals() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info
+            .payload()
+            .downcast_ref::<metarobust_core::memory::ScratchRefused>()
+            .is_none()
+        {
+            previous(info)
+        }
+    }));
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    quiet_scratch_refusals();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;

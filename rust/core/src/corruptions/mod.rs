@@ -221,10 +221,7 @@ pub struct Workspace {
 }
 
 fn grown(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
-    &mut v[..n]
+    crate::memory::grow_scratch(v, n, 0.0)
 }
 
 impl Corruption {
