@@ -205,8 +205,9 @@ def check_label_noise(result, args, meta):
     single, kind = meta["single"], args["kind"]
     clean, ds = args["clean"], args["ds"]
     w, s = f["ways"], f["shots"]
-    k = math.floor(float(args["rate"]) * s + 0.5)
-    want_counts = torch.full((f["count"],), w * k, dtype=torch.int64)
+    # the rate is over the whole support set, spread evenly over the classes
+    total = math.floor(float(args["rate"]) * w * s + 0.5)
+    want_counts = torch.full((f["count"],), total, dtype=torch.int64)
     assert torch.equal(counts, want_counts[0] if single else want_counts), f"counts {counts}"
     for name in FIELDS:
         t = getattr(clean, name)
@@ -221,9 +222,11 @@ def check_label_noise(result, args, meta):
         old, new = clean.support_y[b].numpy(), sy[b]
         moved = old != new if kind != "outlier" else \
             (sx[b] != clean.support_x[b].numpy()).reshape(len(old), -1).any(1)
+        per_class = [int(moved[old == c].sum()) for c in range(w)]
+        assert sum(per_class) == total and max(per_class) - min(per_class) <= 1, \
+            f"episode {b}: {per_class} items corrupted per class, expected {total} spread evenly"
         for c in range(w):
-            n = int(moved[old == c].sum())
-            assert n == k, f"episode {b}: {n} items of class {c} corrupted, expected {k}"
+            n = per_class[c]
             if kind == "symmetric":
                 assert (new[old == c] != c).sum() == n, f"episode {b}: a label kept"
             elif kind == "paired":

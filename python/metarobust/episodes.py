@@ -63,6 +63,12 @@ class Episode:
 
 
 def _as_arrays(data: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    if labels is not None:
+        if isinstance(data, tuple) or hasattr(data, "labels"):
+            raise TypeError(f"labels: the dataset ({type(data).__name__}) holds its labels; "
+                            f"pass labels only with an images array, got {type(labels).__name__}")
+        if isinstance(labels, torch.Tensor):
+            raise TypeError("labels: pass a numpy array (tensor.numpy()), not a torch tensor")
     if labels is None:
         if isinstance(data, tuple) and len(data) == 2:
             data, labels = data

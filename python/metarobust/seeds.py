@@ -58,9 +58,10 @@ def _entropy(seed: int, stream: int, parts: tuple[int, ...]) -> list[int]:
     values = [seed, stream, *parts]
     names = ["seed", "stream", *(f"parts[{k}]" for k in range(len(parts)))]
     for v, name in zip(values, names):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"{name}: seed streams take non-negative ints, got {v!r} "
-                             f"({type(v).__name__})")
+        if (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0
+                or v > MAX_SEED):
+            raise ValueError(f"{name}: seed streams take non-negative ints below 2**64, got "
+                             f"{v!r} ({type(v).__name__})")
     return [int(v) for v in values]
 
 

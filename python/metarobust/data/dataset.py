@@ -87,7 +87,11 @@ def _checked_images(images: Any) -> np.ndarray:
 
 def _checked_labels(labels: Any, n: int) -> np.ndarray:
     """``n`` integer labels >= 0 (any integer dtype)."""
-    labels_arr = np.asarray(labels)
+    try:
+        labels_arr = np.asarray(labels)
+    except (TypeError, ValueError) as e:  # ragged or unconvertible
+        raise TypeError(f"labels must be a sequence of integers, got {type(labels).__name__} "
+                        f"({e})") from None
     if labels_arr.size == 0 and labels_arr.dtype.kind == "f":
         labels_arr = labels_arr.astype(np.int64)  # np.asarray([]) is float64
     if labels_arr.dtype.kind not in "iu":

@@ -40,7 +40,7 @@ _MAX_SEED = 2**64 - 1
 
 
 def _check_split(split: object) -> str:
-    if split not in SPLITS:
+    if not isinstance(split, str) or split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
     return str(split)
 

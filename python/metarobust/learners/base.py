@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _amp
-from .._checks import check_nbytes
+from .._checks import check_int, check_nbytes
 from ..models.batchnorm import running_stats
 
 __all__ = ["Learner", "Task", "frozen_batch_norm_stats", "task_batch_norm"]
@@ -249,8 +249,9 @@ class Learner(nn.Module):
             raise TypeError(f"{name}: {x.dtype} images for a learner with {ref.dtype} "
                             f"parameters; pass uint8 or {ref.dtype} images")
 
-    def _check_batch(self, batch: Any, ways: int | None, labels: bool = True) -> None:
-        """Shapes and dtypes; with ``labels``, also the label range (reads it on the host)."""
+    def _check_batch(self, batch: Any, ways: Any, labels: bool = True) -> int | None:
+        """Shapes and dtypes; with ``labels``, also the label range (reads it on the host).
+        Returns ``ways`` as an int (None for regression)."""
         check_batch(batch)
         sx, sy, qx, qy = batch.support_x, batch.support_y, batch.query_x, batch.query_y
         self._check_images(sx, "batch.support_x")
@@ -265,8 +266,10 @@ class Learner(nn.Module):
                              f"{tuple(sy.shape)}, query_x {tuple(qx.shape)}, query_y "
                              f"{tuple(qy.shape)}")
         if self.task == "classification":
-            if isinstance(ways, bool) or not isinstance(ways, int) or ways < 1:
-                raise ValueError(f"ways: expected an int >= 1, got {ways!r}")
+            ways = check_int(ways, "ways", 1)
+            if ways > sx.shape[1]:  # an episode has at least one support item per class
+                raise ValueError(f"ways: {ways} classes for {sx.shape[1]} support items per "
+                                 "task; an episode has at least one support item per class")
             # the largest per-class tensor a learner makes: one-hot labels or logits
             check_nbytes(8 * b * max(sx.shape[1], qx.shape[1]) * ways, "ways",
                          f"{ways}-way outputs for {b} tasks of {sx.shape[1]} support and "
@@ -274,7 +277,7 @@ class Learner(nn.Module):
             if sy.dim() != 2 or qy.dim() != 2:
                 raise ValueError("batch: labels must be (B, n) integer tensors")
             for y, name in ((sy, "support_y"), (qy, "query_y")):
-                if y.is_floating_point() or y.dtype == torch.bool:
+                if y.dtype not in _INTEGER_DTYPES:
                     raise TypeError(f"batch.{name}: expected integer labels, got {y.dtype}")
             # one device sync for both label sets
             if labels and bool(((sy < 0) | (sy >= ways)).any() | ((qy < 0) | (qy >= ways)).any()):
@@ -283,6 +286,8 @@ class Learner(nn.Module):
                     if lo < 0 or hi >= ways:
                         raise ValueError(f"batch.{name}: labels must be in 0..{ways - 1} "
                                          f"(ways={ways}), got values in {lo}..{hi}")
+        return ways if self.task == "classification" else None
+
 
     def _default_chunk(self, x: torch.Tensor) -> int | None:
         """Tasks per chunk when ``chunk_size`` is None (None: the whole batch)."""
@@ -324,7 +329,7 @@ class Learner(nn.Module):
         if not torch.is_grad_enabled():
             raise RuntimeError("meta_backward: gradients are disabled (called under "
                                "torch.no_grad()); use evaluate_batch to evaluate")
-        self._check_batch(batch, ways, labels=sync)
+        ways = self._check_batch(batch, ways, labels=sync)
         b = batch.support_x.shape[0]
         total_loss: Any = 0.0
         total_metric: Any = 0.0
@@ -341,7 +346,7 @@ class Learner(nn.Module):
 
     def query_logits(self, batch: Any, ways: int | None) -> torch.Tensor:
         """Query outputs ``(B, Q, ways)`` (after adaptation, for MAML), without meta-graph."""
-        self._check_batch(batch, ways)
+        ways = self._check_batch(batch, ways)
         outs = []
         for start, stop in self._chunks(batch.support_x.shape[0], batch.support_x):
             outs.append(self._chunk_outputs(slice_batch(batch, start, stop), ways,
@@ -362,7 +367,7 @@ class Learner(nn.Module):
         statistics are left unchanged (restored if the learner is in training mode).
         Gradient mode is always on inside.
         """
-        self._check_batch(batch, ways)
+        ways = self._check_batch(batch, ways)
         if inner_steps is not None:
             if isinstance(inner_steps, bool) or not isinstance(inner_steps, int):
                 raise TypeError(f"inner_steps: expected an int >= 0 or None, got "
@@ -389,13 +394,8 @@ class Learner(nn.Module):
         with torch.no_grad():
             return self._task_losses(out, batch.query_y)[1]
 
-    def predict(self, support_x: torch.Tensor, support_y: torch.Tensor,
-                query_x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(n_query, ways)`` for one task of the user's own, in eval mode.
-
-        ``support_x (n, C, H, W)`` images as the sampler gives them (float32 in [0, 1]),
-        ``support_y (n,)`` labels covering ``0..ways-1``, ``query_x (m, C, H, W)``.
-        """
+    def _check_task_images(self, support_x: Any, support_y: Any, query_x: Any) -> None:
+        """One task's tensors for :meth:`predict`: types, shapes, finite float images."""
         for t, name in ((support_x, "support_x"), (support_y, "support_y"),
                         (query_x, "query_x")):
             if not isinstance(t, torch.Tensor):
@@ -408,24 +408,22 @@ class Learner(nn.Module):
                              f"support_x's {tuple(support_x.shape[1:])}")
         if query_x.shape[0] == 0:
             raise ValueError("query_x: needs at least one item")
-        self._check_images(support_x, "support_x")
-        self._check_images(query_x, "query_x")
+        for x, name in ((support_x, "support_x"), (query_x, "query_x")):
+            self._check_images(x, name)
+            if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+                raise ValueError(f"{name}: holds NaN or inf")
+
+    def predict(self, support_x: torch.Tensor, support_y: torch.Tensor,
+                query_x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(n_query, ways)`` for one task of the user's own, in eval mode.
+
+        ``support_x (n, C, H, W)`` images as the sampler gives them (float32 in [0, 1]),
+        ``support_y (n,)`` labels covering ``0..ways-1``, ``query_x (m, C, H, W)``.
+        """
+        self._check_task_images(support_x, support_y, query_x)
         ways = None
         if self.task == "classification":
-            if support_y.dim() != 1 or support_y.shape[0] != support_x.shape[0]:
-                raise ValueError(f"support_y: expected shape ({support_x.shape[0]},) matching "
-                                 f"support_x, got {tuple(support_y.shape)}")
-            if support_y.is_floating_point() or support_y.dtype == torch.bool:
-                raise TypeError(f"support_y: expected integer labels, got {support_y.dtype}")
-            if support_y.numel() == 0:
-                raise ValueError("support_y: the support set is empty")
-            ways = int(support_y.max()) + 1
-            present = torch.unique(support_y).tolist()
-            if int(support_y.min()) < 0 or len(present) != ways:
-                raise ValueError(
-                    f"support_y: labels must cover 0..ways-1 with ways = max + 1 = {ways}; "
-                    f"got labels {present[:20]}{' ...' if len(present) > 20 else ''}"
-                    + _missing(present, ways))
+            support_y, ways = _support_labels(support_y, support_x.shape[0])
         elif support_y.shape[0] != support_x.shape[0]:
             raise ValueError(f"support_y: {support_y.shape[0]} targets for "
                              f"{support_x.shape[0]} inputs")
@@ -443,6 +441,30 @@ class Learner(nn.Module):
                      ways: int | None) -> torch.Tensor:
         task = Task(sx[None], sy[None], qx[None], None)
         return self._chunk_outputs(task, ways, meta=False)[0]
+
+
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def _support_labels(support_y: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
+    """One task's support labels as int64 and its ways (``max + 1``); the labels must cover
+    ``0..ways-1``."""
+    if support_y.dim() != 1 or support_y.shape[0] != n:
+        raise ValueError(f"support_y: expected shape ({n},) matching support_x, got "
+                         f"{tuple(support_y.shape)}")
+    if support_y.dtype not in _INTEGER_DTYPES:
+        raise TypeError(f"support_y: expected integer labels, got {support_y.dtype}")
+    support_y = support_y.long()
+    if support_y.numel() == 0:
+        raise ValueError("support_y: the support set is empty")
+    ways = int(support_y.max()) + 1
+    present = torch.unique(support_y).tolist()
+    if int(support_y.min()) < 0 or len(present) != ways:
+        raise ValueError(
+            f"support_y: labels must cover 0..ways-1 with ways = max + 1 = {ways}; "
+            f"got labels {present[:20]}{' ...' if len(present) > 20 else ''}"
+            + _missing(present, ways))
+    return support_y, ways
 
 
 def _missing(present: list[int], ways: int) -> str:

@@ -299,7 +299,7 @@ class MAML(Learner):
         if not torch.is_grad_enabled():
             raise RuntimeError("meta_backward: gradients are disabled (called under "
                                "torch.no_grad()); use evaluate_batch to evaluate")
-        self._check_batch(batch, ways)
+        ways = self._check_batch(batch, ways)
         b = batch.support_x.shape[0]
         params = [p for p in self.parameters() if p.requires_grad]
 
@@ -328,7 +328,7 @@ class MAML(Learner):
         workers = self._task_threads(batch.support_x, batch.support_x.shape[0])
         if not workers:
             return super().query_logits(batch, ways)
-        self._check_batch(batch, ways)
+        ways = self._check_batch(batch, ways)
         outs = self._map_tasks(
             lambda i: self._chunk_outputs(slice_batch(batch, i, i + 1), ways,
                                           meta=False).detach(),

@@ -195,8 +195,10 @@ class _Objective:
         logits = self.learner.attack_logits(_replace(self.batch, **{self.field: images}),
                                             self.ways, inner_steps=self.inner_steps)
         loss = F.cross_entropy(logits.reshape(self.y.shape[0], -1), self.y)
-        (g,) = torch.autograd.grad(loss, images)
-        return g
+        # images that do not reach the loss (e.g. the support set of a MAML without inner
+        # steps) have no gradient: the attack leaves them as they are
+        (g,) = torch.autograd.grad(loss, images, allow_unused=True)
+        return torch.zeros_like(images) if g is None else g
 
 
 def _prepare(learner: Any, batch: Any, ways: Any, target: Any, norm: Any,
@@ -257,6 +259,7 @@ def fgsm(learner: Learner, batch: Any, ways: int, eps: float, *, norm: str = "li
     Returns:
         A batch of the same type with float images, the ``target`` set perturbed.
     """
+    ways = check_int(ways, "ways", 1)  # numpy ints too, as an int
     learner, batch, norm, target, eps, x = _prepare(learner, batch, ways, target, norm, eps)
     if eps == 0:
         return batch
@@ -283,6 +286,7 @@ def pgd(learner: Learner, batch: Any, ways: int, eps: float = 8 / 255, steps: in
     Returns:
         A batch of the same type with float images, the ``target`` set perturbed.
     """
+    ways = check_int(ways, "ways", 1)  # numpy ints too, as an int
     learner, batch, norm, target, eps, x = _prepare(learner, batch, ways, target, norm, eps)
     steps = check_int(steps, "steps", 0)
     step_size = _check_size(_check_real(step_size, "step_size"), "step_size", x)
@@ -309,6 +313,7 @@ def adversarial_queries(learner: Learner, batch: Any, ways: int, eps: float = 8 
     >>> adv = adversarial_queries(learner, batch, ways, seed=step)      # doctest: +SKIP
     >>> learner.meta_backward(adv, ways); opt.step()                   # doctest: +SKIP
     """
+    ways = check_int(ways, "ways", 1)  # numpy ints too, as an int
     learner, batch, norm, _, eps, x = _prepare(learner, batch, ways, "query", norm, eps)
     steps = check_int(steps, "steps", 0)
     step_size = _check_size(_check_real(step_size, "step_size"), "step_size", x)

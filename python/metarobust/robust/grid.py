@@ -81,8 +81,11 @@ def domain_targets(dataset: str, suite: str = "default") -> list[str]:
 def suite_grid(suite: str, dataset: str = "glyphs") -> dict[str, list[float]]:
     """The grid ``{family: [strength, ...]}`` of a suite level for a run trained on
     ``dataset`` (which picks the domain-shift targets)."""
-    if suite not in SUITES:
+    if not isinstance(suite, str) or suite not in SUITES:
         raise ValueError(f"suite: expected one of {', '.join(SUITES)}; got {suite!r}")
+    if not isinstance(dataset, str) or dataset not in SOURCES:
+        raise ValueError(f"dataset: expected one of {', '.join(SOURCES)} (what the run was "
+                         f"trained on); got {dataset!r}")
     shift = {f"domain_shift:{t}": [0.0] for t in domain_targets(dataset, suite)}
     if suite == "quick":
         return {

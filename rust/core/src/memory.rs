@@ -52,8 +52,10 @@ fn gib(bytes: usize) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
 }
 
-/// Refuses a buffer of `bytes`: a ValueError above `isize::MAX` (no allocation can be that
-/// large), a MemoryError above the machine's physical memory. `what` names the argument.
+/// Refuses a buffer of `bytes`: above `isize::MAX` (no allocation can be that large) or
+/// above the machine's physical memory (a request to report before allocating: with
+/// overcommit the allocation may even succeed and the process be killed while filling it),
+/// a ValueError naming the argument `what`, as the Python layer's `check_nbytes`.
 pub fn check_bytes(bytes: usize, what: &str) -> Result<()> {
     if bytes > isize::MAX as usize {
         return value_err(format!(
@@ -63,12 +65,12 @@ pub fn check_bytes(bytes: usize, what: &str) -> Result<()> {
     }
     let physical = physical_bytes();
     if bytes > physical {
-        return Err(Error::Memory(format!(
+        return value_err(format!(
             "{what}: needs {bytes} bytes ({:.1} GiB), more than this machine's memory \
              ({:.1} GiB)",
             gib(bytes),
             gib(physical)
-        )));
+        ));
     }
     Ok(())
 }
@@ -143,7 +145,7 @@ mod tests {
         if physical_bytes() < isize::MAX as usize {
             assert!(matches!(
                 check_bytes(physical_bytes() + 1, "out"),
-                Err(Error::Memory(m)) if m.starts_with("out: ")
+                Err(Error::Value(m)) if m.starts_with("out: ")
             ));
         }
         assert!(try_vec(1 << 62, 0u8, "n").is_err());

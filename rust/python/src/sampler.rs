@@ -195,6 +195,11 @@ impl SamplerCore {
         let images = checked::<u8>(images, "images", "uint8", 4)?;
         let labels = checked::<i64>(labels, "labels", "int64", 1)?;
         let shape = images.shape(); // four sizes: checked above
+        if shape[1..].contains(&0) {
+            return Err(PyValueError::new_err(format!(
+                "images: every image needs at least one channel and pixel, got shape {shape:?}"
+            )));
+        }
         if shape[0] != labels.len() {
             return Err(PyValueError::new_err(format!(
                 "labels: {} labels for {} images; the lengths must match",

@@ -80,8 +80,11 @@ impl EpisodeSampler {
         if table.channels() * table.plane() != self.item_size {
             return value_err("mean/std: channel layout does not match the images");
         }
-        if start.checked_add(count as u64).is_none() {
-            return value_err(format!("start: {start} + count {count} overflows"));
+        // the last episode's index, start + count - 1, must be a u64
+        if count > 0 && start.checked_add(count as u64 - 1).is_none() {
+            return value_err(format!(
+                "start: episodes {start} .. {start} + {count} pass the last index 2**64 - 1"
+            ));
         }
         let (w, s, q, d) = (self.ways, self.shots, self.queries, self.item_size);
         // Products of the counts overflow for absurd counts: checked, so that they cannot
