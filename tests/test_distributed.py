@@ -181,6 +181,42 @@ def test_teardown_ends_the_process_group_threads(two_rank_runs):
         assert not [n for n in names if "gloo" in n], names
 
 
+EXIT_WITHOUT_TEARDOWN = """
+import atexit, glob, json
+def record():  # registered first, so it runs after metarobust's exit hook
+    names = []
+    for task in glob.glob("/proc/self/task/*/comm"):
+        try:
+            names.append(open(task).read().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    print(json.dumps(names), flush=True)
+atexit.register(record)
+import torch
+from metarobust.distributed import Distributed
+Distributed(torch.device("cpu"))
+torch.optim.Adam(torch.nn.Linear(2, 2).parameters())  # imports torch._dynamo
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="lists threads in /proc")
+def test_a_group_left_open_is_destroyed_at_exit():
+    """A script that joins the group through :class:`Distributed` and never calls
+    ``teardown`` has it destroyed at interpreter exit, before finalization."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", EXIT_WITHOUT_TEARDOWN], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = json.loads(proc.stdout.splitlines()[-1])
+    assert not [n for n in names if "gloo" in n], names
+
+
 def test_torchrun_cli_resumes_a_single_process_run(tmp_path, one_thread):
     """`torchrun -m metarobust train` resumes a run begun by one process: rank 0 reads
     last.pt and every rank continues from it; the result line is printed once."""

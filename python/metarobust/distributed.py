@@ -51,7 +51,8 @@ stops the remaining ranks as soon as one exits with an error). On CUDA,
 ``TORCH_NCCL_ASYNC_ERROR_HANDLING=1`` is set (unless already set) so a timed-out NCCL
 collective aborts its process too.
 
-Teardown. :func:`teardown` (the command line calls it however the run ends) destroys the
+Teardown. :func:`teardown` (the command line calls it however the run ends; an atexit hook
+calls it for a group :class:`Distributed` joined and no one destroyed) destroys the
 process group: that waits for its collectives and joins its threads while the interpreter
 is whole. A group still alive when the interpreter finalizes can abort a process that has
 succeeded: a gloo thread dropping a finished collective's tensor takes the GIL, is ended
@@ -61,6 +62,7 @@ by the finalizing interpreter inside a C++ destructor, and the process dies with
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import functools
@@ -167,6 +169,18 @@ def teardown() -> None:
     run while the interpreter finalizes (see :func:`_import_group_defaults`)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+_exit_teardown_registered = False
+
+
+def _register_exit_teardown() -> None:
+    """Registers :func:`teardown` to run at exit (once per process): atexit hooks run
+    before the interpreter finalizes."""
+    global _exit_teardown_registered
+    if not _exit_teardown_registered:
+        atexit.register(teardown)
+        _exit_teardown_registered = True
 
 
 def _import_group_defaults() -> None:
@@ -297,6 +311,8 @@ class Distributed:
                 raise DistributedError(
                     f"distributed: rank {env_rank()} of {env_world_size()} could not join the "
                     f"process group within {self.timeout:g}s ({type(e).__name__}: {e})") from e
+            # destroyed before the interpreter finalizes even if no one calls teardown
+            _register_exit_teardown()
         self.rank = dist.get_rank()
         self.world = dist.get_world_size()
         self.is_main = self.rank == 0
