@@ -1,7 +1,9 @@
 """Data-parallel training under torchrun (gloo on CPU, 2 processes): the same parameters and
 BatchNorm statistics as one process with the same global meta-batch, resume through the
-command line, a clear error for a meta-batch that does not split, and a failed or stalled
-rank ending the job instead of hanging.
+command line, a clear error for a meta-batch that does not split, a failed or stalled
+rank ending the job instead of hanging, and successful jobs ending with status 0 on every
+rank (the process group destroyed at teardown, none of its threads left to the
+interpreter's finalization).
 
 The single-process references use ``chunk_size = meta_batch / 2``, so each forward pass
 groups the same tasks as a rank does. A learner's float rounding depends on how many tasks
@@ -42,7 +44,7 @@ MAML = dict(BASE, learner="maml", queries=2, meta_batch=4, episodes=12, inner_st
             val_every=100, chunk_size=2)
 
 WORKER = """
-import json, sys, time
+import glob, json, os, sys, time
 import torch
 from metarobust import distributed
 from metarobust.config import TrainConfig
@@ -67,6 +69,11 @@ try:
                    f"{out}/rank{rank}.pt")
 finally:
     distributed.teardown()
+    # the threads left once the process group is gone (Linux names them in /proc)
+    tasks = glob.glob("/proc/self/task/*/comm")
+    names = [open(t).read().strip() for t in tasks]
+    with open(f"{sys.argv[2]}/threads{os.environ['RANK']}.json", "w") as f:
+        json.dump(names if tasks else None, f)
 """
 
 
@@ -93,7 +100,7 @@ def torchrun(args: list[str], timeout: float, **env: str) -> subprocess.Complete
 def run_worker(tmp_path: Path, jobs: list, timeout: float, **env: str):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    return torchrun([str(script), json.dumps(jobs)], timeout, **env)
+    return torchrun([str(script), json.dumps(jobs), str(tmp_path)], timeout, **env)
 
 
 @pytest.fixture
@@ -161,6 +168,55 @@ def test_two_ranks_match_one_process(two_rank_runs, tmp_path, one_thread, name, 
     assert ranks[0]["result"]["best_val_accuracy"] == pytest.approx(ref.best, abs=1e-6)
 
 
+def test_teardown_ends_the_process_group_threads(two_rank_runs):
+    """After a run, ``teardown`` really destroys the process group: gloo's threads are
+    joined, none is left to drop a collective's tensor (taking the GIL) while the
+    interpreter finalizes, which aborts a process that has succeeded. The trainer's
+    optimiser imports torch._dynamo after the group exists, and with it a torch module
+    whose default arguments would otherwise keep the group alive."""
+    for r in (0, 1):
+        names = json.loads((two_rank_runs / f"threads{r}.json").read_text())
+        if names is None:
+            pytest.skip("no /proc/self/task to list threads")
+        assert not [n for n in names if "gloo" in n], names
+
+
+EXIT_WITHOUT_TEARDOWN = """
+import atexit, glob, json
+def record():  # registered first, so it runs after metarobust's exit hook
+    names = []
+    for task in glob.glob("/proc/self/task/*/comm"):
+        try:
+            names.append(open(task).read().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    print(json.dumps(names), flush=True)
+atexit.register(record)
+import torch
+from metarobust.distributed import Distributed
+Distributed(torch.device("cpu"))
+torch.optim.Adam(torch.nn.Linear(2, 2).parameters())  # imports torch._dynamo
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="lists threads in /proc")
+def test_a_group_left_open_is_destroyed_at_exit():
+    """A script that joins the group through :class:`Distributed` and never calls
+    ``teardown`` has it destroyed at interpreter exit, before finalization."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", EXIT_WITHOUT_TEARDOWN], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = json.loads(proc.stdout.splitlines()[-1])
+    assert not [n for n in names if "gloo" in n], names
+
+
 def test_torchrun_cli_resumes_a_single_process_run(tmp_path, one_thread):
     """`torchrun -m metarobust train` resumes a run begun by one process: rank 0 reads
     last.pt and every rank continues from it; the result line is printed once."""
@@ -205,3 +261,72 @@ def test_a_failed_rank_ends_the_job(tmp_path, fail):
         assert "injected failure on rank 1" in output
     else:
         assert "DistributedError" in output and "rank 0 of 2" in output, output[-3000:]
+
+
+# `metarobust train` with rank's gloo worker threads demoted just before the run's last
+# collective (SCHED_IDLE, on the CPU the busy loops hold): a worker is then likely to be
+# preempted between completing that collective and dropping its work, the window in which
+# a process group left alive past teardown aborts the interpreter's finalization. The
+# thread name is torch's; where it differs, the runs are merely unaided.
+DEMOTING_CLI = """
+import glob, os, sys
+from metarobust import distributed
+from metarobust.cli import main
+
+CPU = int(sys.argv[1])
+run_on_main = distributed.Distributed.run_on_main
+
+def demoted(self, fn):
+    for task in glob.glob("/proc/self/task/*"):
+        try:  # a thread may end meanwhile
+            with open(task + "/comm") as f:
+                if f.read().strip() != "pt_gloo_runloop":
+                    continue
+            tid = int(os.path.basename(task))
+            os.sched_setaffinity(tid, {CPU})
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:
+            pass
+    return run_on_main(self, fn)
+
+distributed.Distributed.run_on_main = demoted
+sys.exit(main(sys.argv[2:]))
+"""
+BUSY = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True: pass"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE") or not os.path.isdir("/proc/self/task"),
+                    reason="needs Linux scheduling classes")
+def test_successful_runs_exit_cleanly_under_load(tmp_path):
+    """Short two-process `metarobust train` jobs, two at a time beside busy loops, their
+    gloo threads starved at the end: every job exits 0 with its result line printed
+    (before the process group was really destroyed at teardown, about half aborted with
+    "terminate called without an active exception" after printing)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cpu = max(os.sched_getaffinity(0))
+    script = tmp_path / "cli.py"
+    script.write_text(DEMOTING_CLI)
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY, str(cpu)]) for _ in range(2)]
+
+    def job(i: int) -> subprocess.CompletedProcess:
+        return torchrun([str(script), str(cpu), "train", "--learner", "protonet",
+                         "--dataset", "glyphs", "--glyph-classes", "30", "--ways", "5",
+                         "--shots", "1", "--queries", "3", "--meta-batch", "2",
+                         "--episodes", "8", "--val-episodes", "10", "--device", "cpu",
+                         "--out", str(tmp_path / f"run{i}")], timeout=240,
+                        PYTHONFAULTHANDLER="1")
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            procs = list(pool.map(job, range(4)))
+    finally:
+        for b in busy:
+            b.kill()
+            b.wait()
+    for proc in procs:
+        results = [x for x in proc.stdout.splitlines() if x.startswith('{"run"')]
+        assert proc.returncode == 0 and len(results) == 1, \
+            proc.stdout[-2000:] + proc.stderr[-3000:]
+

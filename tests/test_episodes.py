@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import subprocess
 import sys
 import threading
+import time
+import weakref
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import metarobust as mr
+from metarobust import episodes
 from metarobust.episodes import EpisodeDataset
 
 
@@ -196,6 +200,96 @@ def test_prefetching_iterator():
     it = s.batches(2)
     next(it)
     it.close()
+
+
+def wait_until(condition, timeout=10.0):
+    """Polls ``condition()`` until it holds or ``timeout`` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_abandoned_iterator_is_collected_and_its_thread_ends():
+    """The prefetch thread holds the sampler and its queue, not the iterator: an iterator
+    dropped mid-stream (of an endless run, with a full queue) is collected and its thread
+    stops."""
+    images, labels = toy()
+    s = mr.EpisodeSampler((images, labels), ways=3, shots=1, queries=1, seed=4)
+    it = s.batches(2, prefetch=2)
+    first = next(it)
+    thread, ref = it._thread, weakref.ref(it)
+    assert thread.is_alive()
+    del it
+    gc.collect()
+    assert ref() is None, gc.get_referrers(ref()) if ref() is not None else ""
+    assert wait_until(lambda: not thread.is_alive()), "the prefetch thread outlived its iterator"
+    assert torch.equal(first.classes, s.sample_batch(0, 2).classes)
+
+
+@pytest.mark.parametrize("how", ["exhaust", "close", "with", "break_in_with"])
+def test_iterator_endings_stop_the_thread(how):
+    images, labels = toy()
+    s = mr.EpisodeSampler((images, labels), ways=3, shots=2, queries=2, seed=7, dtype="uint8")
+    got = []
+    if how == "exhaust":
+        it = s.batches(3, start=5, num_batches=5, stride=4)
+        got = list(it)
+        assert next(it, None) is None
+    elif how == "close":
+        it = s.batches(3, start=5, stride=4)
+        got = [next(it) for _ in range(3)]
+        it.close()
+        assert next(it, None) is None
+    else:
+        with s.batches(3, start=5, stride=4, num_batches=None if how == "with" else 9) as it:
+            for b in it:
+                got.append(b)
+                if len(got) == (4 if how == "with" else 2):
+                    break
+    assert wait_until(lambda: not it._thread.is_alive())
+    assert it.position == 5 + 4 * len(got)
+    for k, b in enumerate(got):  # the batches of sample_batch, field by field
+        want = s.sample_batch(5 + 4 * k, 3)
+        for name in ("support_x", "support_y", "query_x", "query_y", "classes"):
+            assert torch.equal(getattr(b, name), getattr(want, name)), (k, name)
+
+
+def test_producer_error_is_raised_and_ends_the_thread():
+    images, labels = toy()
+    s = mr.EpisodeSampler((images, labels), ways=3, shots=1, queries=1, seed=4)
+
+    def boom(batch, first):
+        if first >= 4:
+            raise RuntimeError("transform failed")
+        return batch
+
+    it = s.batches(2, transform=boom)
+    assert len(list(zip(range(2), it))) == 2
+    with pytest.raises(RuntimeError, match="transform failed"):
+        next(it)
+    assert wait_until(lambda: not it._thread.is_alive())
+
+
+def test_live_prefetch_threads_are_stopped_at_exit():
+    """At interpreter exit (an atexit hook) every live prefetch thread is stopped and
+    joined, so none is inside the sampler while the interpreter finalizes; a process that
+    exits with an iterator still open ends with status 0."""
+    images, labels = toy()
+    s = mr.EpisodeSampler((images, labels), ways=3, shots=1, queries=1, seed=4)
+    its = [s.batches(2), s.batches(3, num_batches=1000, prefetch=1)]
+    next(its[0])
+    episodes._stop_all()
+    assert not any(it._thread.is_alive() for it in its)
+    code = ("import numpy as np, metarobust as mr\n"
+            "images = np.zeros((4000, 1, 28, 28), np.uint8)\n"
+            "labels = np.repeat(np.arange(100), 40)\n"
+            "s = mr.EpisodeSampler((images, labels), ways=20, shots=5, queries=15)\n"
+            "it = s.batches(64, prefetch=1)\n"
+            "next(it)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr[-2000:]
 
 
 def test_memory_map_and_classes_subset(tmp_path):

@@ -50,10 +50,19 @@ cause rather than hanging, and torchrun ends the job with a non-zero status (tor
 stops the remaining ranks as soon as one exits with an error). On CUDA,
 ``TORCH_NCCL_ASYNC_ERROR_HANDLING=1`` is set (unless already set) so a timed-out NCCL
 collective aborts its process too.
+
+Teardown. :func:`teardown` (the command line calls it however the run ends; an atexit hook
+calls it for a group :class:`Distributed` joined and no one destroyed) destroys the
+process group: that waits for its collectives and joins its threads while the interpreter
+is whole. A group still alive when the interpreter finalizes can abort a process that has
+succeeded: a gloo thread dropping a finished collective's tensor takes the GIL, is ended
+by the finalizing interpreter inside a C++ destructor, and the process dies with
+"terminate called without an active exception" (SIGABRT), so torchrun fails the job.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import functools
@@ -155,9 +164,36 @@ def timeout_from_env() -> float:
 
 
 def teardown() -> None:
-    """Destroys the default process group if there is one (a no-op otherwise)."""
+    """Destroys the default process group if there is one (a no-op otherwise): it waits
+    for the group's collectives and joins its communication threads, so none is left to
+    run while the interpreter finalizes (see :func:`_import_group_defaults`)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+_exit_teardown_registered = False
+
+
+def _register_exit_teardown() -> None:
+    """Registers :func:`teardown` to run at exit (once per process): atexit hooks run
+    before the interpreter finalizes."""
+    global _exit_teardown_registered
+    if not _exit_teardown_registered:
+        atexit.register(teardown)
+        _exit_teardown_registered = True
+
+
+def _import_group_defaults() -> None:
+    """Imports, before the default process group exists, the torch module that binds it at
+    import time: ``torch.distributed.nn.functional`` defaults ``group=group.WORLD``, and
+    torch._dynamo, which the optimisers import, loads it. Loaded after the group exists,
+    its defaults keep the group alive past ``destroy_process_group``: the group's threads
+    (gloo's) then outlive teardown, and one dropping the last reference to a collective's
+    tensor while the interpreter finalizes is cut off taking the GIL inside a C++
+    destructor, which aborts the process ("terminate called without an active exception")
+    after a successful run. Loaded first, the defaults hold ``None``."""
+    if dist.is_available():
+        import torch.distributed.nn.functional  # noqa: F401
 
 
 # ---------------------------------------------------------------- flat collectives
@@ -262,6 +298,7 @@ class Distributed:
         self.device = device
         self.owns_group = not dist.is_initialized()
         if self.owns_group:
+            _import_group_defaults()
             kwargs: dict[str, Any] = {}
             if device.type == "cuda":
                 kwargs["device_id"] = device
@@ -274,6 +311,8 @@ class Distributed:
                 raise DistributedError(
                     f"distributed: rank {env_rank()} of {env_world_size()} could not join the "
                     f"process group within {self.timeout:g}s ({type(e).__name__}: {e})") from e
+            # destroyed before the interpreter finalizes even if no one calls teardown
+            _register_exit_teardown()
         self.rank = dist.get_rank()
         self.world = dist.get_world_size()
         self.is_main = self.rank == 0

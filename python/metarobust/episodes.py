@@ -9,8 +9,11 @@ torch.Size([15, 1, 8, 8])
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
@@ -367,11 +370,79 @@ def _check_scale(mean: list[float] | None, std: list[float] | None) -> None:
                                  "float32 range")
 
 
+class _Producer(threading.Thread):
+    """The prefetch thread of a :class:`BatchIterator`: fills batches into ``queue`` until
+    ``total`` are made or ``stop`` is set.
+
+    It holds what filling needs (the sampler, the queue, the stop event), never the
+    iterator itself, so an abandoned iterator is collected and its finalizer stops the
+    thread. A daemon thread does not hold up interpreter exit, but one still working when
+    the interpreter finalizes is ended (``pthread_exit``) at its next GIL acquisition, and
+    inside a torch operation (a transform) that unwinds a C++ destructor and aborts the
+    process; so :func:`_stop_all` stops and joins the live producers at exit, while the
+    interpreter is whole.
+    """
+
+    live: weakref.WeakSet[_Producer] = weakref.WeakSet()
+
+    def __init__(self, sampler: EpisodeSampler, queue_: queue.Queue, stop: threading.Event,
+                 first: int, total: int | None, batch_size: int, stride: int,
+                 pin_memory: bool, transform: Callable[[Episode, int], Episode] | None
+                 ) -> None:
+        super().__init__(daemon=True, name="metarobust-prefetch")
+        self.sampler, self.queue, self.stop = sampler, queue_, stop
+        self.first, self.total, self.batch_size, self.stride = first, total, batch_size, stride
+        self.pin_memory, self.transform = pin_memory, transform
+        _Producer.live.add(self)
+
+    def _put(self, item: Any) -> bool:
+        """Queues ``item`` unless stopped first (checked every 0.1 s while the queue is
+        full); True if it was queued."""
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        made = 0
+        while not self.stop.is_set() and (self.total is None or made < self.total):
+            first = self.first + made * self.stride
+            try:
+                item: Any = self.sampler.sample_batch(first, self.batch_size, self.pin_memory)
+                if self.transform is not None:
+                    item = self.transform(item, first)
+            except BaseException as e:  # handed to the consumer, raised there
+                item = e
+            if not self._put(item) or isinstance(item, BaseException):
+                return
+            del item  # the consumer owns the batch now
+            made += 1
+        self._put(None)  # the end of a finite run
+
+
+@atexit.register
+def _stop_all(timeout: float = 5.0) -> None:
+    """Stops every live prefetch thread and waits (up to ``timeout`` seconds in all) for
+    them to finish, before the interpreter starts finalizing."""
+    producers = list(_Producer.live)
+    for p in producers:
+        p.stop.set()
+    deadline = time.monotonic() + timeout
+    for p in producers:
+        if p is not threading.current_thread():
+            p.join(max(0.0, deadline - time.monotonic()))
+
+
 class BatchIterator(Iterator[Episode]):
     """Iterator over consecutive batches, filled ``prefetch`` batches ahead by a thread.
 
     The Rust sampler releases the GIL, so filling overlaps the caller's work. ``close()``
-    (or leaving a ``with`` block) stops the thread; ``position`` is the next episode index.
+    (or leaving a ``with`` block) stops the thread and waits for it; an iterator that is
+    dropped without ``close()`` stops its thread when it is collected. ``position`` is the
+    next episode index.
     """
 
     def __init__(self, sampler: EpisodeSampler, batch_size: int, start: int, prefetch: int,
@@ -380,7 +451,6 @@ class BatchIterator(Iterator[Episode]):
         if transform is not None and not callable(transform):
             raise TypeError(f"transform: expected a callable (batch, first_episode_index), "
                             f"got {type(transform).__name__}")
-        self._transform = transform
         self.batch_size = _check_int(batch_size, "batch_size", 1)
         self.stride = self.batch_size if stride is None else _check_int(stride, "stride", 1)
         self.position = _check_int(start, "start", 0)
@@ -388,35 +458,11 @@ class BatchIterator(Iterator[Episode]):
         self._left = None if num_batches is None else _check_int(num_batches, "num_batches", 0)
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._produce,
-            args=(sampler, self.position, self._left, pin_memory),
-            daemon=True,
-            name="metarobust-prefetch",
-        )
+        self._thread = _Producer(sampler, self._queue, self._stop, self.position, self._left,
+                                 self.batch_size, self.stride, pin_memory, transform)
+        # set, not joined: collection may run on any thread, even the producer's own
+        weakref.finalize(self, self._stop.set)
         self._thread.start()
-
-    def _produce(self, sampler: EpisodeSampler, start: int, total: int | None,
-                 pin_memory: bool) -> None:
-        made = 0
-        while not self._stop.is_set() and (total is None or made < total):
-            first = start + made * self.stride
-            try:
-                item: Any = sampler.sample_batch(first, self.batch_size, pin_memory)
-                if self._transform is not None:
-                    item = self._transform(item, first)
-            except BaseException as e:  # handed to the consumer, raised there
-                item = e
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item, BaseException):
-                return
-            made += 1
-        self._queue.put(None) if not self._stop.is_set() else None
 
     def __next__(self) -> Episode:
         if self._left == 0 or self._stop.is_set():
@@ -433,19 +479,16 @@ class BatchIterator(Iterator[Episode]):
         return item
 
     def close(self) -> None:
+        """Stops the prefetch thread and waits (up to 5 s) for it to finish."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
 
     def __enter__(self) -> BatchIterator:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def __del__(self) -> None:
-        stop = getattr(self, "_stop", None)  # None when __init__ rejected an argument
-        if stop is not None:
-            stop.set()
 
 
 class EpisodeDataset(torch.utils.data.Dataset):
