@@ -31,6 +31,8 @@ from metarobust.checkpoint import load_checkpoint
 from metarobust.config import TrainConfig
 from metarobust.train import Trainer
 
+REPO = Path(__file__).resolve().parent.parent
+
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available()
                                 or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -263,35 +265,8 @@ def test_a_failed_rank_ends_the_job(tmp_path, fail):
         assert "DistributedError" in output and "rank 0 of 2" in output, output[-3000:]
 
 
-# `metarobust train` with rank's gloo worker threads demoted just before the run's last
-# collective (SCHED_IDLE, on the CPU the busy loops hold): a worker is then likely to be
-# preempted between completing that collective and dropping its work, the window in which
-# a process group left alive past teardown aborts the interpreter's finalization. The
-# thread name is torch's; where it differs, the runs are merely unaided.
-DEMOTING_CLI = """
-import glob, os, sys
-from metarobust import distributed
-from metarobust.cli import main
-
-CPU = int(sys.argv[1])
-run_on_main = distributed.Distributed.run_on_main
-
-def demoted(self, fn):
-    for task in glob.glob("/proc/self/task/*"):
-        try:  # a thread may end meanwhile
-            with open(task + "/comm") as f:
-                if f.read().strip() != "pt_gloo_runloop":
-                    continue
-            tid = int(os.path.basename(task))
-            os.sched_setaffinity(tid, {CPU})
-            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-        except OSError:
-            pass
-    return run_on_main(self, fn)
-
-distributed.Distributed.run_on_main = demoted
-sys.exit(main(sys.argv[2:]))
-"""
+# `metarobust` with the gloo threads demoted before the last collective (see the script)
+DEMOTING_CLI = REPO / "benches" / "starved_gloo_cli.py"
 BUSY = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True: pass"
 
 
@@ -306,12 +281,10 @@ def test_successful_runs_exit_cleanly_under_load(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     cpu = max(os.sched_getaffinity(0))
-    script = tmp_path / "cli.py"
-    script.write_text(DEMOTING_CLI)
     busy = [subprocess.Popen([sys.executable, "-c", BUSY, str(cpu)]) for _ in range(2)]
 
     def job(i: int) -> subprocess.CompletedProcess:
-        return torchrun([str(script), str(cpu), "train", "--learner", "protonet",
+        return torchrun([str(DEMOTING_CLI), str(cpu), "train", "--learner", "protonet",
                          "--dataset", "glyphs", "--glyph-classes", "30", "--ways", "5",
                          "--shots", "1", "--queries", "3", "--meta-batch", "2",
                          "--episodes", "8", "--val-episodes", "10", "--device", "cpu",
