@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import metarobust as mr
-from metarobust import episodes
+from metarobust import _prefetch
 from metarobust.episodes import EpisodeDataset
 
 
@@ -279,7 +279,7 @@ def test_live_prefetch_threads_are_stopped_at_exit():
     s = mr.EpisodeSampler((images, labels), ways=3, shots=1, queries=1, seed=4)
     its = [s.batches(2), s.batches(3, num_batches=1000, prefetch=1)]
     next(its[0])
-    episodes._stop_all()
+    _prefetch.stop_all()
     assert not any(it._thread.is_alive() for it in its)
     code = ("import numpy as np, metarobust as mr\n"
             "images = np.zeros((4000, 1, 28, 28), np.uint8)\n"

@@ -8,6 +8,7 @@ import pytest
 import torch
 from _learners import WAYS, grads, image_batch, tiny_conv_maml
 
+from metarobust.episodes import Episode
 from metarobust.learners import MAML, ProtoNet
 from metarobust.models import build_model
 
@@ -119,8 +120,18 @@ def test_ways_beyond_memory_and_huge_labels_are_named() -> None:
     learner = ProtoNet(build_model("conv4_finn", 1, 8, filters=3)).double()
     # used to reach torch's allocator through one_hot (a RuntimeError)
     for ways in (2**31, 2**64):
-        with pytest.raises(ValueError, match=f"^ways: {ways}-way outputs .* would take"):
+        with pytest.raises(ValueError, match=f"^ways: {ways} classes for 6 support items"):
             learner.evaluate_batch(image_batch(), ways)
+    # as many support items as classes (views of one image, no memory): the outputs' size
+    n, ways = 2**33, 2**31
+    one = torch.zeros(1, 1, 1, 8, 8, dtype=torch.float64)
+    huge = Episode(support_x=one.expand(1, n, 1, 8, 8),
+                   support_y=torch.zeros(1, 1, dtype=torch.long).expand(1, n),
+                   query_x=one.expand(1, 2, 1, 8, 8), query_y=torch.zeros(1, 2, dtype=torch.long),
+                   classes=torch.zeros(1, 1, dtype=torch.long).expand(1, ways))
+    with pytest.raises(ValueError, match=f"^ways: {ways}-way outputs for 1 tasks of {n} "
+                                         "support and 2 query items would take"):
+        learner.evaluate_batch(huge, ways)
     # predict listed every missing label of range(max + 1): minutes and gigabytes
     sx, qx = torch.rand(3, 1, 8, 8, dtype=torch.float64), torch.rand(2, 1, 8, 8,
                                                                      dtype=torch.float64)

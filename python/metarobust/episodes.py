@@ -9,10 +9,8 @@ torch.Size([15, 1, 8, 8])
 
 from __future__ import annotations
 
-import atexit
 import queue
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
@@ -24,6 +22,7 @@ import torch
 from . import _core
 from ._checks import check_bool, check_nbytes, check_real
 from ._checks import check_int as _check_int
+from ._prefetch import Producer
 from .corruption_info import check_corruption_args
 
 DTYPES = {"float32": np.float32, "uint8": np.uint8}
@@ -370,72 +369,6 @@ def _check_scale(mean: list[float] | None, std: list[float] | None) -> None:
                                  "float32 range")
 
 
-class _Producer(threading.Thread):
-    """The prefetch thread of a :class:`BatchIterator`: fills batches into ``queue`` until
-    ``total`` are made or ``stop`` is set.
-
-    It holds what filling needs (the sampler, the queue, the stop event), never the
-    iterator itself, so an abandoned iterator is collected and its finalizer stops the
-    thread. A daemon thread does not hold up interpreter exit, but one still working when
-    the interpreter finalizes is ended (``pthread_exit``) at its next GIL acquisition, and
-    inside a torch operation (a transform) that unwinds a C++ destructor and aborts the
-    process; so :func:`_stop_all` stops and joins the live producers at exit, while the
-    interpreter is whole.
-    """
-
-    live: weakref.WeakSet[_Producer] = weakref.WeakSet()
-
-    def __init__(self, sampler: EpisodeSampler, queue_: queue.Queue, stop: threading.Event,
-                 first: int, total: int | None, batch_size: int, stride: int,
-                 pin_memory: bool, transform: Callable[[Episode, int], Episode] | None
-                 ) -> None:
-        super().__init__(daemon=True, name="metarobust-prefetch")
-        self.sampler, self.queue, self.stop = sampler, queue_, stop
-        self.first, self.total, self.batch_size, self.stride = first, total, batch_size, stride
-        self.pin_memory, self.transform = pin_memory, transform
-        _Producer.live.add(self)
-
-    def _put(self, item: Any) -> bool:
-        """Queues ``item`` unless stopped first (checked every 0.1 s while the queue is
-        full); True if it was queued."""
-        while not self.stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run(self) -> None:
-        made = 0
-        while not self.stop.is_set() and (self.total is None or made < self.total):
-            first = self.first + made * self.stride
-            try:
-                item: Any = self.sampler.sample_batch(first, self.batch_size, self.pin_memory)
-                if self.transform is not None:
-                    item = self.transform(item, first)
-            except BaseException as e:  # handed to the consumer, raised there
-                item = e
-            if not self._put(item) or isinstance(item, BaseException):
-                return
-            del item  # the consumer owns the batch now
-            made += 1
-        self._put(None)  # the end of a finite run
-
-
-@atexit.register
-def _stop_all(timeout: float = 5.0) -> None:
-    """Stops every live prefetch thread and waits (up to ``timeout`` seconds in all) for
-    them to finish, before the interpreter starts finalizing."""
-    producers = list(_Producer.live)
-    for p in producers:
-        p.stop.set()
-    deadline = time.monotonic() + timeout
-    for p in producers:
-        if p is not threading.current_thread():
-            p.join(max(0.0, deadline - time.monotonic()))
-
-
 class BatchIterator(Iterator[Episode]):
     """Iterator over consecutive batches, filled ``prefetch`` batches ahead by a thread.
 
@@ -458,7 +391,7 @@ class BatchIterator(Iterator[Episode]):
         self._left = None if num_batches is None else _check_int(num_batches, "num_batches", 0)
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
-        self._thread = _Producer(sampler, self._queue, self._stop, self.position, self._left,
+        self._thread = Producer(sampler, self._queue, self._stop, self.position, self._left,
                                  self.batch_size, self.stride, pin_memory, transform)
         # set, not joined: collection may run on any thread, even the producer's own
         weakref.finalize(self, self._stop.set)

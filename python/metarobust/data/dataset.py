@@ -49,7 +49,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -58,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import check_bool, check_nbytes, check_path
+from .atomic import fresh_dir, replace_dir, write_file
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ImageDataset", "load"]
 
@@ -258,38 +258,6 @@ def _digest(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, write) -> None:
-    with open(path, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fresh_dir(parent: Path, prefix: str) -> Path:
-    """A new empty directory in ``parent`` (mode from the umask, unlike ``mkdtemp``)."""
-    for _ in range(100):
-        candidate = parent / f"{prefix}{os.getpid()}-{secrets.token_hex(4)}"
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            continue
-        return candidate
-    raise FileExistsError(f"could not create a temporary directory in {parent}")
-
-
 def _check_target(path: Path) -> None:
     if not path.exists() and not path.is_symlink():
         return
@@ -342,40 +310,19 @@ def save(dataset: ImageDataset, path: str | os.PathLike[str]) -> None:
         "metadata": metadata_json,
         "arrays": arrays,
     }
-    parent = path.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = _fresh_dir(parent, f".{path.name}.tmp-")
-    old: Path | None = None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = fresh_dir(path.parent, f".{path.name}.tmp-")
     try:
-        _write_file(
-            tmp / IMAGES_FILE,
-            lambda f: np.lib.format.write_array(f, images, allow_pickle=False),
-        )
-        _write_file(
-            tmp / LABELS_FILE,
-            lambda f: np.lib.format.write_array(f, labels, allow_pickle=False),
-        )
+        write_file(tmp / IMAGES_FILE,
+                   lambda f: np.lib.format.write_array(f, images, allow_pickle=False))
+        write_file(tmp / LABELS_FILE,
+                   lambda f: np.lib.format.write_array(f, labels, allow_pickle=False))
         text = json.dumps(sidecar, indent=1, ensure_ascii=False) + "\n"
-        _write_file(tmp / SIDECAR, lambda f: f.write(text.encode("utf-8")))
-        _fsync_dir(tmp)
-        if path.exists():
-            old = _fresh_dir(parent, f".{path.name}.old-")
-            os.replace(path, old)  # onto the empty directory just made
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                os.replace(old, path)
-                old = None
-                raise
-        else:
-            os.replace(tmp, path)
-        _fsync_dir(parent)
+        write_file(tmp / SIDECAR, lambda f: f.write(text.encode("utf-8")))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, path)
 
 
 def _bad(file: Path, what: str) -> ValueError:
