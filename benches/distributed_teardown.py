@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 BUSY = "import os, sys\nif len(sys.argv) > 1: os.sched_setaffinity(0, {int(sys.argv[1])})\n" \
@@ -42,8 +43,9 @@ def command(out: Path, episodes: int, starve: tuple[Path, int] | None) -> list[s
     entry = ["-m", "metarobust"] if starve is None else [str(starve[0]), str(starve[1])]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
             "--nproc_per_node=2", *entry, "train", "--learner", "protonet",
-            "--dataset", "glyphs", "--ways", "5", "--shots", "1", "--queries", "5",
-            "--meta-batch", "2", "--episodes", str(episodes), "--device", "cpu",
+            "--dataset", "glyphs", "--glyph-classes", "30", "--ways", "5", "--shots", "1",
+            "--queries", "3", "--meta-batch", "2", "--episodes", str(episodes),
+            "--val-episodes", "10", "--device", "cpu",
             "--out", str(out)]
 
 
@@ -75,7 +77,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--load", type=int, default=2, help="busy-loop processes beside the runs")
-    p.add_argument("--episodes", type=int, default=40)
+    p.add_argument("--episodes", type=int, default=8)
+    p.add_argument("--parallel", type=int, default=2, help="jobs run at the same time")
     p.add_argument("--starve", action="store_true",
                    help="demote the gloo workers before the last collective (see above)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
@@ -93,15 +96,19 @@ def repeat(args: argparse.Namespace, tmp: Path) -> list[dict]:
     busy = [subprocess.Popen([sys.executable, "-c", BUSY, *busy_args])
             for _ in range(args.load)]
     runs: list[dict] = []
+
+    def job(i: int) -> dict:
+        cwd = None if args.cores is None else args.cores / f"run{i}"
+        r = one_run(command(tmp / f"run{i}", args.episodes, starve), args.timeout, cwd)
+        print(f"run {i + 1}/{args.runs}: rc={r['rc']} result_lines={r['printed']} "
+              f"{r['seconds']:.1f}s", flush=True)
+        if not r["ok"]:
+            print(r["tail"], flush=True)
+        return r
+
     try:
-        for i in range(args.runs):
-            cwd = None if args.cores is None else args.cores / f"run{i}"
-            r = one_run(command(tmp / f"run{i}", args.episodes, starve), args.timeout, cwd)
-            runs.append(r)
-            print(f"run {i + 1}/{args.runs}: rc={r['rc']} result_lines={r['printed']} "
-                  f"{r['seconds']:.1f}s", flush=True)
-            if not r["ok"]:
-                print(r["tail"], flush=True)
+        with ThreadPoolExecutor(args.parallel) as pool:
+            runs = list(pool.map(job, range(args.runs)))
     finally:
         for b in busy:
             b.kill()
@@ -118,7 +125,8 @@ def main() -> int:
         cmd = " ".join(command(Path("OUT"), args.episodes, None)[1:])
     summary = {"runs": len(runs), "failures": sum(not r["ok"] for r in runs),
                "aborts": sum(r["aborted"] for r in runs), "load": args.load,
-               "starve": args.starve, "episodes": args.episodes, "cpus": os.cpu_count(),
+               "starve": args.starve, "parallel": args.parallel, "episodes": args.episodes,
+               "cpus": os.cpu_count(),
                "loadavg_1min_end": os.getloadavg()[0],
                "exit_codes": sorted({str(r["rc"]) for r in runs}),
                "mean_seconds": sum(r["seconds"] for r in runs) / max(len(runs), 1),

@@ -258,6 +258,13 @@ def valid_proto_distances(draw):
     return draft
 
 
+def _xy_params() -> dict:
+    """Two related float tensors and a metric (the pairwise distance functions)."""
+    return {"x": Arr(FLOATS, (2, 3), lib="torch", related=("y",), linked=("y",), empty="broken"),
+            "y": Arr(FLOATS, (2, 3), lib="torch", related=("x",), linked=("x",), empty="broken"),
+            "metric": Choice(METRICS)}
+
+
 def _pd_params():
     p = _params("support")
     p["query"] = Arr(FLOATS, (2, 3), lib="torch", related=("support",), empty="broken")
@@ -278,19 +285,11 @@ TARGETS = [
            params=_prototype_params(), valid=valid_prototypes(), check=check_prototypes,
            relational=_label_breaks),
     Target(name="ops.pairwise_distances", call="mr.ops.pairwise_distances(x, y, metric)",
-           params={"x": Arr(FLOATS, (2, 3), lib="torch", related=("y",), linked=("y",),
-                            empty="broken"),
-                   "y": Arr(FLOATS, (2, 3), lib="torch", related=("x",), linked=("x",),
-                            empty="broken"),
-                   "metric": Choice(METRICS)},
+           params=_xy_params(),
            valid=valid_pairwise(), check=check_pairwise, relational=_xy_breaks),
     Target(name="ops.pairwise_distances_torch",
            call="mr.ops.pairwise_distances_torch(x, y, metric)",
-           params={"x": Arr(FLOATS, (2, 3), lib="torch", related=("y",), linked=("y",),
-                            empty="broken"),
-                   "y": Arr(FLOATS, (2, 3), lib="torch", related=("x",), linked=("x",),
-                            empty="broken"),
-                   "metric": Choice(METRICS)},
+           params=_xy_params(),
            valid=valid_pairwise(), check=check_pairwise, relational=_xy_breaks),
     Target(name="ops.prototype_distances",
            call="mr.ops.prototype_distances(support, labels, query, ways, metric)",
