@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["INTEGER_DTYPES", "check_image_layout", "feature_size", "support_labels"]
+__all__ = ["INTEGER_DTYPES", "check_call_labels", "check_image_layout", "feature_size",
+           "support_labels"]
 
 INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -53,9 +54,9 @@ def _missing(present: list[int], ways: int) -> str:
 def check_image_layout(x: torch.Tensor, name: str, lead: int) -> None:
     """Classifier inputs: images with a channel dimension, float values in [0, 1]."""
     if x.dim() == 3:
-        n = "B*n" if lead else "n"
-        raise ValueError(f"{name}: expected images ({n}, C, H, W), got shape {tuple(x.shape)}: "
-                         "images without a channel dimension; add one with "
+        shape = "(B, n, C, H, W) (support_y (B, n): a batch of tasks)" if lead else "(n, C, H, W)"
+        raise ValueError(f"{name}: expected images {shape}, got images without a channel "
+                         f"dimension, shape {tuple(x.shape)}; add one with "
                          f"{name}.unsqueeze({1 + lead})")
     if x.is_floating_point() and x.numel():
         lo, hi = float(x.min()), float(x.max())
@@ -103,3 +104,25 @@ def _shape(input_shape: Any) -> tuple[int, ...]:
         raise ValueError(f"input_shape: expected a tuple of ints >= 1 such as (C, H, W), got "
                          f"{input_shape!r}")
     return tuple(input_shape)
+
+
+def check_call_labels(support_x: torch.Tensor, support_y: torch.Tensor,
+                      classification: bool) -> int:
+    """The layout of a learner call's labels (classification: ``(n,)`` or ``(B, n)``;
+    regression targets ``(n, k)`` or ``(B, n, k)``), matching ``support_x``'s leading
+    dimensions and integer for a classifier. Returns 1 for a batch of tasks, else 0."""
+    one, many = ("(n,)", "(B, n)") if classification else ("(n, outputs)", "(B, n, outputs)")
+    dims = support_y.dim() - (0 if classification else 1)
+    if dims not in (1, 2):
+        raise ValueError(f"support_y: expected {one} for one task or {many} for a batch of "
+                         f"tasks, got shape {tuple(support_y.shape)}")
+    lead = dims - 1
+    if not isinstance(support_x, torch.Tensor):
+        raise TypeError(f"support_x: expected a torch.Tensor, got {type(support_x).__name__}")
+    if support_x.dim() < dims + 1 or support_x.shape[:dims] != support_y.shape[:dims]:
+        raise ValueError(f"support_y: shape {tuple(support_y.shape)} does not match "
+                         f"support_x {tuple(support_x.shape)} ({one} labels for (n, C, H, W) "
+                         f"images, or {many} for (B, n, C, H, W))")
+    if classification and support_y.dtype not in INTEGER_DTYPES:
+        raise TypeError(f"support_y: expected integer labels, got {support_y.dtype}")
+    return lead

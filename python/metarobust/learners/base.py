@@ -27,7 +27,7 @@ from torch import nn
 from .. import _amp
 from .._checks import check_int, check_nbytes
 from ._batch_norm import task_batch_norm
-from ._task_inputs import INTEGER_DTYPES, check_image_layout, support_labels
+from ._task_inputs import INTEGER_DTYPES, check_call_labels, check_image_layout, support_labels
 
 __all__ = ["Learner", "Task", "frozen_batch_norm_stats", "task_batch_norm"]
 
@@ -299,22 +299,24 @@ class Learner(nn.Module):
         give ``(m, ways)``. A batch of tasks, with a leading task dimension ``B`` on all
         three (an :class:`~metarobust.Episode` batch's fields), gives ``(B, m, ways)``.
         Images are float in [0, 1] or uint8, on the learner's device. ``ways``: default
-        ``max(support_y) + 1`` (MAML: its ``ways``). Regression learners take targets
-        ``(n, outputs)`` or ``(B, n, outputs)``. MAML takes ``inner_steps`` in training mode
-        and ``test_inner_steps`` in eval mode. For detached evaluation logits use
+        ``max(support_y) + 1`` (MAML: it must be the classifier's ``ways``). Regression
+        learners take targets ``(n, outputs)`` or ``(B, n, outputs)``. MAML takes
+        ``inner_steps`` in training mode and ``test_inner_steps`` in eval mode. For
+        detached evaluation logits use
         :meth:`predict` (one task) or :meth:`query_logits` (a batch).
         """
         if not isinstance(support_y, torch.Tensor):
             raise TypeError(f"support_y: expected a torch.Tensor, got "
                             f"{type(support_y).__name__}")
-        lead = int(support_y.dim() == (2 if self.task == "classification" else 3))
+        lead = check_call_labels(support_x, support_y, self.task == "classification")
         self._check_task_images(support_x, support_y, query_x, lead)
         if ways is None and self.task == "classification":
             if support_y.numel() == 0:
                 raise ValueError("support_y: the support set is empty")
-            ways = getattr(self, "ways", None) or (
-                int(support_y.max()) + 1 if lead
-                else support_labels(support_y, support_x.shape[0])[1])
+            ways = (int(support_y.max()) + 1 if lead
+                    else support_labels(support_y, support_x.shape[0])[1])
+        if self.task == "classification":
+            support_y = support_y.long()  # after the checks: integer labels of any width
         if not lead:
             support_x, support_y, query_x = support_x[None], support_y[None], query_x[None]
         dummy = torch.zeros(query_x.shape[:2], device=query_x.device,
@@ -391,13 +393,14 @@ class Learner(nn.Module):
             if not isinstance(t, torch.Tensor):
                 raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
         if lead:
+            why = f"; support_y {tuple(support_y.shape)} makes a batch of tasks"
             if support_x.dim() < 3 or query_x.dim() != support_x.dim():
                 raise ValueError(f"support_x, query_x: expected a batch of tasks (B, n, C, H, W) "
                                  f"and (B, m, C, H, W), got {tuple(support_x.shape)} and "
-                                 f"{tuple(query_x.shape)}")
+                                 f"{tuple(query_x.shape)}{why}")
             if query_x.shape[0] != support_x.shape[0]:
                 raise ValueError(f"query_x: {query_x.shape[0]} tasks, support_x has "
-                                 f"{support_x.shape[0]}")
+                                 f"{support_x.shape[0]}{why}")
             support_x, query_x = support_x.flatten(0, 1), query_x.flatten(0, 1)
         if support_x.dim() < 2 or query_x.dim() != support_x.dim():
             raise ValueError(f"support_x, query_x: expected (n, C, H, W) and (m, C, H, W), got "
