@@ -422,8 +422,10 @@ class Learner(nn.Module):
                 query_x: torch.Tensor) -> torch.Tensor:
         """Logits ``(n_query, ways)`` for one task of the user's own, in eval mode.
 
-        ``support_x (n, C, H, W)`` images as the sampler gives them (float32 in [0, 1]),
-        ``support_y (n,)`` labels covering ``0..ways-1``, ``query_x (m, C, H, W)``.
+        ``support_x (n, C, H, W)`` images as the sampler gives them (float in [0, 1], or
+        uint8), ``support_y (n,)`` labels covering ``0..ways-1``, ``query_x (m, C, H, W)``.
+        Float images outside [0, 1] (0-255 values) and images without a channel dimension
+        are refused (ValueError). The logits are detached; the call gives them with a graph.
         """
         self._check_task_images(support_x, support_y, query_x)
         ways = None
