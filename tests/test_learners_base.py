@@ -9,7 +9,7 @@ import torch
 from _learners import WAYS, grads, image_batch, tiny_conv_maml
 
 from metarobust.episodes import Episode
-from metarobust.learners import MAML, ProtoNet
+from metarobust.learners import MAML, ProtoNet, Task
 from metarobust.models import build_model
 
 
@@ -76,7 +76,10 @@ def test_normalize_hook_and_uint8() -> None:
     q = torch.randint(0, 256, (4, 1, 16, 16), generator=g, dtype=torch.uint8)
     sy = torch.tensor([0, 1, 2, 0, 1, 2])
     sx01, q01 = raw.float() / 255, q.float() / 255
-    expected = plain.predict((sx01 - 0.5) / 0.25, sy, (q01 - 0.5) / 0.25)
+    # predict takes [0, 1] images only: the reference runs the plain learner's batch path
+    pre = Task(((sx01 - 0.5) / 0.25)[None], sy[None], ((q01 - 0.5) / 0.25)[None],
+               torch.zeros(1, 4, dtype=torch.int64))
+    expected = plain.query_logits(pre, 3)[0]
     torch.testing.assert_close(normed.predict(sx01, sy, q01), expected)
     torch.testing.assert_close(normed.predict(raw, sy, q), expected)
     assert "norm_mean" in normed.state_dict()

@@ -268,7 +268,31 @@ def _with_float64(draw):
     return draft
 
 
+def check_call(result, args, meta):
+    """The call gives differentiable logits equal to predict's (both in eval mode here)."""
+    learner = args["learner"]
+    sx, sy, qx = args["support_x"], args["support_y"], args["query_x"]
+    ways = int(sy.max()) + 1
+    assert isinstance(result, torch.Tensor) and tuple(result.shape) == (qx.shape[0], ways), \
+        f"{type(result).__name__} {getattr(result, 'shape', '')}"
+    assert result.requires_grad, "the call's logits carry no graph"
+    want = learner.predict(sx, sy, qx)
+    scale = 1 + float(want.abs().max())
+    assert torch.allclose(result.detach().double(), want.double(), rtol=1e-5,
+                          atol=1e-5 * scale), \
+        f"call and predict differ by {float((result.detach() - want).abs().max()):.3g}"
+
+
+PREDICT_PARAMS = {
+    "support_x": Arr(IMAGE_DTYPES, (4,), lib="torch", related=("query_x",), empty="broken"),
+    "support_y": Arr(("int64", "int32"), (1,), lib="torch", related=("support_x",),
+                     empty="broken"),
+    "query_x": Arr(IMAGE_DTYPES, (4,), lib="torch", related=("support_x",), empty="broken")}
+
 TARGETS = [
+    Target(name="learners.__call__", call="learner(support_x, support_y, query_x)",
+           params=PREDICT_PARAMS, valid=_with_float64(), check=check_call,
+           relational=predict_breaks),
     Target(name="learners.predict", call="learner.predict(support_x, support_y, query_x)",
            params={"support_x": Arr(IMAGE_DTYPES, (4,), lib="torch", related=("query_x",),
                                     empty="broken"),

@@ -12,10 +12,10 @@ torch.Size([5, 1, 28, 28])
 
 from . import data, evaluate, learners, models, ops, robust
 from ._core import __version__
-from .episodes import Episode, EpisodeSampler
+from .episodes import Episode, EpisodeSampler, collate_episodes
 from .train import load_run
 
 __all__ = [
-    "Episode", "EpisodeSampler", "__version__", "data", "evaluate", "learners", "load_run",
-    "models", "ops", "robust",
+    "Episode", "EpisodeSampler", "__version__", "collate_episodes", "data", "evaluate",
+    "learners", "load_run", "models", "ops", "robust",
 ]

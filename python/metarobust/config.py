@@ -40,7 +40,8 @@ class TrainConfig:
     split: str | None = None          # training split (dataset default when None)
     val_split: str | None = None      # validation split (none when None, glyphs: "val")
     model: str | None = None          # backbone; conv4_snell (ProtoNet; Omniglot:
-                                      # conv4_snell_ceil) / conv4_finn (MAML)
+                                      # conv4_snell_ceil) / conv4_finn (MAML), or a factory
+                                      # "module.path:factory" (metarobust.models.user)
     image_size: int = 28
     rotations: bool | None = None     # Omniglot training: rotated copies as new classes
                                       # (default: on for background/evaluation splits)
@@ -227,12 +228,15 @@ class TrainConfig:
         if self.dataset == "sinusoid":
             self._refuse_if_set(("split", "val_split"),
                                 "sinusoid tasks are drawn, not read from splits")
-        if self.model is not None:
+        from .models.user import OBJECT_PREFIX, is_factory_name
+
+        if self.model is not None and not (is_factory_name(self.model)
+                                           or str(self.model).startswith(OBJECT_PREFIX)):
             from .models import MODELS
 
             if self.model not in MODELS:
-                raise ValueError(f"model: expected one of {', '.join(MODELS)}; got "
-                                 f"{self.model!r}")
+                raise ValueError(f"model: expected one of {', '.join(MODELS)} or "
+                                 f"'module.path:factory'; got {self.model!r}")
             if (self.model == "mlp_sinusoid") != (self.dataset == "sinusoid"):
                 raise ValueError(f"model: {self.model!r} does not take dataset "
                                  f"{self.dataset!r}'s inputs ("

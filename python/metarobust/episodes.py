@@ -445,3 +445,30 @@ class EpisodeDataset(torch.utils.data.Dataset):
         if not 0 <= index < self.length:
             raise IndexError(f"index: {index} outside 0..{self.length - 1}")
         return self.sampler.sample(index)
+
+
+def collate_episodes(episodes: Any) -> Episode:
+    """Episodes of one shape stacked into a batch with a leading task dimension: the
+    ``collate_fn`` of a DataLoader over an :class:`EpisodeDataset`.
+
+    ``DataLoader(EpisodeDataset(sampler, n), batch_size=B, collate_fn=collate_episodes)``
+    yields the batches ``sampler.sample_batch(k * B, B)`` would (bit for bit).
+    """
+    if isinstance(episodes, Episode) or not isinstance(episodes, (list, tuple)):
+        raise TypeError(f"episodes: expected a list of Episodes, got {type(episodes).__name__}")
+    if not episodes:
+        raise ValueError("episodes: the list is empty")
+    for k, ep in enumerate(episodes):
+        if not isinstance(ep, Episode):
+            raise TypeError(f"episodes[{k}]: expected an Episode, got {type(ep).__name__}")
+        if ep.support_y.dim() != 1:
+            raise ValueError(f"episodes[{k}]: a batch of episodes; collate single episodes")
+    names = [f.name for f in fields(Episode)]
+    first = episodes[0]
+    for k, ep in enumerate(episodes[1:], 1):
+        for name in names:
+            a, b = getattr(first, name), getattr(ep, name)
+            if a.shape != b.shape or a.dtype != b.dtype:
+                raise ValueError(f"episodes[{k}].{name}: {tuple(b.shape)} {b.dtype} differs "
+                                 f"from episodes[0]'s {tuple(a.shape)} {a.dtype}")
+    return Episode(*(torch.stack([getattr(ep, name) for ep in episodes]) for name in names))

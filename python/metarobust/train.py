@@ -11,6 +11,7 @@ sees exactly the episodes an uninterrupted one would.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -22,14 +23,13 @@ import torch
 from tqdm.auto import tqdm
 
 from . import data as mrdata
-from . import seeds
+from . import run_inputs, seeds
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ResolvedConfig, TrainConfig
 from .distributed import Distributed
 from .episodes import EpisodeSampler
 from .evaluate import evaluate, evaluate_regression
 from .learners import MAML, Learner, ProtoNet
-from .models import build_model
 from .robust.attacks import adversarial_queries
 from .robust.corruptions import Augment
 
@@ -72,15 +72,17 @@ def load_dataset(cfg: TrainConfig, split: str | None, role: str = "train"):
     return mrdata.idx(found["images"], found["labels"])
 
 
-def build_learner(cfg: ResolvedConfig, in_channels: int) -> Learner:
-    """The learner of a resolved config."""
-    backbone = build_model(cfg.model, in_channels=in_channels, image_size=cfg.image_size)
+def build_learner(cfg: ResolvedConfig, in_channels: int, model: Any = None) -> Learner:
+    """The learner of a resolved config, around the backbone object ``model`` if given (else
+    the one ``cfg.model`` names: see :func:`metarobust.run_inputs.backbone`)."""
+    backbone = run_inputs.backbone(cfg, in_channels, model)
     if cfg.learner == "protonet":
         return ProtoNet(backbone, metric=cfg.metric, prototype=cfg.prototype,
                         chunk_size=cfg.chunk_size, channels_last=bool(cfg.channels_last))
     order, variant = MAML_VARIANTS[cfg.learner]
-    task = dict(task="regression", outputs=1, ways=None) if cfg.dataset == "sinusoid" else \
-        dict(ways=cfg.ways)
+    task: dict[str, Any] = dict(task="regression", outputs=1, ways=None) \
+        if cfg.dataset == "sinusoid" else \
+        dict(ways=cfg.ways, input_shape=(in_channels, cfg.image_size, cfg.image_size))
     return MAML(backbone, inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
                 test_inner_steps=cfg.test_inner_steps, order=order, variant=variant,
                 chunk_size=cfg.chunk_size, **task)
@@ -131,10 +133,20 @@ class Trainer:
     Under ``torchrun`` with several processes it trains data-parallel (see
     :mod:`metarobust.distributed`): ``meta_batch`` is the global batch, split over the ranks.
 
+    Data and a backbone of one's own: ``dataset`` (and ``val_dataset``, validation
+    episodes; none without it) an :class:`~metarobust.data.ImageDataset` or ``(images,
+    labels)`` arrays of ``image_size`` square images, replacing the config's dataset;
+    ``model`` an ``nn.Module`` backbone mapping images to features, trained in place
+    (config.toml records its class; :func:`load_run` then needs a new one, ``model=``).
+
     >>> Trainer(TrainConfig(episodes=1000), "runs/glyphs").fit()  # doctest: +SKIP
+    >>> Trainer(TrainConfig(episodes=1000), "runs/own", dataset=(x, y), model=net)  # doctest: +SKIP
     """
 
-    def __init__(self, cfg: TrainConfig, out: str | os.PathLike, progress: bool = True) -> None:
+    def __init__(self, cfg: TrainConfig, out: str | os.PathLike, progress: bool = True, *,
+                 dataset: Any = None, model: Any = None, val_dataset: Any = None) -> None:
+        if model is not None:
+            cfg = dataclasses.replace(cfg, model=run_inputs.object_record(cfg, model))
         self.cfg: ResolvedConfig = cfg.check().resolved()
         self.out = Path(out)
         self.progress = progress
@@ -148,10 +160,10 @@ class Trainer:
             torch.set_num_threads(self.cfg.threads)
         self.regression = self.cfg.dataset == "sinusoid"
         # EpisodeSamplers (SinusoidTasks for regression); no validation sampler: None
-        self.train_set, self.sampler, self.val_sampler = self._samplers()
+        self.train_set, self.sampler, self.val_sampler = self._samplers(dataset, val_dataset)
         torch.manual_seed(self.cfg.seed)
         channels = 1 if self.regression else self.train_set.images.shape[1]
-        self.learner: Learner = build_learner(self.cfg, channels).to(self.device)
+        self.learner: Learner = build_learner(self.cfg, channels, model).to(self.device)
         if self.cfg.compile and isinstance(self.learner, ProtoNet):  # the config's check
             # in place: state_dict keys stay those of the plain module
             self.learner.backbone.compile(mode=self.cfg.compile_mode)
@@ -163,21 +175,19 @@ class Trainer:
         self.total_steps = (math.ceil(self.cfg.episodes / self.cfg.meta_batch)
                             if self.cfg.episodes else None)
 
-    def _samplers(self) -> tuple[Any, Any, Any]:
+    def _samplers(self, dataset: Any, val_dataset: Any) -> tuple[Any, Any, Any]:
         """The training set (None for regression), its sampler and the validation sampler
         (None without validation), seeded as :mod:`metarobust.seeds` says."""
         cfg = self.cfg
         val_seed = seeds.derive(cfg.seed, seeds.VALIDATION)
+        train_set, val_set = run_inputs.datasets(cfg, dataset, val_dataset, load_dataset)
         if self.regression:
             return (None, mrdata.sinusoid(cfg.shots, cfg.queries, cfg.seed),
                     mrdata.sinusoid(cfg.test_shots, cfg.test_queries or 10, val_seed))
-        train_set = load_dataset(cfg, cfg.split, "train")
         sampler = EpisodeSampler(train_set, ways=cfg.ways, shots=cfg.shots,
                                  queries=cfg.queries, seed=cfg.seed, dtype="uint8")
-        val_split = cfg.val_split or ("val" if cfg.dataset == "glyphs" else None)
-        if val_split is None:
+        if val_set is None:
             return train_set, sampler, None
-        val_set = load_dataset(cfg, val_split, "val")
         return train_set, sampler, EpisodeSampler(
             val_set, ways=cfg.test_ways, shots=cfg.test_shots, queries=cfg.test_queries,
             seed=val_seed, dtype="uint8")
@@ -375,10 +385,11 @@ class Trainer:
                 "seconds": self.elapsed, **best, **{k: float(v) for k, v in last.items()}}
 
 
-def load_run(run_dir: str | os.PathLike, which: str = "best") -> Learner:
+def load_run(run_dir: str | os.PathLike, which: str = "best", *, model: Any = None) -> Learner:
     """The trained learner of a ``metarobust train`` run (``best.pt`` or ``last.pt``), in
     eval mode on the CPU. ``learner.predict(support_x, support_y, query_x)`` takes images as
-    the sampler's float32 output in [0, 1]."""
+    the sampler's float32 output in [0, 1]. ``model``: a new backbone object of the run's
+    architecture, for a run trained with a backbone object (``Trainer(..., model=...)``)."""
     run = Path(run_dir)
     cfg = TrainConfig.load(run / "config.toml").resolved()
     path = run / f"{which}.pt"
@@ -391,7 +402,7 @@ def load_run(run_dir: str | os.PathLike, which: str = "best") -> Learner:
             "or metarobust eval --checkpoint last")
     state = load_checkpoint(path)
     in_channels = _in_channels(state["model"])
-    learner = build_learner(cfg, in_channels)
+    learner = build_learner(cfg, in_channels, model)
     learner.load_state_dict(state["model"])
     learner.config = cfg
     return learner.eval()

@@ -17,7 +17,9 @@ FLAGS = {
     "val_split": (str, "validation split (glyphs: val by default)"),
     "model": (str, "backbone: conv4_snell | conv4_snell_ceil | conv4_finn | conv4_mini | "
                    "resnet12 (default: conv4_snell_ceil for ProtoNet on Omniglot, "
-                   "conv4_snell for other ProtoNets, conv4_finn for MAML)"),
+                   "conv4_snell for other ProtoNets, conv4_finn for MAML), or your own as "
+                   "module.path:factory, called with in_channels and image_size if it "
+                   "takes them and returning an nn.Module"),
     "ways": (int, "classes per training episode"),
     "shots": (int, "support items per class"),
     "queries": (int, "query items per class"),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -27,7 +26,8 @@ from torch import nn
 
 from .. import _amp
 from .._checks import check_int, check_nbytes
-from ..models.batchnorm import running_stats
+from ._batch_norm import task_batch_norm
+from ._task_inputs import INTEGER_DTYPES, check_call_labels, check_image_layout, support_labels
 
 __all__ = ["Learner", "Task", "frozen_batch_norm_stats", "task_batch_norm"]
 
@@ -83,38 +83,6 @@ def slice_batch(batch: Any, start: int, stop: int) -> Any:
 
 # ---------------------------------------------------------------- per-task BatchNorm
 
-def _grouped_bn(module: nn.modules.batchnorm._BatchNorm, groups: int, x: torch.Tensor):
-    """BatchNorm with statistics of each of ``groups`` equal slices of the batch.
-
-    Same result as running the module on each slice in turn: normalisation by the slice's
-    own biased variance, and running statistics updated once per slice, in order.
-    """
-    n = x.shape[0]
-    if groups <= 1 or n % groups:
-        return vars(module)["_orig_forward"](x)
-    xs = x.reshape(groups, n // groups, *x.shape[1:])
-    dims = (1, *range(3, xs.dim()))
-    mean = xs.mean(dim=dims, keepdim=True)
-    var = xs.var(dim=dims, unbiased=False, keepdim=True)
-    y = (xs - mean) * torch.rsqrt(var + module.eps)
-    shape = (1, 1, -1, *([1] * (xs.dim() - 3)))
-    if module.affine:
-        y = y * module.weight.reshape(shape) + module.bias.reshape(shape)
-    stats = running_stats(module)
-    if module.training and module.track_running_stats and stats is not None:
-        running_mean, running_var, tracked = stats
-        count = xs.numel() // (groups * xs.shape[2])
-        with torch.no_grad():
-            m = mean.reshape(groups, -1).detach()
-            v = var.reshape(groups, -1).detach() * (count / max(count - 1, 1))
-            for g in range(groups):
-                tracked.add_(1)
-                mom = (1.0 / float(tracked) if module.momentum is None else module.momentum)
-                running_mean.mul_(1 - mom).add_(m[g].to(running_mean.dtype), alpha=mom)
-                running_var.mul_(1 - mom).add_(v[g].to(running_var.dtype), alpha=mom)
-    return y.reshape(x.shape)
-
-
 @contextlib.contextmanager
 def frozen_batch_norm_stats(model: nn.Module) -> Iterator[None]:
     """Within the block, BatchNorm layers of ``model`` in training mode normalise with
@@ -146,30 +114,6 @@ def _constant_parameters(module: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-
-
-@contextlib.contextmanager
-def task_batch_norm(model: nn.Module, groups: int) -> Iterator[None]:
-    """Within the block, BatchNorm layers of ``model`` that use batch statistics compute them
-    over each of ``groups`` equal consecutive slices of the batch (one slice per task), so
-    one forward over ``groups`` tasks never mixes their statistics."""
-    if groups <= 1:  # plain BatchNorm already does it; leaving it unpatched suits torch.compile
-        yield
-        return
-    patched = []
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (
-                m.training or m.running_mean is None):
-            # instance attributes shadow the class's forward until deleted
-            vars(m)["_orig_forward"] = m.forward
-            vars(m)["forward"] = functools.partial(_grouped_bn, m, groups)
-            patched.append(m)
-    try:
-        yield
-    finally:
-        for m in patched:
-            del vars(m)["forward"]
-            del vars(m)["_orig_forward"]
 
 
 # ---------------------------------------------------------------- the base class
@@ -277,7 +221,7 @@ class Learner(nn.Module):
             if sy.dim() != 2 or qy.dim() != 2:
                 raise ValueError("batch: labels must be (B, n) integer tensors")
             for y, name in ((sy, "support_y"), (qy, "query_y")):
-                if y.dtype not in _INTEGER_DTYPES:
+                if y.dtype not in INTEGER_DTYPES:
                     raise TypeError(f"batch.{name}: expected integer labels, got {y.dtype}")
             # one device sync for both label sets
             if labels and bool(((sy < 0) | (sy >= ways)).any() | ((qy < 0) | (qy >= ways)).any()):
@@ -344,8 +288,53 @@ class Learner(nn.Module):
         means = {"loss": total_loss / b, key: total_metric / b}
         return {k: float(v) for k, v in means.items()} if sync else means
 
+    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor,
+                query_x: torch.Tensor, ways: int | None = None) -> torch.Tensor:
+        """Differentiable query logits, ``learner(support_x, support_y, query_x)``: the
+        building block of a training loop of one's own (``loss.backward()`` reaches every
+        meta-parameter; MAML adapts inside, keeping the inner loop's graph as ``order``
+        says).
+
+        One task: ``support_x (n, C, H, W)``, ``support_y (n,)``, ``query_x (m, C, H, W)``
+        give ``(m, ways)``. A batch of tasks, with a leading task dimension ``B`` on all
+        three (an :class:`~metarobust.Episode` batch's fields), gives ``(B, m, ways)``.
+        Images are float in [0, 1] or uint8, on the learner's device. ``ways``: default
+        ``max(support_y) + 1`` (MAML: it must be the classifier's ``ways``). Regression
+        learners take targets ``(n, outputs)`` or ``(B, n, outputs)``. MAML takes
+        ``inner_steps`` in training mode and ``test_inner_steps`` in eval mode. For
+        detached evaluation logits use
+        :meth:`predict` (one task) or :meth:`query_logits` (a batch).
+        """
+        if not isinstance(support_y, torch.Tensor):
+            raise TypeError(f"support_y: expected a torch.Tensor, got "
+                            f"{type(support_y).__name__}")
+        lead = check_call_labels(support_x, support_y, self.task == "classification")
+        self._check_task_images(support_x, support_y, query_x, lead)
+        if ways is None and self.task == "classification":
+            if support_y.numel() == 0:
+                raise ValueError("support_y: the support set is empty")
+            ways = (int(support_y.max()) + 1 if lead
+                    else support_labels(support_y, support_x.shape[0])[1])
+        if self.task == "classification":
+            support_y = support_y.long()  # after the checks: integer labels of any width
+        if not lead:
+            support_x, support_y, query_x = support_x[None], support_y[None], query_x[None]
+        dummy = torch.zeros(query_x.shape[:2], device=query_x.device,
+                            dtype=torch.int64 if self.task == "classification" else torch.float)
+        task = Task(support_x, support_y, query_x, dummy)
+        ways = self._check_batch(task, ways)
+        out = torch.cat([self._call_outputs(slice_batch(task, start, stop), ways)
+                         for start, stop in self._chunks(support_x.shape[0], support_x)])
+        return out if lead else out[0]
+
+    def _call_outputs(self, chunk: Any, ways: int | None) -> torch.Tensor:
+        """The outputs of :meth:`forward` for a chunk of tasks (MAML overrides it)."""
+        return self._chunk_outputs(chunk, ways, meta=True)
+
     def query_logits(self, batch: Any, ways: int | None) -> torch.Tensor:
-        """Query outputs ``(B, Q, ways)`` (after adaptation, for MAML), without meta-graph."""
+        """Detached query outputs ``(B, Q, ways)`` for evaluation (after adaptation with
+        ``test_inner_steps``, for MAML): no graph to the parameters, whatever the grad mode.
+        The differentiable outputs are the learner's call, ``learner(sx, sy, qx)``."""
         ways = self._check_batch(batch, ways)
         outs = []
         for start, stop in self._chunks(batch.support_x.shape[0], batch.support_x):
@@ -394,12 +383,25 @@ class Learner(nn.Module):
         with torch.no_grad():
             return self._task_losses(out, batch.query_y)[1]
 
-    def _check_task_images(self, support_x: Any, support_y: Any, query_x: Any) -> None:
-        """One task's tensors for :meth:`predict`: types, shapes, finite float images."""
+    def _check_task_images(self, support_x: Any, support_y: Any, query_x: Any,
+                           lead: int = 0) -> None:
+        """One task's tensors (``lead=1``: a batch of tasks) for :meth:`predict` and the
+        call: types, shapes, finite float images, and for classifiers ``(n, C, H, W)``
+        images in [0, 1]."""
         for t, name in ((support_x, "support_x"), (support_y, "support_y"),
                         (query_x, "query_x")):
             if not isinstance(t, torch.Tensor):
                 raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if lead:
+            why = f"; support_y {tuple(support_y.shape)} makes a batch of tasks"
+            if support_x.dim() < 3 or query_x.dim() != support_x.dim():
+                raise ValueError(f"support_x, query_x: expected a batch of tasks (B, n, C, H, W) "
+                                 f"and (B, m, C, H, W), got {tuple(support_x.shape)} and "
+                                 f"{tuple(query_x.shape)}{why}")
+            if query_x.shape[0] != support_x.shape[0]:
+                raise ValueError(f"query_x: {query_x.shape[0]} tasks, support_x has "
+                                 f"{support_x.shape[0]}{why}")
+            support_x, query_x = support_x.flatten(0, 1), query_x.flatten(0, 1)
         if support_x.dim() < 2 or query_x.dim() != support_x.dim():
             raise ValueError(f"support_x, query_x: expected (n, C, H, W) and (m, C, H, W), got "
                              f"{tuple(support_x.shape)} and {tuple(query_x.shape)}")
@@ -412,18 +414,23 @@ class Learner(nn.Module):
             self._check_images(x, name)
             if x.is_floating_point() and not bool(torch.isfinite(x).all()):
                 raise ValueError(f"{name}: holds NaN or inf")
+            if self.task == "classification":
+                check_image_layout(x, name, lead)
+
 
     def predict(self, support_x: torch.Tensor, support_y: torch.Tensor,
                 query_x: torch.Tensor) -> torch.Tensor:
         """Logits ``(n_query, ways)`` for one task of the user's own, in eval mode.
 
-        ``support_x (n, C, H, W)`` images as the sampler gives them (float32 in [0, 1]),
-        ``support_y (n,)`` labels covering ``0..ways-1``, ``query_x (m, C, H, W)``.
+        ``support_x (n, C, H, W)`` images as the sampler gives them (float in [0, 1], or
+        uint8), ``support_y (n,)`` labels covering ``0..ways-1``, ``query_x (m, C, H, W)``.
+        Float images outside [0, 1] (0-255 values) and images without a channel dimension
+        are refused (ValueError). The logits are detached; the call gives them with a graph.
         """
         self._check_task_images(support_x, support_y, query_x)
         ways = None
         if self.task == "classification":
-            support_y, ways = _support_labels(support_y, support_x.shape[0])
+            support_y, ways = support_labels(support_y, support_x.shape[0])
         elif support_y.shape[0] != support_x.shape[0]:
             raise ValueError(f"support_y: {support_y.shape[0]} targets for "
                              f"{support_x.shape[0]} inputs")
@@ -441,45 +448,6 @@ class Learner(nn.Module):
                      ways: int | None) -> torch.Tensor:
         task = Task(sx[None], sy[None], qx[None], None)
         return self._chunk_outputs(task, ways, meta=False)[0]
-
-
-_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-
-
-def _support_labels(support_y: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
-    """One task's support labels as int64 and its ways (``max + 1``); the labels must cover
-    ``0..ways-1``."""
-    if support_y.dim() != 1 or support_y.shape[0] != n:
-        raise ValueError(f"support_y: expected shape ({n},) matching support_x, got "
-                         f"{tuple(support_y.shape)}")
-    if support_y.dtype not in _INTEGER_DTYPES:
-        raise TypeError(f"support_y: expected integer labels, got {support_y.dtype}")
-    support_y = support_y.long()
-    if support_y.numel() == 0:
-        raise ValueError("support_y: the support set is empty")
-    ways = int(support_y.max()) + 1
-    present = torch.unique(support_y).tolist()
-    if int(support_y.min()) < 0 or len(present) != ways:
-        raise ValueError(
-            f"support_y: labels must cover 0..ways-1 with ways = max + 1 = {ways}; "
-            f"got labels {present[:20]}{' ...' if len(present) > 20 else ''}"
-            + _missing(present, ways))
-    return support_y, ways
-
-
-def _missing(present: list[int], ways: int) -> str:
-    """The first labels of 0..ways-1 absent from the sorted ``present`` (without building
-    the range: ``ways`` may be huge)."""
-    have, k = set(present), 0
-    missing: list[int] = []
-    while k < ways and len(missing) < 10:
-        if k not in have:
-            missing.append(k)
-        k += 1
-    if not missing:
-        return ""
-    more = ways - len([p for p in present if 0 <= p < ways]) > len(missing)
-    return f" (missing {missing}{' ...' if more else ''})"
 
 
 class Task(NamedTuple):

@@ -55,6 +55,7 @@ from torch.func import functional_call, grad, vmap
 from .. import _amp
 from .._checks import check_bool, check_nbytes, check_real
 from ..models import fused
+from ._task_inputs import feature_size
 from .base import Learner, check_batch, slice_batch
 
 __all__ = ["MAML", "ORDERS", "PATHS", "VARIANTS"]
@@ -145,16 +146,20 @@ class MAML(Learner):
     """Model-agnostic meta-learning and its variants.
 
     Args:
-        model: the backbone ``(N, ...) -> (N, out_features)`` (its BatchNorm layers are
-            converted in place, see the module docstring).
+        model: any backbone ``nn.Module`` ``(N, ...) -> (N, ...)`` whose outputs flatten to
+            ``(N, features)`` (its BatchNorm layers are converted in place, see the module
+            docstring); ``features`` is its ``out_features`` or found with ``input_shape``.
         inner_lr: inner-loop step size (Meta-SGD: the initial per-parameter step sizes).
         inner_steps: inner steps in meta-training (>= 0).
         test_inner_steps: inner steps in evaluation and ``predict`` (default: inner_steps).
         order: "second" or "first".
         variant: "maml", "metasgd" or "anil".
         ways: classifier outputs; batches must have this many ways (classification).
-        head: "linear" (a new ``nn.Linear(model.out_features, ways)``) or a module mapping
+        head: "linear" (a new ``nn.Linear(features, ways)``) or a module mapping
             the backbone's features to the outputs.
+        input_shape: the shape of one input, e.g. ``(C, H, W)``, for a backbone without an
+            int ``out_features``: the linear head's size is then found by a dry run of the
+            backbone on two zero inputs (in eval mode, nothing changed).
         task: "classification" (cross-entropy, accuracy) or "regression" (MSE; targets
             ``(B, n, outputs)``, e.g. ``mr.data.sinusoid``).
         outputs: regression outputs (classification uses ``ways``).
@@ -172,6 +177,7 @@ class MAML(Learner):
                  variant: str = "maml", *, ways: int | None = None,
                  head: str | nn.Module = "linear", task: str = "classification",
                  outputs: int = 1, path: str = "auto",
+                 input_shape: Sequence[int] | None = None,
                  normalize: Sequence[Any] | None = None,
                  chunk_size: int | None = None, fuse_first_block: bool = True) -> None:
         super().__init__(normalize=normalize, chunk_size=chunk_size)
@@ -194,9 +200,7 @@ class MAML(Learner):
         if isinstance(head, str):
             if head != "linear":
                 raise ValueError(f"head: expected 'linear' or an nn.Module, got {head!r}")
-            feats = getattr(model, "out_features", None)
-            if not isinstance(feats, int):
-                raise ValueError("head='linear': the model needs an int `out_features`")
+            feats = feature_size(model, input_shape)
             # metasgd keeps a learning rate per parameter: twice the head's size
             check_nbytes(8 * (feats + 1) * n_out, "ways" if self.task == "classification"
                          else "outputs", f"a linear head of {feats} x {n_out}")
@@ -429,6 +433,18 @@ class MAML(Learner):
             lrs = [a.detach() for a in lrs] if lrs is not None else None
         with torch.set_grad_enabled(meta):
             return self._tasks(params, buffers, lrs, sx, sy, qx, steps, first_order)
+
+    def _call_outputs(self, chunk: Any, ways: int | None) -> torch.Tensor:
+        """The learner's call: adaptation with ``inner_steps`` (training mode) or
+        ``test_inner_steps`` (eval mode), the graph to the meta-parameters kept as ``order``
+        says while gradients are enabled."""
+        sx, sy, qx = self._inputs(chunk, ways)
+        steps = self.inner_steps if self.training else self.test_inner_steps
+        first_order = self.order == "first" or not torch.is_grad_enabled()
+        params: Params = dict(self.net.named_parameters())
+        buffers: Params = dict(self.net.named_buffers())
+        lrs = list(self.inner_lrs) if self.inner_lrs is not None else None
+        return self._tasks(params, buffers, lrs, sx, sy, qx, steps, first_order)
 
     def _inputs(self, chunk: Any, ways: int | None) -> tuple[torch.Tensor, ...]:
         """A chunk's normalised support images, support labels and query images."""

@@ -1,0 +1,84 @@
+"""What a training run takes in besides its config: datasets and a backbone of the user's
+own (``Trainer(cfg, out, dataset=..., val_dataset=..., model=...)``), and the backbone of a
+run's config (a built-in name, a ``"module.path:factory"`` or a backbone object's record).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from .config import ResolvedConfig, TrainConfig
+from .data import ImageDataset
+from .models import build_model
+from .models.user import OBJECT_PREFIX, build_user_model, is_factory_name
+
+__all__ = ["backbone", "datasets", "object_record"]
+
+
+def object_record(cfg: TrainConfig, model: Any) -> str:
+    """config.toml's ``model`` for a run given the backbone object ``model``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module backbone, got {type(model).__name__}")
+    if cfg.model is not None:
+        raise ValueError(f"model: a backbone object is given and the config names model "
+                         f"{cfg.model!r}; leave the config's model unset")
+    cls = type(model)
+    return f"{OBJECT_PREFIX}{cls.__module__}.{cls.__qualname__}"
+
+
+def backbone(cfg: ResolvedConfig, in_channels: int,
+             model: nn.Module | None = None) -> nn.Module:
+    """``model`` if given, else the backbone ``cfg.model`` names."""
+    if model is not None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected an nn.Module backbone, got "
+                            f"{type(model).__name__}")
+        return model
+    name = cfg.model
+    if name.startswith(OBJECT_PREFIX):
+        raise ValueError(
+            f"model: the run was trained with a backbone object "
+            f"({name[len(OBJECT_PREFIX):]}), which config.toml cannot rebuild; pass a new one "
+            "of the same architecture: load_run(run_dir, model=backbone)")
+    image_size = None if cfg.dataset == "sinusoid" else cfg.image_size
+    if is_factory_name(name):
+        return build_user_model(name, in_channels, image_size)
+    return build_model(name, in_channels=in_channels, image_size=image_size)
+
+
+def _image_dataset(value: Any, name: str, cfg: ResolvedConfig) -> ImageDataset:
+    """An ImageDataset (arrays ``(images, labels)`` are wrapped) of the config's image size."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        value = ImageDataset(*value)
+    if not isinstance(value, ImageDataset):
+        raise TypeError(f"{name}: expected an ImageDataset or (images, labels) arrays, got "
+                        f"{type(value).__name__}")
+    side = value.images.shape[2:]
+    if tuple(side) != (cfg.image_size, cfg.image_size):
+        raise ValueError(f"{name}: images of {side[0]}x{side[1]} pixels, the config's "
+                         f"image_size is {cfg.image_size}; images must be square: set "
+                         f"image_size={side[0]} or resize them")
+    return value
+
+
+def datasets(cfg: ResolvedConfig, dataset: Any, val_dataset: Any,
+             load: Callable[[Any, str | None, str], Any]) -> tuple[Any, Any]:
+    """The training and validation (None: no validation) datasets of a run: the objects
+    given, else ``load(cfg, split, role)`` of the config's. A training set given without a
+    validation set: no validation."""
+    if cfg.dataset == "sinusoid":
+        if dataset is not None or val_dataset is not None:
+            raise ValueError("dataset: sinusoid regression draws its tasks; datasets of "
+                             "images are for classification (set the config's dataset)")
+        return None, None
+    train = (load(cfg, cfg.split, "train") if dataset is None
+             else _image_dataset(dataset, "dataset", cfg))
+    if val_dataset is not None:
+        return train, _image_dataset(val_dataset, "val_dataset", cfg)
+    if dataset is not None:
+        return train, None
+    val_split = cfg.val_split or ("val" if cfg.dataset == "glyphs" else None)
+    return train, None if val_split is None else load(cfg, val_split, "val")
