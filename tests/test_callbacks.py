@@ -104,3 +104,9 @@ def test_tensorboard_asked_for_without_the_package(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"tensorboard: .* not installed \(pip install "
                                          r"'metarobust\[tensorboard\]'"):
         Trainer(tiny(tensorboard=True), tmp_path / "run", progress=False)
+
+
+def test_callbacks_must_be_callbacks(tmp_path):
+    with pytest.raises(TypeError, match=r"callbacks: expected metarobust.callbacks.Callback "
+                                        r"instances, got 'log' \(str\)"):
+        Trainer(tiny(), tmp_path / "run", progress=False, callbacks=["log"])

@@ -174,7 +174,11 @@ class Trainer:
         self.callbacks: list[Callback] = [MetricsWriter(self.out / "metrics.jsonl")]
         if self.cfg.tensorboard:
             self.callbacks.append(TensorBoardWriter(self.out / "tensorboard"))
-        self.callbacks += list(callbacks)
+        for callback in callbacks:
+            if not isinstance(callback, Callback):
+                raise TypeError(f"callbacks: expected metarobust.callbacks.Callback instances, "
+                                f"got {callback!r} ({type(callback).__name__})")
+            self.callbacks.append(callback)
 
     def _samplers(self) -> tuple[Any, Any, Any]:
         """The training set (None for regression), its sampler and the validation sampler

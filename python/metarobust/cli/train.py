@@ -128,8 +128,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _origin(name: str, cfg: TrainConfig, given: dict[str, Any], file: TrainConfig,
-            path: str | None) -> str:
+def _origin(name: str, given: dict[str, Any], file: TrainConfig, path: str | None) -> str:
     """Where the value of config field ``name`` comes from, in the user's words."""
     flag = "--" + name.replace("_", "-")
     if name in given:
@@ -138,13 +137,13 @@ def _origin(name: str, cfg: TrainConfig, given: dict[str, Any], file: TrainConfi
     if path is not None and value != DEFAULTS[name]:
         return f"{name} = {value!r} in {path}"
     if name in FOLLOWS and value is None:
-        return f"{name} not set ({flag}), so {_origin(FOLLOWS[name], cfg, given, file, path)}"
+        return f"{name} not set ({flag}), so {_origin(FOLLOWS[name], given, file, path)}"
     if name == "test_queries" and value is None:
         return f"{name} not set ({flag}), so 15"
     return f"{name} {value!r}, the default"
 
 
-def explain(error: Exception, cfg: TrainConfig, given: dict[str, Any], file: TrainConfig,
+def explain(error: Exception, given: dict[str, Any], file: TrainConfig,
             path: str | None) -> Exception:
     """``error`` (its message names config fields before the first colon) with the options
     that set those fields: on the command line, in the config file, or by default."""
@@ -152,8 +151,8 @@ def explain(error: Exception, cfg: TrainConfig, given: dict[str, Any], file: Tra
     names = [n for n in dict.fromkeys(re.findall(r"[a-z_]+", head)) if n in DEFAULTS]
     if not colon or not names:
         return error
-    where = "; ".join(_origin(n, cfg, given, file, path) for n in names)
-    return type(error)(f"{error} [{where}]")
+    where = "; ".join(_origin(n, given, file, path) for n in names)
+    return (TypeError if isinstance(error, TypeError) else ValueError)(f"{error} [{where}]")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -168,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
             trainer = Trainer(cfg, args.out)
             result = trainer.fit()
         except (ValueError, TypeError) as e:
-            raise explain(e, cfg, given, file, args.config) from None
+            raise explain(e, given, file, args.config) from None
         if distributed.is_main():
             if trainer.already_finished:
                 best = {k: v for k, v in result.items() if k.startswith("best_")}
