@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from _runs import tiny
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metarobust.config import TrainConfig
 from metarobust.train import Trainer
@@ -164,3 +166,31 @@ def test_steps_and_episodes(kw, steps):
 def test_bad_budgets_and_log_intervals(kw, words):
     with pytest.raises(ValueError, match=words):
         tiny(**kw).check()
+
+
+FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(FIELDS),
+       value=st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                       st.floats(allow_nan=True), st.text(max_size=8)))
+def test_any_value_is_taken_or_refused_by_name(name, value):
+    """Any value of any field: the config checks, or a TypeError/ValueError names a field;
+    a value of the wrong type is a TypeError naming that field and the value."""
+    allowed = typing.get_args(typing.get_type_hints(TrainConfig)[name])
+    allowed = allowed or (typing.get_type_hints(TrainConfig)[name],)
+    wrong_type = not any(
+        (isinstance(value, float if t is float else t) and not isinstance(value, bool))
+        or (t is float and type(value) is int) or (t is bool and type(value) is bool)
+        for t in allowed)
+    try:
+        tiny(**{name: value}).check()
+    except TypeError as e:
+        assert wrong_type and str(e).startswith(f"{name}: expected "), (name, value, e)
+        assert repr(value) in str(e)
+    except ValueError as e:
+        assert not wrong_type, (name, value, e)
+        assert re.match(r"^[a-z_]+(, [a-z_]+)*( \+ [a-z_]+)?: ", str(e)), e
+    else:
+        assert not wrong_type
