@@ -46,6 +46,12 @@ def test_a_callback_sees_the_metrics_records_and_the_result(tmp_path):
     # steps 1, 3, 6 (log_every 3 and the first); validations at 4 and at the end (7)
     assert kinds == [("step", 1), ("step", 3), ("validate", 4), ("step", 6), ("validate", 7)]
     assert recorder.events[-1] == ("end", result)
+    # run again, the finished run trains nothing and logs nothing: only on_end
+    again = Recorder()
+    Trainer(tiny(episodes=7, log_every=3, val_every=4), tmp_path / "run", progress=False,
+            callbacks=[again]).fit()
+    assert again.events == [("end", {k: v for k, v in result.items()
+                                     if k not in ("loss", "accuracy")})]
 
 
 def test_log_every_does_not_change_the_training(tmp_path):

@@ -41,8 +41,9 @@ class Callback:
         """A validation record."""
 
     def on_end(self, trainer: Any, result: dict[str, Any] | None) -> None:
-        """The end of :meth:`Trainer.fit`: ``result`` is what ``fit`` returns, or None when
-        it stops early (``stop_at``: None too, Ctrl-C or an error)."""
+        """The end of :meth:`Trainer.fit`: ``result`` is what ``fit`` returns (also at a
+        ``stop_at`` step, and for a finished run run again, which trains nothing), or None
+        when ``fit`` raises (Ctrl-C, an error)."""
 
 
 class MetricsWriter(Callback):

@@ -356,7 +356,9 @@ class Trainer:
         self._resume()
         if self.finished and self._done():
             self.already_finished = True
-            return self._result({})
+            result = self._result({})
+            self._emit("on_end", result)
+            return result
         self.finished = False
         if self.is_main:
             self.cfg.save(self.out / "config.toml")
