@@ -1,14 +1,20 @@
 """TrainConfig (metarobust.config): learner- and dataset-dependent defaults, bad configs refused
-with the field named, the shipped configs, the TOML round trip, and options of the other
-learner family refused."""
+with the field named, the shipped configs, the TOML round trip, options of the other
+learner family refused, values of the wrong type named, and the training budget (steps,
+episodes)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
+import typing
 from pathlib import Path
 
 import pytest
 from _runs import tiny
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metarobust.config import TrainConfig
 from metarobust.train import Trainer
@@ -105,3 +111,86 @@ def test_options_of_the_other_learner_family_are_refused(learner, option, messag
     tiny(learner=learner, **{name: TrainConfig.__dataclass_fields__[name].default}).check()
     tiny(learner="protonet", prototype="geometric_median", metric="cosine").check()
     tiny(learner="fomaml", inner_steps=5, inner_lr=0.1, test_inner_steps=3).check()
+
+
+def _wrong_value(name: str):
+    """A value of another type than field ``name``'s."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    allowed = typing.get_args(hint) or (hint,)
+    if str in allowed:
+        return 5
+    if bool in allowed:
+        return 1  # an int is not a switch
+    return "five"  # for int and float fields
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(TrainConfig)])
+def test_a_value_of_the_wrong_type_is_named(name, tmp_path):
+    bad = _wrong_value(name)
+    words = rf"^{name}: expected [A-Za-z ]+, got {re.escape(repr(bad))} \({type(bad).__name__}\)"
+    with pytest.raises(TypeError, match=words):
+        tiny(**{name: bad}).check()
+    # in a TOML file: the file is named too (not '<' not supported between str and int)
+    path = tmp_path / "c.toml"
+    path.write_text(f"{name} = {json.dumps(bad)}\n")
+    with pytest.raises(TypeError, match=words + f".* in {re.escape(str(path))}$"):
+        TrainConfig.load(path)
+
+
+def test_ints_are_accepted_for_floats_but_not_bools_for_numbers():
+    tiny(lr=1, minutes=2, episodes=None).check()
+    with pytest.raises(TypeError, match=r"ways: expected int, got True \(bool\)"):
+        tiny(ways=True).check()
+    with pytest.raises(TypeError, match=r"lr: expected float or None, got False \(bool\)"):
+        tiny(lr=False).check()
+
+
+@pytest.mark.parametrize("kw, steps", [
+    (dict(steps=5, episodes=None), 5),
+    (dict(episodes=5, meta_batch=2), 3),   # episodes round up to whole meta-batches
+    (dict(steps=3, episodes=5, meta_batch=2), 3),  # both given, and they agree
+    (dict(steps=2, episodes=None, minutes=1.0), 2),
+])
+def test_steps_and_episodes(kw, steps):
+    assert Trainer(tiny(**kw), "/nonexistent/run", progress=False).total_steps == steps
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(steps=3, episodes=8, meta_batch=2), "steps, episodes: steps 3 and episodes 8 disagree: "
+                                              "at meta_batch 2, 8 episodes are 4 steps"),
+    (dict(learner="fomaml", steps=1, episodes=64), "at meta_batch 32, 64 episodes are 2 steps"),
+    (dict(steps=0), "steps: must be >= 1, got 0"),
+    (dict(log_every=0), "log_every: must be >= 1, got 0"),
+    (dict(steps=None, episodes=None), "steps, episodes, minutes: give one of them"),
+])
+def test_bad_budgets_and_log_intervals(kw, words):
+    with pytest.raises(ValueError, match=words):
+        tiny(**kw).check()
+
+
+FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(FIELDS),
+       value=st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                       st.floats(allow_nan=True), st.text(max_size=8)))
+def test_any_value_is_taken_or_refused_by_name(name, value):
+    """Any value of any field: the config checks, or a TypeError/ValueError names a field;
+    a value of the wrong type is a TypeError naming that field and the value."""
+    allowed = typing.get_args(typing.get_type_hints(TrainConfig)[name])
+    allowed = allowed or (typing.get_type_hints(TrainConfig)[name],)
+    wrong_type = not any(
+        (isinstance(value, float if t is float else t) and not isinstance(value, bool))
+        or (t is float and type(value) is int) or (t is bool and type(value) is bool)
+        for t in allowed)
+    try:
+        tiny(**{name: value}).check()
+    except TypeError as e:
+        assert wrong_type and str(e).startswith(f"{name}: expected "), (name, value, e)
+        assert repr(value) in str(e)
+    except ValueError as e:
+        assert not wrong_type, (name, value, e)
+        assert re.match(r"^[a-z_]+(, [a-z_]+)*( \+ [a-z_]+)?: ", str(e)), e
+    else:
+        assert not wrong_type

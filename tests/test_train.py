@@ -1,7 +1,7 @@
 """The Trainer (metarobust.train) on small glyph runs: learning-rate schedules, the run
-directory and load_run, bitwise resume, Ctrl-C and failing validations, the largest seed,
-resume refusing another config, an Omniglot split-file run, adversarial querying,
-corruption augmentation, torch.compile and bf16 autocast."""
+directory and load_run, bitwise resume, Ctrl-C and failing validations, a finished run run
+again, the largest seed, resume refusing another config, an Omniglot split-file run,
+adversarial querying, corruption augmentation, torch.compile and bf16 autocast."""
 
 from __future__ import annotations
 
@@ -104,6 +104,27 @@ def test_a_failing_final_validation_keeps_the_training(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="validation broke"):
         trainer.fit()
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 5
+    # not finished: run again, it validates (and only then is it finished)
+    again = Trainer(tiny(episodes=5, val_every=4, checkpoint_every=100), tmp_path / "run",
+                    progress=False)
+    assert again.fit()["steps"] == 5 and not again.already_finished
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["step"] == 5 and "val_accuracy" in lines[-1]
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["finished"]
+
+
+def test_a_finished_run_run_again_does_nothing(tmp_path, monkeypatch):
+    first = Trainer(tiny(episodes=5), tmp_path / "run", progress=False).fit()
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_bytes()
+    again = Trainer(tiny(episodes=5), tmp_path / "run", progress=False)
+    monkeypatch.setattr(again, "validate", lambda: pytest.fail("validated again"))
+    result = again.fit()
+    assert again.already_finished and result["steps"] == 5
+    assert result["best_val_accuracy"] == first["best_val_accuracy"]
+    assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == metrics
+    # a longer budget trains on from where the run stopped
+    longer = Trainer(tiny(episodes=6), tmp_path / "run", progress=False)
+    assert longer.fit()["steps"] == 6 and not longer.already_finished
 
 
 def test_the_largest_seed_validates_and_attacks(tmp_path):

@@ -11,6 +11,8 @@ import dataclasses
 import math
 import os
 import sys
+import types
+import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -60,8 +62,9 @@ class TrainConfig:
     prototype: str = "mean"
     lr: float | None = None           # Adam: 1e-3 (sinusoid 3e-3, Omniglot ProtoNet 6e-3)
     schedule: str | None = None       # cosine (linear for ProtoNet on Omniglot)
-    episodes: int | None = None       # training tasks in all (steps = episodes / meta_batch)
-    minutes: float | None = None      # or a time budget
+    steps: int | None = None          # outer optimiser updates in all
+    episodes: int | None = None       # or tasks seen in all, rounded up to whole meta-batches
+    minutes: float | None = None      # or a time budget (the first budget reached stops)
     val_every: int = 500              # steps between validations
     val_episodes: int = 200
     chunk_size: int | None = None     # tasks per forward/backward chunk (memory bound)
@@ -82,9 +85,12 @@ class TrainConfig:
     augment_prob: float = 0.5         # the share of training episodes it corrupts
     seed: int = 0
     checkpoint_every: int = 1000      # steps between resumable checkpoints
+    log_every: int = 50               # steps between training lines in metrics.jsonl
+    tensorboard: bool = False         # TensorBoard event files too (optional extra)
 
     def check(self) -> TrainConfig:
-        """Raises ValueError naming the first bad field."""
+        """Raises TypeError or ValueError naming the first bad field and its value."""
+        self.check_types()
         self._check_choices()
         self._check_counts()
         self._check_rates()
@@ -93,6 +99,20 @@ class TrainConfig:
         self._check_unused_options()
         self._check_augment()
         self._check_dataset()
+        self._check_budget()
+        return self
+
+    def check_types(self, source: str | None = None) -> TrainConfig:
+        """Raises TypeError naming the first field whose value is not of the field's type
+        (an int is accepted for a float; ``source``, a config file, is named too)."""
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            value, allowed = getattr(self, f.name), _allowed_types(hints[f.name])
+            if not any(_is_a(value, t) for t in allowed):
+                where = f" in {source}" if source else ""
+                names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+                raise TypeError(f"{f.name}: expected {names}, got {value!r} "
+                                f"({type(value).__name__}){where}")
         return self
 
     def _choice(self, name: str, allowed: tuple[str, ...]) -> None:
@@ -109,11 +129,11 @@ class TrainConfig:
 
     def _check_counts(self) -> None:
         for name in ("ways", "shots", "image_size", "inner_steps", "val_every", "val_episodes",
-                     "glyph_classes", "checkpoint_every"):
+                     "glyph_classes", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("test_ways", "test_shots", "meta_batch", "test_inner_steps", "episodes",
-                     "chunk_size", "threads"):
+        for name in ("test_ways", "test_shots", "meta_batch", "test_inner_steps", "steps",
+                     "episodes", "chunk_size", "threads"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name}: must be >= 1, got {v}")
@@ -132,8 +152,19 @@ class TrainConfig:
             raise ValueError(f"inner_lr: must be finite and >= 0, got {self.inner_lr}")
         if self.minutes is not None and not self.minutes > 0:
             raise ValueError(f"minutes: must be > 0, got {self.minutes}")
-        if self.episodes is None and self.minutes is None:
-            raise ValueError("episodes, minutes: give one of them (how long to train)")
+        if self.steps is None and self.episodes is None and self.minutes is None:
+            raise ValueError("steps, episodes, minutes: give one of them (how long to train)")
+
+    def _check_budget(self) -> None:
+        """``steps`` and ``episodes`` together must give the same number of steps."""
+        if self.steps is None or self.episodes is None:
+            return
+        batch = self.resolved().meta_batch
+        if math.ceil(self.episodes / batch) != self.steps:
+            raise ValueError(
+                f"steps, episodes: steps {self.steps} and episodes {self.episodes} disagree: "
+                f"at meta_batch {batch}, {self.episodes} episodes are "
+                f"{math.ceil(self.episodes / batch)} steps (give one of them)")
 
     def _check_attack_and_compile(self) -> None:
         self._choice("adv_norm", ("linf", "l2"))
@@ -281,7 +312,7 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{source}: unknown keys {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**data).check_types(source)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TrainConfig:
@@ -293,6 +324,19 @@ class TrainConfig:
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"config: {path} is not valid TOML ({e})") from None
         return cls.from_dict(data, source=str(path))
+
+
+def _allowed_types(hint: Any) -> tuple[type, ...]:
+    """``int | None`` -> (int, NoneType)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    if kind in (int, float) and isinstance(value, bool):
+        return False  # True is not a count or a rate
+    return isinstance(value, (int, float) if kind is float else kind)
 
 
 @dataclass(eq=False)

@@ -4,18 +4,21 @@ validation, resumable checkpoints and metrics, and :func:`load_run`.
 A run directory holds ``config.toml`` (the full resolved config), ``metrics.jsonl`` (one
 JSON object per logged step or validation; a validation's ``seconds`` is the training time
 so far, for time-to-accuracy), ``last.pt`` (resumable: model, optimiser, step,
-RNG state) and ``best.pt`` (the best validation accuracy, or the final model without
-validation). Episodes come from the counter-based sampler by position, so a resumed run
-sees exactly the episodes an uninterrupted one would.
+RNG state), ``best.pt`` (the best validation accuracy, or the final model without
+validation) and, with ``tensorboard``, ``tensorboard/`` (the same records as event files;
+see :mod:`metarobust.callbacks`). Episodes come from the counter-based sampler by position,
+so a resumed run sees exactly the episodes an uninterrupted one would; a finished run run
+again does nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
+import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from tqdm.auto import tqdm
 
 from . import data as mrdata
 from . import run_inputs, seeds
+from .callbacks import Callback, MetricsWriter, TensorBoardWriter
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ResolvedConfig, TrainConfig
 from .distributed import Distributed
@@ -132,6 +136,8 @@ class Trainer:
 
     Under ``torchrun`` with several processes it trains data-parallel (see
     :mod:`metarobust.distributed`): ``meta_batch`` is the global batch, split over the ranks.
+    ``callbacks`` (:class:`metarobust.callbacks.Callback`) receive the training and
+    validation records after the trainer's own writers.
 
     Data and a backbone of one's own: ``dataset`` (and ``val_dataset``, validation
     episodes; none without it) an :class:`~metarobust.data.ImageDataset` or ``(images,
@@ -139,12 +145,13 @@ class Trainer:
     ``model`` an ``nn.Module`` backbone mapping images to features, trained in place
     (config.toml records its class; :func:`load_run` then needs a new one, ``model=``).
 
-    >>> Trainer(TrainConfig(episodes=1000), "runs/glyphs").fit()  # doctest: +SKIP
-    >>> Trainer(TrainConfig(episodes=1000), "runs/own", dataset=(x, y), model=net)  # doctest: +SKIP
+    >>> Trainer(TrainConfig(steps=1000), "runs/glyphs").fit()  # doctest: +SKIP
+    >>> Trainer(TrainConfig(steps=1000), "runs/own", dataset=(x, y), model=net)  # doctest: +SKIP
     """
 
-    def __init__(self, cfg: TrainConfig, out: str | os.PathLike, progress: bool = True, *,
-                 dataset: Any = None, model: Any = None, val_dataset: Any = None) -> None:
+    def __init__(self, cfg: TrainConfig, out: str | os.PathLike, progress: bool = True,
+                 callbacks: Sequence[Callback] = (), *, dataset: Any = None, model: Any = None,
+                 val_dataset: Any = None) -> None:
         if model is not None:
             cfg = dataclasses.replace(cfg, model=run_inputs.object_record(cfg, model))
         self.cfg: ResolvedConfig = cfg.check().resolved()
@@ -172,8 +179,18 @@ class Trainer:
                                           fused=self.device.type in ("cpu", "cuda"))
         self.step, self.elapsed = 0, 0.0
         self.best: float | None = None
-        self.total_steps = (math.ceil(self.cfg.episodes / self.cfg.meta_batch)
-                            if self.cfg.episodes else None)
+        self.total_steps = self.cfg.steps or (math.ceil(self.cfg.episodes / self.cfg.meta_batch)
+                                              if self.cfg.episodes else None)
+        # finished: the run reached its budget and was validated (a re-run does nothing)
+        self.finished = self.already_finished = False
+        self.callbacks: list[Callback] = [MetricsWriter(self.out / "metrics.jsonl")]
+        if self.cfg.tensorboard:
+            self.callbacks.append(TensorBoardWriter(self.out / "tensorboard"))
+        for callback in callbacks:
+            if not isinstance(callback, Callback):
+                raise TypeError(f"callbacks: expected metarobust.callbacks.Callback instances, "
+                                f"got {callback!r} ({type(callback).__name__})")
+            self.callbacks.append(callback)
 
     def _samplers(self, dataset: Any, val_dataset: Any) -> tuple[Any, Any, Any]:
         """The training set (None for regression), its sampler and the validation sampler
@@ -188,16 +205,24 @@ class Trainer:
                                  queries=cfg.queries, seed=cfg.seed, dtype="uint8")
         if val_set is None:
             return train_set, sampler, None
-        return train_set, sampler, EpisodeSampler(
-            val_set, ways=cfg.test_ways, shots=cfg.test_shots, queries=cfg.test_queries,
-            seed=val_seed, dtype="uint8")
+        where = ("validation episodes" if val_dataset is not None
+                 else f"validation episodes, split {cfg.val_split or 'val'!r}")
+        try:
+            return train_set, sampler, EpisodeSampler(
+                val_set, ways=cfg.test_ways, shots=cfg.test_shots, queries=cfg.test_queries,
+                seed=val_seed, dtype="uint8")
+        except ValueError as e:  # the sampler's names are those of the validation options
+            head, colon, rest = str(e).partition(":")
+            head = re.sub(r"\b(ways|shots|queries)\b", r"test_\1", head)
+            raise ValueError(f"{head}{colon}{rest} ({where})") from None
 
     # -- state ------------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
         return {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "step": self.step, "elapsed": self.elapsed, "best": self.best,
-                "torch_rng": torch.get_rng_state(), "config": self.cfg.to_dict()}
+                "torch_rng": torch.get_rng_state(), "config": self.cfg.to_dict(),
+                "finished": self.finished}
 
     def _resume(self) -> None:
         last = self.out / "last.pt"
@@ -208,8 +233,9 @@ class Trainer:
             state = load_checkpoint(last, map_location=self.device) if last.exists() else None
         if state is None:
             return
-        saved = {k: v for k, v in state["config"].items() if k not in ("episodes", "minutes")}
-        mine = {k: v for k, v in self.cfg.to_dict().items() if k not in ("episodes", "minutes")}
+        free = ("steps", "episodes", "minutes", "log_every", "tensorboard")  # may change
+        saved = {k: v for k, v in state["config"].items() if k not in free}
+        mine = {k: v for k, v in self.cfg.to_dict().items() if k not in free}
         if saved != mine:
             diff = sorted(k for k in mine if saved.get(k) != mine[k])
             raise ValueError(f"out: {self.out} holds a run with a different config "
@@ -217,17 +243,18 @@ class Trainer:
         self.learner.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.elapsed, self.best = state["step"], state["elapsed"], state["best"]
+        self.finished = bool(state.get("finished", False))
         torch.set_rng_state(state["torch_rng"].cpu())
 
     def _save(self, name: str) -> None:
         if self.is_main:  # rank 0 writes the checkpoints of a distributed run
             save_checkpoint(self._state(), self.out / name)
 
-    def _log(self, record: dict[str, Any]) -> None:
-        if not self.is_main:
-            return
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+    def _emit(self, event: str, *args: Any) -> None:
+        """Calls ``event`` (on_step, on_validate, on_end) of every callback (rank 0)."""
+        if self.is_main:
+            for callback in self.callbacks:
+                getattr(callback, event)(self, *args)
 
     def _progress_fraction(self) -> float:
         if self.total_steps:
@@ -255,14 +282,14 @@ class Trainer:
             res = evaluate_regression(self.learner, self.val_sampler, self.cfg.val_episodes,
                                       device=self.device, steps=())
             score = -res["mse"]
-            self._log({"step": self.step, "val_mse": res["mse"], "val_ci95": res["ci95"],
-                       "seconds": self.elapsed})
+            self._emit("on_validate", {"step": self.step, "val_mse": res["mse"],
+                                       "val_ci95": res["ci95"], "seconds": self.elapsed})
         else:
             res = evaluate(self.learner, self.val_sampler, self.cfg.val_episodes,
                            device=self.device, progress=False)
             score = res["accuracy"]
-            self._log({"step": self.step, "val_accuracy": score, "val_ci95": res["ci95"],
-                       "seconds": self.elapsed})
+            self._emit("on_validate", {"step": self.step, "val_accuracy": score,
+                                       "val_ci95": res["ci95"], "seconds": self.elapsed})
         if self.best is None or score > self.best:
             self.best = score
             self._save("best.pt")
@@ -325,47 +352,66 @@ class Trainer:
         self._drain()
         host = {k: float(v) for k, v in stats.items()}
         rate = self.cfg.meta_batch * (self.step - window[0]) / (self.elapsed - window[1])
-        self._log({"step": self.step, "lr": lr, "episodes_per_s": rate, **host})
+        self._emit("on_step", {"step": self.step, "lr": lr, "episodes_per_s": rate, **host})
         bar.set_postfix(loss=f"{host['loss']:.3f}", eps=f"{rate:.0f}/s")
         return host, (self.step, self.elapsed)
 
     def fit(self, stop_at: int | None = None) -> dict[str, Any]:
-        """Trains until ``episodes`` or ``minutes`` is reached (or step ``stop_at``, leaving a
-        resumable ``last.pt``); Ctrl-C saves ``last.pt`` too."""
+        """Trains until ``steps``, ``episodes`` or ``minutes`` is reached (or step
+        ``stop_at``, leaving a resumable ``last.pt``); Ctrl-C saves ``last.pt`` too. A run
+        that already finished (in ``out``, with this budget) is left as it is:
+        ``already_finished`` is set and its result returned, without a validation or a
+        metrics line."""
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         self._resume()
+        if self.finished and self._done():
+            self.already_finished = True
+            result = self._result({})
+            self._emit("on_end", result)
+            return result
+        self.finished = False
         if self.is_main:
             self.cfg.save(self.out / "config.toml")
         if self.dist is not None:
             self.dist.broadcast_module(self.learner)
-        cfg = self.cfg
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {cfg.learner}",
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.cfg.learner}",
                    unit="step", disable=None if self.progress and self.is_main else True)
-        last: dict[str, Any] = {}
-        window = (self.step, self.elapsed)  # episodes/s over the steps since the last log
         batches = self._batches()
         try:
-            while not self._done() and (stop_at is None or self.step < stop_at):
-                last, lr = self._train_step(batches)
-                if self.step % 50 == 0 or self.step == 1:  # the host reads the step here
-                    last, window = self._log_step(last, lr, window, bar)
-                bar.update(1)
-                if self.step % cfg.val_every == 0:
-                    self._drain()
-                    self.validate()
-                if self.step % cfg.checkpoint_every == 0:
-                    self._drain()
-                    self._save("last.pt")
-            self._drain()
-        except KeyboardInterrupt:
-            self._save("last.pt")
-            bar.close()
-            batches.close()
+            try:
+                last = self._loop(batches, bar, stop_at)
+            except KeyboardInterrupt:
+                self._save("last.pt")
+                raise
+            finally:
+                bar.close()
+                batches.close()
+            result = self._finish(last)
+        except BaseException:
+            self._emit("on_end", None)
             raise
-        bar.close()
-        batches.close()
-        return self._finish(last)
+        self._emit("on_end", result)
+        return result
+
+    def _loop(self, batches: Any, bar: Any, stop_at: int | None) -> dict[str, Any]:
+        """The training steps, validations and checkpoints; the last logged statistics."""
+        cfg = self.cfg
+        last: dict[str, Any] = {}
+        window = (self.step, self.elapsed)  # episodes/s over the steps since the last log
+        while not self._done() and (stop_at is None or self.step < stop_at):
+            last, lr = self._train_step(batches)
+            if self.step % cfg.log_every == 0 or self.step == 1:  # the host reads the step
+                last, window = self._log_step(last, lr, window, bar)
+            bar.update(1)
+            if self.step % cfg.val_every == 0:
+                self._drain()
+                self.validate()
+            if self.step % cfg.checkpoint_every == 0:
+                self._drain()
+                self._save("last.pt")
+        self._drain()
+        return last
 
     def _finish(self, last: dict[str, Any]) -> dict[str, Any]:
         """The final validation and checkpoints; the run's result."""
@@ -374,9 +420,13 @@ class Trainer:
                 and self.step % self.cfg.val_every != 0):
             self._save("last.pt")  # the training is kept should the validation fail
             self.validate()
+        self.finished = finished
         self._save("last.pt")
         if finished and not (self.out / "best.pt").exists():
             self._save("best.pt")
+        return self._result(last)
+
+    def _result(self, last: dict[str, Any]) -> dict[str, Any]:
         if self.dist is not None:  # after rank 0's files; every rank returns rank 0's result
             self.best, self.elapsed = self.dist.run_on_main(lambda: (self.best, self.elapsed))
         best = {"best_val_mse": -self.best if self.best is not None else None} \

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .. import __version__
 from . import bench, data, eval, quickstart, robustness, train
+from ._common import Parser
 
 __all__ = ["build_parser", "main"]
 
@@ -31,10 +32,10 @@ SUBCOMMANDS = (quickstart, train, eval, data, bench, robustness)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="metarobust", description="Robust few-shot meta-learning (Rust core, PyTorch).")
     parser.add_argument("--version", action="version", version=f"metarobust {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for command in SUBCOMMANDS:
         command.add_parser(sub)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from ..ops import METHODS
@@ -29,3 +30,25 @@ def set_test_prototype(learner: Any, prototype: str | None) -> None:
         raise ValueError(f"prototype: expected one of {', '.join(METHODS)}; got "
                          f"{prototype!r}")
     learner.prototype = prototype
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` with each option's default: `` (default: X)`` is appended to an option's
+    help unless the text states it (flags and options without a default show none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or "(default: " in text or default is None
+                or default is argparse.SUPPRESS or isinstance(default, bool) or default == []):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help shows the defaults (:class:`HelpFormatter`); the parser
+    class of every subcommand."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kw)

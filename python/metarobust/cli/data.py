@@ -37,9 +37,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--split",
         help="omniglot: background | evaluation | background_small1 | background_small2 | "
-        "split file (default background); folder: a filename,label CSV",
+        "split file (default: background); folder: a filename,label CSV",
     )
-    p.add_argument("--image-size", type=int, help="output side length (omniglot 28, folder 84)")
+    p.add_argument("--image-size", type=int,
+                   help="output side length (default: 28 for omniglot, 84 for folder)")
     p.add_argument("--rotations", action="store_true", help="omniglot: add 90/180/270 classes")
     p.add_argument("--grayscale", action="store_true", help="folder: one channel, not RGB")
     p.add_argument("--images", help="idx: the images file (0x00000803, gzip or not)")

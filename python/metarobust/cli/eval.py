@@ -14,17 +14,24 @@ from ._common import PROTOTYPE_HELP, eval_split, set_test_prototype
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a run: mean accuracy with a 95%% CI")
-    e.add_argument("run_dir")
-    e.add_argument("--dataset", choices=DATASETS, default=None)
-    e.add_argument("--data-root", default=None)
-    e.add_argument("--split", default=None)
-    e.add_argument("--ways", type=int, default=None)
-    e.add_argument("--shots", type=int, default=None)
-    e.add_argument("--queries", type=int, default=None)
-    e.add_argument("--episodes", type=int, default=600)
-    e.add_argument("--inner-steps", type=int, default=None, help="MAML test-time steps")
+    e.add_argument("run_dir", help="a `metarobust train` run directory")
+    e.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="test dataset (default: the run's)")
+    e.add_argument("--data-root", default=None, help="dataset folder (default: the run's)")
+    e.add_argument("--split", default=None,
+                   help="test split (default: evaluation for omniglot, test for glyphs)")
+    e.add_argument("--ways", type=int, default=None,
+                   help="classes per test episode (default: the run's test ways)")
+    e.add_argument("--shots", type=int, default=None,
+                   help="support items per class (default: the run's test shots)")
+    e.add_argument("--queries", type=int, default=None,
+                   help="query items per class (default: the run's test queries)")
+    e.add_argument("--episodes", type=int, default=600, help="test episodes (tasks)")
+    e.add_argument("--inner-steps", type=int, default=None,
+                   help="MAML test-time steps (default: the run's test inner steps)")
     e.add_argument("--prototype", default=None, help=PROTOTYPE_HELP)
-    e.add_argument("--device", choices=DEVICES, default="auto")
+    e.add_argument("--device", choices=DEVICES, default="auto",
+                   help="auto: cuda when torch sees a GPU, else cpu")
     e.add_argument("--seed", type=int, default=1234, help="evaluation episode seed")
     e.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="best.pt (best validation score; the final model of a run without "

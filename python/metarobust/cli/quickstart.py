@@ -16,14 +16,15 @@ COUNTS = ("ways", "shots", "episodes", "classes", "train_classes", "proto_episod
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     q = sub.add_parser("quickstart", help="the main job on the embedded glyph data")
-    q.add_argument("--ways", type=int, default=5)
-    q.add_argument("--shots", type=int, default=1)
+    q.add_argument("--ways", type=int, default=5, help="classes per test episode")
+    q.add_argument("--shots", type=int, default=1, help="support items per class")
     q.add_argument("--episodes", type=int, default=300, help="evaluation episodes")
     q.add_argument("--classes", type=int, default=200, help="held-out glyph classes")
-    q.add_argument("--train-classes", type=int, default=1000)
+    q.add_argument("--train-classes", type=int, default=1000, help="training glyph classes")
     q.add_argument("--proto-episodes", type=int, default=300, help="ProtoNet training episodes")
     q.add_argument("--maml-episodes", type=int, default=600, help="FOMAML training tasks")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=int, default=0,
+                   help="seed of the glyphs, the training and the test episodes")
     q.set_defaults(func=run)
     return q
 

@@ -30,7 +30,7 @@ severity, 1000). Fashion-MNIST needs: apt-get install -y dataset-fashion-mnist."
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     r = sub.add_parser("robustness", help="robustness suite of a run: JSON, CSV and PNG",
-                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=HELP)
     r.add_argument("run_dir", help="a `metarobust train` run directory")
     r.add_argument("--suite", choices=SUITES, default="default",
                    help="grid size: quick | default | full (default: default)")
@@ -63,7 +63,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     r.add_argument("--pgd-steps", type=int, default=20, help="PGD steps (default: 20)")
     r.add_argument("--fashion-mnist", default=FASHION_MNIST_DIR, metavar="DIR",
                    help=f"Fashion-MNIST IDX folder (default: {FASHION_MNIST_DIR})")
-    r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: cuda when torch sees a GPU, else cpu")
     r.add_argument("--seed", type=int, default=1234,
                    help="seed of the test episodes and perturbations (default: 1234)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
