@@ -23,7 +23,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 LEARNERS = ("protonet", "maml", "fomaml", "metasgd", "anil")
-DATASETS = ("glyphs", "omniglot", "folder", "idx", "sinusoid")
+DATASETS = ("glyphs", "omniglot", "folder", "idx", "cache", "sinusoid")
 SCHEDULES = ("cosine", "linear", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -41,7 +41,7 @@ class TrainConfig:
     val_split: str | None = None      # validation split (none when None, glyphs: "val")
     model: str | None = None          # backbone; conv4_snell (ProtoNet; Omniglot:
                                       # conv4_snell_ceil) / conv4_finn (MAML)
-    image_size: int = 28
+    image_size: int | None = None     # dataset default (data.IMAGE_SIZES; caches: theirs)
     rotations: bool | None = None     # Omniglot training: rotated copies as new classes
                                       # (default: on for background/evaluation splits)
     glyph_classes: int = 1000         # glyphs: number of training classes
@@ -107,12 +107,12 @@ class TrainConfig:
         self._choice("device", DEVICES)
 
     def _check_counts(self) -> None:
-        for name in ("ways", "shots", "image_size", "inner_steps", "val_every", "val_episodes",
+        for name in ("ways", "shots", "inner_steps", "val_every", "val_episodes",
                      "glyph_classes", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("test_ways", "test_shots", "meta_batch", "test_inner_steps", "episodes",
-                     "chunk_size", "threads"):
+                     "chunk_size", "threads", "image_size"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name}: must be >= 1, got {v}")
@@ -173,8 +173,11 @@ class TrainConfig:
         if self.dataset == "sinusoid" and self.learner == "protonet":
             raise ValueError("learner: 'protonet' classifies; dataset 'sinusoid' is regression "
                              "(use maml, fomaml, metasgd or anil)")
-        if self.dataset not in ("glyphs", "sinusoid") and not self.data_root:
-            raise ValueError(f"data_root: dataset {self.dataset!r} needs --data-root")
+        from .data import DATA_ENV, resolve_data_root
+
+        if self.dataset not in ("glyphs", "sinusoid") and not resolve_data_root(self.data_root):
+            raise ValueError(f"data_root: dataset {self.dataset!r} needs --data-root (or "
+                             f"{DATA_ENV} set)")
 
     def _refuse_if_set(self, names: tuple[str, ...], why: str) -> None:
         """Raises ValueError for the first of ``names`` set to other than its default."""
@@ -297,6 +300,7 @@ class ResolvedConfig(TrainConfig):
     (:meth:`TrainConfig.resolved`): the fields below are never None."""
 
     model: str = "conv4_snell"
+    image_size: int = 28
     rotations: bool = False
     test_ways: int = 5
     test_shots: int = 1
@@ -312,6 +316,7 @@ def _resolved_fields(cfg: TrainConfig, maml: bool, sinusoid: bool, proto_omniglo
                      default_model: str) -> dict[str, Any]:
     return dict(
         model=cfg.model or default_model,
+        image_size=cfg.image_size or _default_image_size(cfg),
         schedule=cfg.schedule or ("linear" if proto_omniglot else "cosine"),
         meta_batch=cfg.meta_batch or (25 if sinusoid else 32 if maml else 1),
         test_ways=cfg.test_ways or cfg.ways,
@@ -331,3 +336,17 @@ def _resolved_fields(cfg: TrainConfig, maml: bool, sinusoid: bool, proto_omniglo
         lr=cfg.lr or (3e-3 if sinusoid else 6e-3 if proto_omniglot else 1e-3),
         channels_last=cfg.channels_last if cfg.channels_last is not None else not maml,
     )
+
+
+def _default_image_size(cfg: TrainConfig) -> int:
+    """The image side of ``cfg``'s training data when not set: a cache's own (the data
+    root holds one for the training split), else the dataset kind's default."""
+    from . import data
+
+    root = data.resolve_data_root(cfg.data_root)
+    if cfg.dataset not in ("glyphs", "sinusoid"):
+        found = data.find_cache(root, cfg.split, "train")
+        shape = data.cache_dir.cache_image_shape(found) if found is not None else None
+        if shape is not None and shape[1] == shape[2]:
+            return shape[1]
+    return data.default_image_size(cfg.dataset) or 28

@@ -46,21 +46,28 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_dataset(cfg: TrainConfig, split: str | None, role: str = "train"):
-    """The dataset of ``cfg`` for ``split`` (``role`` picks the glyph split by default)."""
+    """The dataset of ``cfg`` for ``split`` (``role`` picks the split by default). The data
+    root is ``cfg.data_root``, else ``$METAROBUST_DATA``; a root that holds a cache for the
+    split (:mod:`metarobust.data.cache_dir`) is read from the cache, memory-mapped."""
     if cfg.dataset == "glyphs":
         n = cfg.glyph_classes if role == "train" else 200
-        return mrdata.glyphs(num_classes=n, per_class=20, image_size=cfg.image_size,
-                             seed=cfg.seed, split=split or role)
-    root = cfg.data_root
+        size = cfg.image_size or mrdata.default_image_size("glyphs")
+        return mrdata.glyphs(num_classes=n, per_class=20, image_size=size, seed=cfg.seed,
+                             split=split or role)
+    root = mrdata.resolve_data_root(cfg.data_root)
     if not root or not Path(root).exists():
-        raise FileNotFoundError(f"data_root: {root!r} does not exist")
+        raise FileNotFoundError(f"data_root: {root!r} does not exist (pass --data-root or "
+                                f"set {mrdata.DATA_ENV})")
+    if cfg.dataset == "cache" or mrdata.find_cache(root, split, role) is not None:
+        return mrdata.load_split(root, split, role, cfg.image_size)
+    size = cfg.image_size or mrdata.default_image_size(cfg.dataset)
     if cfg.dataset == "omniglot":
         return mrdata.omniglot(root, split=split or ("background" if role == "train"
                                                       else "evaluation"),
-                               image_size=cfg.image_size,
+                               image_size=size,
                                rotations=bool(cfg.rotations) and role == "train")
     if cfg.dataset == "folder":
-        return mrdata.image_folder(root, image_size=cfg.image_size, split_csv=split)
+        return mrdata.image_folder(root, image_size=size, split_csv=split)
     # idx: data_root holds <split>-images-idx3-ubyte[.gz] and <split>-labels-idx1-ubyte[.gz]
     prefix = split or ("train" if role == "train" else "t10k")
     found = {}

@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 KINDS = ("omniglot", "folder", "idx")
-DEFAULT_SIZE = {"omniglot": 28, "folder": 84}
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -77,7 +76,8 @@ def read(args: argparse.Namespace) -> Any:
 
     if args.kind == "idx":
         return data.idx(args.images, args.labels)
-    size = args.image_size if args.image_size is not None else DEFAULT_SIZE[args.kind]
+    size = args.image_size if args.image_size is not None else \
+        data.default_image_size(args.kind)
     progress = not args.no_progress
     if args.kind == "omniglot":
         return data.omniglot(args.root, split=args.split or "background", image_size=size,

@@ -12,7 +12,9 @@ FLAGS = {
     # flag: (type, help); all default to None so a --config file's values survive
     "learner": (str, f"one of {', '.join(LEARNERS)}"),
     "dataset": (str, f"one of {', '.join(DATASETS)}"),
-    "data_root": (str, "dataset folder (omniglot: the folder holding omniglot-py/ or it)"),
+    "data_root": (str, "dataset folder (omniglot: the folder holding omniglot-py/ or it; a "
+                       "cache from `metarobust data prepare`, or a folder of caches named by "
+                       "split, is read as a cache; default $METAROBUST_DATA)"),
     "split": (str, "training split (omniglot: background | evaluation | a split file)"),
     "val_split": (str, "validation split (glyphs: val by default)"),
     "model": (str, "backbone: conv4_snell | conv4_snell_ceil | conv4_finn | conv4_mini | "
@@ -39,7 +41,8 @@ FLAGS = {
     "minutes": (float, "or a time budget"),
     "val_every": (int, "steps between validations"),
     "val_episodes": (int, "episodes per validation"),
-    "image_size": (int, "image side in pixels"),
+    "image_size": (int, "image side in pixels (default: glyphs and omniglot 28, folder 84; "
+                        "caches and idx as stored)"),
     "glyph_classes": (int, "glyphs: training classes"),
     "checkpoint_every": (int, "steps between resumable checkpoints"),
     "chunk_size": (int, "tasks per forward/backward chunk"),
