@@ -20,12 +20,11 @@ import numpy as np
 import torch
 
 from . import _core
-from ._checks import check_nbytes
 from ._checks import check_int as _check_int
+from ._checks import check_nbytes
 from ._prefetch import Producer
 from ._sampler_args import as_arrays as _as_arrays  # noqa: F401  (robust/ uses it)
-from ._sampler_args import check_classes, check_feature_options, check_scale, image_arrays
-from ._sampler_args import listify
+from ._sampler_args import check_classes, check_feature_options, check_scale, image_arrays, listify
 from ._sampler_args import pin_memory as _pin
 from .corruption_info import check_corruption_args
 
@@ -91,7 +90,8 @@ class EpisodeSampler:
             (finite), whose episodes hold ``(ways * shots, D)`` rows copied as they are
             (dtype "float32" only; the image options below are refused). labels: int64 (N,).
         layout: "NCHW", "NHWC" (transposed once), or None: NCHW, refusing an array whose
-            last axis is 1 or 3 while its second is not (it looks NHWC).
+            last axis is 1 or 3 while its second is not (it looks NHWC; see
+            :mod:`metarobust.data.arrays`).
         ways, shots, queries: classes per episode, support items and query items per class.
         seed: 0 <= seed < 2**64.
         dtype: "float32" (pixels scaled to [0, 1], then ``(x - mean) / std`` if given) or
@@ -176,6 +176,7 @@ class EpisodeSampler:
         scale = listify(mean, "mean"), listify(std, "std")
         check_scale(*scale)
         self._args = (images, labels, classes, mean, std)
+        self._core: Any
         if self.features:
             self._core = _core.FeatureSamplerCore(images, labels, self.ways, self.shots,
                                                   self.queries, self.seed, classes)

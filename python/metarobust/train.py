@@ -51,7 +51,7 @@ def load_dataset(cfg: TrainConfig, split: str | None, role: str = "train"):
     split (:mod:`metarobust.data.cache_dir`) is read from the cache, memory-mapped."""
     if cfg.dataset == "glyphs":
         n = cfg.glyph_classes if role == "train" else 200
-        size = cfg.image_size or mrdata.default_image_size("glyphs")
+        size = cfg.image_size or mrdata.IMAGE_SIZES["glyphs"]
         return mrdata.glyphs(num_classes=n, per_class=20, image_size=size, seed=cfg.seed,
                              split=split or role)
     root = mrdata.resolve_data_root(cfg.data_root)
@@ -60,7 +60,8 @@ def load_dataset(cfg: TrainConfig, split: str | None, role: str = "train"):
                                 f"set {mrdata.DATA_ENV})")
     if cfg.dataset == "cache" or mrdata.find_cache(root, split, role) is not None:
         return mrdata.load_split(root, split, role, cfg.image_size)
-    size = cfg.image_size or mrdata.default_image_size(cfg.dataset)
+    if cfg.dataset in mrdata.IMAGE_SIZES:
+        size = cfg.image_size or mrdata.IMAGE_SIZES[cfg.dataset]
     if cfg.dataset == "omniglot":
         return mrdata.omniglot(root, split=split or ("background" if role == "train"
                                                       else "evaluation"),

@@ -76,8 +76,7 @@ def read(args: argparse.Namespace) -> Any:
 
     if args.kind == "idx":
         return data.idx(args.images, args.labels)
-    size = args.image_size if args.image_size is not None else \
-        data.default_image_size(args.kind)
+    size = args.image_size if args.image_size is not None else data.IMAGE_SIZES[args.kind]
     progress = not args.no_progress
     if args.kind == "omniglot":
         return data.omniglot(args.root, split=args.split or "background", image_size=size,

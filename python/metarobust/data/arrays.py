@@ -3,8 +3,9 @@ check that the episode sampler shares.
 
 Layout: images are ``(N, C, H, W)`` (``layout="NCHW"``) or ``(N, H, W, C)``
 (``layout="NHWC"``, transposed once to NCHW). Without ``layout``, an array whose last axis
-is 1 or 3 while its second is not looks NHWC and is refused with a ``ValueError`` that says
-to pass ``layout="NHWC"``; ``layout="NCHW"`` takes such an array as it is.
+is 1 or 3 while its second is not (and the last is smaller than the third: narrower than
+tall, as no image is) looks NHWC and is refused with a ``ValueError`` that says to pass
+``layout="NHWC"``; ``layout="NCHW"`` takes such an array as it is.
 
 Pixel values: ``uint8`` images are kept as they are. Floating-point images must be finite
 and in ``[0, 1]``; they are converted with ``uint8 = round_half_even(x * 255)``, computed
@@ -51,12 +52,13 @@ def check_layout(layout: Any) -> str | None:
 
 def to_nchw(images: np.ndarray, layout: str | None, name: str = "images") -> np.ndarray:
     """4-D ``images`` as NCHW: transposed (one copy) for ``layout="NHWC"``; refused when
-    ``layout`` is None and the shape looks NHWC (last axis 1 or 3, second axis not)."""
+    ``layout`` is None and the shape looks NHWC (see the module docstring)."""
     layout = check_layout(layout)
     shape = images.shape
     if layout == "NHWC":
         return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-    if layout is None and shape[-1] in (1, 3) and shape[1] not in (1, 3):
+    if layout is None and shape[-1] in (1, 3) and shape[1] not in (1, 3) \
+            and shape[-1] < shape[2]:
         raise ValueError(
             f"{name}: shape {shape} looks like (N, H, W, C) images with {shape[-1]} "
             f"channel(s), and (N, C, H, W) is expected: pass layout='NHWC' to have them "
