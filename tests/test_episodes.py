@@ -414,7 +414,7 @@ def test_omniglot_sampler_invariants(omniglot_npz):
 # ------------------------------------------------------------------ more bad input, each named
 
 @pytest.mark.parametrize("kw, exc, words", [
-    (dict(images=[[1]]), TypeError, "dataset: images: expected a numpy array"),
+    (dict(images=[[1]]), TypeError, "dataset: images or features: expected a numpy array"),
     (dict(labels=list(range(72))), TypeError, "dataset: labels: expected a numpy array"),
     (dict(labels=np.zeros((72, 1), np.int64)), ValueError, "dataset: labels: expected 1 dim"),
     (dict(ways=2**64), ValueError, "ways: must be <= "),

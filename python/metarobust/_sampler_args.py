@@ -39,10 +39,14 @@ def _check_arrays(images: Any, labels: Any, labels_apart: bool) -> None:
     them: ``dataset``, or ``labels`` when the labels were given apart (``labels_apart``).
     Images are uint8 ``(N, C, H, W)``; float32 ``(N, D)`` arrays are feature vectors."""
     if not isinstance(images, np.ndarray):
-        raise TypeError(f"dataset: images: expected a numpy array, got {type(images).__name__}")
+        raise TypeError(f"dataset: images or features: expected a numpy array (N, C, H, W) or "
+                        f"(N, D), got {type(images).__name__}")
     if images.ndim == 2 and images.dtype != np.float32:
         raise TypeError(f"dataset: features: (N, D) feature vectors must have dtype float32, "
                         f"got {images.dtype} (convert with .astype(np.float32))")
+    if images.dtype == np.float32 and images.ndim not in (2, 4):
+        raise ValueError(f"dataset: features: float32 arrays are taken as (N, D) feature "
+                         f"vectors, got shape {images.shape}")
     if images.ndim != 2 and images.dtype != np.uint8:
         raise TypeError(f"dataset: images: expected dtype uint8, got {images.dtype} (float "
                         "images in [0, 1]: convert with metarobust.data.from_arrays; float32 "

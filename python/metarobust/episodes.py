@@ -223,6 +223,7 @@ class EpisodeSampler:
             corruption=state.get("corruption"), severity=state.get("severity", 3),
             corrupt=state.get("corrupt", "query"), ink=state.get("ink", "dark"),
             corruption_cache_mb=state.get("corruption_cache_mb", 256),
+            layout=None if images.ndim == 2 else "NCHW",  # stored NCHW
         )
 
     def sample(self, index: int) -> Episode:

@@ -29,7 +29,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "prepare",
         help="read a dataset once and write a memory-mappable cache directory",
         description="Read a dataset and write a checksummed, memory-mappable cache "
-        "(load it with metarobust.data.load(OUT)).",
+        "(load it with metarobust.data.load(OUT); train, eval and robustness read it with "
+        "--data-root OUT, or OUT's parent when OUT is named by split: train, val, test).",
     )
     p.add_argument("kind", choices=KINDS, help="dataset reader")
     p.add_argument("--root", help="omniglot: data root or zip; folder: image tree root")

@@ -111,7 +111,7 @@ impl FeatureSamplerCore {
     ) -> PyResult<Self> {
         let features = checked::<f32>(features, "features", "float32", 2)?;
         let labels = checked::<i64>(labels, "labels", "int64", 1)?;
-        let shape = features.shape().to_vec();
+        let shape = [features.shape()[0], features.shape()[1]]; // two sizes: checked above
         if shape[1] == 0 {
             return Err(PyValueError::new_err(format!(
                 "features: every item needs at least one dimension, got shape {shape:?}"
