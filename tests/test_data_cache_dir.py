@@ -108,3 +108,26 @@ def test_one_default_image_size_per_dataset_kind(folder):
             sizes[kind]
     assert load_dataset(TrainConfig(dataset="folder", data_root=str(folder)).resolved(), None,
                         "train").image_shape == (3, 84, 84)
+
+
+def test_split_caches_through_train_eval_and_robustness(folder, tmp_path, capsys):
+    root = tmp_path / "caches"
+    _prepare(folder, root / "train")
+    mr.data.load(root / "train").subset([4, 5, 6, 7]).save(root / "test")
+    run = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "cache", "--data-root", str(root), *TRAIN,
+                     "--out", str(run)]) == 0
+    capsys.readouterr()
+    # a run of another kind (omniglot's test split is "evaluation") finds the test cache
+    from metarobust.cli._common import eval_split
+
+    assert eval_split("omniglot", None, str(root)) is None
+    assert eval_split("omniglot", None, str(folder)) == "evaluation"
+    assert cli.main(["eval", str(run), "--ways", "4", "--episodes", "2"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["episodes"] == 2
+    out = tmp_path / "robust"
+    assert cli.main(["robustness", str(run), "--dataset", "cache", "--data-root", str(root),
+                     "--suite", "quick", "--families", "clean", "--episodes", "2", "--ways", "4",
+                     "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
+    rows = json.loads((out / "robustness.json").read_text())["rows"]
+    assert [r["family"] for r in rows] == ["clean"] and rows[0]["episodes"] == 2
