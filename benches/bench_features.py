@@ -78,7 +78,7 @@ def run(batch: int, repeats: int, min_time: float) -> list[dict]:
                 return feats[s_idx.reshape(batch, -1)], feats[q_idx.reshape(batch, -1)]
 
             times = measure({
-                "rust": lambda s=sampler: s.sample_batch(start, batch),
+                "rust": lambda s=sampler, start=start: s.sample_batch(start, batch),
                 "numpy": lambda sup=sup, qry=qry, feats=feats: (feats[sup], feats[qry]),
                 "numpy+draw": numpy_draw,
             }, repeats=repeats, min_time=min_time)

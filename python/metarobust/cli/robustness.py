@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..corruption_info import CORRUPT_TARGETS
 from ..config import DATASETS
+from ..corruption_info import CORRUPT_TARGETS
 from ..data.shift import FASHION_MNIST_DIR
 from ..robust.grid import SUITES, check_grid, suite_grid
 from ._common import PROTOTYPE_HELP, eval_split, holds_caches, set_test_prototype
