@@ -156,3 +156,11 @@ def test_any_feature_sampler_call_succeeds_or_names_the_problem(n, dim, ways, sh
     for x, y in zip(ep.support_x.numpy(), ep.support_y.tolist()):
         same = (feats == x).all(axis=1)
         assert (same & (labels == int(ep.classes[y]))).any()
+
+
+def test_augmenting_feature_batches_is_refused_by_name():
+    feats, labels = _data()
+    s = mr.EpisodeSampler(feats, labels, ways=5, shots=2, queries=3, seed=1)
+    with s.batches(4, num_batches=1, transform=mr.robust.Augment("all", prob=1.0)) as it:
+        with pytest.raises(ValueError, match=r"batch.support_x: expected \(n, C, H, W\) images"):
+            next(it)
