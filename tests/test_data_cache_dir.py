@@ -131,3 +131,15 @@ def test_split_caches_through_train_eval_and_robustness(folder, tmp_path, capsys
                      "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
     rows = json.loads((out / "robustness.json").read_text())["rows"]
     assert [r["family"] for r in rows] == ["clean"] and rows[0]["episodes"] == 2
+
+
+def test_an_omniglot_cache_is_trained_on_as_prepared(tmp_path):
+    """Rotated classes are the cache's business: not added by default, refused if asked."""
+    glyphs = mr.data.glyphs(num_classes=6, per_class=4, image_size=12, seed=0)
+    glyphs.save(tmp_path / "bg")
+    cfg = TrainConfig(dataset="omniglot", data_root=str(tmp_path / "bg")).resolved()
+    assert cfg.rotations is False and cfg.image_size == 12
+    assert len(load_dataset(cfg, None, "train")) == 24
+    with pytest.raises(ValueError, match="rotations: a cache holds its classes as prepared"):
+        load_dataset(TrainConfig(dataset="omniglot", data_root=str(tmp_path / "bg"),
+                                 rotations=True).resolved(), None, "train")

@@ -118,3 +118,17 @@ def test_bad_datasets_are_named():
         mr.data.from_torch(OutOfRange(), progress=False)
     with pytest.raises(ValueError, match="image_size"):
         mr.data.from_torch(PilDataset(n=2), image_size=0, progress=False)
+
+
+def test_a_torchvision_dataset_with_and_without_to_tensor():
+    tv = pytest.importorskip("torchvision")
+    plain = tv.datasets.FakeData(size=12, image_size=(3, 10, 12), num_classes=3, random_offset=5)
+    tensors = tv.datasets.FakeData(size=12, image_size=(3, 10, 12), num_classes=3,
+                                   random_offset=5, transform=tv.transforms.ToTensor())
+    a = mr.data.from_torch(plain, progress=False)
+    b = mr.data.from_torch(tensors, progress=False, workers=2)
+    # ToTensor's k / 255 comes back as k: both routes give the PIL bytes
+    ref = np.stack([np.asarray(plain[i][0]).transpose(2, 0, 1) for i in range(12)])
+    np.testing.assert_array_equal(a.images, ref)
+    np.testing.assert_array_equal(b.images, ref)
+    np.testing.assert_array_equal(a.labels, [int(plain[i][1]) for i in range(12)])

@@ -331,11 +331,20 @@ def _resolved_fields(cfg: TrainConfig, maml: bool, sinusoid: bool, proto_omniglo
         # background character a few dozen times and overfits). Split files name their own.
         rotations=cfg.rotations if cfg.rotations is not None
         else cfg.dataset == "omniglot" and (cfg.split or "background") in (
-            "background", "evaluation"),
+            "background", "evaluation") and _training_cache(cfg) is None,
         # Learning rates from short-budget runs (experiments/figures.md).
         lr=cfg.lr or (3e-3 if sinusoid else 6e-3 if proto_omniglot else 1e-3),
         channels_last=cfg.channels_last if cfg.channels_last is not None else not maml,
     )
+
+
+def _training_cache(cfg: TrainConfig) -> Any:
+    """The cache directory the training split is read from, if the data root holds one."""
+    from . import data
+
+    if cfg.dataset in ("glyphs", "sinusoid"):
+        return None
+    return data.find_cache(data.resolve_data_root(cfg.data_root), cfg.split, "train")
 
 
 def _default_image_size(cfg: TrainConfig) -> int:
@@ -343,10 +352,8 @@ def _default_image_size(cfg: TrainConfig) -> int:
     root holds one for the training split), else the dataset kind's default."""
     from . import data
 
-    root = data.resolve_data_root(cfg.data_root)
-    if cfg.dataset not in ("glyphs", "sinusoid"):
-        found = data.find_cache(root, cfg.split, "train")
-        shape = data.cache_dir.cache_image_shape(found) if found is not None else None
-        if shape is not None and shape[1] == shape[2]:
-            return shape[1]
+    found = _training_cache(cfg)
+    shape = data.cache_dir.cache_image_shape(found) if found is not None else None
+    if shape is not None and shape[1] == shape[2]:
+        return shape[1]
     return data.default_image_size(cfg.dataset) or 28

@@ -59,6 +59,9 @@ def load_dataset(cfg: TrainConfig, split: str | None, role: str = "train"):
         raise FileNotFoundError(f"data_root: {root!r} does not exist (pass --data-root or "
                                 f"set {mrdata.DATA_ENV})")
     if cfg.dataset == "cache" or mrdata.find_cache(root, split, role) is not None:
+        if cfg.rotations and role == "train":
+            raise ValueError("rotations: a cache holds its classes as prepared; prepare it "
+                             "with `metarobust data prepare omniglot --rotations`")
         return mrdata.load_split(root, split, role, cfg.image_size)
     if cfg.dataset in mrdata.IMAGE_SIZES:
         size = cfg.image_size or mrdata.IMAGE_SIZES[cfg.dataset]
