@@ -69,7 +69,8 @@ def test_default_models(learner, dataset, model):
     (dict(learner="maml", inner_lr=float("nan")), "inner_lr: must be finite and >= 0"),
     (dict(seed=2**64), "seed: must be in"),
 ])
-def test_bad_configs(kw, words):
+def test_bad_configs(kw, words, monkeypatch):
+    monkeypatch.delenv("METAROBUST_DATA", raising=False)  # else it stands in for data_root
     with pytest.raises(ValueError, match=words):
         Trainer(tiny(**kw), "/nonexistent/run", progress=False)
 

@@ -68,6 +68,18 @@ def test_a_users_backbone_and_data_train_and_reload(tmp_path, learner):
     torch.testing.assert_close(loaded.predict(*task()), trainer.learner.predict(*task()))
 
 
+def test_an_unset_image_size_is_the_given_datas(tmp_path):
+    trainer = Trainer(cfg(image_size=None), tmp_path, progress=False, dataset=arrays(0),
+                      model=net())
+    assert trainer.cfg.image_size == SIDE
+    trainer.fit()
+    assert f"image_size = {SIDE}" in (tmp_path / "config.toml").read_text()
+    # not square: the size cannot be taken from the data, and the check says so
+    wide = np.zeros((12, 1, SIDE, SIDE + 2), np.uint8), np.repeat(np.arange(3), 4)
+    with pytest.raises(ValueError, match=f"dataset: images of {SIDE}x{SIDE + 2} pixels"):
+        Trainer(cfg(image_size=None), tmp_path / "wide", dataset=wide)
+
+
 def test_dataset_arguments_are_checked(tmp_path):
     with pytest.raises(ValueError, match="dataset: images of 8x8 pixels, the config's "
                                          "image_size is 28"):

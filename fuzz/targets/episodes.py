@@ -77,6 +77,10 @@ def sampler_kwargs(draw, draft):
     draft.val("mean", repr(mean), channels=c)
     draft.val("std", repr(std), channels=c)
     draft.val("classes", repr(chosen))
+    # an image narrower than tall with 1 or 3 columns and 2 channels looks NHWC: say NCHW
+    looks_nhwc = shp[3] in (1, 3) and shp[1] not in (1, 3) and shp[3] < shp[2]
+    layout = "NCHW" if looks_nhwc else draw(st.sampled_from([None, "NCHW"]))
+    draft.val("layout", repr(layout), value=layout)
     corruption = draw(st.none() | st.sampled_from(CORRUPTIONS))
     draft.val("corruption", repr(corruption))
     sev, target, ink = 3, "query", "dark"
@@ -97,10 +101,10 @@ def sampler_kwargs(draw, draft):
 SAMPLER_CALL = ("mr.EpisodeSampler(dataset, labels, ways=ways, shots=shots, queries=queries, "
                 "seed=seed, dtype=dtype, mean=mean, std=std, classes=classes, "
                 "corruption=corruption, severity=severity, corrupt=corrupt, ink=ink, "
-                "corruption_cache_mb=corruption_cache_mb)")
+                "corruption_cache_mb=corruption_cache_mb, layout=layout)")
 SAMPLER_ARGS = ("dataset", "labels", "ways", "shots", "queries", "seed", "dtype", "mean",
                 "std", "classes", "corruption", "severity", "corrupt", "ink",
-                "corruption_cache_mb")
+                "corruption_cache_mb", "layout")
 
 
 def episode_arrays(ep, batched):
@@ -148,7 +152,7 @@ def sampler_breaks(draft):
                  ("classes",)),
            Break("classes", "[0.5]", "float class ids", ("classes",)),
            Break("dataset", "(torch.from_numpy(images), torch.from_numpy(labels_arr))",
-                 "tensors", ("dataset",)),
+                 "tensors", ("dataset",), tolerated=True),
            Break("dataset", "(images.astype(np.float32), labels_arr)", "float images",
                  ("dataset", "images")),
            Break("dataset", "(images, labels_arr[:-1])", "fewer labels than images",
@@ -174,7 +178,8 @@ def _sampler_params():
             "std": MeanStd(positive=True), "classes": Obj(nullable=True),
             "corruption": Choice(CORRUPTIONS, nullable=True), "severity": Int(1, 5),
             "corrupt": Choice(("query", "support", "both")), "ink": Choice(("dark", "light")),
-            "corruption_cache_mb": Float(0.0)}
+            "corruption_cache_mb": Float(0.0),
+            "layout": Choice(("NCHW", "NHWC"), nullable=True)}
 
 
 @st.composite

@@ -63,6 +63,40 @@ class SamplerCore:
         classes: npt.NDArray[np.int64],
     ) -> None: ...
 
+class FeatureSamplerCore:
+    def __new__(
+        cls,
+        features: npt.NDArray[np.float32],
+        labels: npt.NDArray[np.int64],
+        ways: int,
+        shots: int,
+        queries: int,
+        seed: int,
+        classes: npt.NDArray[np.int64] | None = None,
+    ) -> FeatureSamplerCore: ...
+    @property
+    def ways(self) -> int: ...
+    @property
+    def shots(self) -> int: ...
+    @property
+    def queries(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def feature_dim(self) -> int: ...
+    @property
+    def class_ids(self) -> list[int]: ...
+    def fill(
+        self,
+        start: int,
+        count: int,
+        support_x: npt.NDArray[np.float32],
+        support_y: npt.NDArray[np.int64],
+        query_x: npt.NDArray[np.float32],
+        query_y: npt.NDArray[np.int64],
+        classes: npt.NDArray[np.int64],
+    ) -> None: ...
+
 def prototypes(
     emb: FloatArray,
     labels: npt.NDArray[np.int64],

@@ -25,7 +25,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 LEARNERS = ("protonet", "maml", "fomaml", "metasgd", "anil")
-DATASETS = ("glyphs", "omniglot", "folder", "idx", "sinusoid")
+DATASETS = ("glyphs", "omniglot", "folder", "idx", "cache", "sinusoid")
 SCHEDULES = ("cosine", "linear", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -44,7 +44,7 @@ class TrainConfig:
     model: str | None = None          # backbone; conv4_snell (ProtoNet; Omniglot:
                                       # conv4_snell_ceil) / conv4_finn (MAML), or a factory
                                       # "module.path:factory" (metarobust.models.user)
-    image_size: int = 28
+    image_size: int | None = None     # dataset default (data.IMAGE_SIZES; caches: theirs)
     rotations: bool | None = None     # Omniglot training: rotated copies as new classes
                                       # (default: on for background/evaluation splits)
     glyph_classes: int = 1000         # glyphs: number of training classes
@@ -128,12 +128,12 @@ class TrainConfig:
         self._choice("device", DEVICES)
 
     def _check_counts(self) -> None:
-        for name in ("ways", "shots", "image_size", "inner_steps", "val_every", "val_episodes",
+        for name in ("ways", "shots", "inner_steps", "val_every", "val_episodes",
                      "glyph_classes", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("test_ways", "test_shots", "meta_batch", "test_inner_steps", "steps",
-                     "episodes", "chunk_size", "threads"):
+                     "episodes", "chunk_size", "threads", "image_size"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name}: must be >= 1, got {v}")
@@ -205,8 +205,11 @@ class TrainConfig:
         if self.dataset == "sinusoid" and self.learner == "protonet":
             raise ValueError("learner: 'protonet' classifies; dataset 'sinusoid' is regression "
                              "(use maml, fomaml, metasgd or anil)")
-        if self.dataset not in ("glyphs", "sinusoid") and not self.data_root:
-            raise ValueError(f"data_root: dataset {self.dataset!r} needs --data-root")
+        from .data import DATA_ENV, resolve_data_root
+
+        if self.dataset not in ("glyphs", "sinusoid") and not resolve_data_root(self.data_root):
+            raise ValueError(f"data_root: dataset {self.dataset!r} needs --data-root (or "
+                             f"{DATA_ENV} set)")
 
     def _refuse_if_set(self, names: tuple[str, ...], why: str) -> None:
         """Raises ValueError for the first of ``names`` set to other than its default."""
@@ -345,6 +348,7 @@ class ResolvedConfig(TrainConfig):
     (:meth:`TrainConfig.resolved`): the fields below are never None."""
 
     model: str = "conv4_snell"
+    image_size: int = 28
     rotations: bool = False
     test_ways: int = 5
     test_shots: int = 1
@@ -360,6 +364,7 @@ def _resolved_fields(cfg: TrainConfig, maml: bool, sinusoid: bool, proto_omniglo
                      default_model: str) -> dict[str, Any]:
     return dict(
         model=cfg.model or default_model,
+        image_size=cfg.image_size or _default_image_size(cfg),
         schedule=cfg.schedule or ("linear" if proto_omniglot else "cosine"),
         meta_batch=cfg.meta_batch or (25 if sinusoid else 32 if maml else 1),
         test_ways=cfg.test_ways or cfg.ways,
@@ -374,8 +379,29 @@ def _resolved_fields(cfg: TrainConfig, maml: bool, sinusoid: bool, proto_omniglo
         # background character a few dozen times and overfits). Split files name their own.
         rotations=cfg.rotations if cfg.rotations is not None
         else cfg.dataset == "omniglot" and (cfg.split or "background") in (
-            "background", "evaluation"),
+            "background", "evaluation") and _training_cache(cfg) is None,
         # Learning rates from short-budget runs (experiments/figures.md).
         lr=cfg.lr or (3e-3 if sinusoid else 6e-3 if proto_omniglot else 1e-3),
         channels_last=cfg.channels_last if cfg.channels_last is not None else not maml,
     )
+
+
+def _training_cache(cfg: TrainConfig) -> Any:
+    """The cache directory the training split is read from, if the data root holds one."""
+    from . import data
+
+    if cfg.dataset in ("glyphs", "sinusoid"):
+        return None
+    return data.find_cache(data.resolve_data_root(cfg.data_root), cfg.split, "train")
+
+
+def _default_image_size(cfg: TrainConfig) -> int:
+    """The image side of ``cfg``'s training data when not set: a cache's own (the data
+    root holds one for the training split), else the dataset kind's default."""
+    from . import data
+
+    found = _training_cache(cfg)
+    shape = data.cache_dir.cache_image_shape(found) if found is not None else None
+    if shape is not None and shape[1] == shape[2]:
+        return shape[1]
+    return data.default_image_size(cfg.dataset) or 28

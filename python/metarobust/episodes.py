@@ -20,9 +20,12 @@ import numpy as np
 import torch
 
 from . import _core
-from ._checks import check_bool, check_nbytes, check_real
 from ._checks import check_int as _check_int
+from ._checks import check_nbytes
 from ._prefetch import Producer
+from ._sampler_args import as_arrays as _as_arrays  # noqa: F401  (robust/ uses it)
+from ._sampler_args import check_classes, check_feature_options, check_scale, image_arrays, listify
+from ._sampler_args import pin_memory as _pin
 from .corruption_info import check_corruption_args
 
 DTYPES = {"float32": np.float32, "uint8": np.uint8}
@@ -37,7 +40,8 @@ class Episode:
 
     support_x (ways*shots, C, H, W), support_y (ways*shots,) in 0..ways-1,
     query_x (ways*queries, C, H, W), query_y (ways*queries,), classes (ways,): the dataset
-    class of each episode label. Support and query items are grouped by label.
+    class of each episode label. Support and query items are grouped by label. Over
+    feature vectors, support_x is (ways*shots, D) and query_x (ways*queries, D).
     """
 
     support_x: torch.Tensor
@@ -64,28 +68,6 @@ class Episode:
         )
 
 
-def _as_arrays(data: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    if labels is not None:
-        if isinstance(data, tuple) or hasattr(data, "labels"):
-            raise TypeError(f"labels: the dataset ({type(data).__name__}) holds its labels; "
-                            f"pass labels only with an images array, got {type(labels).__name__}")
-        if isinstance(labels, torch.Tensor):
-            raise TypeError("labels: pass a numpy array (tensor.numpy()), not a torch tensor")
-    if labels is None:
-        if isinstance(data, tuple) and len(data) == 2:
-            data, labels = data
-        elif hasattr(data, "images") and hasattr(data, "labels"):
-            data, labels = data.images, data.labels
-        else:
-            raise TypeError(
-                "dataset: expected an ImageDataset, an (images, labels) tuple, or images with "
-                f"labels=..., got {type(data).__name__}"
-            )
-    if isinstance(data, torch.Tensor) or isinstance(labels, torch.Tensor):
-        raise TypeError("dataset: pass numpy arrays (tensor.numpy()), not torch tensors")
-    return data, labels
-
-
 def _check_count(value: Any, name: str, low: int) -> int:
     """An int ``>= low`` that the core's i64 counts hold."""
     value = _check_int(value, name, low)
@@ -94,57 +76,22 @@ def _check_count(value: Any, name: str, low: int) -> int:
     return value
 
 
-def _check_arrays(images: Any, labels: Any, labels_apart: bool) -> None:
-    """The dataset's arrays as the core takes them, errors naming the argument that carried
-    them: ``dataset``, or ``labels`` when the labels were given apart (``labels_apart``)."""
-    if not isinstance(images, np.ndarray):
-        raise TypeError(f"dataset: images: expected a numpy array, got {type(images).__name__}")
-    if images.dtype != np.uint8:
-        raise TypeError(f"dataset: images: expected dtype uint8, got {images.dtype}")
-    if images.ndim != 4:
-        raise ValueError(f"dataset: images: expected 4 dimensions (N, C, H, W), got shape "
-                         f"{images.shape}")
-    name = "labels" if labels_apart else "dataset: labels"
-    if not isinstance(labels, np.ndarray):
-        raise TypeError(f"{name}: expected a numpy array, got {type(labels).__name__}")
-    if labels.dtype != np.int64:
-        raise TypeError(f"{name}: expected dtype int64, got {labels.dtype}")
-    if labels.ndim != 1:
-        raise ValueError(f"{name}: expected 1 dimension (N,), got shape {labels.shape}")
-
-
-def _check_classes(classes: Any) -> np.ndarray | None:
-    if classes is None:
-        return None
-    arr = np.asarray(classes)
-    if arr.size == 0 and arr.dtype.kind == "f":
-        arr = arr.astype(np.int64)  # np.asarray([]) is float64
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"classes: expected integers, got dtype {arr.dtype}")
-    if arr.ndim != 1:
-        raise ValueError(f"classes: expected a 1-D list of class labels, got shape {arr.shape}")
-    if arr.size and arr.dtype.kind == "u" and int(arr.max()) > np.iinfo(np.int64).max:
-        raise ValueError(f"classes: class {int(arr.max())} is not a label of the dataset")
-    return np.ascontiguousarray(arr, dtype=np.int64)
-
-
-def _pin_memory(pin_memory: Any) -> bool:
-    pin = check_bool(pin_memory, "pin_memory")
-    if pin and not torch.cuda.is_available():
-        raise ValueError("pin_memory: page-locked memory needs a CUDA device, and torch sees "
-                         "none (pass pin_memory=False)")
-    return pin
-
-
 class EpisodeSampler:
-    """N-way K-shot episode sampler over a uint8 (N, C, H, W) dataset, in Rust.
+    """N-way K-shot episode sampler over a uint8 (N, C, H, W) dataset, or float32 (N, D)
+    feature vectors, in Rust.
 
     Episode ``i`` is a pure function of ``(seed, i)``: the same for any thread count, batch
     split or process. The dataset is referenced, never copied (a memory map works).
 
     Args:
         dataset: an ImageDataset, an ``(images, labels)`` tuple, or the images array with
-            ``labels`` given. images: uint8, C-contiguous, (N, C, H, W); labels: int64 (N,).
+            ``labels`` given (numpy arrays or CPU torch tensors). images: uint8,
+            C-contiguous, (N, C, H, W) (see ``layout``); or float32 (N, D) feature vectors
+            (finite), whose episodes hold ``(ways * shots, D)`` rows copied as they are
+            (dtype "float32" only; the image options below are refused). labels: int64 (N,).
+        layout: "NCHW", "NHWC" (transposed once), or None: NCHW, refusing an array whose
+            last axis is 1 or 3 while its second is not (it looks NHWC; see
+            :mod:`metarobust.data.arrays`).
         ways, shots, queries: classes per episode, support items and query items per class.
         seed: 0 <= seed < 2**64.
         dtype: "float32" (pixels scaled to [0, 1], then ``(x - mean) / std`` if given) or
@@ -193,10 +140,13 @@ class EpisodeSampler:
         corrupt: str = "query",
         ink: str = "dark",
         corruption_cache_mb: float = 256,
+        layout: str | None = None,
     ) -> None:
-        labels_apart = labels is not None
-        images, labels = _as_arrays(dataset, labels)
-        _check_arrays(images, labels, labels_apart)
+        images, labels = image_arrays(dataset, labels, layout)
+        self.features = images.ndim == 2
+        if self.features:
+            check_feature_options(dtype=dtype != "float32", mean=mean is not None,
+                                  std=std is not None, corruption=corruption is not None)
         if (isinstance(corruption_cache_mb, bool)
                 or not isinstance(corruption_cache_mb, (int, float, np.integer, np.floating))
                 or not 0 <= corruption_cache_mb < float("inf")):
@@ -222,10 +172,16 @@ class EpisodeSampler:
         self.queries = _check_count(queries, "queries", 0)
         self.seed = _check_int(seed, "seed", 0, _MAX_INDEX)
         self.dtype = dtype
-        classes = _check_classes(classes)
-        scale = _listify(mean, "mean"), _listify(std, "std")
-        _check_scale(*scale)
+        classes = check_classes(classes)
+        scale = listify(mean, "mean"), listify(std, "std")
+        check_scale(*scale)
         self._args = (images, labels, classes, mean, std)
+        self._core: Any
+        if self.features:
+            self._core = _core.FeatureSamplerCore(images, labels, self.ways, self.shots,
+                                                  self.queries, self.seed, classes)
+            self.image_shape: tuple[int, ...] = (self._core.feature_dim,)
+            return
         self._core = _core.SamplerCore(
             images, labels, self.ways, self.shots, self.queries, self.seed,
             classes, *scale,
@@ -267,6 +223,7 @@ class EpisodeSampler:
             corruption=state.get("corruption"), severity=state.get("severity", 3),
             corrupt=state.get("corrupt", "query"), ink=state.get("ink", "dark"),
             corruption_cache_mb=state.get("corruption_cache_mb", 256),
+            layout=None if images.ndim == 2 else "NCHW",  # stored NCHW
         )
 
     def sample(self, index: int) -> Episode:
@@ -281,7 +238,7 @@ class EpisodeSampler:
         start = _check_int(start, "start", 0, _MAX_INDEX)
         count = _check_count(count, "count", 1)
         self._check_batch_bytes(count, "count")
-        pin_memory = _pin_memory(pin_memory)
+        pin_memory = _pin(pin_memory)
         w, s, q = self.ways, self.shots, self.queries
         tdt = torch.float32 if self.dtype == "float32" else torch.uint8
 
@@ -339,34 +296,7 @@ class EpisodeSampler:
         # the queue holds `prefetch` batches, the thread fills one more, the caller holds one
         self._check_batch_bytes(batch_size, "prefetch", prefetch + 2)
         return BatchIterator(self, batch_size, start, prefetch, num_batches,
-                             _pin_memory(pin_memory), stride, transform)
-
-
-def _listify(value: Any, name: str) -> list[float] | None:
-    """One value or one per channel, as floats (None stays None)."""
-    if value is None:
-        return None
-    if isinstance(value, np.ndarray) and value.ndim > 1:
-        raise ValueError(f"{name}: expected one value or one per channel, got shape "
-                         f"{value.shape}")
-    if isinstance(value, np.ndarray):
-        values = list(value.reshape(-1))
-    else:
-        values = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not values:
-        raise ValueError(f"{name}: needs at least one value")
-    return [check_real(v, name) for v in values]
-
-
-def _check_scale(mean: list[float] | None, std: list[float] | None) -> None:
-    """``(x - mean) / std`` of pixels in [0, 1] must be finite in float32: a tiny ``std``
-    would turn every image into infinities."""
-    top = float(np.finfo(np.float32).max)
-    for m in mean or [0.0]:
-        for s in std or [1.0]:
-            if s > 0 and max(abs(m), abs(1 - m)) / s > top:
-                raise ValueError(f"std: {s!r} scales [0, 1] pixels (mean {m!r}) beyond the "
-                                 "float32 range")
+                             _pin(pin_memory), stride, transform)
 
 
 class BatchIterator(Iterator[Episode]):

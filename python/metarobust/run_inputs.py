@@ -49,6 +49,18 @@ def backbone(cfg: ResolvedConfig, in_channels: int,
     return build_model(name, in_channels=in_channels, image_size=image_size)
 
 
+def image_side(dataset: Any) -> int | None:
+    """The side of a user's square images (an ImageDataset or ``(images, labels)`` arrays of
+    shape (n, c, h, w)), None for anything else (:func:`datasets` then says what is wrong):
+    a config that leaves ``image_size`` unset takes it from the data given."""
+    images = dataset.images if isinstance(dataset, ImageDataset) else \
+        dataset[0] if isinstance(dataset, (tuple, list)) and len(dataset) == 2 else None
+    shape = getattr(images, "shape", None)
+    if shape is None or len(shape) != 4 or shape[2] != shape[3] or shape[2] < 1:
+        return None
+    return int(shape[2])
+
+
 def _image_dataset(value: Any, name: str, cfg: ResolvedConfig) -> ImageDataset:
     """An ImageDataset (arrays ``(images, labels)`` are wrapped) of the config's image size."""
     if isinstance(value, (tuple, list)) and len(value) == 2:

@@ -50,21 +50,32 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_dataset(cfg: TrainConfig, split: str | None, role: str = "train"):
-    """The dataset of ``cfg`` for ``split`` (``role`` picks the glyph split by default)."""
+    """The dataset of ``cfg`` for ``split`` (``role`` picks the split by default). The data
+    root is ``cfg.data_root``, else ``$METAROBUST_DATA``; a root that holds a cache for the
+    split (:mod:`metarobust.data.cache_dir`) is read from the cache, memory-mapped."""
     if cfg.dataset == "glyphs":
         n = cfg.glyph_classes if role == "train" else 200
-        return mrdata.glyphs(num_classes=n, per_class=20, image_size=cfg.image_size,
-                             seed=cfg.seed, split=split or role)
-    root = cfg.data_root
+        size = cfg.image_size or mrdata.IMAGE_SIZES["glyphs"]
+        return mrdata.glyphs(num_classes=n, per_class=20, image_size=size, seed=cfg.seed,
+                             split=split or role)
+    root = mrdata.resolve_data_root(cfg.data_root)
     if not root or not Path(root).exists():
-        raise FileNotFoundError(f"data_root: {root!r} does not exist")
+        raise FileNotFoundError(f"data_root: {root!r} does not exist (pass --data-root or "
+                                f"set {mrdata.DATA_ENV})")
+    if cfg.dataset == "cache" or mrdata.find_cache(root, split, role) is not None:
+        if cfg.rotations and role == "train":
+            raise ValueError("rotations: a cache holds its classes as prepared; prepare it "
+                             "with `metarobust data prepare omniglot --rotations`")
+        return mrdata.load_split(root, split, role, cfg.image_size)
+    if cfg.dataset in mrdata.IMAGE_SIZES:
+        size = cfg.image_size or mrdata.IMAGE_SIZES[cfg.dataset]
     if cfg.dataset == "omniglot":
         return mrdata.omniglot(root, split=split or ("background" if role == "train"
                                                       else "evaluation"),
-                               image_size=cfg.image_size,
+                               image_size=size,
                                rotations=bool(cfg.rotations) and role == "train")
     if cfg.dataset == "folder":
-        return mrdata.image_folder(root, image_size=cfg.image_size, split_csv=split)
+        return mrdata.image_folder(root, image_size=size, split_csv=split)
     # idx: data_root holds <split>-images-idx3-ubyte[.gz] and <split>-labels-idx1-ubyte[.gz]
     prefix = split or ("train" if role == "train" else "t10k")
     found = {}
@@ -154,6 +165,8 @@ class Trainer:
                  val_dataset: Any = None) -> None:
         if model is not None:
             cfg = dataclasses.replace(cfg, model=run_inputs.object_record(cfg, model))
+        if dataset is not None and cfg.image_size is None and cfg.dataset != "sinusoid":
+            cfg = dataclasses.replace(cfg, image_size=run_inputs.image_side(dataset))
         self.cfg: ResolvedConfig = cfg.check().resolved()
         self.out = Path(out)
         self.progress = progress

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data import resolve_data_root
 from ..episodes import Episode, EpisodeSampler
 from .memory import _malloc_trim, _rss_bytes
 from .timing import DEFAULT_MIN_TIME, DEFAULT_REPEATS, _stats, measure
@@ -49,7 +50,7 @@ def omniglot_like(data_root: str | None = None, image_size: int = 28,
     exists (dark ink on white as in the source; resized 105 -> ``image_size`` with PIL
     ``Image.BOX`` area averaging); otherwise synthetic random pixels of the same shape.
     """
-    root = data_root if data_root is not None else os.environ.get("METAROBUST_DATA")
+    root = resolve_data_root(data_root)
     path = os.path.join(root, "omniglot-npz", "images_background.npz") if root else None
     if path and os.path.exists(path):
         from PIL import Image

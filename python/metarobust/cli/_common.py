@@ -13,8 +13,23 @@ PROTOTYPE_HELP = ("ProtoNet runs: evaluate with these prototypes instead of the 
 TEST_SPLITS = {"glyphs": "test", "omniglot": "evaluation"}
 
 
-def eval_split(dataset: str, given: str | None) -> str | None:
+def eval_split(dataset: str, given: str | None, data_root: str | None = None) -> str | None:
+    """The split to test on: ``given``, else the dataset's test split; a data root that
+    holds caches finds its test cache itself (None: ``test``/``evaluation`` or the one
+    cache, see :mod:`metarobust.data.cache_dir`)."""
+    if dataset not in ("glyphs", "sinusoid") and holds_caches(data_root):
+        return given
     return given or TEST_SPLITS.get(dataset)
+
+
+def holds_caches(data_root: str | None) -> bool:
+    """Whether the data root (``data_root`` or ``$METAROBUST_DATA``) is a dataset cache or
+    holds cache sub-directories."""
+    from ..data import is_cache, resolve_data_root
+    from ..data.cache_dir import list_caches
+
+    root = resolve_data_root(data_root)
+    return root is not None and (is_cache(root) or bool(list_caches(root)))
 
 
 def set_test_prototype(learner: Any, prototype: str | None) -> None:

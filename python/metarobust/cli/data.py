@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 KINDS = ("omniglot", "folder", "idx")
-DEFAULT_SIZE = {"omniglot": 28, "folder": 84}
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -30,7 +29,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "prepare",
         help="read a dataset once and write a memory-mappable cache directory",
         description="Read a dataset and write a checksummed, memory-mappable cache "
-        "(load it with metarobust.data.load(OUT)).",
+        "(load it with metarobust.data.load(OUT); train, eval and robustness read it with "
+        "--data-root OUT, or OUT's parent when OUT is named by split: train, val, test).",
     )
     p.add_argument("kind", choices=KINDS, help="dataset reader")
     p.add_argument("--root", help="omniglot: data root or zip; folder: image tree root")
@@ -78,7 +78,7 @@ def read(args: argparse.Namespace) -> Any:
 
     if args.kind == "idx":
         return data.idx(args.images, args.labels)
-    size = args.image_size if args.image_size is not None else DEFAULT_SIZE[args.kind]
+    size = args.image_size if args.image_size is not None else data.IMAGE_SIZES[args.kind]
     progress = not args.no_progress
     if args.kind == "omniglot":
         return data.omniglot(args.root, split=args.split or "background", image_size=size,

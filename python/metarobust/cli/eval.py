@@ -17,7 +17,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     e.add_argument("run_dir", help="a `metarobust train` run directory")
     e.add_argument("--dataset", choices=DATASETS, default=None,
                    help="test dataset (default: the run's)")
-    e.add_argument("--data-root", default=None, help="dataset folder (default: the run's)")
+    e.add_argument("--data-root", default=None,
+                   help="dataset folder or cache (default: the run's, else $METAROBUST_DATA)")
     e.add_argument("--split", default=None,
                    help="test split (default: evaluation for omniglot, test for glyphs)")
     e.add_argument("--ways", type=int, default=None,
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset is not None or args.data_root is not None:
         cfg = dataclasses.replace(cfg, dataset=args.dataset or cfg.dataset,
                                   data_root=args.data_root or cfg.data_root)
-    split = eval_split(cfg.dataset, args.split)
+    split = eval_split(cfg.dataset, args.split, cfg.data_root)
     ds = load_dataset(cfg, split, "test")
     ways = _given(args, "ways", cfg.test_ways)
     shots = _given(args, "shots", cfg.test_shots)

@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..config import DATASETS
 from ..corruption_info import CORRUPT_TARGETS
 from ..data.shift import FASHION_MNIST_DIR
 from ..robust.grid import SUITES, check_grid, suite_grid
-from ._common import PROTOTYPE_HELP, eval_split, set_test_prototype
+from ._common import PROTOTYPE_HELP, eval_split, holds_caches, set_test_prototype
 
 HELP = """\
 Evaluate a trained run over a grid of perturbations and write robustness.json, .csv and
@@ -39,9 +40,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="other runs to plot alongside: their robustness.json is used when "
                         "present, otherwise they are evaluated with the same suite and seed "
                         "(and their report written to their own run directory)")
+    r.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="test on this dataset kind (default: the run's); 'cache' reads "
+                        "--data-root as a `metarobust data prepare` cache")
     r.add_argument("--data-root", default=None,
-                   help="dataset folder: overrides the run's data_root; also the Omniglot "
-                        "root for domain_shift:omniglot (else $METAROBUST_DATA)")
+                   help="dataset folder or cache: overrides the run's data_root; also the "
+                        "Omniglot root for domain_shift:omniglot (else $METAROBUST_DATA)")
     r.add_argument("--split", default=None,
                    help="test split (default: omniglot evaluation, glyphs test)")
     r.add_argument("--ways", type=int, default=None,
@@ -107,21 +111,27 @@ def _evaluate_run(args: argparse.Namespace, run_dir: str, device: Any) -> dict[s
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     set_test_prototype(learner, args.prototype)
-    if args.data_root is not None:
-        cfg = dataclasses.replace(cfg, data_root=args.data_root)
-    split = eval_split(cfg.dataset, args.split)
+    trained_on = cfg.dataset  # picks the domain-shift targets
+    if args.data_root is not None or args.dataset is not None:
+        cfg = dataclasses.replace(cfg, data_root=args.data_root or cfg.data_root,
+                                  dataset=args.dataset or cfg.dataset)
+    split = eval_split(cfg.dataset, args.split, cfg.data_root)
     ds = load_dataset(cfg, split, "test")
 
     def given(name: str, default: int) -> int:
         return default if getattr(args, name) is None else getattr(args, name)
 
+    # the Omniglot files of domain_shift:omniglot (a cache root has none: METAROBUST_DATA)
     omniglot_root = cfg.data_root if cfg.dataset == "omniglot" else None
+    shift_root = args.data_root or omniglot_root
+    if holds_caches(shift_root):
+        shift_root = None
     res = run_suite(learner, ds, ways=given("ways", min(cfg.test_ways, 5)),
                     shots=given("shots", cfg.test_shots),
                     queries=given("queries", cfg.test_queries or 15), suite=args.suite,
-                    grid=families_grid(args.families, args.suite, cfg.dataset),
-                    episodes=args.episodes, seed=args.seed, device=device, source=cfg.dataset,
-                    image_size=cfg.image_size, data_root=args.data_root or omniglot_root,
+                    grid=families_grid(args.families, args.suite, trained_on),
+                    episodes=args.episodes, seed=args.seed, device=device, source=trained_on,
+                    image_size=cfg.image_size, data_root=shift_root,
                     fashion_mnist_root=args.fashion_mnist, corrupt=args.corrupt,
                     pgd_steps=args.pgd_steps, progress=not args.no_progress,
                     run=str(run_dir))

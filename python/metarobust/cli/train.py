@@ -16,7 +16,9 @@ FLAGS = {
     # shows the config's default (DEFAULT_TEXT where a number reads better as a fraction)
     "learner": (str, f"one of {', '.join(LEARNERS)}"),
     "dataset": (str, f"one of {', '.join(DATASETS)}"),
-    "data_root": (str, "dataset folder (omniglot: the folder holding omniglot-py/ or it)"),
+    "data_root": (str, "dataset folder (omniglot: the folder holding omniglot-py/ or it; a "
+                       "cache from `metarobust data prepare`, or a folder of caches named by "
+                       "split, is read as a cache; default $METAROBUST_DATA)"),
     "split": (str, "training split (omniglot: background | evaluation | a split file; "
                    "default: background for omniglot, train for glyphs)"),
     "val_split": (str, "validation split (default: val for glyphs, else no validation)"),
@@ -52,7 +54,8 @@ FLAGS = {
                        "whichever is reached first)"),
     "val_every": (int, "steps between validations"),
     "val_episodes": (int, "episodes per validation"),
-    "image_size": (int, "image side in pixels"),
+    "image_size": (int, "image side in pixels (default: glyphs and omniglot 28, folder 84; "
+                        "caches and idx as stored)"),
     "glyph_classes": (int, "glyphs: training classes"),
     "checkpoint_every": (int, "steps between resumable checkpoints"),
     "chunk_size": (int, "tasks per forward/backward chunk (default: the whole meta-batch)"),

@@ -9,25 +9,41 @@ and the memory-mapped cache that stores any of the image datasets.
 
 Readers: ``glyphs`` (embedded, no files), ``omniglot``, ``image_folder``, ``idx``; ``load``
 reads a cache written by ``ImageDataset.save`` or ``metarobust data prepare``;
-``sinusoid`` gives the MAML regression tasks.
+``sinusoid`` gives the MAML regression tasks. Your own data: ``from_arrays`` (numpy arrays
+or torch tensors, NCHW or NHWC, uint8 or floats in [0, 1]) and ``from_torch`` (any
+map-style torch ``Dataset`` of ``(image, label)``, optionally saved as a cache).
+``default_image_size`` and ``resolve_data_root`` are the defaults every command shares.
 """
 
+from .arrays import from_arrays
+from .cache_dir import find_cache, is_cache, load_split
 from .dataset import ImageDataset, load
+from .defaults import DATA_ENV, IMAGE_SIZES, default_image_size, resolve_data_root
 from .glyphs import glyphs
 from .idx import idx
 from .image_folder import image_folder
 from .omniglot import omniglot, omniglot_index
 from .sinusoid import SinusoidTask, SinusoidTasks, sinusoid
+from .torch_dataset import from_torch
 
 __all__ = [
+    "DATA_ENV",
+    "IMAGE_SIZES",
     "ImageDataset",
     "SinusoidTask",
     "SinusoidTasks",
+    "default_image_size",
+    "find_cache",
+    "from_arrays",
+    "from_torch",
     "glyphs",
     "idx",
+    "is_cache",
     "image_folder",
     "load",
+    "load_split",
     "omniglot",
     "omniglot_index",
+    "resolve_data_root",
     "sinusoid",
 ]

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .._checks import check_int, check_nbytes
+from .defaults import resolve_data_root
 
 __all__ = [
     "FASHION_MNIST_DIR", "FASHION_MNIST_INSTALL", "MissingTarget", "fit_images",
@@ -35,7 +36,7 @@ class MissingTarget(LookupError):
 
 def omniglot_root(data_root: str | os.PathLike | None = None) -> str | None:
     """``data_root`` if it exists, else ``METAROBUST_DATA`` if set and existing, else None."""
-    for root in (data_root, os.environ.get("METAROBUST_DATA")):
+    for root in (data_root, resolve_data_root(None)):
         if root and Path(root).exists():
             return str(root)
     return None

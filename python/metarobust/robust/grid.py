@@ -57,7 +57,7 @@ LABEL_NOISE_FAMILIES = tuple(f"label_noise_{k}" for k in LABEL_NOISE_KINDS)
 ATTACK_FAMILIES = ("fgsm", "pgd", "pgd_support")
 DOMAIN_TARGETS = ("glyphs", "omniglot", "fashion_mnist", "fashion_mnist_inverted")
 # The datasets a run can be trained on (TrainConfig.dataset, less sinusoid regression).
-SOURCES = ("glyphs", "omniglot", "idx", "folder")
+SOURCES = ("glyphs", "omniglot", "idx", "folder", "cache")
 # Families that take no strength: ``clean`` and ``domain_shift:<target>``.
 _NO_STRENGTH: tuple[Any, ...] = (None, [], (), [0], [0.0], (0,), (0.0,))
 

@@ -23,6 +23,7 @@ mod args;
 mod arrays;
 mod conv_block;
 mod corruptions;
+mod features;
 mod glyphs;
 mod kernels;
 mod sampler;
@@ -120,6 +121,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     sampler::register(m)?;
+    features::register(m)?;
     kernels::register(m)?;
     glyphs::register(m)?;
     corruptions::register(m)?;

@@ -80,6 +80,16 @@ impl EpisodeSampler {
         if table.channels() * table.plane() != self.item_size {
             return value_err("mean/std: channel layout does not match the images");
         }
+        self.check_out(start, count, out)
+    }
+
+    /// The checks of a batch's episode range and output buffers (any element type).
+    pub(super) fn check_out<T>(
+        &self,
+        start: u64,
+        count: usize,
+        out: &BatchOut<'_, T>,
+    ) -> Result<()> {
         // the last episode's index, start + count - 1, must be a u64
         if count > 0 && start.checked_add(count as u64 - 1).is_none() {
             return value_err(format!(

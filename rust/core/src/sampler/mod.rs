@@ -24,7 +24,10 @@ use crate::corruptions::{Corruption, Kind, Target};
 use crate::error::{checked_product, value_err, Error, Result};
 pub use crate::pixel::{Pixel, PixelTable};
 
+mod features;
 mod fill;
+
+pub use features::check_features;
 #[cfg(test)]
 mod tests;
 

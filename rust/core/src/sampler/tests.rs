@@ -349,3 +349,91 @@ fn counts_whose_sizes_overflow_are_errors() {
         assert!(err.to_string().starts_with("count: "), "{err}");
     }
 }
+
+type FeatureOutputs = (Vec<f32>, Vec<i64>, Vec<f32>, Vec<i64>, Vec<i64>);
+
+fn run_features(s: &EpisodeSampler, features: &[f32], start: u64, count: usize) -> FeatureOutputs {
+    let (w, k, q, d) = (s.ways, s.shots, s.queries, s.item_size);
+    let mut out = (
+        vec![0f32; count * w * k * d],
+        vec![0i64; count * w * k],
+        vec![0f32; count * w * q * d],
+        vec![0i64; count * w * q],
+        vec![0i64; count * w],
+    );
+    s.sample_features_into(
+        features,
+        start,
+        count,
+        BatchOut {
+            support_x: &mut out.0,
+            support_y: &mut out.1,
+            query_x: &mut out.2,
+            query_y: &mut out.3,
+            classes: &mut out.4,
+        },
+    )
+    .unwrap();
+    out
+}
+
+#[test]
+fn feature_episodes_pick_the_image_sampler_items() {
+    // item i: image bytes all i, feature row [i, i + 0.5]
+    let (n_classes, per) = (12, 9);
+    let n = n_classes * per;
+    let labels: Vec<i64> = (0..n).map(|i| (i % n_classes) as i64).collect();
+    let images: Vec<u8> = (0..n as u8).collect();
+    let features: Vec<f32> = (0..n).flat_map(|i| [i as f32, i as f32 + 0.5]).collect();
+    for q in [0, 3] {
+        let img = EpisodeSampler::new(&labels, 1, 5, 2, q, 7, None).unwrap();
+        let feat = EpisodeSampler::new(&labels, 2, 5, 2, q, 7, None).unwrap();
+        let a = run(&img, &images, 3, 40);
+        let b = run_features(&feat, &features, 3, 40);
+        let rows = |x: &[f32]| -> Vec<u8> {
+            x.chunks(2)
+                .map(|r| {
+                    assert_eq!(r[1], r[0] + 0.5);
+                    r[0] as u8
+                })
+                .collect()
+        };
+        assert_eq!(rows(&b.0), a.0);
+        assert_eq!(rows(&b.2), a.2);
+        assert_eq!((&b.1, &b.3, &b.4), (&a.1, &a.3, &a.4));
+        // split independence
+        let c = run_features(&feat, &features, 3, 17);
+        let d = run_features(&feat, &features, 20, 23);
+        assert_eq!([c.0, d.0].concat(), b.0);
+    }
+}
+
+#[test]
+fn feature_checks_name_the_problem() {
+    assert!(check_features(&[1.0, 2.0], 2).is_ok());
+    let err = check_features(&[1.0, 2.0, f32::NAN, 0.0], 2).unwrap_err();
+    assert!(
+        format!("{err}").contains("item 1, dimension 0 is NaN"),
+        "{err}"
+    );
+    assert!(check_features(&[f32::INFINITY], 1).is_err());
+    assert!(check_features(&[], 0).is_err());
+    let labels = [0i64, 1, 0, 1];
+    let s = EpisodeSampler::new(&labels, 3, 2, 1, 1, 0, None).unwrap();
+    let mut o = (
+        vec![0f32; 6],
+        vec![0i64; 2],
+        vec![0f32; 6],
+        vec![0i64; 2],
+        vec![0i64; 2],
+    );
+    let out = BatchOut {
+        support_x: &mut o.0,
+        support_y: &mut o.1,
+        query_x: &mut o.2,
+        query_y: &mut o.3,
+        classes: &mut o.4,
+    };
+    // 11 values, not 4 items of 3
+    assert!(s.sample_features_into(&[0.0; 11], 0, 1, out).is_err());
+}
