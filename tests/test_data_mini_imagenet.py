@@ -87,7 +87,7 @@ def test_ravi_csv_over_image_folder(tmp_path):
     (tmp_path / "images").mkdir()
     rows = []
     rng = np.random.default_rng(3)
-    for k, wnid in enumerate(["n01855672", "n02091244"]):
+    for wnid in ["n01855672", "n02091244"]:
         for j in range(2):
             name = f"{wnid}{j:08d}.jpg"
             Image.fromarray(rng.integers(0, 256, (12, 9, 3), dtype=np.uint8)).save(
