@@ -174,3 +174,19 @@ def test_metaoptnet_label_count_mismatch(tmp_path):
     with pytest.raises(ValueError, match="2 labels for 3 images") as info:
         mini_imagenet(tmp_path, "val")
     assert str(path) in str(info.value)
+
+
+def test_shipped_ravi_larochelle_split():
+    from metarobust.data._benchmark import shipped_classes
+
+    parts = {s: shipped_classes("mini_imagenet", s) for s in ("train", "val", "test")}
+    assert [len(parts[s]) for s in ("train", "val", "test")] == [64, 16, 20]
+    everything = sum(parts.values(), [])
+    assert len(set(everything)) == 100 and all(
+        len(w) == 9 and w[0] == "n" and w[1:].isdigit() for w in everything)
+    assert parts["test"] == sorted(
+        "n01930112 n01981276 n02099601 n02110063 n02110341 n02116738 n02129165 n02219486 "
+        "n02443484 n02871525 n03127925 n03146219 n03272010 n03544143 n03775546 n04146614 "
+        "n04149813 n04418357 n04522168 n07613480".split())
+    assert {"n01532829", "n13133613"} <= set(parts["train"])  # house finch, ear
+    assert {"n01855672", "n09256479"} <= set(parts["val"])  # goose, coral reef
