@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -83,8 +83,10 @@ def _labels(path: Path) -> tuple[np.ndarray, list[str], list[str], list[int]]:
 
 
 def _encoded(value: Any, i: int, file: Path) -> bytes:
+    """One entry's PNG bytes; a numpy buffer is passed as a view (no copy: the training
+    split's list is gigabytes)."""
     if isinstance(value, np.ndarray) and value.dtype == np.uint8:
-        return value.tobytes()
+        return cast(bytes, np.ascontiguousarray(value).reshape(-1).data)
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):  # a Python 2 string read as latin1
