@@ -64,6 +64,7 @@ def test_round_trip_python2_files(files, size):
         np.testing.assert_array_equal(ds.images[row], decoded(pngs[i], size))
     assert ds.metadata["general_names"] == [g.decode() for g in GENERAL]
     assert ds.metadata["class_general"] == GENERAL_OF_CLASS
+    assert ds.metadata["published_split"] is False  # 3 classes, from two splits
 
 
 def test_python3_files_in_subfolder(tmp_path):
@@ -140,3 +141,30 @@ def test_bad_images(files):
     write_py2(path, {b"images": pngs})
     with pytest.raises(ValueError, match="pickled list"):
         tiered_imagenet(root, "train", progress=False)
+
+
+def test_shipped_ren_split():
+    from metarobust.data._benchmark import shipped_classes
+
+    parts = {s: shipped_classes("tiered_imagenet", s) for s in ("train", "val", "test")}
+    assert [len(parts[s]) for s in ("train", "val", "test")] == [351, 97, 160]
+    everything = sum(parts.values(), [])
+    assert len(set(everything)) == 608
+    assert all(len(w) == 9 and w[0] == "n" and w[1:].isdigit() for w in everything)
+    # categories stay whole: all dog breeds n02099267..n02102973 (sporting dogs) are val,
+    # the food synsets n07565083.. are test
+    assert {"n02099267", "n02101006", "n02102973"} <= set(parts["val"])
+    assert {"n07565083", "n07613480", "n07768694"} <= set(parts["test"])
+    assert "n01530575" in parts["train"]
+
+
+def test_published_split_flag(tmp_path):
+    from metarobust.data._benchmark import shipped_classes
+
+    val = shipped_classes("tiered_imagenet", "val")
+    write_py2(tmp_path / "val_images_png.pkl", [png(i, 2, 2) for i in range(len(val))])
+    write_py2(tmp_path / "val_labels.pkl", {
+        b"label_specific": np.arange(len(val)), b"label_general": np.zeros(len(val), np.int64),
+        b"label_specific_str": [w.encode() for w in val], b"label_general_str": [b"n0"]})
+    ds = tiered_imagenet(tmp_path, "val", image_size=2, progress=False)
+    assert ds.num_classes == 97 and ds.metadata["published_split"] is True

@@ -17,6 +17,11 @@ order. The hierarchy is kept: ``metadata["general_names"]`` lists the categories
 ``metadata["class_general"][c]`` is the category of class ``c`` (a class belongs to one
 category; a file that says otherwise is refused). Images are decoded on a thread pool and
 resized with area averaging (PIL ``Image.BOX``) when ``image_size`` is not 84.
+
+The class lists of Ren et al. ship with the package
+(``metarobust/data/splits/tiered_imagenet/``, ImageNet wnids);
+``metadata["published_split"]`` says whether the classes read are exactly those of the split
+asked for (False too for files that name their classes otherwise than by wnid).
 """
 
 from __future__ import annotations
@@ -28,7 +33,16 @@ from typing import Any, cast
 import numpy as np
 
 from .._checks import check_bool, check_int
-from ._benchmark import as_root, check_split, first_existing, int_labels, key, load_pickle, text
+from ._benchmark import (
+    as_root,
+    check_split,
+    first_existing,
+    int_labels,
+    key,
+    load_pickle,
+    shipped_classes,
+    text,
+)
 from .dataset import ImageDataset
 from .image_folder import check_size, decode_images
 
@@ -147,6 +161,8 @@ def tiered_imagenet(
         "image_size": size,
         "general_names": general_names,
         "class_general": class_general,
+        "published_split": sorted(class_names) == sorted(shipped_classes("tiered_imagenet",
+                                                                         split)),
     }
     return ImageDataset(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)), specific[order],
                         class_names, metadata)
