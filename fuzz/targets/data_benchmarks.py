@@ -1,8 +1,8 @@
 """Targets: the readers of the few-shot benchmarks' own files, ``mr.data.cub``,
-``mini_imagenet`` (its cache pickle) and ``tiered_imagenet``, on tiny copies written by the
-case itself. Valid copies are checked against PIL's decoding and box resize; damaged index
-files, pickles that are truncated or say inconsistent things, and missing files must be
-refused naming the argument or the file."""
+``mini_imagenet`` (its cache pickle), ``tiered_imagenet``, ``cifar_fs`` and ``fc100``, on
+tiny copies written by the case itself. Valid copies are checked against PIL's decoding and
+box resize; damaged index files, pickles that are truncated or say inconsistent things, and
+missing files must be refused naming the argument or the file."""
 
 from __future__ import annotations
 
@@ -297,6 +297,97 @@ def tiered_breaks(draft):
     return out
 
 
+# ---------------------------------------------------------------- cifar_fs, fc100
+
+CIFAR_WRITER = '''import pickle
+from metarobust.data._benchmark import shipped_classes
+
+FC = [ln for s in ("train", "val", "test") for ln in shipped_classes("fc100", s)]
+SUP = {ln.split("/")[1]: ln.split("/")[0] for ln in FC}
+FINE = sorted(SUP)
+COARSE = sorted(set(SUP.values()))
+
+
+def cifar_part(seed, per_class):
+    rng = np.random.default_rng(seed)
+    fine = rng.permutation(np.repeat(np.arange(100), per_class)).tolist()
+    data = rng.integers(0, 256, (len(fine), 3072), dtype=np.uint8)
+    return {b"data": data, b"fine_labels": fine,
+            b"coarse_labels": [COARSE.index(SUP[FINE[f]]) for f in fine]}
+
+
+def write_cifar(folder, parts):
+    os.makedirs(folder, exist_ok=True)
+    meta = {b"fine_label_names": [f.encode() for f in FINE],
+            b"coarse_label_names": [c.encode() for c in COARSE]}
+    for name, obj in [("meta", meta)] + list(parts.items()):
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(pickle.dumps(obj, protocol=2))'''
+
+
+@st.composite
+def valid_cifar(draw):
+    seeds = {p: draw(st.integers(0, 999)) for p in ("train", "test")}
+    counts = {p: draw(st.integers(1, 2)) for p in ("train", "test")}
+    draft = Draft(meta={"seeds": seeds, "counts": counts})
+    draft.setup += [CIFAR_WRITER, "folder = os.path.join(tmp, 'cifar-100-python')",
+                    "parts = {p: cifar_part(s, c) for p, s, c in "
+                    f"(('train', {seeds['train']}, {counts['train']}), "
+                    f"('test', {seeds['test']}, {counts['test']}))}}",
+                    "write_cifar(folder, parts)"]
+    draft.val("root", draw(st.sampled_from(["tmp", "folder"])))
+    draft.val("split", repr(draw(st.sampled_from(SPLITS))))
+    size = draw(st.integers(1, 40))
+    draft.val("image_size", num(size), value=size)
+    return draft
+
+
+def _check_cifar(reader):
+    def check(result, args, meta):
+        from PIL import Image
+
+        from metarobust.data._benchmark import shipped_classes
+
+        assert isinstance(result, mr.data.ImageDataset), type(result)
+        size = int(args["image_size"])
+        names = [ln.rsplit("/", 1)[-1] for ln in shipped_classes(reader, str(args["split"]))]
+        assert result.class_names == names, result.class_names
+        fine_names = sorted(ln.split("/")[1] for s in SPLITS
+                            for ln in shipped_classes("fc100", s))
+        rows, labels = [], []
+        for label, name in enumerate(names):
+            for part in ("train", "test"):
+                rng = np.random.default_rng(meta["seeds"][part])
+                fine = rng.permutation(np.repeat(np.arange(100), meta["counts"][part]))
+                data = rng.integers(0, 256, (fine.size, 3072), dtype=np.uint8)
+                for row in data[fine == fine_names.index(name)]:
+                    im = Image.fromarray(row.reshape(3, 32, 32).transpose(1, 2, 0))
+                    rows.append(_box_resize(im, size))
+                    labels.append(label)
+        assert np.array_equal(result.images, np.stack(rows)), "images differ"
+        assert result.labels.tolist() == labels, "labels differ"
+    return check
+
+
+def cifar_breaks(draft):
+    out = []
+    for how, stmt, name in (
+            ("a truncated train file", "p = os.path.join(folder, 'train'); "
+             "open(p, 'r+b').truncate(os.path.getsize(p) // 3)", "train"),
+            ("no meta file", "os.remove(os.path.join(folder, 'meta'))", "meta"),
+            ("one fine label fewer", "parts['test'][b'fine_labels'].pop(); "
+             "write_cifar(folder, parts)", "test"),
+            ("a fine label 100", "parts['train'][b'fine_labels'][0] = 100; "
+             "write_cifar(folder, parts)", "train"),
+            ("rows of 3071 pixels", "parts['test'][b'data'] = parts['test'][b'data'][:, 1:]; "
+             "write_cifar(folder, parts)", "test"),
+            ("no coarse labels", "del parts['train'][b'coarse_labels']; "
+             "write_cifar(folder, parts)", "train")):
+        out.append(Break("root", draft.args["root"], how, ("root", "=value", f"*{name}"),
+                         setup=(stmt,)))
+    return out
+
+
 TARGETS = [
     Target(name="data.cub",
            call="mr.data.cub(root, split, image_size, crop, progress, workers)",
@@ -315,5 +406,13 @@ TARGETS = [
                    "progress": Bool(strict=False),
                    "workers": Int(1, nullable=True, huge="skip")},
            valid=valid_tiered(), check=check_tiered, relational=tiered_breaks,
+           rejects=("FileNotFoundError",)),
+    Target(name="data.cifar_fs", call="mr.data.cifar_fs(root, split, image_size)",
+           params={"root": Path(), "split": Choice(options=SPLITS), "image_size": Int(1, 4096)},
+           valid=valid_cifar(), check=_check_cifar("cifar_fs"), relational=cifar_breaks,
+           rejects=("FileNotFoundError",)),
+    Target(name="data.fc100", call="mr.data.fc100(root, split, image_size)",
+           params={"root": Path(), "split": Choice(options=SPLITS), "image_size": Int(1, 4096)},
+           valid=valid_cifar(), check=_check_cifar("fc100"), relational=cifar_breaks,
            rejects=("FileNotFoundError",)),
 ]
