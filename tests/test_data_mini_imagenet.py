@@ -190,3 +190,12 @@ def test_shipped_ravi_larochelle_split():
         "n04149813 n04418357 n04522168 n07613480".split())
     assert {"n01532829", "n13133613"} <= set(parts["train"])  # house finch, ear
     assert {"n01855672", "n09256479"} <= set(parts["val"])  # goose, coral reef
+
+
+def test_learn2learn_validation_name(tmp_path):
+    data = pixels(2)
+    with open(tmp_path / "mini-imagenet-cache-validation.pkl", "wb") as f:
+        pickle.dump({"image_data": data, "class_dict": {"n01855672": [1, 0]}}, f)
+    ds = mini_imagenet(tmp_path, "val", image_size=10)
+    np.testing.assert_array_equal(ds.images[0], data[1].transpose(2, 0, 1))
+    assert ds.metadata["file"] == "mini-imagenet-cache-validation.pkl"

@@ -11,7 +11,6 @@ else is refused, so reading a data file never runs foreign code.
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 from collections.abc import Mapping
@@ -81,11 +80,10 @@ def load_pickle(path: Path, what: str) -> Any:
     if not path.is_file():
         raise ValueError(f"{what} {path} is not a file")
     check_nbytes(path.stat().st_size, "path", f"reading {path}")
-    with open(path, "rb") as f:
-        raw = f.read()
     try:
-        return _DataUnpickler(io.BytesIO(raw), encoding="latin1").load()
-    except MemoryError:
+        with open(path, "rb") as f:  # streamed: the training pickles are gigabytes
+            return _DataUnpickler(f, encoding="latin1").load()
+    except (MemoryError, OSError):
         raise
     except Exception as exc:  # pickle raises many types on damaged input
         raise ValueError(

@@ -6,7 +6,8 @@ distributed in (the first found wins):
 
 ``mini-imagenet-cache-<split>.pkl``
     a pickled dict: ``image_data`` uint8 ``(N, 84, 84, 3)`` and ``class_dict``
-    ``{wnid: [image indices]}`` (the cache of learn2learn and of many repositories);
+    ``{wnid: [image indices]}`` (the cache of learn2learn and of many repositories;
+    ``mini-imagenet-cache-validation.pkl`` is found for ``"val"`` too);
 ``miniImageNet_category_split_<train_phase_train|val|test>.pickle``
     the pickles of Gidaris & Komodakis used by MetaOptNet (Python 2, latin1): ``data``
     uint8 ``(N, 84, 84, 3)``, ``labels`` (one int per image) and, when present,
@@ -51,8 +52,10 @@ _METAOPTNET = {"train": "train_phase_train", "val": "val", "test": "test"}
 
 
 def _candidates(root: Path, split: str) -> list[tuple[str, Path]]:
-    return [
-        ("cache_pkl", root / f"mini-imagenet-cache-{split}.pkl"),
+    caches = [root / f"mini-imagenet-cache-{split}.pkl"]
+    if split == "val":  # learn2learn's name for it
+        caches.append(root / "mini-imagenet-cache-validation.pkl")
+    return [("cache_pkl", c) for c in caches] + [
         ("metaoptnet", root / f"miniImageNet_category_split_{_METAOPTNET[split]}.pickle"),
         ("csv", root / f"{split}.csv"),
     ]
