@@ -1,5 +1,6 @@
 """`metarobust data prepare` (metarobust.cli.data): an IDX pair prepared into a dataset cache;
-a missing --labels refused with exit status 2."""
+a missing --labels refused with exit status 2; the benchmark kinds (miniImageNet, CUB) prepared
+into caches equal to their readers' result, their bad flag combinations refused."""
 
 from __future__ import annotations
 
