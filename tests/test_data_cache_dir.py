@@ -103,6 +103,9 @@ def test_one_default_image_size_per_dataset_kind(folder):
     omniglot_default = inspect.signature(mr.data.omniglot).parameters["image_size"].default
     assert sizes["folder"] == folder_default == 84
     assert sizes["omniglot"] == omniglot_default == 28
+    for reader in ("mini_imagenet", "tiered_imagenet", "cub", "cifar_fs", "fc100"):
+        parameters = inspect.signature(getattr(mr.data, reader)).parameters
+        assert parameters["image_size"].default == sizes[reader], reader
     for kind in ("folder", "omniglot", "glyphs"):
         assert TrainConfig(dataset=kind, data_root=str(folder)).resolved().image_size == \
             sizes[kind]

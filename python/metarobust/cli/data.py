@@ -8,6 +8,8 @@
     metarobust data prepare folder --root imgs --image-size 84 [--split train.csv] --out f84
     metarobust data prepare idx --images train-images-idx3-ubyte.gz \\
         --labels train-labels-idx1-ubyte.gz --out mnist
+    metarobust data prepare mini_imagenet --root MINI --split test --out mini-test
+    metarobust data prepare cub --root CUB_200_2011 --split val --crop --out cub-val
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import sys
 import time
 from typing import Any
 
-KINDS = ("omniglot", "folder", "idx")
+BENCHMARKS = ("mini_imagenet", "tiered_imagenet", "cifar_fs", "fc100", "cub")
+KINDS = ("omniglot", "folder", "idx") + BENCHMARKS
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -37,12 +40,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--split",
         help="omniglot: background | evaluation | background_small1 | background_small2 | "
-        "split file (default: background); folder: a filename,label CSV",
+        "split file (default: background); folder: a filename,label CSV; mini_imagenet, "
+        "tiered_imagenet, cifar_fs, fc100, cub: train | val | test (default: train)",
     )
     p.add_argument("--image-size", type=int,
-                   help="output side length (default: 28 for omniglot, 84 for folder)")
+                   help="output side length (default: 28 for omniglot; 84 for folder, "
+                        "mini_imagenet, tiered_imagenet, cub; 32 for cifar_fs, fc100)")
     p.add_argument("--rotations", action="store_true", help="omniglot: add 90/180/270 classes")
     p.add_argument("--grayscale", action="store_true", help="folder: one channel, not RGB")
+    p.add_argument("--crop", action="store_true", help="cub: crop to the bounding boxes")
     p.add_argument("--images", help="idx: the images file (0x00000803, gzip or not)")
     p.add_argument("--labels", help="idx: the labels file (0x00000801, gzip or not)")
     p.add_argument("--workers", type=int, help="decoder threads (default: CPUs, at most 4)")
@@ -69,6 +75,19 @@ def flag_error(args: argparse.Namespace) -> str | None:
         return "omniglot is always grayscale; drop --grayscale"
     if args.kind == "folder" and args.rotations:
         return "--rotations is for omniglot only"
+    return _benchmark_flag_error(args)
+
+
+def _benchmark_flag_error(args: argparse.Namespace) -> str | None:
+    if getattr(args, "crop", False) and args.kind != "cub":
+        return "--crop is for cub only"
+    if args.kind not in BENCHMARKS:
+        return None
+    for flag in ("rotations", "grayscale"):
+        if getattr(args, flag):
+            return f"{args.kind} does not take --{flag}"
+    if args.split not in (None, "train", "val", "test"):
+        return f"{args.kind}: --split must be train, val or test, got {args.split!r}"
     return None
 
 
@@ -80,12 +99,25 @@ def read(args: argparse.Namespace) -> Any:
         return data.idx(args.images, args.labels)
     size = args.image_size if args.image_size is not None else data.IMAGE_SIZES[args.kind]
     progress = not args.no_progress
+    if args.kind in BENCHMARKS:
+        return _benchmark(args, size, progress)
     if args.kind == "omniglot":
         return data.omniglot(args.root, split=args.split or "background", image_size=size,
                              rotations=args.rotations, progress=progress,
                              workers=args.workers)
     return data.image_folder(args.root, image_size=size, grayscale=args.grayscale,
                              split_csv=args.split, progress=progress, workers=args.workers)
+
+
+def _benchmark(args: argparse.Namespace, size: int, progress: bool) -> Any:
+    from .. import data
+
+    split = args.split or "train"
+    if args.kind in ("cifar_fs", "fc100"):
+        return getattr(data, args.kind)(args.root, split, image_size=size)
+    extra = {"crop": args.crop} if args.kind == "cub" else {}
+    return getattr(data, args.kind)(args.root, split, image_size=size, progress=progress,
+                                    workers=args.workers, **extra)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
-"""Datasets: Omniglot, image folders, IDX (MNIST format), embedded glyphs, sinusoid tasks,
-and the memory-mapped cache that stores any of the image datasets.
+"""Datasets: Omniglot, image folders, IDX (MNIST format), the few-shot benchmarks
+(miniImageNet, tieredImageNet, CIFAR-FS, FC100, CUB-200-2011), embedded glyphs, sinusoid
+tasks, and the memory-mapped cache that stores any of the image datasets.
 
 >>> import numpy as np
 >>> import metarobust as mr
@@ -7,7 +8,9 @@ and the memory-mapped cache that stores any of the image datasets.
 >>> ds.num_classes, ds.images.shape[1:]
 (3, (1, 28, 28))
 
-Readers: ``glyphs`` (embedded, no files), ``omniglot``, ``image_folder``, ``idx``; ``load``
+Readers: ``glyphs`` (embedded, no files), ``omniglot``, ``image_folder``, ``idx``;
+``mini_imagenet``, ``tiered_imagenet``, ``cifar_fs``, ``fc100``, ``cub`` read the
+benchmarks' own files with their published class splits; ``load``
 reads a cache written by ``ImageDataset.save`` or ``metarobust data prepare``;
 ``sinusoid`` gives the MAML regression tasks. Your own data: ``from_arrays`` (numpy arrays
 or torch tensors, NCHW or NHWC, uint8 or floats in [0, 1]) and ``from_torch`` (any
@@ -17,13 +20,17 @@ map-style torch ``Dataset`` of ``(image, label)``, optionally saved as a cache).
 
 from .arrays import from_arrays
 from .cache_dir import find_cache, is_cache, load_split
+from .cifar import cifar_fs, fc100
+from .cub import cub
 from .dataset import ImageDataset, load
 from .defaults import DATA_ENV, IMAGE_SIZES, default_image_size, resolve_data_root
 from .glyphs import glyphs
 from .idx import idx
 from .image_folder import image_folder
+from .mini_imagenet import mini_imagenet
 from .omniglot import omniglot, omniglot_index
 from .sinusoid import SinusoidTask, SinusoidTasks, sinusoid
+from .tiered_imagenet import tiered_imagenet
 from .torch_dataset import from_torch
 
 __all__ = [
@@ -32,7 +39,10 @@ __all__ = [
     "ImageDataset",
     "SinusoidTask",
     "SinusoidTasks",
+    "cifar_fs",
+    "cub",
     "default_image_size",
+    "fc100",
     "find_cache",
     "from_arrays",
     "from_torch",
@@ -42,8 +52,10 @@ __all__ = [
     "image_folder",
     "load",
     "load_split",
+    "mini_imagenet",
     "omniglot",
     "omniglot_index",
     "resolve_data_root",
     "sinusoid",
+    "tiered_imagenet",
 ]
