@@ -20,22 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..data.atomic import replace_file
+
 __all__ = ["COLUMNS", "format_table", "load_result", "plot_results", "read_csv",
            "write_report"]
 
 COLUMNS = ("family", "setting", "strength", "effective", "accuracy", "ci95", "episodes")
 FILES = ("robustness.json", "robustness.csv", "robustness.png")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def load_result(path: str | os.PathLike) -> dict[str, Any]:
@@ -306,7 +297,7 @@ def plot_results(results: Sequence[dict[str, Any]], path: str | os.PathLike) -> 
     out = Path(path)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    _atomic_write(out, buf.getvalue())
+    replace_file(out, buf.getvalue())
     return out
 
 
@@ -317,7 +308,7 @@ def write_report(result: dict[str, Any], out_dir: str | os.PathLike,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {ext: out / f"robustness.{ext}" for ext in ("json", "csv", "png")}
-    _atomic_write(paths["json"], (json.dumps(result, indent=1) + "\n").encode())
-    _atomic_write(paths["csv"], _csv_bytes(result["rows"]))
+    replace_file(paths["json"], (json.dumps(result, indent=1) + "\n").encode())
+    replace_file(paths["csv"], _csv_bytes(result["rows"]))
     plot_results([result, *compare], paths["png"])
     return {k: str(v) for k, v in paths.items()}
