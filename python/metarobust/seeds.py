@@ -22,6 +22,7 @@ label noise              ``(seed, LABEL_NOISE, kind, episode)``          NumPy P
 suite Gaussian noise     ``derive(seed, GAUSSIAN_NOISE, part, episode)``  torch CPU
 suite PGD random starts   ``derive(seed, PGD_START, first episode)``      torch (PGD start)
 certification noise      ``(seed, CERTIFY, episode)``                    torch CPU
+noise training           ``derive(seed, NOISE_TRAINING, step)``          torch (its device)
 =======================  ==============================================  =====================
 
 Evaluations (``metarobust eval --seed``, the robustness suite's ``seed``) use their seed as
@@ -41,7 +42,7 @@ import numpy as np
 
 __all__ = [
     "ADVERSARIAL_TRAINING", "AUGMENT", "CERTIFY", "GAUSSIAN_NOISE", "LABEL_NOISE", "MAX_SEED",
-    "PGD_START", "VALIDATION", "derive", "numpy_rng", "torch_generator",
+    "NOISE_TRAINING", "PGD_START", "VALIDATION", "derive", "numpy_rng", "torch_generator",
 ]
 
 MAX_SEED = 2**64 - 1
@@ -54,6 +55,7 @@ LABEL_NOISE = 0x4C4E           # "LN"
 GAUSSIAN_NOISE = 0x474E        # "GN"
 PGD_START = 0x5047             # "PG"
 CERTIFY = 0x4352               # "CR"
+NOISE_TRAINING = 0x4E54        # "NT"
 
 
 def _entropy(seed: int, stream: int, parts: tuple[int, ...]) -> list[int]:

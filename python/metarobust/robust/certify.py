@@ -31,9 +31,10 @@ import torch
 from .. import seeds
 from .._checks import check_bool, check_int, check_real
 from ..evaluate import mean_ci95
+from ..learners.base import replace_fields
 
 __all__ = ["DEFAULT_RADII", "certify", "certify_queries", "clopper_pearson_lower",
-           "episode_classifier", "smoothed_counts"]
+           "episode_classifier", "noisy_queries", "smoothed_counts"]
 
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEFAULT_BATCH = 1000  # noisy images per classifier call
@@ -175,6 +176,16 @@ def certify(learner: Any, sampler: Any, episodes: int = 100, sigma: float = 0.25
     return result
 
 
+def noisy_queries(batch: Any, sigma: float, seed: int) -> Any:
+    """The batch with Gaussian noise of std ``sigma`` on its query images (float in [0, 1],
+    uint8 converted), clipped to [0, 1]: training for randomized smoothing. The noise is
+    drawn on the images' device from ``seed``."""
+    x = _float(batch.query_x)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+    return replace_fields(batch, query_x=(x + sigma * noise).clamp_(0.0, 1.0))
+
+
 def episode_classifier(learner: Any, support_x: torch.Tensor, support_y: torch.Tensor,
                        device: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     """The base classifier of one episode: query images to the labels ``learner`` predicts
@@ -186,7 +197,7 @@ def episode_classifier(learner: Any, support_x: torch.Tensor, support_y: torch.T
 
 
 def _float(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
 def _episodes(episodes: int, progress: bool) -> Any:
