@@ -22,16 +22,34 @@ from metarobust.robust.certify import (
     smoothed_counts,
 )
 
-scipy_stats = pytest.importorskip("scipy.stats")
+
+def _log_binomial_tail(k: int, n: int, p: float) -> float:
+    """log P(X >= k), X ~ Binomial(n, p), summed in log space from its definition."""
+    j = np.arange(k, n + 1, dtype=np.float64)
+    log_pmf = (math.lgamma(n + 1) - np.array([math.lgamma(v + 1) for v in j])
+               - np.array([math.lgamma(n - v + 1) for v in j])
+               + j * math.log(p) + (n - j) * math.log1p(-p))
+    top = float(log_pmf.max())
+    return top + math.log(float(np.exp(log_pmf - top).sum()))
+
+
+def _reference_lower(k: int, n: int, alpha: float) -> float:
+    """The p at which P(X >= k) = alpha, by bisection on the binomial tail."""
+    low, high = 0.0, 1.0
+    for _ in range(64):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if _log_binomial_tail(k, n, mid) < math.log(alpha) \
+            else (low, mid)
+    return low
 
 
 @pytest.mark.parametrize("k,n,alpha", [(1, 1, 0.001), (1, 10, 0.05), (5, 10, 0.001),
                                        (999, 1000, 0.001), (1000, 1000, 0.001),
-                                       (500, 1000, 0.01), (37, 100000, 0.001),
-                                       (99990, 100000, 1e-6)])
-def test_clopper_pearson_lower_is_the_beta_quantile(k, n, alpha):
-    want = scipy_stats.beta.ppf(alpha, k, n - k + 1)
-    assert clopper_pearson_lower(k, n, alpha) == pytest.approx(want, rel=1e-9, abs=1e-12)
+                                       (500, 1000, 0.01), (37, 20000, 0.001),
+                                       (19990, 20000, 1e-6)])
+def test_clopper_pearson_lower_solves_the_binomial_tail(k, n, alpha):
+    assert clopper_pearson_lower(k, n, alpha) == \
+        pytest.approx(_reference_lower(k, n, alpha), rel=1e-7, abs=1e-12)
 
 
 def test_clopper_pearson_edges_and_bad_input():
@@ -173,4 +191,37 @@ def test_bad_arguments_are_named(protonet):
         with pytest.raises(err, match=words):
             certify(learner, sampler, **kw)
     assert math.isfinite(clopper_pearson_lower(1, 2, 0.5 - 1e-9))
-    assert np.isfinite(float(scipy_stats.beta.ppf(0.001, 1, 2)))
+    assert 0 < clopper_pearson_lower(1, 2**62, 0.5) < 1e-18  # no sum over 2**62 terms
+
+
+def test_the_suites_certified_rows_are_certify_on_the_same_episodes(runs):
+    from _runs import tiny_suite
+
+    from metarobust.episodes import EpisodeSampler
+    from metarobust.robust.certify import Smoothing
+    from metarobust.robust.report import format_table
+    from metarobust.train import load_dataset, load_run
+
+    run_a, _ = runs
+    smoothing = Smoothing(sigma=0.3, samples=60, n0=10, alpha=0.01, episodes=3)
+    res = tiny_suite(run_a, grid={"clean": [0], "certified_l2": [0.5, 0, 0.2]}, seed=11,
+                     smoothing=smoothing)
+    rows = [r for r in res["rows"] if r["family"] == "certified_l2"]
+    assert [r["strength"] for r in rows] == [0.0, 0.2, 0.5]
+    assert all(r["episodes"] == 3 and "sigma 0.3" in r["setting"] for r in rows)
+    assert res["smoothing"]["samples"] == 60
+    assert "(certified_l2: 3)" in format_table([res])
+    learner = load_run(run_a)
+    cfg = learner.config
+    sampler = EpisodeSampler(load_dataset(cfg, "test", "test"), ways=cfg.test_ways,
+                             shots=cfg.test_shots, queries=cfg.test_queries, seed=11,
+                             dtype="float32")
+    alone = certify(learner, sampler, episodes=3, sigma=0.3, samples=60, n0=10, alpha=0.01,
+                    radii=(0, 0.2, 0.5), seed=11)
+    for row, want in zip(rows, alone["radii"]):
+        assert row["accuracy"] == pytest.approx(want["certified_accuracy"])
+        assert row["ci95"] == pytest.approx(want["ci95"])
+    with pytest.raises(TypeError, match="smoothing: expected"):
+        tiny_suite(run_a, grid={"certified_l2": [0]}, smoothing={"sigma": 0.3})
+    with pytest.raises(ValueError, match="sigma"):
+        Smoothing(sigma=-1)

@@ -21,11 +21,11 @@ every query's radius. Noise comes from ``seeds.torch_generator(seed, CERTIFY, ep
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from .. import seeds
@@ -33,49 +33,43 @@ from .._checks import check_bool, check_int, check_real
 from ..evaluate import mean_ci95
 from ..learners.base import replace_fields
 
-__all__ = ["DEFAULT_RADII", "certify", "certify_queries", "clopper_pearson_lower",
-           "episode_classifier", "noisy_queries", "smoothed_counts"]
+__all__ = ["DEFAULT_RADII", "Smoothing", "certify", "certify_queries", "certify_episode",
+           "clopper_pearson_lower", "episode_classifier", "noisy_queries", "smoothed_counts"]
 
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Smoothing:
+    """The certification settings of the robustness suite's ``certified_l2`` family: noise
+    ``sigma``, ``n0`` and ``samples`` noisy copies per query, failure probability ``alpha``,
+    and the number of episodes certified (the suite's first ``episodes``, at most)."""
+
+    sigma: float = 0.25
+    samples: int = 500
+    n0: int = 50
+    alpha: float = 0.001
+    episodes: int = 100
+
+    def __post_init__(self) -> None:
+        _check_args(self.sigma, self.samples, self.n0, self.alpha, self.episodes, [0.0], 1)
 DEFAULT_BATCH = 1000  # noisy images per classifier call
 
 
-def _log_binomial_tail(k: int, n: int, p: float) -> float:
-    """log P(X >= k) for X ~ Binomial(n, p), summed in log space (exact to rounding)."""
-    j = np.arange(k, n + 1, dtype=np.float64)
-    log_pmf = (math.lgamma(n + 1) - _lgamma(j + 1) - _lgamma(n - j + 1)
-               + j * math.log(p) + (n - j) * math.log1p(-p))
-    top = float(log_pmf.max())
-    return top + math.log(float(np.exp(log_pmf - top).sum()))
-
-
-def _lgamma(x: np.ndarray) -> np.ndarray:
-    return np.array([math.lgamma(v) for v in x]) if x.size < 64 else \
-        torch.lgamma(torch.from_numpy(x)).numpy()
-
-
 def clopper_pearson_lower(successes: int, trials: int, alpha: float) -> float:
-    """The one-sided ``1 - alpha`` Clopper-Pearson lower bound of a binomial proportion
-    (the ``alpha`` quantile of Beta(successes, trials - successes + 1); 0 when
-    ``successes`` is 0): the ``p`` at which P(X >= successes) = alpha, found by bisection."""
-    trials = check_int(trials, "trials", 1)
+    """The one-sided ``1 - alpha`` Clopper-Pearson lower bound of a binomial proportion: the
+    ``alpha`` quantile of Beta(successes, trials - successes + 1), 0 when ``successes`` is
+    0 (the ``p`` at which P(X >= successes) = alpha for X ~ Binomial(trials, p))."""
+    from scipy.stats import beta
+
+    trials = check_int(trials, "trials", 1, 2**53)  # counts a double holds exactly
     successes = check_int(successes, "successes", 0)
     if successes > trials:
         raise ValueError(f"successes: {successes} is more than trials ({trials})")
     alpha = check_real(alpha, "alpha", 0.0, 1.0, low_open=True, high_open=True)
     if successes == 0:
         return 0.0
-    target = math.log(alpha)
-    low, high = 0.0, 1.0  # the tail grows with p: tail(low) < alpha <= tail(high)
-    for _ in range(64):  # 2**-64: below a double's resolution of the bound
-        mid = 0.5 * (low + high)
-        if mid in (low, high):
-            break
-        if _log_binomial_tail(successes, trials, mid) < target:
-            low = mid
-        else:
-            high = mid
-    return low
+    return float(beta.ppf(alpha, successes, trials - successes + 1))
 
 
 def smoothed_counts(classify: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
@@ -123,8 +117,8 @@ def _check_args(sigma: Any, samples: Any, n0: Any, alpha: Any, episodes: Any,
     samples = check_int(samples, "samples", 1, 10**8)
     n0 = check_int(n0, "n0", 1, 10**8)
     alpha = check_real(alpha, "alpha", 0.0, 0.5, low_open=True)
-    episodes = check_int(episodes, "episodes", 1)
-    batch = check_int(batch, "batch", 1)
+    episodes = check_int(episodes, "episodes", 1, 10**9)
+    batch = check_int(batch, "batch", 1, 10**9)
     if isinstance(radii, (str, bytes)) or not isinstance(radii, Sequence) or not radii:
         raise TypeError(f"radii: expected a non-empty sequence of radii >= 0, got {radii!r}")
     checked = [check_real(r, "radii", 0.0) for r in radii]
@@ -150,12 +144,11 @@ def certify(learner: Any, sampler: Any, episodes: int = 100, sigma: float = 0.25
     abstain, clean = [], []
     for e in _episodes(episodes, progress):
         ep = sampler.sample(e)
-        sx, sy = _float(ep.support_x).to(device), ep.support_y.to(device)
         qx, qy = _float(ep.query_x), ep.query_y.long()
-        classify = episode_classifier(learner, sx, sy, device)
-        gen = seeds.torch_generator(seed, seeds.CERTIFY, e)
-        classes, r = certify_queries(classify, qx, sampler.ways, sigma, n0, samples, alpha,
-                                     gen, batch)
+        classes, r = certify_episode(learner, ep, e, sigma=sigma, samples=samples, n0=n0,
+                                     alpha=alpha, seed=seed, device=device, batch=batch)
+        classify = episode_classifier(learner, _float(ep.support_x).to(device),
+                                      ep.support_y.to(device), device)
         right = classes == qy
         for i, radius in enumerate(radii_list):
             per_radius[i].append(float((right & (r >= radius)).double().mean()))
@@ -174,6 +167,18 @@ def certify(learner: Any, sampler: Any, episodes: int = 100, sigma: float = 0.25
     result["clean_accuracy"], result["clean_ci95"] = mean_ci95(torch.tensor(clean))
     result["queries"] = rows
     return result
+
+
+def certify_episode(learner: Any, episode: Any, index: int, *, sigma: float, samples: int,
+                    n0: int, alpha: float, seed: int, device: Any,
+                    batch: int = DEFAULT_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`certify_queries` of one episode (episode ``index`` of its sampler: the noise
+    stream is ``(seed, CERTIFY, index)``), the learner adapted to its clean support set."""
+    classify = episode_classifier(learner, _float(episode.support_x).to(device),
+                                  episode.support_y.to(device), device)
+    gen = seeds.torch_generator(seed, seeds.CERTIFY, index)
+    return certify_queries(classify, _float(episode.query_x), int(episode.support_y.max()) + 1,
+                           sigma, n0, samples, alpha, gen, batch)
 
 
 def noisy_queries(batch: Any, sigma: float, seed: int) -> Any:
