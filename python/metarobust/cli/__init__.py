@@ -7,6 +7,7 @@
         --episodes 20000 --out runs/proto
     metarobust eval runs/proto --ways 5 --shots 1 --episodes 600   # last line: JSON
     metarobust robustness runs/proto --suite quick   # robustness.json, .csv, .png in the run
+    metarobust certify runs/proto --sigma 0.25 --out runs/proto/certify   # certified radii
     metarobust data prepare omniglot --root R --split background --out CACHE
     metarobust bench sampler|kernels|maml|all   # side-by-side ratios against references
 
@@ -23,12 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import __version__
-from . import bench, data, eval, quickstart, robustness, train
+from . import bench, certify, data, eval, quickstart, robustness, train
 from ._common import Parser
 
 __all__ = ["build_parser", "main"]
 
-SUBCOMMANDS = (quickstart, train, eval, data, bench, robustness)
+SUBCOMMANDS = (quickstart, train, eval, data, bench, robustness, certify)
 
 
 def build_parser() -> argparse.ArgumentParser:
