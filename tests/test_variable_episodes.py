@@ -18,6 +18,7 @@ import metarobust as mr
 
 # Class sizes 5..62: small classes cap the queries below 10 and the shots at n - queries.
 SIZES = np.array([5 + (7 * k) % 58 for k in range(40)])
+LOG_HALF, LOG_TWO = math.log(0.5), math.log(2)
 
 
 def dataset(sizes: np.ndarray = SIZES, side: int = 2, seed: int = 0):
@@ -30,7 +31,7 @@ def dataset(sizes: np.ndarray = SIZES, side: int = 2, seed: int = 0):
 
 def reference_episode(rng: np.random.Generator, sizes: np.ndarray, min_ways=5, max_ways=50,
                       max_support=500, per_class=100, max_query=10,
-                      log_lo=math.log(0.5), log_hi=math.log(2)):
+                      log_lo=LOG_HALF, log_hi=LOG_TWO):
     """One episode's (classes, shots, queries) by Meta-Dataset's definition (section 3.2)."""
     ways = rng.integers(min_ways, min(max_ways, len(sizes)) + 1)
     classes = rng.choice(len(sizes), ways, replace=False)

@@ -217,6 +217,9 @@ class VariableEpisodeSampler:
         sample(start + j)``."""
         start = check_int(start, "start", 0, _MAX_INDEX)
         count = check_int(count, "count", 1, _MAX_COUNT)
+        if start + count - 1 > _MAX_INDEX:
+            raise ValueError(f"start, count: episodes {start} .. {start} + {count} pass the "
+                             "last index 2**64 - 1")
         pin = _pin(pin_memory)
         info = self.describe(start, count)
         ways, s, q = (int(info[:, k].max()) for k in (1, 2, 3))
