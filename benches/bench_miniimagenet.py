@@ -8,10 +8,14 @@ Data: miniImageNet-shaped random pixels: 64 train classes x 600 images of 3 x 84
 uint8 (813 MB), as ``mr.data.mini_imagenet`` holds its train split.
 
 Part 1, 5-way 5-shot 15-query batches of ``batch`` episodes, uint8 and float32 output
-(the candidates of ``metarobust.bench.sampler``): ``rust`` (``EpisodeSampler.sample_batch``),
-``numpy`` (vectorised NumPy draws and an ``np.take`` gather), ``dataloader`` (a per-item
-``Dataset`` + episode batch sampler + ``DataLoader``, as learn2learn and easyfsl build
-episodes) and ``memcpy`` (``np.copyto`` of the same bytes into fresh outputs).
+(the candidates of ``metarobust.bench.sampler`` and one more): ``rust``
+(``EpisodeSampler.sample_batch``), ``numpy`` (vectorised NumPy draws and an ``np.take``
+gather), ``easyfsl`` (the harness's ``dataloader``: a per-item ``Dataset`` + an episode
+batch sampler + ``DataLoader`` with a collate function, as easyfsl's ``TaskSampler``
+builds episodes), ``learn2learn`` (per task: items read one by one from a per-item
+``Dataset`` returning ``(image, label)``, stacked per task, labels remapped, tasks stacked:
+learn2learn's ``TaskDataset.sample`` loop) and ``memcpy`` (``np.copyto`` of the same bytes
+into fresh outputs).
 
 Part 2, cost per image: variable-way episodes (``VariableEpisodeSampler`` with
 Meta-Dataset's constants, padded batches of ``var_batch`` episodes) against fixed 5-way
@@ -29,9 +33,10 @@ import statistics
 import sys
 
 import numpy as np
+import torch
 
 import metarobust as mr
-from metarobust.bench.sampler import bench_sampler, sampler_summary
+from metarobust.bench.sampler import NumpyEpisodeSampler, sampler_candidates
 from metarobust.bench.timing import measure
 
 CLASSES, PER_CLASS, SHAPE = 64, 600, (3, 84, 84)
@@ -54,6 +59,43 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def learn2learn_style(images, labels, batch: int, dtype: str, seed: int = 0):
+    """Per task, items one by one from a per-item dataset, stacked; tasks stacked."""
+    ns = NumpyEpisodeSampler(images, labels, 5, 5, 15, seed, "uint8")
+    to_float = dtype == "float32"
+
+    def item(i: int) -> tuple[torch.Tensor, int]:
+        x = torch.from_numpy(images[i])
+        return (x.float().div_(255) if to_float else x), int(labels[i])
+
+    def call():
+        _, sup, qry = ns.draw(batch)
+        xs, ys = [], []
+        for b in range(batch):
+            data = [item(i) for i in np.concatenate([sup[b].ravel(), qry[b].ravel()])]
+            x = torch.stack([d[0] for d in data])
+            y = torch.tensor([d[1] for d in data])
+            ys.append(torch.unique(y, return_inverse=True)[1])
+            xs.append(x)
+        return torch.stack(xs), torch.stack(ys)
+
+    return call
+
+
+def throughput(images, labels, batch: int, dtype: str, repeats: int,
+               min_time: float) -> list[dict]:
+    """5w5s15q batches per second of every candidate, and its ratio to ``rust``."""
+    cands = sampler_candidates(images, labels, 5, 5, 15, batch, dtype)
+    cands["easyfsl"] = cands.pop("dataloader")
+    cands["learn2learn"] = learn2learn_style(images, labels, batch, dtype)
+    times = measure(cands, repeats, min_time)
+    best = {k: min(v) for k, v in times.items()}
+    nbytes = batch * 100 * int(np.prod(SHAPE)) * (4 if dtype == "float32" else 1)
+    return [{"dtype": dtype, "candidate": k, "ms/batch": best[k] * 1e3,
+             "median ms": statistics.median(times[k]) * 1e3, "GB/s": nbytes / best[k] / 1e9,
+             "rust speedup": best[k] / best["rust"]} for k in cands]
 
 
 def variable_vs_fixed(images, labels, batch: int, var_batch: int, dtype: str,
@@ -107,9 +149,8 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     images, labels = mini_imagenet_like()
-    rows = bench_sampler(images, labels, settings=((5, 5, 15),), batch=a.batch,
-                         dtypes=("uint8", "float32"), repeats=a.repeats, min_time=a.min_time)
-    summary = sampler_summary(rows)
+    rows = [r for d in ("uint8", "float32")
+            for r in throughput(images, labels, a.batch, d, a.repeats, a.min_time)]
     var = [variable_vs_fixed(images, labels, a.batch, a.var_batch, d, a.repeats, a.min_time)
            for d in ("uint8", "float32")]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -126,11 +167,8 @@ def main() -> None:
         "",
         f"# 5-way 5-shot 15-query, batch {a.batch}: every candidate (best of {a.repeats} "
         "interleaved rounds)",
-        table([{k: r[k] for k in ("dtype", "candidate", "ms/batch", "median ms", "GB/s",
-                                  "rust speedup")} for r in rows]),
-        "",
-        "# ratios (rust episodes/s over each candidate's; rust % of the memcpy rate)",
-        table(summary),
+        "# rust speedup = the candidate's best seconds per batch / rust's (> 1: rust faster)",
+        table(rows),
         "",
         f"# cost per image: variable-way (Meta-Dataset constants, batches of {a.var_batch}, "
         f"padded) vs fixed 5w5s15q (batches of {a.batch}); a cycle of {CYCLE} batches each",

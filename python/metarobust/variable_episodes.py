@@ -234,10 +234,12 @@ class VariableEpisodeSampler:
                 return torch.empty(shape, dtype=dt, pin_memory=True)
             return torch.from_numpy(np.empty(shape, dtype=_NUMPY[dt]))
 
-        outs = [empty(count, s, *self.image_shape), empty(count, s, dt=torch.int64),
-                empty(count, q, *self.image_shape), empty(count, q, dt=torch.int64),
-                empty(count, ways, dt=torch.int64)]
+        sx, sy = empty(count, s, *self.image_shape), empty(count, s, dt=torch.int64)
+        qx, qy = empty(count, q, *self.image_shape), empty(count, q, dt=torch.int64)
+        cl = empty(count, ways, dt=torch.int64)
         filled = np.empty((count, 4), np.int64)
-        self._core.fill(start, count, *(t.numpy() for t in outs), filled)
-        info_t = torch.from_numpy(filled)
-        return VariableEpisode(*outs, ways=info_t[:, 1].clone(), source=info_t[:, 0].clone())
+        self._core.fill(start, count, sx.numpy(), sy.numpy(), qx.numpy(), qy.numpy(),
+                        cl.numpy(), filled)
+        got = torch.from_numpy(filled)
+        return VariableEpisode(sx, sy, qx, qy, cl, ways=got[:, 1].clone(),
+                               source=got[:, 0].clone())

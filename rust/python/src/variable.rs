@@ -210,8 +210,8 @@ impl VariableSamplerCore {
                 classes.len()
             )));
         }
-        let mut kept = Vec::with_capacity(images.len());
-        let mut sources = Vec::with_capacity(images.len());
+        let mut kept = Vec::new();
+        let mut sources = Vec::new();
         let mut shape0 = [0usize; 3];
         for (i, ((im, lb), cl)) in images.iter().zip(&labels).zip(&classes).enumerate() {
             let im = checked::<u8>(im, &format!("images[{i}]"), "uint8", 4)?;

@@ -20,6 +20,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::{episode_rng, EpisodeSampler};
+#[cfg(test)]
+use crate::error::Error;
 use crate::error::{value_err, Result};
 
 /// The constants of the procedure; the defaults are Meta-Dataset's.
@@ -183,7 +185,7 @@ impl VariableSampler {
             .iter()
             .map(|&c| src.offsets[c + 1] - src.offsets[c])
             .collect();
-        let smallest = *sizes.iter().min().expect("ways >= 1");
+        let smallest = sizes.iter().copied().min().unwrap_or(0); // ways >= 1
         out.queries = cfg.max_query_per_class.min(smallest / 2);
         let beta: f64 = rng.random();
         let wanted: f64 = sizes
@@ -286,4 +288,186 @@ fn check_source(s: &EpisodeSampler, i: usize, cfg: &VariableConfig) -> Result<()
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::sampler::{PixelTable, VariableOut, INFO_COLUMNS};
+
+    /// Classes of 3..=14 items, each image filled with its item index (mod 251).
+    fn source(n_classes: usize, d: usize) -> (Vec<u8>, Vec<i64>) {
+        let labels: Vec<i64> = (0..n_classes)
+            .flat_map(|c| std::iter::repeat_n(c as i64, 3 + c % 12))
+            .collect();
+        let images = (0..labels.len())
+            .flat_map(|i| std::iter::repeat_n((i % 251) as u8, d))
+            .collect();
+        (images, labels)
+    }
+
+    fn sampler(labels: &[&[i64]], weights: &[f64], cfg: VariableConfig) -> Result<VariableSampler> {
+        let sources = labels
+            .iter()
+            .map(|l| EpisodeSampler::new(l, 2, 1, 1, 0, 7, None).unwrap())
+            .collect();
+        VariableSampler::new(sources, weights, cfg, 7)
+    }
+
+    fn small() -> VariableConfig {
+        VariableConfig {
+            min_ways: 2,
+            max_ways: 9,
+            max_support: 40,
+            ..VariableConfig::default()
+        }
+    }
+
+    type Out = (Vec<u8>, Vec<i64>, Vec<u8>, Vec<i64>, Vec<i64>, Vec<i64>);
+
+    fn fill(
+        s: &VariableSampler,
+        images: &[&[u8]],
+        start: u64,
+        count: usize,
+        room: [usize; 3],
+    ) -> Out {
+        let [sp, qp, wp] = room;
+        let mut o: Out = (
+            vec![9; count * sp * 2],
+            vec![9; count * sp],
+            vec![9; count * qp * 2],
+            vec![9; count * qp],
+            vec![9; count * wp],
+            vec![9; count * INFO_COLUMNS],
+        );
+        let table = PixelTable::new(1, 2, &[], &[]).unwrap();
+        let out = VariableOut {
+            support: sp,
+            query: qp,
+            ways: wp,
+            support_x: &mut o.0,
+            support_y: &mut o.1,
+            query_x: &mut o.2,
+            query_y: &mut o.3,
+            classes: &mut o.4,
+            info: &mut o.5,
+        };
+        s.sample_into(images, &table, start, count, out).unwrap();
+        o
+    }
+
+    #[test]
+    fn compositions_follow_the_procedure() {
+        let (_, labels) = source(20, 2);
+        let s = sampler(&[&labels], &[1.0], small()).unwrap();
+        let mut d = Description::default();
+        let mut seen_ways = std::collections::BTreeSet::new();
+        for e in 0..500 {
+            s.describe(e, &mut d);
+            let sizes: Vec<usize> = d.classes.iter().map(|&c| 3 + c as usize % 12).collect();
+            assert!((2..=9).contains(&d.ways()));
+            seen_ways.insert(d.ways());
+            assert_eq!(d.queries, 10.min(sizes.iter().min().unwrap() / 2));
+            assert!(d.support_size() <= 40 && d.support_size() >= d.ways());
+            for (k, n) in d.shots.iter().zip(&sizes) {
+                assert!(*k >= 1 && *k <= n - d.queries);
+            }
+        }
+        assert_eq!(seen_ways.len(), 8, "every number of ways occurs");
+    }
+
+    #[test]
+    fn batches_split_any_way_and_pad() {
+        let (images, labels) = source(20, 2);
+        let s = sampler(&[&labels], &[1.0], small()).unwrap();
+        let room = [40, 90, 9];
+        let whole = fill(&s, &[&images], 3, 6, room);
+        let a = fill(&s, &[&images], 3, 2, room);
+        let b = fill(&s, &[&images], 5, 4, room);
+        assert_eq!([a.0, b.0].concat(), whole.0);
+        assert_eq!([a.3, b.3].concat(), whole.3);
+        assert_eq!([a.5, b.5].concat(), whole.5);
+        for j in 0..6 {
+            let info = &whole.5[j * 4..j * 4 + 4];
+            let (w, ns) = (info[1] as usize, info[2] as usize);
+            assert!(whole.1[j * 40 + ns..(j + 1) * 40].iter().all(|&y| y == -1));
+            assert!(whole.0[(j * 40 + ns) * 2..(j + 1) * 80]
+                .iter()
+                .all(|&x| x == 0));
+            assert!(whole.4[j * 9 + w..(j + 1) * 9].iter().all(|&c| c == -1));
+            // each support item is an image of its way's class
+            for k in 0..ns {
+                let item = whole.0[(j * 40 + k) * 2] as usize;
+                let way = whole.1[j * 40 + k] as usize;
+                assert_eq!(labels[item], whole.4[j * 9 + way]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_zero_weight_source_is_never_drawn() {
+        let (_, a) = source(20, 2);
+        let (_, b) = source(6, 2);
+        let s = sampler(&[&a, &b], &[0.0, 1.0], small()).unwrap();
+        let mut d = Description::default();
+        for e in 0..200 {
+            s.describe(e, &mut d);
+            assert_eq!(d.source, 1);
+            assert!(d.ways() <= 6);
+        }
+    }
+
+    #[test]
+    fn bad_configurations_are_named() {
+        let (_, labels) = source(20, 2);
+        let err = |cfg: VariableConfig, w: &[f64]| match sampler(&[&labels], w, cfg) {
+            Err(Error::Value(m)) => m,
+            other => panic!("expected an error, got {other:?}"),
+        };
+        let base = small();
+        assert!(err(
+            VariableConfig {
+                min_ways: 0,
+                ..base
+            },
+            &[1.0]
+        )
+        .starts_with("min_ways"));
+        assert!(err(
+            VariableConfig {
+                min_ways: 21,
+                max_ways: 30,
+                max_support: 40,
+                ..base
+            },
+            &[1.0]
+        )
+        .starts_with("min_ways"));
+        assert!(err(
+            VariableConfig {
+                max_ways: 1,
+                ..base
+            },
+            &[1.0]
+        )
+        .starts_with("max_ways"));
+        assert!(err(
+            VariableConfig {
+                max_support: 3,
+                ..base
+            },
+            &[1.0]
+        )
+        .starts_with("max_support"));
+        let nan = VariableConfig {
+            min_log_weight: f64::NAN,
+            ..base
+        };
+        assert!(err(nan, &[1.0]).starts_with("min_log_weight"));
+        assert!(err(base, &[1.0, 2.0]).starts_with("weights"));
+        assert!(err(base, &[f64::INFINITY]).starts_with("weights"));
+        assert!(err(base, &[0.0]).starts_with("weights"));
+    }
 }

@@ -74,37 +74,38 @@ impl VariableSampler {
         if count == 0 {
             return Ok(());
         }
-        let d = self.item_size();
         let items: usize = descs
             .iter()
             .map(|e| e.support_size() + e.query_size())
             .sum();
+        let work = items
+            .saturating_mul(self.item_size())
+            .saturating_mul(size_of::<T>());
+        self.run(images, table, start, count, work, out);
+        Ok(())
+    }
+
+    /// Fills the episodes of `out`, on the whole pool when `work` (output bytes) pays for
+    /// waking it.
+    fn run<T: Pixel>(
+        &self,
+        images: &[&[u8]],
+        table: &PixelTable,
+        start: u64,
+        count: usize,
+        work: usize,
+        out: VariableOut<'_, T>,
+    ) {
+        let d = self.item_size();
         let (sp, qp, wp) = (out.support, out.query, out.ways);
-        // Chunk sizes of 0 are refused by chunks_mut: a zero-width output gets one dummy
-        // element per episode.
-        let mut holders = (Vec::<T>::new(), Vec::<i64>::new());
-        let (qx_all, qy_all): (&mut [T], &mut [i64]) = if qp == 0 {
-            holders.0.resize(count, T::default());
-            holders.1.resize(count, 0);
-            (&mut holders.0[..], &mut holders.1[..])
-        } else {
-            (out.query_x, out.query_y)
-        };
+        // Every episode has queries, and check_room saw them fit: `qp >= 1`, so no chunk
+        // size is 0 (chunks_mut refuses 0).
+        let (qx_all, qy_all) = (out.query_x, out.query_y);
         let fill = |j: usize, rows: Rows<'_, T>, picks: &mut Vec<u32>| {
-            let rows = if qp == 0 {
-                Rows {
-                    qx: &mut rows.qx[..0],
-                    qy: &mut rows.qy[..0],
-                    ..rows
-                }
-            } else {
-                rows
-            };
             self.episode(images, table, start + j as u64, rows, picks);
         };
-        let work = items.saturating_mul(d).saturating_mul(size_of::<T>());
         pool::install_if(count > 1 && work >= PARALLEL_MIN_BYTES, |par| {
-            let (qxc, qyc) = ((qp * d).max(1), qp.max(1));
+            let (qxc, qyc) = (qp * d, qp);
             if !par {
                 let mut picks = Vec::new();
                 let chunks = out
@@ -155,7 +156,6 @@ impl VariableSampler {
                     )
                 });
         });
-        Ok(())
     }
 
     /// The argument checks of [`sample_into`](Self::sample_into) that need no episode.
