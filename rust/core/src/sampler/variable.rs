@@ -20,8 +20,6 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::{episode_rng, EpisodeSampler};
-#[cfg(test)]
-use crate::error::Error;
 use crate::error::{value_err, Result};
 
 /// The constants of the procedure; the defaults are Meta-Dataset's.
