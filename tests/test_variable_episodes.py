@@ -170,6 +170,18 @@ def test_same_episodes_for_any_thread_count():
     assert len(digests) == 1
 
 
+def test_a_pickled_sampler_samples_the_same_episodes():
+    import pickle
+
+    a, b = dataset(seed=1), dataset(np.full(8, 30), seed=2)
+    s = mr.VariableEpisodeSampler([a, b], weights=[1, 2], seed=5, mean=0.5, std=0.2,
+                                  classes=[None, [0, 1, 2, 3, 4, 5]], max_ways=7)
+    t = pickle.loads(pickle.dumps(s))
+    x, y = s.sample_batch(0, 6), t.sample_batch(0, 6)
+    for name in ("support_x", "query_x", "classes", "ways", "source"):
+        assert torch.equal(getattr(x, name), getattr(y, name)), name
+
+
 def test_normalisation_matches_uint8():
     images, labels = dataset(side=3)
     u = mr.VariableEpisodeSampler((images, labels), seed=1, dtype="uint8").sample(0)

@@ -144,7 +144,8 @@ class VariableEpisodeSampler:
 
     The defaults are Meta-Dataset's constants. Episode ``i`` is a pure function of
     ``(seed, i)`` (source choice included): the same for any thread count or batch split.
-    Datasets are referenced, never copied. Batches are padded (see
+    Datasets are referenced, never copied (a pickled sampler carries its arrays and rebuilds
+    the Rust side: the same episodes). Batches are padded (see
     :class:`VariableEpisode`). ProtoNet (any metric learner) trains and evaluates on them;
     MAML, whose classifier has a fixed number of ways, refuses them.
 
@@ -186,10 +187,29 @@ class VariableEpisodeSampler:
         self.min_log_weight, self.max_log_weight = logs
         scale = listify(mean, "mean"), listify(std, "std")
         check_scale(*scale)
+        class_lists = _classes(classes, len(arrays))
         self._core = _core.VariableSamplerCore(
             [a[0] for a in arrays], [a[1] for a in arrays], self.weights, self.seed,
-            _classes(classes, len(arrays)), *scale, sizes, logs)
+            class_lists, *scale, sizes, logs)
         self.image_shape: tuple[int, ...] = self._core.image_shape
+        self._state = {"arrays": arrays, "classes": class_lists, "scale": scale,
+                       "sizes": sizes, "logs": logs}
+
+    # Pickling rebuilds the Rust side (spawn-based DataLoader workers).
+    def __getstate__(self) -> dict:
+        return {"state": self._state, "weights": self.weights, "seed": self.seed,
+                "dtype": self.dtype}
+
+    def __setstate__(self, state: dict) -> None:
+        st = state["state"]
+        n = len(st["arrays"])
+        VariableEpisodeSampler.__init__(
+            self, list(st["arrays"]), state["weights"], seed=state["seed"],
+            dtype=state["dtype"], mean=st["scale"][0], std=st["scale"][1],
+            classes=st["classes"] if n > 1 else st["classes"][0], layout="NCHW",
+            **dict(zip(("min_ways", "max_ways", "max_support", "max_support_per_class",
+                        "max_query_per_class"), st["sizes"])),
+            min_log_weight=st["logs"][0], max_log_weight=st["logs"][1])
 
     @property
     def class_ids(self) -> list[list[int]]:
