@@ -182,6 +182,19 @@ def test_a_pickled_sampler_samples_the_same_episodes():
         assert torch.equal(getattr(x, name), getattr(y, name)), name
 
 
+def test_batches_are_sample_batch_at_their_starts():
+    images, labels = dataset()
+    s = mr.VariableEpisodeSampler((images, labels), seed=8, dtype="uint8")
+    with s.batches(3, start=2, num_batches=3) as it:
+        got = list(it)
+    assert len(got) == 3
+    for k, b in enumerate(got):
+        want = s.sample_batch(2 + 3 * k, 3)
+        assert torch.equal(b.support_x, want.support_x) and torch.equal(b.ways, want.ways)
+    with pytest.raises(ValueError, match="batch_size"):
+        s.batches(0)
+
+
 def test_normalisation_matches_uint8():
     images, labels = dataset(side=3)
     u = mr.VariableEpisodeSampler((images, labels), seed=1, dtype="uint8").sample(0)

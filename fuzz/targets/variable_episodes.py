@@ -139,6 +139,35 @@ def check_sample_batch(result, args, meta):
             assert torch.equal(getattr(ep, f), getattr(one, f)), f"episode {j}: {f} differs"
 
 
+TAKE = ("def take(it, n):\n"
+        "    with it:\n"
+        "        return [next(it) for _ in range(n)]")
+
+
+@st.composite
+def valid_batches(draw):
+    draft = _with_sampler(draw)
+    draft.setup.insert(0, TAKE)
+    for name, v in (("batch_size", draw(st.integers(1, 3))), ("start", draw(st.integers(0, 9))),
+                    ("prefetch", draw(st.integers(1, 3)))):
+        draft.val(name, num(v), value=v)
+    n = draw(st.integers(1, 3))
+    nb = draw(st.none() | st.integers(n, n + 2))
+    draft.val("num_batches", repr(nb), value=nb)
+    draft.setup.insert(1, f"n_take = {n}")
+    draft.meta["take"] = n
+    return draft
+
+
+def check_batches(result, args, meta):
+    assert isinstance(result, list) and len(result) == meta["take"], result
+    bs, start = int(args["batch_size"]), int(args["start"])
+    for k, batch in enumerate(result):
+        want = args["sampler"].sample_batch(start + k * bs, bs)
+        for f in FIELDS:
+            assert torch.equal(getattr(batch, f), getattr(want, f)), f"batch {k}: {f} differs"
+
+
 def sampler_breaks(draft):
     f = draft.meta["facts"]
     return [Break("min_ways", num(max(f["sources"]) + 1), "more ways than classes",
@@ -174,4 +203,11 @@ TARGETS = [
            params={"start": Int(0, 2**64 - 1, huge="skip", related=("count",)),
                    "count": Int(1)},
            valid=valid_sample_batch(), check=check_sample_batch, relational=batch_breaks),
+    Target(name="variable_episodes.batches",
+           call=("take(sampler.batches(batch_size, start=start, prefetch=prefetch, "
+                 "num_batches=num_batches), n_take)"),
+           params={"batch_size": Int(1), "start": Int(0, huge="skip"),
+                   "prefetch": Int(1, huge="skip"),
+                   "num_batches": Int(0, nullable=True, huge="skip")},
+           valid=valid_batches(), check=check_batches),
 ]

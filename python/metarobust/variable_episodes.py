@@ -12,8 +12,9 @@ procedure), in the Rust sampler.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from . import _core
 from ._checks import check_int, check_nbytes, check_real
 from ._sampler_args import check_classes, check_scale, image_arrays, listify
 from ._sampler_args import pin_memory as _pin
-from .episodes import DTYPES, Episode
+from .episodes import DTYPES, BatchIterator, Episode
 
 __all__ = ["VariableEpisode", "VariableEpisodeSampler"]
 
@@ -263,3 +264,23 @@ class VariableEpisodeSampler:
         got = torch.from_numpy(filled)
         return VariableEpisode(sx, sy, qx, qy, cl, ways=got[:, 1].clone(),
                                source=got[:, 0].clone())
+
+    def batches(self, batch_size: int, start: int = 0, prefetch: int = 2,
+                num_batches: int | None = None,
+                pin_memory: bool = False) -> Iterator[VariableEpisode]:
+        """Consecutive padded batches from episode ``start`` (``sample_batch(start + k *
+        batch_size, batch_size)``), produced ``prefetch`` ahead on a background thread, as
+        :meth:`metarobust.EpisodeSampler.batches`; ``close()`` or a ``with`` block stops it."""
+        batch_size = check_int(batch_size, "batch_size", 1, _MAX_COUNT)
+        start = check_int(start, "start", 0, _MAX_INDEX)
+        prefetch = check_int(prefetch, "prefetch", 1)
+        # The smallest batch possible (min_ways ways of one shot and one query each), for
+        # the batches held at once: refused here, naming batch_size, if even that cannot fit.
+        item = int(np.prod(self.image_shape)) * np.dtype(DTYPES[self.dtype]).itemsize
+        least = batch_size * (32 + self.min_ways * (2 * (item + 8) + 8))
+        check_nbytes(least * (prefetch + 2), "batch_size",
+                     f"{prefetch + 2} batches of {batch_size} episodes of images "
+                     f"{self.image_shape}")
+        it = BatchIterator(cast(Any, self), batch_size, start, prefetch, num_batches,
+                           _pin(pin_memory))
+        return cast(Iterator[VariableEpisode], it)
