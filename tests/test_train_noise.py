@@ -1,6 +1,6 @@
 """Gaussian noise training (config noise_train, metarobust train --noise-train): the
-training queries get N(0, sigma^2) noise, clipped to [0, 1], from the run's seed and the
-step; the support set is untouched; bad values named."""
+training images (support and queries) get N(0, sigma^2) noise, clipped to [0, 1], from the
+run's seed and the step; bad values named."""
 
 from __future__ import annotations
 
@@ -9,23 +9,28 @@ import torch
 
 from metarobust.config import TrainConfig
 from metarobust.learners.base import Task
-from metarobust.robust.certify import noisy_queries
+from metarobust.robust.certify import noisy_images
 from metarobust.train import Trainer
 
 
-def test_noisy_queries_statistics_clip_and_determinism():
+def test_noisy_images_statistics_clip_and_determinism():
     x = torch.full((2, 400, 1, 8, 8), 0.5)
     batch = Task(x.clone(), torch.zeros(2, 400), x.clone(), None)
-    out = noisy_queries(batch, 0.1, seed=3)
-    noise = out.query_x - x
-    assert abs(float(noise.mean())) < 0.005 and abs(float(noise.std()) - 0.1) < 0.005
-    assert torch.equal(out.support_x, x)  # the support set is left alone
-    assert torch.equal(noisy_queries(batch, 0.1, seed=3).query_x, out.query_x)
-    assert not torch.equal(noisy_queries(batch, 0.1, seed=4).query_x, out.query_x)
-    wide = noisy_queries(batch, 5.0, seed=0).query_x
+    out = noisy_images(batch, 0.1, seed=3)
+    for noisy in (out.support_x, out.query_x):
+        noise = noisy - x
+        assert abs(float(noise.mean())) < 0.005 and abs(float(noise.std()) - 0.1) < 0.005
+    assert not torch.equal(out.support_x, out.query_x)  # independent draws
+    assert torch.equal(batch.support_x, x)  # the input batch is left as it was
+    again = noisy_images(batch, 0.1, seed=3)
+    assert torch.equal(again.query_x, out.query_x) and torch.equal(again.support_x, out.support_x)
+    assert not torch.equal(noisy_images(batch, 0.1, seed=4).query_x, out.query_x)
+    wide = noisy_images(batch, 5.0, seed=0).query_x
     assert float(wide.min()) == 0.0 and float(wide.max()) == 1.0
-    as_uint8 = Task(x, None, torch.full((1, 3, 1, 2, 2), 255, dtype=torch.uint8), None)
-    assert noisy_queries(as_uint8, 1e-9, seed=0).query_x.dtype == torch.float32
+    as_uint8 = Task(torch.zeros(1, 3, 1, 2, 2, dtype=torch.uint8), None,
+                    torch.full((1, 3, 1, 2, 2), 255, dtype=torch.uint8), None)
+    out = noisy_images(as_uint8, 1e-9, seed=0)
+    assert out.query_x.dtype == out.support_x.dtype == torch.float32
 
 
 def _cfg(**kw) -> TrainConfig:

@@ -83,7 +83,7 @@ class TrainConfig:
     augment: str | None = None        # corruption augmentation: names, comma-separated, or all
     augment_severity: int = 3         # its severities: 1..augment_severity, drawn uniformly
     augment_prob: float = 0.5         # the share of training episodes it corrupts
-    noise_train: float | None = None  # Gaussian noise of this std on the training queries
+    noise_train: float | None = None  # Gaussian noise of this std on the training images
                                       # (the sigma `metarobust certify` smooths with)
     seed: int = 0
     checkpoint_every: int = 1000      # steps between resumable checkpoints

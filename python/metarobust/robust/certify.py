@@ -34,7 +34,7 @@ from ..evaluate import mean_ci95
 from ..learners.base import replace_fields
 
 __all__ = ["DEFAULT_RADII", "Smoothing", "certify", "certify_queries", "certify_episode",
-           "clopper_pearson_lower", "episode_classifier", "noisy_queries", "smoothed_counts"]
+           "clopper_pearson_lower", "episode_classifier", "noisy_images", "smoothed_counts"]
 
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -181,14 +181,18 @@ def certify_episode(learner: Any, episode: Any, index: int, *, sigma: float, sam
                            sigma, n0, samples, alpha, gen, batch)
 
 
-def noisy_queries(batch: Any, sigma: float, seed: int) -> Any:
-    """The batch with Gaussian noise of std ``sigma`` on its query images (float in [0, 1],
-    uint8 converted), clipped to [0, 1]: training for randomized smoothing. The noise is
-    drawn on the images' device from ``seed``."""
-    x = _float(batch.query_x)
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-    return replace_fields(batch, query_x=(x + sigma * noise).clamp_(0.0, 1.0))
+def noisy_images(batch: Any, sigma: float, seed: int) -> Any:
+    """The batch with Gaussian noise of std ``sigma`` on its support and query images
+    (float in [0, 1], uint8 converted), clipped to [0, 1]: training for randomized
+    smoothing (Cohen et al.'s noise augmentation). The noise is drawn on the images' device
+    from ``seed``. Noise on the queries alone, the test-time condition, made ProtoNet's
+    first losses explode and its training stall at chance on Omniglot
+    (experiments/noise_training.md)."""
+    sx, qx = _float(batch.support_x), _float(batch.query_x)
+    gen = torch.Generator(device=qx.device).manual_seed(seed)
+    noisy = [(x + sigma * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+              ).clamp_(0.0, 1.0) for x in (sx, qx)]
+    return replace_fields(batch, support_x=noisy[0], query_x=noisy[1])
 
 
 def episode_classifier(learner: Any, support_x: torch.Tensor, support_y: torch.Tensor,
