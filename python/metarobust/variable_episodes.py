@@ -158,8 +158,11 @@ class VariableEpisodeSampler:
         dtype, mean, std, layout: as for :class:`~metarobust.EpisodeSampler`.
         classes: restrict episodes to these classes (a split): a list for one source, one
             list (or None) per source for several.
-        min_ways, max_ways, max_support, max_support_per_class, max_query_per_class,
-        min_log_weight, max_log_weight: the procedure's constants.
+        min_ways, max_ways: the range of the ways (5, 50).
+        max_support, max_support_per_class, max_query_per_class: the support-set size
+            limits (500, 100 counted per class) and the queries per class (10).
+        min_log_weight, max_log_weight: the range of the log class weights (log 1/2,
+            log 2).
     """
 
     def __init__(self, sources: Any, weights: Any = None, *, seed: int = 0,
