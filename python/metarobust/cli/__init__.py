@@ -9,6 +9,7 @@
     metarobust robustness runs/proto --suite quick   # robustness.json, .csv, .png in the run
     metarobust data prepare omniglot --root R --split background --out CACHE
     metarobust bench sampler|kernels|maml|all   # side-by-side ratios against references
+    metarobust benchmark benchmarks/omniglot_5w1s.toml --out bench-out   # methods compared
 
 Each subcommand module has ``add_parser(subparsers)``, which sets ``func`` on the parsed
 arguments, and ``run(args)``, which returns the exit status. The modules import what their
@@ -23,12 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import __version__
-from . import bench, data, eval, quickstart, robustness, train
+from . import bench, benchmark, data, eval, quickstart, robustness, train
 from ._common import Parser
 
 __all__ = ["build_parser", "main"]
 
-SUBCOMMANDS = (quickstart, train, eval, data, bench, robustness)
+SUBCOMMANDS = (quickstart, train, eval, data, bench, robustness, benchmark)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -167,9 +167,10 @@ class _Suite:
                 batch = transform(batch, start)
             acc = self.learner.evaluate_batch(batch, ways)
             accs.append(acc.detach().double().cpu())
-        mean, ci = mean_ci95(torch.cat(accs))
+        per_episode = torch.cat(accs)
+        mean, ci = mean_ci95(per_episode)
         return {"setting": cell.setting or setting(ways, cell.shots, desc), "accuracy": mean,
-                "ci95": ci}
+                "ci95": ci, "per_episode": per_episode.tolist()}
 
 
 def _grid(suite: Any, grid: Mapping[str, Any] | None, source: str
@@ -230,7 +231,8 @@ def _recorder(warnings: list[str], warn: Callable[[str], None] | None
 
 
 def _evaluate_cells(s: _Suite, todo: list[Cell], episodes: int, progress: bool,
-                    warnings: list[str]) -> tuple[list[dict], list[dict]]:
+                    warnings: list[str], per_episode: bool = False
+                    ) -> tuple[list[dict], list[dict]]:
     """Rows and skipped families; cells with the same key are evaluated once."""
     rows: list[dict] = []
     skipped: list[dict] = []
@@ -252,6 +254,8 @@ def _evaluate_cells(s: _Suite, todo: list[Cell], episodes: int, progress: bool,
                          "strength": float(cell.strength),
                          "effective": float(cell.effective), "accuracy": res["accuracy"],
                          "ci95": res["ci95"], "episodes": episodes})
+            if per_episode:
+                rows[-1]["per_episode"] = res["per_episode"]
     finally:
         bar.close()
     return rows, skipped
@@ -267,7 +271,7 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
               pgd_steps: int = 20, ink: str | None = None, batch_size: int = 50,
               attack_batch_size: int = 10, progress: bool = True,
               warn: Callable[[str], None] | None = None, run: str | None = None,
-              ) -> dict[str, Any]:
+              per_episode: bool = False) -> dict[str, Any]:
     """Evaluate ``learner`` over a robustness grid on ``dataset``.
 
     Args:
@@ -298,6 +302,9 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
         progress: a tqdm bar over the cells.
         warn: called with each warning line (default: printed to stderr).
         run: a name for the run in the result.
+        per_episode: each row also holds ``per_episode``, the accuracy of every episode in
+            order (episode ``i`` is the same in every cell and for every learner given the
+            same seed: the input of paired comparisons).
 
     Returns:
         ``{"run", "suite", "seed", "episodes", "ways", "shots", "queries", "source",
@@ -329,7 +336,7 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
     try:
         rows, skipped = _evaluate_cells(
             s, cells(grid, ways, shots, ln_shots, corrupt, pgd_steps), episodes, progress,
-            warnings)
+            warnings, per_episode)
     finally:
         learner.train(was_training)
     return {"run": run, "suite": name, "seed": seed, "episodes": episodes, "ways": ways,
