@@ -3,7 +3,8 @@ the same test episodes under the same threats, with paired comparisons against a
 method (``metarobust benchmark SPEC.toml --out DIR``).
 
 >>> from metarobust.benchmark import load_spec, run_benchmark
->>> result = run_benchmark(load_spec("benchmarks/omniglot_5w1s.toml"), "bench-out")  # doctest: +SKIP
+>>> spec = load_spec("benchmarks/omniglot_5w1s.toml")  # doctest: +SKIP
+>>> result = run_benchmark(spec, "bench-out")  # doctest: +SKIP
 """
 
 from __future__ import annotations

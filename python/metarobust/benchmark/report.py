@@ -81,7 +81,9 @@ def _column(row: dict[str, Any], base: str) -> str:
 
 
 def _seconds(v: Any) -> str:
-    return "-" if v is None else f"{float(v):.0f}"
+    if v is None:
+        return "-"
+    return f"{float(v):.1f}" if float(v) < 10 else f"{float(v):.0f}"
 
 
 def _entry(row: dict[str, Any], reference: str) -> str:
@@ -111,8 +113,8 @@ def format_markdown(result: dict[str, Any]) -> str:
              "| " + " | ".join(head) + " |",
              "|" + "|".join(["---", "---", "---:", "---:"] + ["---:"] * len(columns)) + "|"]
     for m in result["methods"]:
-        cells = [_entry(entries[(m["name"], *k)], result["reference"])
-                 if (m["name"], *k) in entries else "-" for k in columns]
+        found = [entries.get((m["name"], *k)) for k in columns]
+        cells = ["-" if r is None else _entry(r, result["reference"]) for r in found]
         lines.append("| " + " | ".join([m["name"], m["learner"], _seconds(m["train_seconds"]),
                                         _seconds(m["eval_seconds"]), *cells]) + " |")
     lines += ["", "Accuracy in % ± 95% CI half-width over the episodes of a cell; under it, "
