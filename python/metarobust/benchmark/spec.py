@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -316,8 +317,11 @@ def check_spec(data: Any, base: str | Path | None = None, source: str = "spec") 
                 **_threats(data, source))
 
 
-def load_spec(path: str | Path) -> Spec:
+def load_spec(path: str | os.PathLike) -> Spec:
     """The checked spec of a TOML file (relative paths start from its folder)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"spec: expected the path of a TOML file (str or os.PathLike), got "
+                        f"{path!r} ({type(path).__name__})")
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"spec: no file at {p}")
