@@ -301,10 +301,8 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
             PGD random starts are seeded per attack batch).
         progress: a tqdm bar over the cells.
         warn: called with each warning line (default: printed to stderr).
-        run: a name for the run in the result.
-        per_episode: each row also holds ``per_episode``, the accuracy of every episode in
-            order (episode ``i`` is the same in every cell and for every learner given the
-            same seed: the input of paired comparisons).
+        run: a name for the run in the result. per_episode: rows also hold ``per_episode``,
+            every episode's accuracy in order (the same episodes for any learner).
 
     Returns:
         ``{"run", "suite", "seed", "episodes", "ways", "shots", "queries", "source",
