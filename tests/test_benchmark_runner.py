@@ -139,7 +139,7 @@ def test_rerun_recomputes_nothing(bench, monkeypatch):
     assert {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*.json")} == stamps
 
 
-def test_changed_settings_or_checkpoint_are_recomputed(bench, tmp_path):
+def test_changed_settings_or_a_damaged_cell_are_recomputed(bench, tmp_path):
     out, _ = bench
     spec = check_spec(spec_data())
     calls = []
