@@ -87,4 +87,4 @@ else
 fi
 
 # benches/gpu_ops.py (the uint8 episode path, the fused ops on CUDA) ran on an H200 earlier:
-# benches/gpu_check_h200.log; it is left out here for the time.
+# experiments/logs/gpu_check_h200.log; it is left out here for the time.

@@ -132,3 +132,23 @@ def test_a_torchvision_dataset_with_and_without_to_tensor():
     np.testing.assert_array_equal(a.images, ref)
     np.testing.assert_array_equal(b.images, ref)
     np.testing.assert_array_equal(a.labels, [int(plain[i][1]) for i in range(12)])
+
+
+def test_a_pil_dataset_and_a_users_backbone_train_through_the_trainer(tmp_path):
+    """As a user with a torchvision-style dataset and a network of their own would do."""
+    from metarobust.config import TrainConfig
+    from metarobust.train import Trainer
+
+    classes = 8
+    source = PilDataset(n=8 * classes, classes=classes)
+    train_set = mr.data.from_torch(source, image_size=12, progress=False)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())
+    before = [p.detach().clone() for p in net.parameters()]
+    cfg = TrainConfig(learner="protonet", ways=3, shots=2, queries=2, test_queries=2, steps=4,
+                      val_every=2, val_episodes=2, device="cpu", seed=0)
+    result = Trainer(cfg, tmp_path, progress=False, dataset=train_set, model=net).fit()
+    assert result["steps"] == 4
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    assert "image_size = 12" in (tmp_path / "config.toml").read_text()

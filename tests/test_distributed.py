@@ -266,7 +266,7 @@ def test_a_failed_rank_ends_the_job(tmp_path, fail):
 
 
 # `metarobust` with the gloo threads demoted before the last collective (see the script)
-DEMOTING_CLI = REPO / "benches" / "starved_gloo_cli.py"
+DEMOTING_CLI = REPO / "experiments" / "scripts" / "starved_gloo_cli.py"
 BUSY = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True: pass"
 
 

@@ -41,6 +41,7 @@ def test_suite_levels_grow():
         assert set(default[fam]) <= set(full[fam])
     assert "domain_shift:fashion_mnist" in quick and "domain_shift:glyphs" in quick
     assert list(suite_grid("quick", "glyphs")).count("domain_shift:omniglot") == 1
+    assert "certified_l2" not in quick and default["certified_l2"][0] == 0.0
     assert all(np.isfinite(v).all() for v in map(np.asarray, full.values()))
 
 

@@ -9,7 +9,8 @@ import torch
 from metarobust import seeds
 
 TAGS = {name: getattr(seeds, name) for name in ("VALIDATION", "ADVERSARIAL_TRAINING", "AUGMENT",
-                                                "LABEL_NOISE", "GAUSSIAN_NOISE", "PGD_START")}
+                                                "LABEL_NOISE", "GAUSSIAN_NOISE", "PGD_START",
+                                                "CERTIFY", "NOISE_TRAINING")}
 
 
 def test_derive_is_numpy_seed_sequence_of_the_whole_tuple():

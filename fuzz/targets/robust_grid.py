@@ -18,7 +18,7 @@ from .core_images import CORRUPTIONS, INKS
 from .robust import Unchecked
 
 FAMILIES = ("clean", "label_noise_symmetric", "label_noise_paired", "label_noise_outlier",
-            "gaussian_noise", "fgsm", "pgd", "pgd_support")
+            "gaussian_noise", "fgsm", "pgd", "pgd_support", "certified_l2")
 
 
 @st.composite

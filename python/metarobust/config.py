@@ -83,6 +83,8 @@ class TrainConfig:
     augment: str | None = None        # corruption augmentation: names, comma-separated, or all
     augment_severity: int = 3         # its severities: 1..augment_severity, drawn uniformly
     augment_prob: float = 0.5         # the share of training episodes it corrupts
+    noise_train: float | None = None  # Gaussian noise of this std on the training queries
+                                      # (the sigma `metarobust certify` smooths with)
     seed: int = 0
     checkpoint_every: int = 1000      # steps between resumable checkpoints
     log_every: int = 50               # steps between training lines in metrics.jsonl
@@ -152,6 +154,12 @@ class TrainConfig:
             raise ValueError(f"inner_lr: must be finite and >= 0, got {self.inner_lr}")
         if self.minutes is not None and not self.minutes > 0:
             raise ValueError(f"minutes: must be > 0, got {self.minutes}")
+        if self.noise_train is not None and not 0 < self.noise_train < math.inf:
+            raise ValueError(f"noise_train: must be finite and > 0 (the noise's standard "
+                             f"deviation, images in [0, 1]), got {self.noise_train}")
+        if self.noise_train is not None and self.dataset == "sinusoid":
+            raise ValueError("noise_train: Gaussian noise training perturbs images; dataset "
+                             "'sinusoid' is regression")
         if self.steps is None and self.episodes is None and self.minutes is None:
             raise ValueError("steps, episodes, minutes: give one of them (how long to train)")
 

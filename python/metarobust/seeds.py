@@ -21,6 +21,8 @@ augmentation choices     ``(seed, AUGMENT, episode)``                    NumPy P
 label noise              ``(seed, LABEL_NOISE, kind, episode)``          NumPy PCG64
 suite Gaussian noise     ``derive(seed, GAUSSIAN_NOISE, part, episode)``  torch CPU
 suite PGD random starts   ``derive(seed, PGD_START, first episode)``      torch (PGD start)
+certification noise      ``(seed, CERTIFY, episode)``                    torch CPU
+noise training           ``derive(seed, NOISE_TRAINING, step)``          torch (its device)
 =======================  ==============================================  =====================
 
 Evaluations (``metarobust eval --seed``, the robustness suite's ``seed``) use their seed as
@@ -39,8 +41,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "ADVERSARIAL_TRAINING", "AUGMENT", "GAUSSIAN_NOISE", "LABEL_NOISE", "MAX_SEED", "PGD_START",
-    "VALIDATION", "derive", "numpy_rng", "torch_generator",
+    "ADVERSARIAL_TRAINING", "AUGMENT", "CERTIFY", "GAUSSIAN_NOISE", "LABEL_NOISE", "MAX_SEED",
+    "NOISE_TRAINING", "PGD_START", "VALIDATION", "derive", "numpy_rng", "torch_generator",
 ]
 
 MAX_SEED = 2**64 - 1
@@ -52,6 +54,8 @@ AUGMENT = 0x4147               # "AG"
 LABEL_NOISE = 0x4C4E           # "LN"
 GAUSSIAN_NOISE = 0x474E        # "GN"
 PGD_START = 0x5047             # "PG"
+CERTIFY = 0x4352               # "CR"
+NOISE_TRAINING = 0x4E54        # "NT"
 
 
 def _entropy(seed: int, stream: int, parts: tuple[int, ...]) -> list[int]:

@@ -35,6 +35,7 @@ from .episodes import EpisodeSampler
 from .evaluate import evaluate, evaluate_regression
 from .learners import MAML, Learner, ProtoNet
 from .robust.attacks import adversarial_queries
+from .robust.certify import noisy_queries
 from .robust.corruptions import Augment
 
 MAML_VARIANTS = {"maml": ("second", "maml"), "fomaml": ("first", "maml"),
@@ -345,6 +346,9 @@ class Trainer:
             seed = seeds.derive(cfg.seed, seeds.ADVERSARIAL_TRAINING, self.step)
             batch = adversarial_queries(self.learner, batch, cfg.ways, cfg.adv_eps, cfg.adv_steps,
                                         cfg.adv_step_size, cfg.adv_norm, seed=seed)
+        if cfg.noise_train is not None:
+            batch = noisy_queries(batch, cfg.noise_train,
+                                  seeds.derive(cfg.seed, seeds.NOISE_TRAINING, self.step))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             # sync=False: no host read inside the step (the sampler's labels are in range),
             # so a GPU step queues while the previous one still runs

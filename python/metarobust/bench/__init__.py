@@ -75,7 +75,7 @@ from .sampler import (
     sampler_summary,
 )
 from .timing import DEFAULT_MIN_TIME, DEFAULT_REPEATS, measure, measure_steps
-from .timing import _stats as _stats  # noqa: F401  (bench._stats, benches/corruptions_vs_core.py)
+from .timing import _stats as _stats  # noqa: F401  (bench._stats, experiments/scripts/corruptions_vs_core.py)
 
 __all__ = [
     # defaults the command line shows

@@ -1,4 +1,4 @@
-"""Timing helpers: every candidate measured in one process, interleaved.
+"""Timing: every candidate measured in one process, interleaved.
 
 Why interleaved: on a small or shared machine the load from other processes drifts over
 seconds, so timing one candidate after another would credit that drift to whichever ran at

@@ -7,6 +7,7 @@
         --episodes 20000 --out runs/proto
     metarobust eval runs/proto --ways 5 --shots 1 --episodes 600   # last line: JSON
     metarobust robustness runs/proto --suite quick   # robustness.json, .csv, .png in the run
+    metarobust certify runs/proto --sigma 0.25 --out runs/proto/certify   # certified radii
     metarobust data prepare omniglot --root R --split background --out CACHE
     metarobust bench sampler|kernels|maml|all   # side-by-side ratios against references
     metarobust benchmark benchmarks/omniglot_5w1s.toml --out bench-out   # methods compared
@@ -24,12 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import __version__
-from . import bench, benchmark, data, eval, quickstart, robustness, train
+from . import bench, benchmark, certify, data, eval, quickstart, robustness, train
 from ._common import Parser
 
 __all__ = ["build_parser", "main"]
 
-SUBCOMMANDS = (quickstart, train, eval, data, bench, robustness, benchmark)
+SUBCOMMANDS = (quickstart, train, eval, data, bench, robustness, certify, benchmark)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -65,6 +65,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     r.add_argument("--corrupt", choices=CORRUPT_TARGETS, default="query",
                    help="images that gaussian_noise and corruptions perturb (default: query)")
     r.add_argument("--pgd-steps", type=int, default=20, help="PGD steps (default: 20)")
+    r.add_argument("--certify-sigma", type=float, default=0.25,
+                   help="certified_l2: smoothing noise standard deviation")
+    r.add_argument("--certify-samples", type=int, default=500,
+                   help="certified_l2: noisy copies per query bounding its class probability")
+    r.add_argument("--certify-episodes", type=int, default=100,
+                   help="certified_l2: episodes certified (the first ones of each setting)")
     r.add_argument("--fashion-mnist", default=FASHION_MNIST_DIR, metavar="DIR",
                    help=f"Fashion-MNIST IDX folder (default: {FASHION_MNIST_DIR})")
     r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -100,6 +106,7 @@ def families_grid(families: list[str] | None, suite: str, source: str
 def _evaluate_run(args: argparse.Namespace, run_dir: str, device: Any) -> dict[str, Any]:
     import torch
 
+    from ..robust.certify import Smoothing
     from ..robust.suite import run_suite
     from ..train import load_dataset, load_run
 
@@ -134,6 +141,8 @@ def _evaluate_run(args: argparse.Namespace, run_dir: str, device: Any) -> dict[s
                     image_size=cfg.image_size, data_root=shift_root,
                     fashion_mnist_root=args.fashion_mnist, corrupt=args.corrupt,
                     pgd_steps=args.pgd_steps, progress=not args.no_progress,
+                    smoothing=Smoothing(sigma=args.certify_sigma, samples=args.certify_samples,
+                                        episodes=args.certify_episodes),
                     run=str(run_dir))
     res.update(suite=args.suite, families=args.families, learner=cfg.learner,
                dataset=cfg.dataset, split=split, device=str(device),
@@ -142,7 +151,7 @@ def _evaluate_run(args: argparse.Namespace, run_dir: str, device: Any) -> dict[s
 
 
 # What makes two results' rows paired: the same test episodes and perturbation streams.
-PAIRING = ("seed", "episodes", "ways", "shots", "queries", "dataset", "split")
+PAIRING = ("seed", "episodes", "ways", "shots", "queries", "dataset", "split", "smoothing")
 
 
 def unpaired(result: dict[str, Any], other: dict[str, Any]) -> str | None:

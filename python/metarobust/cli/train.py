@@ -73,6 +73,8 @@ FLAGS = {
                      "(see metarobust.robust.corruptions)"),
     "augment_severity": (int, "augmentation severities 1..this"),
     "augment_prob": (float, "share of training episodes augmented"),
+    "noise_train": (float, "Gaussian noise of this standard deviation on the training "
+                           "queries, for randomized smoothing (`metarobust certify --sigma`)"),
 }
 DEFAULT_TEXT = {"adv_eps": "8/255", "adv_step_size": "2/255"}
 # store_true / --x/--no-x flags: (config field, value when absent)

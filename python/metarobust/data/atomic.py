@@ -1,6 +1,7 @@
-"""Atomic directory writes: files are written into a fresh temporary directory beside the
-target, flushed and fsynced, then the directory is renamed onto the target, so a reader
-sees the old directory or the new one, never a half-written one."""
+"""Atomic writes: files are written into a fresh temporary directory beside the target,
+flushed and fsynced, then the directory is renamed onto the target, so a reader sees the
+old directory or the new one, never a half-written one; a single file likewise
+(:func:`replace_file`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["fresh_dir", "fsync_dir", "replace_dir", "write_file"]
+__all__ = ["fresh_dir", "fsync_dir", "replace_dir", "replace_file", "write_file"]
 
 
 def fsync_dir(path: Path) -> None:
@@ -73,3 +74,15 @@ def replace_dir(tmp: Path, path: Path) -> None:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def replace_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Writes ``data`` to a temporary file beside ``path`` and renames it onto ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write_file(tmp, lambda f: f.write(data))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

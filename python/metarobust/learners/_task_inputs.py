@@ -59,7 +59,7 @@ def check_image_layout(x: torch.Tensor, name: str, lead: int) -> None:
                          f"dimension, shape {tuple(x.shape)}; add one with "
                          f"{name}.unsqueeze({1 + lead})")
     if x.is_floating_point() and x.numel():
-        lo, hi = float(x.min()), float(x.max())
+        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
         if lo < 0.0 or hi > 1.0:
             raise ValueError(f"{name}: float images must be in [0, 1], got values in "
                              f"[{lo:g}, {hi:g}]; divide 0-255 images by 255 or pass them as "

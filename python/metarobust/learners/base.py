@@ -72,13 +72,17 @@ def check_batch(batch: Any) -> None:
             raise TypeError(f"batch.{name}: expected a torch.Tensor, got {type(t).__name__}")
 
 
+def replace_fields(batch: Any, **fields: Any) -> Any:
+    """A copy of a batch (an Episode dataclass or a NamedTuple) with ``fields`` replaced."""
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        return dataclasses.replace(batch, **fields)
+    return batch._replace(**fields)
+
+
 def slice_batch(batch: Any, start: int, stop: int) -> Any:
     """Tasks ``start:stop`` of a batch (an Episode dataclass or a NamedTuple of tensors)."""
     names = batch_fields(batch)
-    parts = {n: getattr(batch, n)[start:stop] for n in names}
-    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
-        return dataclasses.replace(batch, **parts)
-    return type(batch)(**parts)
+    return replace_fields(batch, **{n: getattr(batch, n)[start:stop] for n in names})
 
 
 # ---------------------------------------------------------------- per-task BatchNorm

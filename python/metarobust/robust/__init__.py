@@ -1,10 +1,12 @@
 """Robustness: perturbations (support-label noise, input noise and corruptions),
-adversarial attacks (FGSM, PGD), robust training pieces, and the robustness suite with its
-report (see ``metarobust robustness``)."""
+adversarial attacks (FGSM, PGD), certification by randomized smoothing, robust training
+pieces, and the robustness suite with its report (see ``metarobust robustness`` and
+``metarobust certify``)."""
 
 from __future__ import annotations
 
 from .attacks import adversarial_queries, fgsm, pgd
+from .certify import Smoothing, certify, clopper_pearson_lower
 from .corruptions import CORRUPTIONS, Augment, corrupt
 from .grid import SUITES, check_grid, suite_grid
 from .label_noise import LABEL_NOISE_KINDS, apply_label_noise
@@ -12,7 +14,8 @@ from .report import format_table, load_result, plot_results, write_report
 from .suite import run_suite
 
 __all__ = [
-    "CORRUPTIONS", "LABEL_NOISE_KINDS", "SUITES", "Augment", "adversarial_queries",
-    "apply_label_noise", "check_grid", "corrupt", "fgsm", "format_table", "load_result", "pgd",
-    "plot_results", "run_suite", "suite_grid", "write_report",
+    "CORRUPTIONS", "LABEL_NOISE_KINDS", "SUITES", "Augment", "Smoothing", "adversarial_queries",
+    "apply_label_noise", "certify", "check_grid", "clopper_pearson_lower", "corrupt", "fgsm",
+    "format_table", "load_result", "pgd", "plot_results", "run_suite", "suite_grid",
+    "write_report",
 ]

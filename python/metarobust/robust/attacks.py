@@ -43,7 +43,6 @@ set's values unchanged.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -51,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import check_int
-from ..learners.base import Learner, check_batch
+from ..learners.base import Learner, check_batch, replace_fields
 
 __all__ = ["NORMS", "TARGETS", "adversarial_queries", "fgsm", "pgd"]
 
@@ -120,12 +119,6 @@ def _check_size(value: float, name: str, x: torch.Tensor) -> float:
     return value
 
 
-def _replace(batch: Any, **fields: torch.Tensor) -> Any:
-    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
-        return dataclasses.replace(batch, **fields)
-    return batch._replace(**fields)
-
-
 # ---------------------------------------------------------------- geometry
 
 def _item_norms(t: torch.Tensor) -> torch.Tensor:
@@ -192,7 +185,7 @@ class _Objective:
 
     def grad(self, images: torch.Tensor) -> torch.Tensor:
         images = images.detach().requires_grad_(True)
-        logits = self.learner.attack_logits(_replace(self.batch, **{self.field: images}),
+        logits = self.learner.attack_logits(replace_fields(self.batch, **{self.field: images}),
                                             self.ways, inner_steps=self.inner_steps)
         loss = F.cross_entropy(logits.reshape(self.y.shape[0], -1), self.y)
         # images that do not reach the loss (e.g. the support set of a MAML without inner
@@ -211,7 +204,7 @@ def _prepare(learner: Any, batch: Any, ways: Any, target: Any, norm: Any,
     dtype = learner._param_ref().dtype
     sx = _as_images(batch.support_x, "support_x", dtype)
     qx = _as_images(batch.query_x, "query_x", dtype)
-    batch = _replace(batch, support_x=sx, query_x=qx)
+    batch = replace_fields(batch, support_x=sx, query_x=qx)
     learner._check_batch(batch, ways)
     x = qx if target == "query" else sx
     return learner, batch, norm, target, _check_size(eps, "eps", x), x
@@ -237,7 +230,7 @@ def _pgd(learner: Learner, batch: Any, ways: int, eps: float, steps: int, step_s
     # may move by one ulp, towards x), since an ulp can break max-pooling ties and so
     # change later steps.
     adv = _project_exact(adv, x, eps, norm)
-    return _replace(batch, **{field: adv.detach()})
+    return replace_fields(batch, **{field: adv.detach()})
 
 
 # ---------------------------------------------------------------- public attacks
@@ -266,7 +259,7 @@ def fgsm(learner: Learner, batch: Any, ways: int, eps: float, *, norm: str = "li
     g = _Objective(learner, batch, ways, target, None).grad(x)
     step = g.sign() if norm == "linf" else g / (_item_norms(g) + 1e-10)
     adv = _project_exact((x + eps * step).clamp(0.0, 1.0), x, eps, norm)
-    return _replace(batch, **{_FIELD[target]: adv.detach()})
+    return replace_fields(batch, **{_FIELD[target]: adv.detach()})
 
 
 def pgd(learner: Learner, batch: Any, ways: int, eps: float = 8 / 255, steps: int = 20,

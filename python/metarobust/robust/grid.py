@@ -23,6 +23,11 @@ family                      strength
                             support set (poisoning): ``pgd_steps`` steps (20) of size
                             ``eps / 4`` (2/255 at eps = 8/255 as in Goldblum et al., 2020,
                             scaled with eps), random start
+``certified_l2``            L2 radius r: the fraction of queries that randomized smoothing of
+                            the queries (sigma ``certify_sigma``, Cohen et al., 2019) certifies
+                            at radius >= r with the right class (abstentions count as wrong);
+                            see :mod:`metarobust.robust.certify`. Its rows use the first
+                            ``certify_episodes`` episodes (default 100)
 ``domain_shift:<target>``   0: the learner on another dataset (``glyphs`` test split,
                             ``omniglot`` evaluation split, ``fashion_mnist`` t10k,
                             ``fashion_mnist_inverted``) at the run's test ways (at most the
@@ -30,8 +35,8 @@ family                      strength
 ==========================  ================================================================
 
 Suite levels (:func:`suite_grid`): ``quick`` (a few cells, 200 episodes; no PGD, whose 20
-steps cost about as much as 40 clean cells), ``default`` (600 episodes) and ``full`` (every
-family and severity, 1000 episodes).
+steps cost about as much as 40 clean cells, nor certification), ``default`` (600 episodes)
+and ``full`` (every family and severity, 1000 episodes).
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ from ..corruption_info import CORRUPT_TARGETS, CORRUPTIONS
 from .label_noise import LABEL_NOISE_KINDS, check_rate, corrupted_items
 
 __all__ = [
-    "ATTACK_FAMILIES", "CORRUPT_TARGETS", "DOMAIN_TARGETS", "LABEL_NOISE_FAMILIES", "SOURCES",
+    "ATTACK_FAMILIES", "CERTIFIED_FAMILY", "CORRUPT_TARGETS", "DOMAIN_TARGETS",
+    "LABEL_NOISE_FAMILIES", "SOURCES",
     "SUITES", "SUITE_EPISODES", "Cell", "cells", "check_grid", "domain_targets", "suite_grid",
 ]
 
@@ -55,6 +61,7 @@ SUITES = ("quick", "default", "full")
 SUITE_EPISODES = {"quick": 200, "default": 600, "full": 1000}
 LABEL_NOISE_FAMILIES = tuple(f"label_noise_{k}" for k in LABEL_NOISE_KINDS)
 ATTACK_FAMILIES = ("fgsm", "pgd", "pgd_support")
+CERTIFIED_FAMILY = "certified_l2"
 DOMAIN_TARGETS = ("glyphs", "omniglot", "fashion_mnist", "fashion_mnist_inverted")
 # The datasets a run can be trained on (TrainConfig.dataset, less sinusoid regression).
 SOURCES = ("glyphs", "omniglot", "idx", "folder", "cache")
@@ -105,6 +112,7 @@ def suite_grid(suite: str, dataset: str = "glyphs") -> dict[str, list[float]]:
             "fgsm": _eps(2, 4, 8, 16),
             "pgd": _eps(2, 8, 16),  # each PGD cell costs about 40 clean cells
             "pgd_support": _eps(8),
+            CERTIFIED_FAMILY: [0.0, 0.25, 0.5, 1.0],
             **shift,
         }
     rates = [round(0.1 * i, 1) for i in range(11)]
@@ -117,13 +125,14 @@ def suite_grid(suite: str, dataset: str = "glyphs") -> dict[str, list[float]]:
         "fgsm": eps,
         "pgd": eps,
         "pgd_support": eps,
+        CERTIFIED_FAMILY: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5],
         **shift,
     }
 
 
 def _known_families() -> str:
     return ", ".join(("clean", *LABEL_NOISE_FAMILIES, "gaussian_noise", "corruption:<name>",
-                      *ATTACK_FAMILIES, "domain_shift:<target>"))
+                      *ATTACK_FAMILIES, CERTIFIED_FAMILY, "domain_shift:<target>"))
 
 
 def _check_family(family: Any) -> None:
@@ -139,7 +148,8 @@ def _check_family(family: Any) -> None:
         if name not in CORRUPTIONS:
             raise ValueError(f"grid: unknown corruption {name!r} in {family!r}; allowed: "
                              f"{', '.join(CORRUPTIONS)}")
-    elif family not in ("clean", *LABEL_NOISE_FAMILIES, "gaussian_noise", *ATTACK_FAMILIES):
+    elif family not in ("clean", *LABEL_NOISE_FAMILIES, "gaussian_noise", *ATTACK_FAMILIES,
+                        CERTIFIED_FAMILY):
         raise ValueError(f"grid: unknown family {family!r}; allowed: {_known_families()}")
 
 
@@ -236,7 +246,8 @@ def _attack_cells(family: str, strengths: list[float], ways: int, shots: int,
 
 
 def cells(grid: dict[str, list[float]], ways: int, shots: int,
-          label_noise_shots: tuple[int, ...], corrupt: str, pgd_steps: int) -> list[Cell]:
+          label_noise_shots: tuple[int, ...], corrupt: str, pgd_steps: int,
+          certify_sigma: float = 0.25) -> list[Cell]:
     """The cells of a checked grid, in its order."""
     out: list[Cell] = []
     w, s = ways, shots
@@ -255,6 +266,9 @@ def cells(grid: dict[str, list[float]], ways: int, shots: int,
                          (name, int(sev), corrupt), None, sev) for sev in strengths]
         elif family in ATTACK_FAMILIES:
             out += _attack_cells(family, strengths, w, s, pgd_steps)
+        elif family == CERTIFIED_FAMILY:
+            out += [Cell(family, r, setting(w, s, f"smoothed queries, sigma {certify_sigma:g}"),
+                         "test", w, s, None, ("certified", r), r) for r in strengths]
         else:
             out.append(Cell(family, 0.0, "", family.split(":", 1)[1], w, s, None, None))
     return out

@@ -20,22 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..data.atomic import replace_file
+
 __all__ = ["COLUMNS", "format_table", "load_result", "plot_results", "read_csv",
            "write_report"]
 
 COLUMNS = ("family", "setting", "strength", "effective", "accuracy", "ci95", "episodes")
 FILES = ("robustness.json", "robustness.csv", "robustness.png")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def load_result(path: str | os.PathLike) -> dict[str, Any]:
@@ -132,8 +123,11 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
         lines.append(f"{key[0]:{wf}s}  {key[1]:{ws}s}  "
                      f"{_format_strength(key[0], key[2], key[3]):>{wt}s}  {cells}")
     eps = {res.get("episodes") for res in results}
+    fewer = sorted({f"{r['family']}: {r['episodes']}" for res in results for r in res["rows"]
+                    if r.get("episodes", res.get("episodes")) != res.get("episodes")})
     lines.append(f"accuracy in % ± 95% CI half-width over "
-                 f"{'/'.join(str(e) for e in sorted(eps, key=str))} episodes per cell")
+                 f"{'/'.join(str(e) for e in sorted(eps, key=str))} episodes per cell"
+                 + (f" ({', '.join(fewer)})" if fewer else ""))
     for lab, res in zip(labels, results):
         if res.get("unpaired"):
             lines.append(f"{lab} unpaired: evaluated on other episodes ({res['unpaired']}); "
@@ -150,12 +144,14 @@ def _panel_of(family: str) -> str:
 _XLABELS = {"label_noise": "noise rate (fraction of the support set corrupted)",
             "gaussian_noise": "noise std (pixels in [0, 1]; 0: clean)",
             "corruption": "severity (0: clean)",
-            "attack": "eps (× 1/255, L-inf; 0: clean)"}
+            "attack": "eps (× 1/255, L-inf; 0: clean)",
+            "certified_l2": "L2 radius (certified accuracy at >= radius)"}
 _TITLES = {"clean": "clean", "label_noise_symmetric": "label noise: symmetric",
            "label_noise_paired": "label noise: paired (c → c+1)",
            "label_noise_outlier": "label noise: outlier images",
            "gaussian_noise": "Gaussian pixel noise", "fgsm": "FGSM (queries)",
            "pgd": "PGD (queries)", "pgd_support": "PGD (support set)",
+           "certified_l2": "certified (randomized smoothing)",
            "domain_shift": "domain shift"}
 
 
@@ -218,7 +214,8 @@ def _plot_strengths(ax: Any, panel: str, rows: list[dict[str, Any]],
         sel = sorted((r for r in rows if _shots_of(r["setting"]) == shots), key=effective)
         if not sel:
             continue
-        if clean and effective(sel[0]) > 0 and _shots_of(clean[0]["setting"]) == shots:
+        if clean and effective(sel[0]) > 0 and _shots_of(clean[0]["setting"]) == shots \
+                and panel != "certified_l2":  # certified at 0 is not the clean accuracy
             # strength 0 is the clean cell itself (the same episodes)
             sel = [{**clean[0], "strength": 0.0, "effective": 0.0}, *sel]
         scale = 255.0 if panel in ("fgsm", "pgd", "pgd_support") else 1.0
@@ -306,7 +303,7 @@ def plot_results(results: Sequence[dict[str, Any]], path: str | os.PathLike) -> 
     out = Path(path)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    _atomic_write(out, buf.getvalue())
+    replace_file(out, buf.getvalue())
     return out
 
 
@@ -317,7 +314,7 @@ def write_report(result: dict[str, Any], out_dir: str | os.PathLike,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {ext: out / f"robustness.{ext}" for ext in ("json", "csv", "png")}
-    _atomic_write(paths["json"], (json.dumps(result, indent=1) + "\n").encode())
-    _atomic_write(paths["csv"], _csv_bytes(result["rows"]))
+    replace_file(paths["json"], (json.dumps(result, indent=1) + "\n").encode())
+    replace_file(paths["csv"], _csv_bytes(result["rows"]))
     plot_results([result, *compare], paths["png"])
     return {k: str(v) for k, v in paths.items()}

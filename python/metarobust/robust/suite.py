@@ -33,8 +33,10 @@ from ..data.shift import FASHION_MNIST_DIR, MissingTarget, fit_images, shift_tar
 from ..episodes import EpisodeSampler
 from ..evaluate import mean_ci95
 from . import attacks
+from .certify import Smoothing, certify_episode
 from .grid import (
     ATTACK_FAMILIES,
+    CERTIFIED_FAMILY,
     CORRUPT_TARGETS,
     SOURCES,
     SUITE_EPISODES,
@@ -88,7 +90,31 @@ class _Suite:
     batch_size: int
     attack_batch_size: int
     warn: Callable[[str], None]
+    smoothing: Smoothing = Smoothing()
     _datasets: dict[str, Any] = dataclasses.field(default_factory=dict)
+    _certificates: dict[tuple[int, int], list[Any]] = dataclasses.field(default_factory=dict)
+
+    def certified(self, cell: Cell, episodes: int) -> dict[str, Any]:
+        """A ``certified_l2`` cell: the queries certified at radius >= the cell's with the
+        right class, per episode; the certificates of a setting are computed once."""
+        sm, n = self.smoothing, min(episodes, self.smoothing.episodes)
+        key = (cell.ways, cell.shots)
+        if key not in self._certificates:
+            sampler = EpisodeSampler(self.test_set, ways=cell.ways, shots=cell.shots,
+                                     queries=self.queries, seed=self.seed, dtype="float32")
+            found = []
+            for e in range(n):
+                ep = sampler.sample(e)
+                classes, radii = certify_episode(
+                    self.learner, ep, e, sigma=sm.sigma, samples=sm.samples, n0=sm.n0,
+                    alpha=sm.alpha, seed=self.seed, device=self.device)
+                found.append((classes == ep.query_y, radii))
+            self._certificates[key] = found
+        acc = torch.tensor([float((right & (radii >= cell.strength)).double().mean())
+                            for right, radii in self._certificates[key]])
+        mean, ci = mean_ci95(acc)
+        return {"setting": cell.setting, "accuracy": mean, "ci95": ci, "episodes": n,
+                "per_episode": acc.tolist()}
 
     def dataset(self, target: str) -> tuple[Any, str] | None:
         """``((images, labels), description)`` of a target, or None (with a warning) when
@@ -144,6 +170,8 @@ class _Suite:
         return attack
 
     def evaluate(self, cell: Cell, episodes: int) -> dict[str, Any] | None:
+        if cell.perturb is not None and cell.perturb[0] == "certified":
+            return self.certified(cell, episodes)
         found = self.dataset(cell.target)
         if found is None:
             return None
@@ -211,6 +239,15 @@ def _as_dataset(dataset: Any) -> Any:
     return _Arrays(np.asarray(images), np.asarray(labels))
 
 
+def _smoothing(smoothing: Any) -> Smoothing:
+    if smoothing is None:
+        return Smoothing()
+    if not isinstance(smoothing, Smoothing):
+        raise TypeError(f"smoothing: expected a metarobust.robust.certify.Smoothing, got "
+                        f"{smoothing!r}")
+    return smoothing
+
+
 def _device(device: Any) -> torch.device:
     try:
         return torch.device(device)
@@ -253,7 +290,7 @@ def _evaluate_cells(s: _Suite, todo: list[Cell], episodes: int, progress: bool,
             rows.append({"family": cell.family, "setting": cell.setting or res["setting"],
                          "strength": float(cell.strength),
                          "effective": float(cell.effective), "accuracy": res["accuracy"],
-                         "ci95": res["ci95"], "episodes": episodes})
+                         "ci95": res["ci95"], "episodes": res.get("episodes", episodes)})
             if per_episode:
                 rows[-1]["per_episode"] = res["per_episode"]
     finally:
@@ -269,9 +306,9 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
               fashion_mnist_root: str | os.PathLike = FASHION_MNIST_DIR,
               label_noise_shots: Iterable[int] = (5,), corrupt: str = "query",
               pgd_steps: int = 20, ink: str | None = None, batch_size: int = 50,
-              attack_batch_size: int = 10, progress: bool = True,
-              warn: Callable[[str], None] | None = None, run: str | None = None,
-              per_episode: bool = False) -> dict[str, Any]:
+              attack_batch_size: int = 10, smoothing: Smoothing | None = None,
+              progress: bool = True, warn: Callable[[str], None] | None = None,
+              run: str | None = None, per_episode: bool = False) -> dict[str, Any]:
     """Evaluate ``learner`` over a robustness grid on ``dataset``.
 
     Args:
@@ -299,6 +336,8 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
             else "dark").
         batch_size, attack_batch_size: episodes per evaluation batch (attacks: fixed, since
             PGD random starts are seeded per attack batch).
+        smoothing: the ``certified_l2`` settings (:class:`~metarobust.robust.certify.
+            Smoothing`; default sigma 0.25, 500 samples, the first 100 episodes).
         progress: a tqdm bar over the cells.
         warn: called with each warning line (default: printed to stderr).
         run: a name for the run in the result. per_episode: rows also hold ``per_episode``,
@@ -327,17 +366,20 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
                seed=seed, device=_device(device), data_root=data_root,
                fashion_mnist_root=fashion_mnist_root, label_noise_shots=ln_shots,
                corrupt=corrupt, pgd_steps=pgd_steps, ink=ink, batch_size=batch_size,
-               attack_batch_size=attack_batch_size, warn=_recorder(warnings, warn))
+               attack_batch_size=attack_batch_size, warn=_recorder(warnings, warn),
+               smoothing=_smoothing(smoothing))
     was_training = learner.training
     learner.to(s.device).eval()
     t0 = time.perf_counter()
     try:
         rows, skipped = _evaluate_cells(
-            s, cells(grid, ways, shots, ln_shots, corrupt, pgd_steps), episodes, progress,
-            warnings, per_episode)
+            s, cells(grid, ways, shots, ln_shots, corrupt, pgd_steps, s.smoothing.sigma),
+            episodes, progress, warnings, per_episode)
     finally:
         learner.train(was_training)
     return {"run": run, "suite": name, "seed": seed, "episodes": episodes, "ways": ways,
             "shots": shots, "queries": queries, "source": source, "corrupt": corrupt,
             "pgd_steps": pgd_steps, "rows": rows, "skipped": skipped,
+            **({"smoothing": dataclasses.asdict(s.smoothing)}
+               if any(r["family"] == CERTIFIED_FAMILY for r in rows) else {}),
             "seconds": round(time.perf_counter() - t0, 2)}

@@ -4,7 +4,7 @@ moment cancels).
 
     git worktree add /tmp/old REV && (cd /tmp/old && maturin build --release -o /tmp/wold)
     unzip -p /tmp/wold/*.whl metarobust/_core.abi3.so > /tmp/old_core.so
-    METAROBUST_DATA=../shared/data python benches/corruptions_vs_core.py /tmp/old_core.so \
+    METAROBUST_DATA=DATA python experiments/scripts/corruptions_vs_core.py /tmp/old_core.so \
         --names gaussian_noise,elastic --dtypes float32,uint8
 """
 

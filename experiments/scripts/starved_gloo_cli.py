@@ -6,7 +6,7 @@ interpreter's finalization ("terminate called without an active exception").
 
 ::
 
-    torchrun --standalone --nproc_per_node=2 benches/starved_gloo_cli.py CPU train ...
+    torchrun --standalone --nproc_per_node=2 experiments/scripts/starved_gloo_cli.py CPU train ...
 
 The thread name is torch's; where it differs, the run is merely unaided.
 """

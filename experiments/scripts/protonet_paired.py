@@ -10,11 +10,11 @@ saves the per-episode accuracies.
 ``--compare`` prints paired differences with their 95% CI, which are far tighter than two
 separate intervals (the episodes' difficulty cancels).
 
-    METAROBUST_DATA=../shared/data python benches/protonet_paired.py --out trials/ceil \
+    METAROBUST_DATA=DATA python experiments/scripts/protonet_paired.py --out trials/ceil \
         model=conv4_snell_ceil schedule=linear
-    METAROBUST_DATA=../shared/data python benches/protonet_paired.py --out trials/floor \
+    METAROBUST_DATA=DATA python experiments/scripts/protonet_paired.py --out trials/floor \
         model=conv4_snell schedule=cosine
-    python benches/protonet_paired.py --compare trials/floor trials/ceil
+    python experiments/scripts/protonet_paired.py --compare trials/floor trials/ceil
 """
 
 from __future__ import annotations

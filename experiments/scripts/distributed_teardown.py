@@ -4,8 +4,8 @@ result line printed: a successful run must end cleanly on every rank, every time
 
 ::
 
-    python benches/distributed_teardown.py --runs 40 --load 2
-    python benches/distributed_teardown.py --runs 20 --starve --json benches/results/x.json
+    python experiments/scripts/distributed_teardown.py --runs 40 --load 2
+    python experiments/scripts/distributed_teardown.py --runs 20 --starve --json x.json
 
 ``--starve`` widens the window of the teardown race: just before the run's last
 collective, each rank's gloo worker threads are moved to SCHED_IDLE on the CPU the busy
