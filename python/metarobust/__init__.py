@@ -14,8 +14,10 @@ from . import data, evaluate, learners, models, ops, robust
 from ._core import __version__
 from .episodes import Episode, EpisodeSampler, collate_episodes
 from .train import load_run
+from .variable_episodes import VariableEpisode, VariableEpisodeSampler
 
 __all__ = [
     "Episode", "EpisodeSampler", "__version__", "collate_episodes", "data", "evaluate",
-    "learners", "load_run", "models", "ops", "robust",
+    "learners", "load_run", "models", "ops", "robust", "VariableEpisode",
+    "VariableEpisodeSampler",
 ]

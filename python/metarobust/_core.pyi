@@ -182,3 +182,35 @@ def strided_block_backward(
     dout: npt.NDArray[np.float32],
     parallel: bool = True,
 ) -> tuple[list[float], list[float], list[float]]: ...
+
+class VariableSamplerCore:
+    def __new__(
+        cls,
+        images: list[npt.NDArray[np.uint8]],
+        labels: list[npt.NDArray[np.int64]],
+        weights: list[float],
+        seed: int,
+        classes: list[npt.NDArray[np.int64] | None],
+        mean: list[float] | None,
+        std: list[float] | None,
+        sizes: list[int],
+        log_weights: list[float],
+    ) -> VariableSamplerCore: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def image_shape(self) -> tuple[int, int, int]: ...
+    @property
+    def class_ids(self) -> list[list[int]]: ...
+    def describe(self, start: int, count: int) -> npt.NDArray[np.int64]: ...
+    def fill(
+        self,
+        start: int,
+        count: int,
+        support_x: npt.NDArray[np.float32] | npt.NDArray[np.uint8],
+        support_y: npt.NDArray[np.int64],
+        query_x: npt.NDArray[np.float32] | npt.NDArray[np.uint8],
+        query_y: npt.NDArray[np.int64],
+        classes: npt.NDArray[np.int64],
+        info: npt.NDArray[np.int64],
+    ) -> None: ...

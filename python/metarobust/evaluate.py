@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from ._checks import check_bool, check_int
 from .episodes import EpisodeSampler
 from .learners.base import Learner
+from .variable_episodes import VariableEpisodeSampler
 
 _MAX_INDEX = 2**64 - 1
 
@@ -37,9 +38,13 @@ def evaluate(learner: Any, sampler: Any, episodes: int = 600, batch_size: int | 
     ``batch_size`` episodes at a time (default 50 on CUDA, 10 on CPU, where smaller
     activations stay in cache and in reused memory).
 
-    Returns ``{"accuracy", "ci95", "episodes", "ways", "shots", "queries"}``.
+    Returns ``{"accuracy", "ci95", "episodes", "ways", "shots", "queries"}``. With a
+    :class:`~metarobust.VariableEpisodeSampler` (metric learners only: MAML has fixed ways),
+    ``ways``, ``shots`` and ``queries`` are the means over the episodes.
     """
     device = _check_eval_args(learner, episodes, batch_size, device, start, progress)
+    if isinstance(sampler, VariableEpisodeSampler):
+        return _evaluate_variable(learner, sampler, episodes, batch_size, device, start)
     if not isinstance(sampler, EpisodeSampler):
         raise TypeError(f"sampler: expected an EpisodeSampler, got {type(sampler).__name__}")
     fixed = getattr(learner, "ways", None)  # a MAML classifier's outputs
@@ -69,6 +74,35 @@ def evaluate(learner: Any, sampler: Any, episodes: int = 600, batch_size: int | 
     mean, ci = mean_ci95(acc)
     return {"accuracy": mean, "ci95": ci, "episodes": int(acc.numel()), "ways": sampler.ways,
             "shots": sampler.shots, "queries": sampler.queries}
+
+
+def _evaluate_variable(learner: Any, sampler: VariableEpisodeSampler, episodes: int,
+                       batch_size: int | None, device: torch.device,
+                       start: int) -> dict[str, Any]:
+    """:func:`evaluate` over variable-way episodes, ``batch_size`` (default 10) at a time."""
+    fixed = getattr(learner, "ways", None)
+    if learner.task != "classification" or fixed is not None:
+        raise ValueError(f"sampler: variable-way episodes need a learner without a fixed "
+                         f"number of ways; this {type(learner).__name__} has {fixed} outputs "
+                         "(use ProtoNet, or an EpisodeSampler)")
+    batch_size = min(batch_size or 10, episodes)
+    was_training = learner.training
+    learner.eval()
+    accs, info = [], []
+    try:
+        for b0 in range(start, start + episodes, batch_size):
+            n = min(batch_size, start + episodes - b0)
+            batch = sampler.sample_batch(b0, n)
+            accs.append(learner.evaluate_batch(batch.to(device), None).detach().float().cpu())
+            info.append(torch.from_numpy(sampler.describe(b0, n)))
+    finally:
+        learner.train(was_training)
+    acc = torch.cat(accs)
+    mean, ci = mean_ci95(acc)
+    d = torch.cat(info).double()
+    return {"accuracy": mean, "ci95": ci, "episodes": int(acc.numel()),
+            "ways": float(d[:, 1].mean()), "shots": float((d[:, 2] / d[:, 1]).mean()),
+            "queries": float((d[:, 3] / d[:, 1]).mean())}
 
 
 def evaluate_regression(learner: Any, tasks: Any, episodes: int = 600, batch_size: int = 100,

@@ -28,6 +28,7 @@ from .. import _amp
 from .._checks import check_int, check_nbytes
 from ._batch_norm import task_batch_norm
 from ._task_inputs import INTEGER_DTYPES, check_call_labels, check_image_layout, support_labels
+from ._variable import is_variable, variable_evaluate, variable_meta_backward
 
 __all__ = ["Learner", "Task", "frozen_batch_norm_stats", "task_batch_norm"]
 
@@ -273,10 +274,14 @@ class Learner(nn.Module):
         and skips the label-range check, the two host reads of a step: on a GPU the host can
         then queue the next step while this one runs. For batches whose labels are known to
         be in range (an :class:`EpisodeSampler`'s); a bad label then fails inside the loss.
+        A :class:`~metarobust.VariableEpisode` batch (``ways=None``) runs episode by episode;
+        learners with a fixed number of ways (MAML) refuse it with a ValueError.
         """
         if not torch.is_grad_enabled():
             raise RuntimeError("meta_backward: gradients are disabled (called under "
                                "torch.no_grad()); use evaluate_batch to evaluate")
+        if is_variable(batch):
+            return variable_meta_backward(self, batch, ways, sync)
         ways = self._check_batch(batch, ways, labels=sync)
         b = batch.support_x.shape[0]
         total_loss: Any = 0.0
@@ -382,7 +387,10 @@ class Learner(nn.Module):
             return self._chunk_outputs(chunk, ways, meta=True)
 
     def evaluate_batch(self, batch: Any, ways: int | None) -> torch.Tensor:
-        """Query accuracy of each task ``(B,)`` (regression: query MSE of each task)."""
+        """Query accuracy of each task ``(B,)`` (regression: query MSE of each task).
+        A :class:`~metarobust.VariableEpisode` batch takes ``ways=None``."""
+        if is_variable(batch):
+            return variable_evaluate(self, batch, ways)
         out = self.query_logits(batch, ways)
         with torch.no_grad():
             return self._task_losses(out, batch.query_y)[1]

@@ -94,6 +94,12 @@ class _Suite:
     _datasets: dict[str, Any] = dataclasses.field(default_factory=dict)
     _certificates: dict[tuple[int, int], list[Any]] = dataclasses.field(default_factory=dict)
 
+    def smoothing_record(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """``{"smoothing": settings}`` for a result with certified rows, else ``{}``."""
+        if any(r["family"] == CERTIFIED_FAMILY for r in rows):
+            return {"smoothing": dataclasses.asdict(self.smoothing)}
+        return {}
+
     def certified(self, cell: Cell, episodes: int) -> dict[str, Any]:
         """A ``certified_l2`` cell: the queries certified at radius >= the cell's with the
         right class, per episode; the certificates of a setting are computed once."""
@@ -239,6 +245,11 @@ def _as_dataset(dataset: Any) -> Any:
     return _Arrays(np.asarray(images), np.asarray(labels))
 
 
+def _check_ints(**values: tuple[Any, int, int | None]) -> list[int]:
+    """Each ``name=(value, low, high)`` checked as an int in ``[low, high]``."""
+    return [check_int(v, name, low, high) for name, (v, low, high) in values.items()]
+
+
 def _smoothing(smoothing: Any) -> Smoothing:
     if smoothing is None:
         return Smoothing()
@@ -336,8 +347,7 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
             else "dark").
         batch_size, attack_batch_size: episodes per evaluation batch (attacks: fixed, since
             PGD random starts are seeded per attack batch).
-        smoothing: the ``certified_l2`` settings (:class:`~metarobust.robust.certify.
-            Smoothing`; default sigma 0.25, 500 samples, the first 100 episodes).
+        smoothing: the ``certified_l2`` settings (a :class:`~.certify.Smoothing`).
         progress: a tqdm bar over the cells.
         warn: called with each warning line (default: printed to stderr).
         run: a name for the run in the result. per_episode: rows also hold ``per_episode``,
@@ -352,12 +362,10 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
     name, grid = _grid(suite, grid, source)
     episodes = check_int(SUITE_EPISODES.get(name, 600) if episodes is None else episodes,
                          "episodes", 1)
-    ways, shots, queries = (check_int(v, k, 1) for k, v in
-                            (("ways", ways), ("shots", shots), ("queries", queries)))
-    seed = check_int(seed, "seed", 0, 2**64 - 1)
-    pgd_steps = check_int(pgd_steps, "pgd_steps", 0)
-    batch_size = check_int(batch_size, "batch_size", 1)
-    attack_batch_size = check_int(attack_batch_size, "attack_batch_size", 1)
+    ways, shots, queries, seed, pgd_steps, batch_size, attack_batch_size = _check_ints(
+        ways=(ways, 1, None), shots=(shots, 1, None), queries=(queries, 1, None),
+        seed=(seed, 0, 2**64 - 1), pgd_steps=(pgd_steps, 0, None),
+        batch_size=(batch_size, 1, None), attack_batch_size=(attack_batch_size, 1, None))
     ink, ln_shots = _check_choices(source, corrupt, ink, label_noise_shots)
     dataset = _as_dataset(dataset)
     warnings: list[str] = []
@@ -380,6 +388,5 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
     return {"run": run, "suite": name, "seed": seed, "episodes": episodes, "ways": ways,
             "shots": shots, "queries": queries, "source": source, "corrupt": corrupt,
             "pgd_steps": pgd_steps, "rows": rows, "skipped": skipped,
-            **({"smoothing": dataclasses.asdict(s.smoothing)}
-               if any(r["family"] == CERTIFIED_FAMILY for r in rows) else {}),
+            **s.smoothing_record(rows),
             "seconds": round(time.perf_counter() - t0, 2)}

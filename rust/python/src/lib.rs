@@ -27,6 +27,7 @@ mod features;
 mod glyphs;
 mod kernels;
 mod sampler;
+mod variable;
 
 /// Maps a core error to ValueError, TypeError or MemoryError.
 pub(crate) fn to_py(e: metarobust_core::Error) -> PyErr {
@@ -121,6 +122,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     sampler::register(m)?;
+    variable::register(m)?;
     features::register(m)?;
     kernels::register(m)?;
     glyphs::register(m)?;

@@ -26,8 +26,12 @@ pub use crate::pixel::{Pixel, PixelTable};
 
 mod features;
 mod fill;
+mod variable;
+mod variable_fill;
 
 pub use features::check_features;
+pub use variable::{Description, VariableConfig, VariableSampler};
+pub use variable_fill::{VariableOut, INFO_COLUMNS};
 #[cfg(test)]
 mod tests;
 
