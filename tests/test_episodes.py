@@ -415,6 +415,8 @@ def test_omniglot_sampler_invariants(omniglot_npz):
 
 @pytest.mark.parametrize("kw, exc, words", [
     (dict(images=[[1]]), TypeError, "dataset: images or features: expected a numpy array"),
+    (dict(images=np.array(["a", "b"])), TypeError,
+     "dataset: images or features: expected uint8 .* images or float32 .* features"),
     (dict(labels=list(range(72))), TypeError, "dataset: labels: expected a numpy array"),
     (dict(labels=np.zeros((72, 1), np.int64)), ValueError, "dataset: labels: expected 1 dim"),
     (dict(ways=2**64), ValueError, "ways: must be <= "),
@@ -432,6 +434,7 @@ def test_omniglot_sampler_invariants(omniglot_npz):
     (dict(mean=0.5, std=1e-39), ValueError, "std: 1e-39 scales"),
     (dict(classes=[]), ValueError, "classes: must name at least one class"),
     (dict(classes=[[1, 2, 3]]), ValueError, "classes: expected a 1-D list"),
+    (dict(classes=[[1, 2], [3]]), ValueError, "classes: expected a 1-D list"),
     (dict(classes=np.array([2**63, 1, 2], np.uint64)), ValueError,
      "classes: class 9223372036854775808 is not a label"),
 ])

@@ -26,7 +26,9 @@ def _np(x):
 def check_from_arrays(result, args, meta):
     x, labels = _np(args["images"]), _np(args["labels"])
     assert isinstance(result, mr.data.ImageDataset), type(result)
-    if args["layout"] == "NHWC":
+    if x.ndim == 3:
+        x = x[:, None]  # (N, H, W): one channel, as documented
+    elif args["layout"] == "NHWC":
         x = x.transpose(0, 3, 1, 2)
     want = x if x.dtype == np.uint8 else np.rint(x.astype(np.float64) * 255).astype(np.uint8)
     assert result.images.dtype == np.uint8 and result.images.flags.c_contiguous
@@ -121,14 +123,20 @@ def feature_breaks(draft):
             Break("shots", "1000", "more shots than items", ("shots", "queries"))]
 
 
+class Labels(Arr):
+    """from_arrays' labels: any integer sequence, a ``range`` included."""
+
+    junk_skip = frozenset({"range"})
+
+
 TARGETS = [
     Target(name="data.from_arrays",
            call="mr.data.from_arrays(images, labels, layout=layout)",
            params={"images": Arr(IMAGE_DTYPES, (3, 4), related=("labels", "layout"),
                                  contiguous="copied", lists="tolerated"),
-                   "labels": Arr(("int64", "int32", "uint8", "int16"), (1,),
-                                 related=("images",), empty="broken", lists="tolerated",
-                                 contiguous="copied"),
+                   "labels": Labels(("int64", "int32", "uint8", "int16"), (1,),
+                                    related=("images",), empty="broken", lists="tolerated",
+                                    contiguous="copied"),
                    "layout": Choice(("NCHW", "NHWC"), nullable=True)},
            valid=valid_from_arrays(), check=check_from_arrays, relational=from_arrays_breaks),
     Target(name="episodes.EpisodeSampler_features",

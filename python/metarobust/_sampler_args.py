@@ -47,6 +47,10 @@ def _check_arrays(images: Any, labels: Any, labels_apart: bool) -> None:
     if images.dtype == np.float32 and images.ndim not in (2, 4):
         raise ValueError(f"dataset: features: float32 arrays are taken as (N, D) feature "
                          f"vectors, got shape {images.shape}")
+    if images.ndim not in (2, 4) and images.dtype.kind not in "uif":
+        raise TypeError(f"dataset: images or features: expected uint8 (N, C, H, W) images or "
+                        f"float32 (N, D) features, got dtype {images.dtype}, shape "
+                        f"{images.shape}")
     if images.ndim != 2 and images.dtype != np.uint8:
         raise TypeError(f"dataset: images: expected dtype uint8, got {images.dtype} (float "
                         "images in [0, 1]: convert with metarobust.data.from_arrays; float32 "
@@ -92,7 +96,11 @@ def check_feature_options(**options: Any) -> None:
 def check_classes(classes: Any) -> np.ndarray | None:
     if classes is None:
         return None
-    arr = np.asarray(classes)
+    try:
+        arr = np.asarray(classes)
+    except ValueError:  # ragged nesting
+        raise ValueError(f"classes: expected a 1-D list of class labels, got {classes!r}"
+                         ) from None
     if arr.size == 0 and arr.dtype.kind == "f":
         arr = arr.astype(np.int64)  # np.asarray([]) is float64
     if arr.dtype.kind not in "iu":
