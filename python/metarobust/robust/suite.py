@@ -350,8 +350,7 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
         smoothing: the ``certified_l2`` settings (a :class:`~.certify.Smoothing`).
         progress: a tqdm bar over the cells.
         warn: called with each warning line (default: printed to stderr).
-        run: a name for the run in the result. per_episode: rows also hold ``per_episode``,
-            every episode's accuracy in order (the same episodes for any learner).
+        run: a name for the run; per_episode: rows hold every episode's accuracy too.
 
     Returns:
         ``{"run", "suite", "seed", "episodes", "ways", "shots", "queries", "source",
