@@ -18,7 +18,8 @@ from metarobust import cli
 
 def test_every_subcommand_is_offered():
     sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
-    assert set(sub.choices) == {"quickstart", "train", "eval", "robustness", "data", "bench"}
+    assert set(sub.choices) == {"quickstart", "train", "eval", "robustness", "data", "bench",
+                                "benchmark", "certify"}
     args = cli.build_parser().parse_args(["data", "prepare", "idx", "--out", "x"])
     handlers = {name: parser.get_default("func") for name, parser in sub.choices.items()}
     handlers["data"] = args.func

@@ -65,7 +65,7 @@ def test_the_command_line_loads_no_benchmark_or_posix_only_module():
 
 
 @pytest.mark.parametrize("command", ["", "quickstart", "train", "eval", "robustness", "data",
-                                     "bench"])
+                                     "bench", "benchmark"])
 def test_help_loads_no_benchmark_or_heavy_module(command):
     code = ("import sys, runpy\n"
             "sys.argv = ['metarobust', *sys.argv[1:], '--help']\n"

@@ -10,6 +10,7 @@
     metarobust certify runs/proto --sigma 0.25 --out runs/proto/certify   # certified radii
     metarobust data prepare omniglot --root R --split background --out CACHE
     metarobust bench sampler|kernels|maml|all   # side-by-side ratios against references
+    metarobust benchmark benchmarks/omniglot_5w1s.toml --out bench-out   # methods compared
 
 Each subcommand module has ``add_parser(subparsers)``, which sets ``func`` on the parsed
 arguments, and ``run(args)``, which returns the exit status. The modules import what their
@@ -24,12 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import __version__
-from . import bench, certify, data, eval, quickstart, robustness, train
+from . import bench, benchmark, certify, data, eval, quickstart, robustness, train
 from ._common import Parser
 
 __all__ = ["build_parser", "main"]
 
-SUBCOMMANDS = (quickstart, train, eval, data, bench, robustness, certify)
+SUBCOMMANDS = (quickstart, train, eval, data, bench, robustness, certify, benchmark)
 
 
 def build_parser() -> argparse.ArgumentParser:

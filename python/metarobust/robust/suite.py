@@ -119,7 +119,8 @@ class _Suite:
         acc = torch.tensor([float((right & (radii >= cell.strength)).double().mean())
                             for right, radii in self._certificates[key]])
         mean, ci = mean_ci95(acc)
-        return {"setting": cell.setting, "accuracy": mean, "ci95": ci, "episodes": n}
+        return {"setting": cell.setting, "accuracy": mean, "ci95": ci, "episodes": n,
+                "per_episode": acc.tolist()}
 
     def dataset(self, target: str) -> tuple[Any, str] | None:
         """``((images, labels), description)`` of a target, or None (with a warning) when
@@ -200,9 +201,10 @@ class _Suite:
                 batch = transform(batch, start)
             acc = self.learner.evaluate_batch(batch, ways)
             accs.append(acc.detach().double().cpu())
-        mean, ci = mean_ci95(torch.cat(accs))
+        per_episode = torch.cat(accs)
+        mean, ci = mean_ci95(per_episode)
         return {"setting": cell.setting or setting(ways, cell.shots, desc), "accuracy": mean,
-                "ci95": ci}
+                "ci95": ci, "per_episode": per_episode.tolist()}
 
 
 def _grid(suite: Any, grid: Mapping[str, Any] | None, source: str
@@ -277,7 +279,8 @@ def _recorder(warnings: list[str], warn: Callable[[str], None] | None
 
 
 def _evaluate_cells(s: _Suite, todo: list[Cell], episodes: int, progress: bool,
-                    warnings: list[str]) -> tuple[list[dict], list[dict]]:
+                    warnings: list[str], per_episode: bool = False
+                    ) -> tuple[list[dict], list[dict]]:
     """Rows and skipped families; cells with the same key are evaluated once."""
     rows: list[dict] = []
     skipped: list[dict] = []
@@ -299,6 +302,8 @@ def _evaluate_cells(s: _Suite, todo: list[Cell], episodes: int, progress: bool,
                          "strength": float(cell.strength),
                          "effective": float(cell.effective), "accuracy": res["accuracy"],
                          "ci95": res["ci95"], "episodes": res.get("episodes", episodes)})
+            if per_episode:
+                rows[-1]["per_episode"] = res["per_episode"]
     finally:
         bar.close()
     return rows, skipped
@@ -314,7 +319,7 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
               pgd_steps: int = 20, ink: str | None = None, batch_size: int = 50,
               attack_batch_size: int = 10, smoothing: Smoothing | None = None,
               progress: bool = True, warn: Callable[[str], None] | None = None,
-              run: str | None = None) -> dict[str, Any]:
+              run: str | None = None, per_episode: bool = False) -> dict[str, Any]:
     """Evaluate ``learner`` over a robustness grid on ``dataset``.
 
     Args:
@@ -345,7 +350,7 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
         smoothing: the ``certified_l2`` settings (a :class:`~.certify.Smoothing`).
         progress: a tqdm bar over the cells.
         warn: called with each warning line (default: printed to stderr).
-        run: a name for the run in the result.
+        run: a name for the run; per_episode: rows hold every episode's accuracy too.
 
     Returns:
         ``{"run", "suite", "seed", "episodes", "ways", "shots", "queries", "source",
@@ -376,7 +381,7 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
     try:
         rows, skipped = _evaluate_cells(
             s, cells(grid, ways, shots, ln_shots, corrupt, pgd_steps, s.smoothing.sigma),
-            episodes, progress, warnings)
+            episodes, progress, warnings, per_episode)
     finally:
         learner.train(was_training)
     return {"run": run, "suite": name, "seed": seed, "episodes": episodes, "ways": ways,
