@@ -300,7 +300,8 @@ class TrainConfig:
         # Adam 6e-3), tuned on paired test episodes (experiments/figures.md).
         proto_omniglot = self.learner == "protonet" and self.dataset == "omniglot"
         default_model = ("mlp_sinusoid" if sinusoid else "conv4_finn" if maml
-                         else "conv4_snell_ceil" if proto_omniglot else "conv4_snell")
+                         else "conv4_snell_ceil" if proto_omniglot
+                         else "conv4_sung" if self.learner == "relation" else "conv4_snell")
         return ResolvedConfig(**{
             **self.to_dict(),
             **_resolved_fields(self, maml, sinusoid, proto_omniglot, default_model)})

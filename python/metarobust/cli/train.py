@@ -26,9 +26,10 @@ FLAGS = {
                    "default: background for omniglot, train for glyphs)"),
     "val_split": (str, "validation split (default: val for glyphs, else no validation)"),
     "model": (str, "backbone: conv4_snell | conv4_snell_ceil | conv4_finn | conv4_mini | "
-                   "resnet12 (default: conv4_snell_ceil for ProtoNet on Omniglot, "
-                   "conv4_snell for other ProtoNets and for matching, relation, r2d2, "
-                   "metaoptnet; conv4_finn for MAML, protomaml, reptile), or your own as "
+                   "conv4_sung | resnet12 (default: conv4_snell_ceil for ProtoNet on "
+                   "Omniglot, conv4_snell for other ProtoNets and for matching, r2d2, "
+                   "metaoptnet; conv4_sung for relation; conv4_finn for MAML, protomaml, "
+                   "reptile), or your own as "
                    "module.path:factory, called with in_channels and image_size if it "
                    "takes them and returning an nn.Module"),
     "ways": (int, "classes per training episode"),
