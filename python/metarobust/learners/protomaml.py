@@ -64,7 +64,11 @@ class ProtoMAML(MAML):
         assert self.ways is not None  # a classifier: MAML's checks
         onehot = (sy[:, None] == torch.arange(self.ways, device=sy.device)).to(fs.dtype)
         protos = (onehot.T @ fs) / onehot.sum(0).clamp_min(1.0)[:, None]
-        fast = {**params, "head.weight": 2 * protos, "head.bias": -(protos * protos).sum(1)}
+        # The inner loop differentiates the body and the head as independent variables:
+        # the body enters it through copies, so that its inner gradient (second order) does
+        # not also run back through the prototypes the head was made from.
+        fast = {**{k: v.clone() for k, v in params.items()}, "head.weight": 2 * protos,
+                "head.bias": -(protos * protos).sum(1)}
 
         def inner_loss(p: Params, x: torch.Tensor) -> torch.Tensor:
             return self._loss(forward(p, x), sy)
