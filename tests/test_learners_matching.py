@@ -9,7 +9,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from _learners import WAYS, image_batch
 from torch import nn
 

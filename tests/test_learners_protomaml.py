@@ -110,9 +110,22 @@ def test_meta_gradient_matches_finite_differences():
     assert torch.autograd.gradcheck(loss, (w.detach().clone().requires_grad_(True),))
 
 
+def test_any_number_of_ways():
+    learner = ProtoMAML(net(), inner_steps=1, path="loop").double()
+    assert learner.ways is None
+    for ways in (2, 3):
+        batch = image_batch(b=2)
+        keep = batch.support_y < ways
+        sx, sy = batch.support_x[keep].reshape(2, -1, 1, 8, 8), batch.support_y[keep].reshape(2, -1)
+        keep = batch.query_y < ways
+        qx = batch.query_x[keep].reshape(2, -1, 1, 8, 8)
+        assert learner(sx, sy, qx).shape == (2, qx.shape[1], ways)
+        assert learner.predict(sx[0], sy[0], qx[0]).shape == (qx.shape[1], ways)
+
+
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="ways: MAML's classifier needs a fixed number"):
-        ProtoMAML(net())
+        ProtoMAML(net(), ways=0)
     with pytest.raises(ValueError, match="order: expected one of second, first; got 'third'"):
         ProtoMAML(net(), ways=WAYS, order="third")
     with pytest.raises(TypeError, match="inner_steps: expected an int, got float"):

@@ -5,6 +5,8 @@ initial logits are the prototypical network's ``-|f(x) - c_k|^2`` up to a term c
 all classes. The inner loop then adapts the backbone and this head together. The
 meta-gradient flows through the prototypes into the backbone; ``order="first"`` (the
 default, Triantafillou et al.'s fo-Proto-MAML) treats the inner gradients as constants.
+With no head among its parameters, one Proto-MAML takes tasks of any number of ways
+(train 5-way, test 20-way).
 
 Everything else (execution paths, per-task BatchNorm, evaluation with
 ``test_inner_steps``) is :class:`~metarobust.learners.MAML`'s.
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from .base import Learner
 from .maml import _WORKER, MAML, Params
 
 __all__ = ["ProtoMAML"]
@@ -30,7 +33,7 @@ class ProtoMAML(MAML):
 
     Args:
         model: the backbone ``(N, ...) -> (N, ...)`` (BatchNorm converted as MAML does).
-        ways: the classes of every task.
+        ways: optional; checked if given (an int >= 1), but tasks of any ways are taken.
         inner_lr, inner_steps, test_inner_steps, order, path, normalize, chunk_size,
         fuse_first_block: as :class:`~metarobust.learners.MAML`.
     """
@@ -42,8 +45,11 @@ class ProtoMAML(MAML):
                  fuse_first_block: bool = True) -> None:
         super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps,
                          test_inner_steps=test_inner_steps, order=order, variant="maml",
-                         ways=ways, head=nn.Identity(), path=path, normalize=normalize,
-                         chunk_size=chunk_size, fuse_first_block=fuse_first_block)
+                         ways=1 if ways is None else ways, head=nn.Identity(), path=path,
+                         normalize=normalize, chunk_size=chunk_size,
+                         fuse_first_block=fuse_first_block)
+        self.ways = None  # any number of ways
+        self._episode_ways = 0  # the ways of the tasks being run, set by _inputs
         # the head's initial weights come from the prototypes, adapted with the backbone
         self._fast_names = [*self._fast_names, "head.weight", "head.bias"]
 
@@ -61,8 +67,8 @@ class ProtoMAML(MAML):
             return F.linear(features(p, x), p["head.weight"], p["head.bias"])
 
         fs = features(params, sx)
-        assert self.ways is not None  # a classifier: MAML's checks
-        onehot = (sy[:, None] == torch.arange(self.ways, device=sy.device)).to(fs.dtype)
+        onehot = (sy[:, None] == torch.arange(self._episode_ways, device=sy.device)
+                  ).to(fs.dtype)
         protos = (onehot.T @ fs) / onehot.sum(0).clamp_min(1.0)[:, None]
         # The inner loop differentiates the body and the head as independent variables:
         # the body enters it through copies, so that its inner gradient (second order) does
@@ -78,3 +84,15 @@ class ProtoMAML(MAML):
             fast = {**fast, **{n: fast[n] - self.inner_lr * g
                                for n, g in zip(self._fast_names, grads)}}
         return forward(fast, qx)
+
+    def _inputs(self, chunk: Any, ways: int | None) -> tuple[torch.Tensor, ...]:
+        if ways is None:
+            raise ValueError("ways: Proto-MAML classifies; pass the episodes' number of ways")
+        self._episode_ways = ways
+        sx = self.normalize(chunk.support_x.flatten(0, 1)).reshape(chunk.support_x.shape)
+        qx = self.normalize(chunk.query_x.flatten(0, 1)).reshape(chunk.query_x.shape)
+        return sx, chunk.support_y, qx
+
+    def _predict_one(self, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor,
+                     ways: int | None) -> torch.Tensor:
+        return Learner._predict_one(self, sx, sy, qx, ways)
