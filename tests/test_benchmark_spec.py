@@ -159,4 +159,5 @@ def test_shipped_specs_load_and_cover_every_learner():
     assert cpu.budget == {"minutes": 2.5} and cpu.device == "cpu"
     assert all(m.config.minutes == 2.5 and m.config.steps is None for m in cpu.methods)
     # the GPU spec trains the published recipes with their own budgets
-    assert gpu.budget == {} and {m.config.episodes for m in gpu.methods} == {200000, 1920000}
+    assert gpu.budget == {} and {m.config.episodes for m in gpu.methods} == \
+        {200000, 1920000, 60000, 100000}

@@ -51,7 +51,7 @@ def test_cli_train_then_eval_prints_json(tmp_path):
                                "--checkpoint", "last"], capture_output=True, text=True)
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout.strip().splitlines()[-1])["episodes"] == 4
-    bad = subprocess.run(cmd + ["train", "--learner", "reptile", "--episodes", "1", "--out",
+    bad = subprocess.run(cmd + ["train", "--learner", "snail", "--episodes", "1", "--out",
                                 str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode == 2 and "learner: expected one of" in bad.stderr
 

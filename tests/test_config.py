@@ -22,7 +22,7 @@ from metarobust.train import Trainer
 
 @pytest.mark.parametrize("learner, dataset, lr", [
     ("protonet", "omniglot", 6e-3), ("maml", "omniglot", 1e-3), ("protonet", "glyphs", 1e-3),
-    ("maml", "sinusoid", 3e-3),
+    ("maml", "sinusoid", 3e-3), ("reptile", "omniglot", 1.0), ("r2d2", "omniglot", 1e-3),
 ])
 def test_default_learning_rates(learner, dataset, lr):
     cfg = TrainConfig(learner=learner, dataset=dataset, data_root="data").resolved()
@@ -34,18 +34,22 @@ def test_default_learning_rates(learner, dataset, lr):
 @pytest.mark.parametrize("learner, dataset, model", [
     ("protonet", "omniglot", "conv4_snell_ceil"), ("protonet", "glyphs", "conv4_snell"),
     ("maml", "omniglot", "conv4_finn"), ("maml", "sinusoid", "mlp_sinusoid"),
+    ("relation", "omniglot", "conv4_sung"), ("matching", "omniglot", "conv4_snell"),
+    ("metaoptnet", "glyphs", "conv4_snell"), ("protomaml", "omniglot", "conv4_finn"),
 ])
 def test_default_models(learner, dataset, model):
     cfg = TrainConfig(learner=learner, dataset=dataset, data_root="data").resolved()
     assert cfg.model == model
-    linear = learner == "protonet" and dataset == "omniglot"
+    linear = learner == "protonet" and dataset == "omniglot" or learner == "reptile"
     assert cfg.schedule == ("linear" if linear else "cosine")
     assert TrainConfig(learner=learner, dataset=dataset, data_root="data",
                        model="resnet12").resolved().model == "resnet12"
 
 
 @pytest.mark.parametrize("kw, words", [
-    (dict(learner="reptile"), "learner: expected one of"),
+    (dict(learner="snail"), "learner: expected one of protonet, matching, relation, r2d2"),
+    (dict(learner="matching", dataset="sinusoid"), "learner: 'matching' classifies; dataset "
+                                                   "'sinusoid' is regression"),
     (dict(dataset="omniglot", data_root=None), "data_root"),
     (dict(ways=0), "ways: must be >= 1"),
     (dict(episodes=None, minutes=None), "give one of them"),
@@ -103,6 +107,11 @@ def test_config_toml_round_trip_and_unknown_keys(tmp_path):
     ("protonet", dict(test_inner_steps=3), "test_inner_steps: a MAML option"),
     ("protonet", dict(metric="l1"), "metric: expected one of sqeuclidean, cosine; got 'l1'"),
     ("protonet", dict(prototype="mode"), "prototype: expected one of mean, median"),
+    ("r2d2", dict(inner_steps=5), "inner_steps: a MAML option; 'r2d2' has no inner loop"),
+    ("matching", dict(test_inner_steps=3), "test_inner_steps: a MAML option; 'matching'"),
+    ("metaoptnet", dict(metric="cosine"), "metric: a ProtoNet option; 'metaoptnet' has no"),
+    ("relation", dict(channels_last=True), "channels_last: NHWC convolutions are offered for"),
+    ("reptile", dict(prototype="median"), "prototype: a ProtoNet option; 'reptile' has no"),
 ])
 def test_options_of_the_other_learner_family_are_refused(learner, option, message):
     # Silently ignoring them would train something else than the user asked for.
@@ -195,3 +204,13 @@ def test_any_value_is_taken_or_refused_by_name(name, value):
         assert re.match(r"^[a-z_]+(, [a-z_]+)*( \+ [a-z_]+)?: ", str(e)), e
     else:
         assert not wrong_type
+
+
+@pytest.mark.parametrize("learner, meta_batch, schedule", [
+    ("reptile", 5, "linear"), ("protomaml", 32, "cosine"), ("matching", 1, "cosine"),
+    ("relation", 1, "cosine"), ("r2d2", 1, "cosine"), ("metaoptnet", 1, "cosine"),
+])
+def test_defaults_of_the_other_learners(learner, meta_batch, schedule):
+    cfg = TrainConfig(learner=learner, dataset="glyphs", episodes=10).check().resolved()
+    assert (cfg.meta_batch, cfg.schedule) == (meta_batch, schedule)
+    assert cfg.channels_last is False  # NHWC is ProtoNet's

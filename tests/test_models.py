@@ -45,6 +45,19 @@ def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="conv4_finn"):
         build_model("conv4_finn", 1, 28, widths=(1, 2))
     assert set(MODELS) == {"conv4_finn", "conv4_snell", "conv4_snell_ceil", "conv4_mini",
-                           "resnet12", "mlp_sinusoid"}
+                           "conv4_sung", "resnet12", "mlp_sinusoid"}
     with pytest.raises(ValueError, match="ceil_pool"):
         Conv4(1, 28, strided=True, ceil_pool=True)
+
+
+def test_conv4_sung_keeps_its_feature_maps() -> None:
+    net = build_model("conv4_sung", in_channels=1, image_size=28)
+    y = net(torch.rand(2, 1, 28, 28))
+    assert y.shape == (2, 64, 7, 7) and net.out_features == 64 * 7 * 7
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in net.modules()) == 2
+    with pytest.raises(ValueError, match="image_size: must be in \\[4, 65536\\], got 3"):
+        build_model("conv4_sung", 1, 3)
+    with pytest.raises(ValueError, match="filters: must be in"):
+        build_model("conv4_sung", 1, 28, filters=0)
+    with pytest.raises(TypeError, match="in_channels: expected an int, got 1.0"):
+        build_model("conv4_sung", 1.0, 28)

@@ -100,3 +100,22 @@ def test_maml_runs_through_the_suite(tmp_path):
                                          "fgsm": [8 / 255], "pgd_support": [8 / 255]}, episodes=2)
     assert len(res["rows"]) == 5  # label noise at 1 and 5 shots
     assert all(0 <= r["accuracy"] <= 1 for r in res["rows"])
+
+
+@pytest.mark.parametrize("learner", ["matching", "relation", "r2d2", "metaoptnet", "protomaml",
+                                     "reptile"])
+def test_each_learner_runs_through_every_family(tmp_path, learner):
+    extra = {"inner_steps": 2} if learner in ("protomaml", "reptile") else {}
+    cfg = TrainConfig(learner=learner, dataset="glyphs", image_size=16, glyph_classes=30,
+                      ways=5, shots=1, queries=3, test_queries=3, meta_batch=2, episodes=2,
+                      val_every=10**6, val_episodes=2, device="cpu", seed=0, **extra)
+    Trainer(cfg, tmp_path / learner, progress=False).fit()
+    grid = {**GRID, "corruption:gaussian_blur": [3]}
+    res = tiny_suite(tmp_path / learner, grid, episodes=2)
+    assert {r["family"] for r in res["rows"]} == set(grid)
+    assert res["skipped"] == []
+    assert all(0 <= r["accuracy"] <= 1 for r in res["rows"])
+    # the attacks went through the learner's own forward pass: they do not help it
+    by = {r["family"]: r["accuracy"] for r in res["rows"]
+          if r["setting"].startswith("5-way 1-shot") and r["family"] in ("clean", "pgd")}
+    assert by["pgd"] <= by["clean"]

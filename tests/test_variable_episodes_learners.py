@@ -73,8 +73,13 @@ def test_evaluate_takes_a_variable_sampler():
 def test_maml_refuses_variable_way_episodes_by_name():
     maml = mr.learners.MAML(mr.models.build_model("conv4_finn", 1, 8, filters=3), ways=5)
     batch = sampler().sample_batch(0, 2)
-    with pytest.raises(ValueError, match="batch: variable-way episodes.*fixed number of ways"):
+    with pytest.raises(ValueError, match="batch: variable-way episodes.*fixed-way episodes"):
         maml.meta_backward(batch, None)
+    for family in (mr.learners.Reptile(mr.models.build_model("conv4_finn", 1, 8, filters=3),
+                                       ways=5),
+                   mr.learners.ProtoMAML(mr.models.build_model("conv4_finn", 1, 8, filters=3))):
+        with pytest.raises(ValueError, match=r"batch: variable-way .* cannot meta-train"):
+            family.meta_backward(batch, None)
     with pytest.raises(ValueError, match="batch: variable-way episodes"):
         maml.evaluate_batch(batch, None)
     with pytest.raises(ValueError, match="sampler: variable-way episodes"):

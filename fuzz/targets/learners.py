@@ -21,8 +21,9 @@ IMAGE_DTYPES = ("float32", "float64", "uint8")
 
 
 def learner_setup(draw, draft, ways):
-    """Setup of ``learner``: a ProtoNet or MAML over a linear body of the 8x8 glyphs."""
-    kind = draw(st.sampled_from(["protonet", "maml"]))
+    """Setup of ``learner``: a ProtoNet, MAML or one of the other learners over a linear
+    body of the 8x8 glyphs."""
+    kind = draw(st.sampled_from(["protonet", "maml", *OTHER_LEARNERS]))
     d = draw(st.integers(2, 8))
     draft.setup += [f"torch.manual_seed({draw(st.integers(0, 99))})",
                     f"net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, {d}))",
@@ -33,13 +34,36 @@ def learner_setup(draw, draft, ways):
         draft.setup.append(f"learner = mr.learners.ProtoNet(net, metric={metric!r}, "
                            f"scale={scale})")
         facts = {"kind": kind, "metric": metric, "scale": scale}
-    else:
+    elif kind == "maml":
         steps = draw(st.integers(0, 2))
         draft.setup.append(f"learner = mr.learners.MAML(net, inner_lr=0.1, inner_steps={steps}, "
                            f"ways={ways}, path='loop')")
         facts = {"kind": kind}
+    else:
+        draft.setup.append(f"learner = {OTHER_LEARNERS[kind](draw, ways)}")
+        facts = {"kind": kind}
     draft.setup.append("learner.eval()")
     return facts
+
+
+# the other learners: the constructor call of each, drawn
+OTHER_LEARNERS = {
+    "matching": lambda draw, ways: (f"mr.learners.MatchingNet(net, fce={draw(st.booleans())}, "
+                                    f"scale={draw(st.sampled_from([1.0, 10.0]))})"),
+    "relation": lambda draw, ways: (f"mr.learners.RelationNet(net, "
+                                    f"hidden={draw(st.integers(1, 8))})"),
+    "r2d2": lambda draw, ways: (f"mr.learners.R2D2(net, "
+                                f"lam={draw(st.sampled_from([0.1, 50.0]))})"),
+    "metaoptnet": lambda draw, ways: (f"mr.learners.MetaOptNet(net, "
+                                      f"c={draw(st.sampled_from([0.1, 1.0]))}, "
+                                      f"solver_steps={draw(st.integers(1, 20))})"),
+    "protomaml": lambda draw, ways: (f"mr.learners.ProtoMAML(net, inner_lr=0.1, "
+                                     f"inner_steps={draw(st.integers(0, 2))}, ways={ways}, "
+                                     "path='loop')"),
+    "reptile": lambda draw, ways: (f"mr.learners.Reptile(net, inner_lr=0.1, "
+                                   f"test_inner_steps={draw(st.integers(0, 2))}, ways={ways}, "
+                                   "path='loop')"),
+}
 
 
 def as_float(x):

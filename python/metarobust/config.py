@@ -24,7 +24,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-LEARNERS = ("protonet", "maml", "fomaml", "metasgd", "anil")
+LEARNERS = ("protonet", "matching", "relation", "r2d2", "metaoptnet", "maml", "fomaml",
+            "metasgd", "anil", "protomaml", "reptile")
+# learners that classify from one embedding of the task (no inner loop)
+EMBEDDING_LEARNERS = ("protonet", "matching", "relation", "r2d2", "metaoptnet")
+# learners with a regression mode (sinusoid)
+REGRESSION_LEARNERS = ("maml", "fomaml", "metasgd", "anil")
 DATASETS = ("glyphs", "omniglot", "folder", "idx", "cache", "sinusoid")
 SCHEDULES = ("cosine", "linear", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -210,9 +215,9 @@ class TrainConfig:
         if self.adversarial and self.dataset == "sinusoid":
             raise ValueError("adversarial: adversarial querying attacks image classifiers; "
                              "dataset 'sinusoid' is regression")
-        if self.dataset == "sinusoid" and self.learner == "protonet":
-            raise ValueError("learner: 'protonet' classifies; dataset 'sinusoid' is regression "
-                             "(use maml, fomaml, metasgd or anil)")
+        if self.dataset == "sinusoid" and self.learner not in REGRESSION_LEARNERS:
+            raise ValueError(f"learner: {self.learner!r} classifies; dataset 'sinusoid' is "
+                             f"regression (use {', '.join(REGRESSION_LEARNERS)})")
         from .data import DATA_ENV, resolve_data_root
 
         if self.dataset not in ("glyphs", "sinusoid") and not resolve_data_root(self.data_root):
@@ -230,12 +235,14 @@ class TrainConfig:
         """Options of the other learner family are refused, not silently ignored."""
         from .ops import METHODS, METRICS
 
-        if self.learner == "protonet":
+        if self.learner in EMBEDDING_LEARNERS:
+            who = "ProtoNet" if self.learner == "protonet" else repr(self.learner)
             self._refuse_if_set(("inner_steps", "inner_lr"),
-                                "a MAML option; ProtoNet has no inner loop")
+                                f"a MAML option; {who} has no inner loop")
             if self.test_inner_steps not in (None, self.inner_steps):  # resolved: inner_steps
-                raise ValueError(f"test_inner_steps: a MAML option; ProtoNet has no inner "
-                                 f"loop (got {self.test_inner_steps!r})")
+                raise ValueError(f"test_inner_steps: a MAML option; {who} has no inner loop "
+                                 f"(got {self.test_inner_steps!r})")
+        if self.learner == "protonet":
             for name, allowed in (("metric", METRICS), ("prototype", METHODS)):
                 if getattr(self, name) not in allowed:
                     raise ValueError(f"{name}: expected one of {', '.join(allowed)}; got "
@@ -295,13 +302,14 @@ class TrainConfig:
 
     def resolved(self) -> ResolvedConfig:
         """A copy with the learner-dependent defaults filled in."""
-        maml = self.learner != "protonet"
+        maml = self.learner not in EMBEDDING_LEARNERS
         sinusoid = self.dataset == "sinusoid"
         # ProtoNet on Omniglot: the time-budget recipe (ceil-mode pooling, linear decay,
         # Adam 6e-3), tuned on paired test episodes (experiments/figures.md).
-        proto_omniglot = not maml and self.dataset == "omniglot"
+        proto_omniglot = self.learner == "protonet" and self.dataset == "omniglot"
         default_model = ("mlp_sinusoid" if sinusoid else "conv4_finn" if maml
-                         else "conv4_snell_ceil" if proto_omniglot else "conv4_snell")
+                         else "conv4_snell_ceil" if proto_omniglot
+                         else "conv4_sung" if self.learner == "relation" else "conv4_snell")
         return ResolvedConfig(**{
             **self.to_dict(),
             **_resolved_fields(self, maml, sinusoid, proto_omniglot, default_model)})
@@ -370,11 +378,13 @@ class ResolvedConfig(TrainConfig):
 
 def _resolved_fields(cfg: TrainConfig, maml: bool, sinusoid: bool, proto_omniglot: bool,
                      default_model: str) -> dict[str, Any]:
+    reptile = cfg.learner == "reptile"
     return dict(
         model=cfg.model or default_model,
         image_size=cfg.image_size or _default_image_size(cfg),
-        schedule=cfg.schedule or ("linear" if proto_omniglot else "cosine"),
-        meta_batch=cfg.meta_batch or (25 if sinusoid else 32 if maml else 1),
+        # Reptile: the interpolation step decays linearly to 0 (Nichol et al.'s code)
+        schedule=cfg.schedule or ("linear" if proto_omniglot or reptile else "cosine"),
+        meta_batch=cfg.meta_batch or (25 if sinusoid else 5 if reptile else 32 if maml else 1),
         test_ways=cfg.test_ways or cfg.ways,
         test_shots=cfg.test_shots or cfg.shots,
         test_queries=cfg.test_queries if cfg.test_queries is not None
@@ -389,8 +399,11 @@ def _resolved_fields(cfg: TrainConfig, maml: bool, sinusoid: bool, proto_omniglo
         else cfg.dataset == "omniglot" and (cfg.split or "background") in (
             "background", "evaluation") and _training_cache(cfg) is None,
         # Learning rates from short-budget runs (experiments/figures.md).
-        lr=cfg.lr or (3e-3 if sinusoid else 6e-3 if proto_omniglot else 1e-3),
-        channels_last=cfg.channels_last if cfg.channels_last is not None else not maml,
+        # Reptile's lr is its interpolation step (plain SGD on theta - phi)
+        lr=cfg.lr or (3e-3 if sinusoid else 6e-3 if proto_omniglot else 1.0 if reptile
+                      else 1e-3),
+        channels_last=(cfg.channels_last if cfg.channels_last is not None
+                       else cfg.learner == "protonet"),
     )
 
 

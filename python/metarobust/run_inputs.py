@@ -1,6 +1,7 @@
 """What a training run takes in besides its config: datasets and a backbone of the user's
-own (``Trainer(cfg, out, dataset=..., val_dataset=..., model=...)``), and the backbone of a
-run's config (a built-in name, a ``"module.path:factory"`` or a backbone object's record).
+own (``Trainer(cfg, out, dataset=..., val_dataset=..., model=...)``), the backbone of a
+run's config (a built-in name, a ``"module.path:factory"`` or a backbone object's record)
+and the learner around it.
 """
 
 from __future__ import annotations
@@ -12,10 +13,24 @@ from torch import nn
 
 from .config import ResolvedConfig, TrainConfig
 from .data import ImageDataset
+from .learners import (
+    MAML,
+    R2D2,
+    Learner,
+    MatchingNet,
+    MetaOptNet,
+    ProtoMAML,
+    ProtoNet,
+    RelationNet,
+    Reptile,
+)
 from .models import build_model
 from .models.user import OBJECT_PREFIX, build_user_model, is_factory_name
 
-__all__ = ["backbone", "datasets", "object_record"]
+__all__ = ["MAML_VARIANTS", "backbone", "datasets", "learner", "object_record"]
+
+MAML_VARIANTS = {"maml": ("second", "maml"), "fomaml": ("first", "maml"),
+                 "metasgd": ("second", "metasgd"), "anil": ("second", "anil")}
 
 
 def object_record(cfg: TrainConfig, model: Any) -> str:
@@ -47,6 +62,33 @@ def backbone(cfg: ResolvedConfig, in_channels: int,
     if is_factory_name(name):
         return build_user_model(name, in_channels, image_size)
     return build_model(name, in_channels=in_channels, image_size=image_size)
+
+
+def learner(cfg: ResolvedConfig, in_channels: int, model: nn.Module | None = None) -> Learner:
+    """The learner of a resolved config around :func:`backbone`'s network (the learners'
+    own constants, e.g. MetaOptNet's C, are their defaults)."""
+    net = backbone(cfg, in_channels, model)
+    shape = (in_channels, cfg.image_size, cfg.image_size)
+    chunk = cfg.chunk_size
+    if cfg.learner == "protonet":
+        return ProtoNet(net, metric=cfg.metric, prototype=cfg.prototype, chunk_size=chunk,
+                        channels_last=bool(cfg.channels_last))
+    if cfg.learner in ("matching", "relation", "r2d2", "metaoptnet"):
+        if cfg.learner == "matching":
+            return MatchingNet(net, chunk_size=chunk)
+        if cfg.learner == "relation":
+            return RelationNet(net, input_shape=shape, chunk_size=chunk)
+        return (R2D2 if cfg.learner == "r2d2" else MetaOptNet)(net, chunk_size=chunk)
+    inner: dict[str, Any] = dict(inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
+                 test_inner_steps=cfg.test_inner_steps, chunk_size=chunk)
+    if cfg.learner == "reptile":
+        return Reptile(net, ways=cfg.ways, input_shape=shape, **inner)
+    if cfg.learner == "protomaml":
+        return ProtoMAML(net, ways=cfg.ways, **inner)
+    order, variant = MAML_VARIANTS[cfg.learner]
+    task: dict[str, Any] = dict(task="regression", outputs=1, ways=None) \
+        if cfg.dataset == "sinusoid" else dict(ways=cfg.ways, input_shape=shape)
+    return MAML(net, order=order, variant=variant, **inner, **task)
 
 
 def image_side(dataset: Any) -> int | None:

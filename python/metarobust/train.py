@@ -33,13 +33,12 @@ from .config import ResolvedConfig, TrainConfig
 from .distributed import Distributed
 from .episodes import EpisodeSampler
 from .evaluate import evaluate, evaluate_regression
-from .learners import MAML, Learner, ProtoNet
+from .learners import Learner, ProtoNet
 from .robust.attacks import adversarial_queries
 from .robust.certify import noisy_images
 from .robust.corruptions import Augment
 
-MAML_VARIANTS = {"maml": ("second", "maml"), "fomaml": ("first", "maml"),
-                 "metasgd": ("second", "metasgd"), "anil": ("second", "anil")}
+MAML_VARIANTS = run_inputs.MAML_VARIANTS
 
 
 def resolve_device(name: str) -> torch.device:
@@ -91,17 +90,16 @@ def load_dataset(cfg: TrainConfig, split: str | None, role: str = "train"):
 def build_learner(cfg: ResolvedConfig, in_channels: int, model: Any = None) -> Learner:
     """The learner of a resolved config, around the backbone object ``model`` if given (else
     the one ``cfg.model`` names: see :func:`metarobust.run_inputs.backbone`)."""
-    backbone = run_inputs.backbone(cfg, in_channels, model)
-    if cfg.learner == "protonet":
-        return ProtoNet(backbone, metric=cfg.metric, prototype=cfg.prototype,
-                        chunk_size=cfg.chunk_size, channels_last=bool(cfg.channels_last))
-    order, variant = MAML_VARIANTS[cfg.learner]
-    task: dict[str, Any] = dict(task="regression", outputs=1, ways=None) \
-        if cfg.dataset == "sinusoid" else \
-        dict(ways=cfg.ways, input_shape=(in_channels, cfg.image_size, cfg.image_size))
-    return MAML(backbone, inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
-                test_inner_steps=cfg.test_inner_steps, order=order, variant=variant,
-                chunk_size=cfg.chunk_size, **task)
+    return run_inputs.learner(cfg, in_channels, model)
+
+
+def build_optimizer(learner: Learner, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """Adam, or plain SGD for a learner whose meta-update is an interpolation written into
+    ``.grad`` (Reptile: its ``outer_optimizer``)."""
+    if getattr(learner, "outer_optimizer", "adam") == "sgd":
+        return torch.optim.SGD(learner.parameters(), lr=lr)
+    # fused: one kernel over all parameters instead of one per tensor
+    return torch.optim.Adam(learner.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
 
 
 class TaskBatches:
@@ -188,9 +186,7 @@ class Trainer:
         if self.cfg.compile and isinstance(self.learner, ProtoNet):  # the config's check
             # in place: state_dict keys stay those of the plain module
             self.learner.backbone.compile(mode=self.cfg.compile_mode)
-        # fused: one kernel over all parameters instead of one per tensor
-        self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=self.cfg.lr,
-                                          fused=self.device.type in ("cpu", "cuda"))
+        self.optimizer = build_optimizer(self.learner, self.cfg.lr, self.device)
         self.step, self.elapsed = 0, 0.0
         self.best: float | None = None
         self.total_steps = self.cfg.steps or (math.ceil(self.cfg.episodes / self.cfg.meta_batch)

@@ -14,7 +14,10 @@ from ..config import COMPILE_MODES, DATASETS, DEVICES, LEARNERS, TrainConfig
 FLAGS = {
     # flag: (type, help); all default to None so a --config file's values survive; the help
     # shows the config's default (DEFAULT_TEXT where a number reads better as a fraction)
-    "learner": (str, f"one of {', '.join(LEARNERS)}"),
+    "learner": (str, f"one of {', '.join(LEARNERS)} (matching: Matching Networks; "
+                     "relation: Relation Networks; r2d2: ridge-regression head; metaoptnet: "
+                     "SVM head; protomaml: MAML with a prototype-initialised head, first "
+                     "order; reptile: Reptile, give it --inner-steps, 5 in its paper)"),
     "dataset": (str, f"one of {', '.join(DATASETS)}"),
     "data_root": (str, "dataset folder (omniglot: the folder holding omniglot-py/ or it; a "
                        "cache from `metarobust data prepare`, or a folder of caches named by "
@@ -23,8 +26,10 @@ FLAGS = {
                    "default: background for omniglot, train for glyphs)"),
     "val_split": (str, "validation split (default: val for glyphs, else no validation)"),
     "model": (str, "backbone: conv4_snell | conv4_snell_ceil | conv4_finn | conv4_mini | "
-                   "resnet12 (default: conv4_snell_ceil for ProtoNet on Omniglot, "
-                   "conv4_snell for other ProtoNets, conv4_finn for MAML), or your own as "
+                   "conv4_sung | resnet12 (default: conv4_snell_ceil for ProtoNet on "
+                   "Omniglot, conv4_snell for other ProtoNets and for matching, r2d2, "
+                   "metaoptnet; conv4_sung for relation; conv4_finn for MAML, protomaml, "
+                   "reptile), or your own as "
                    "module.path:factory, called with in_channels and image_size if it "
                    "takes them and returning an nn.Module"),
     "ways": (int, "classes per training episode"),
@@ -33,18 +38,20 @@ FLAGS = {
     "test_ways": (int, "validation ways (default: --ways)"),
     "test_shots": (int, "validation shots (default: --shots)"),
     "test_queries": (int, "validation queries (default: 15; sinusoid: --queries)"),
-    "meta_batch": (int, "tasks per step (default: 1 for ProtoNet, 32 for MAML, 25 for "
+    "meta_batch": (int, "tasks per step (default: 1 for ProtoNet and the other learners "
+                        "without an inner loop, 32 for MAML, 5 for reptile, 25 for "
                         "sinusoid)"),
-    "inner_steps": (int, "MAML inner steps"),
-    "inner_lr": (float, "MAML inner learning rate"),
+    "inner_steps": (int, "inner steps (MAML family, protomaml, reptile)"),
+    "inner_lr": (float, "inner learning rate (MAML family, protomaml, reptile: SGD)"),
     "test_inner_steps": (int, "MAML inner steps at evaluation (default: --inner-steps)"),
     "metric": (str, "ProtoNet metric: sqeuclidean | cosine"),
     "prototype": (str, "ProtoNet prototypes: mean | median | trimmed_mean | geometric_median | "
                           "filtered_mean"),
     "lr": (float, "meta learning rate (Adam; default: 1e-3, 3e-3 for sinusoid, 6e-3 for "
-                  "ProtoNet on Omniglot)"),
+                  "ProtoNet on Omniglot; reptile: its interpolation step, plain SGD, "
+                  "default 1.0)"),
     "schedule": (str, "cosine | linear | step | constant (default: linear for ProtoNet on "
-                      "Omniglot, else cosine)"),
+                      "Omniglot and for reptile, else cosine)"),
     "steps": (int, "training length in steps: outer optimiser updates, each on one "
                    "meta-batch of --meta-batch tasks"),
     "episodes": (int, "or in episodes: tasks seen, rounded up to whole meta-batches (the run "

@@ -1,4 +1,5 @@
-"""Meta-learners: ProtoNet and the MAML family (MAML, first-order MAML, Meta-SGD, ANIL).
+"""Meta-learners: ProtoNet, Matching Networks, Relation Networks, R2-D2, MetaOptNet-SVM, the
+MAML family (MAML, first-order MAML, Meta-SGD, ANIL), Proto-MAML and Reptile.
 
 All share :class:`Learner`'s interface: the call ``learner(support_x, support_y, query_x)``
 (differentiable query logits of one task or a batch, for training loops of one's own),
@@ -12,6 +13,13 @@ differentiable with respect to the images, parameters constant, for attacks) and
 
 from .base import Learner, Task, task_batch_norm
 from .maml import MAML
+from .matching import MatchingNet
+from .metaoptnet import MetaOptNet
+from .protomaml import ProtoMAML
 from .protonet import ProtoNet
+from .r2d2 import R2D2
+from .relation import RelationNet
+from .reptile import Reptile
 
-__all__ = ["MAML", "Learner", "ProtoNet", "Task", "task_batch_norm"]
+__all__ = ["MAML", "R2D2", "Learner", "MatchingNet", "MetaOptNet", "ProtoMAML", "ProtoNet",
+           "RelationNet", "Reptile", "Task", "task_batch_norm"]

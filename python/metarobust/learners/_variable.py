@@ -11,7 +11,8 @@ import torch
 
 from ..variable_episodes import VariableEpisode
 
-__all__ = ["check_variable", "is_variable", "variable_evaluate", "variable_meta_backward"]
+__all__ = ["check_variable", "is_variable", "refuse_variable", "variable_evaluate",
+           "variable_meta_backward"]
 
 
 def is_variable(batch: Any) -> bool:
@@ -34,6 +35,17 @@ def check_variable(learner: Any, batch: VariableEpisode, ways: Any) -> None:
     if batch.ways.dim() != 1:
         raise ValueError("batch: expected a batch of variable-way episodes (a sample_batch "
                          "result), got a single episode; use sampler.sample_batch(i, 1)")
+
+
+def refuse_variable(learner: Any, batch: Any) -> None:
+    """The MAML family's meta-training takes fixed-way batches only: a named error for a
+    batch of variable-way episodes."""
+    if is_variable(batch):
+        lo, hi = int(batch.ways.min()), int(batch.ways.max())
+        raise ValueError(f"batch: variable-way episodes ({lo}..{hi} ways) cannot meta-train "
+                         f"a {type(learner).__name__}: the MAML family meta-trains on batches "
+                         "of fixed-way episodes (EpisodeSampler); metric learners such as "
+                         "ProtoNet take variable-way ones")
 
 
 def _episodes(batch: VariableEpisode) -> list[tuple[Any, int]]:

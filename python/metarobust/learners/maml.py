@@ -56,7 +56,7 @@ from .. import _amp
 from .._checks import check_bool, check_nbytes, check_real
 from ..models import fused
 from ._task_inputs import feature_size
-from ._variable import check_variable, is_variable
+from ._variable import refuse_variable
 from .base import Learner, check_batch, slice_batch
 
 __all__ = ["MAML", "ORDERS", "PATHS", "VARIANTS"]
@@ -296,8 +296,7 @@ class MAML(Learner):
 
     def meta_backward(self, batch: Any, ways: int | None, *,
                       sync: bool = True) -> dict[str, Any]:
-        if is_variable(batch):
-            check_variable(self, batch, ways)  # refused: the classifier has fixed ways
+        refuse_variable(self, batch)
         check_batch(batch)
         workers = self._task_threads(batch.support_x, batch.support_x.shape[0])
         if not workers:

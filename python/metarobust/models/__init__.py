@@ -1,7 +1,9 @@
 """Backbones: Conv-4 (three published forms, and Snell's with ceil-mode pooling), ResNet-12 and
 the sinusoid MLP.
 
-Every model maps a batch to ``(N, out_features)`` features and exposes ``out_features``.
+Every model maps a batch to ``(N, out_features)`` features and exposes ``out_features``,
+except ``conv4_sung`` (Relation Networks' encoder), which returns its feature maps
+``(N, C, h, w)`` (``out_features`` their flattened size).
 The learners add their own head (MAML: a linear layer; ProtoNet: none).
 
 >>> import torch
@@ -20,12 +22,13 @@ from collections.abc import Callable
 from torch import nn
 
 from .conv4 import Conv4, conv4_finn, conv4_mini, conv4_snell, conv4_snell_ceil
+from .conv4_sung import Conv4Sung, conv4_sung
 from .mlp import MLP, mlp_sinusoid
 from .resnet12 import ResNet12, resnet12
 
 __all__ = [
-    "MODELS", "MLP", "Conv4", "ResNet12", "build_model", "conv4_finn", "conv4_mini",
-    "conv4_snell", "conv4_snell_ceil", "mlp_sinusoid", "resnet12",
+    "MODELS", "MLP", "Conv4", "Conv4Sung", "ResNet12", "build_model", "conv4_finn",
+    "conv4_mini", "conv4_snell", "conv4_snell_ceil", "conv4_sung", "mlp_sinusoid", "resnet12",
 ]
 
 
@@ -48,6 +51,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "conv4_snell": _image(conv4_snell),
     "conv4_snell_ceil": _image(conv4_snell_ceil),
     "conv4_mini": _image(conv4_mini),
+    "conv4_sung": _image(conv4_sung),
     "resnet12": _image(resnet12),
     "mlp_sinusoid": _mlp,
 }
