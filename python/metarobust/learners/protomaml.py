@@ -34,8 +34,9 @@ class ProtoMAML(MAML):
     Args:
         model: the backbone ``(N, ...) -> (N, ...)`` (BatchNorm converted as MAML does).
         ways: optional; checked if given (an int >= 1), but tasks of any ways are taken.
-        inner_lr, inner_steps, test_inner_steps, order, path, normalize, chunk_size,
-        fuse_first_block: as :class:`~metarobust.learners.MAML`.
+        inner_lr, inner_steps, test_inner_steps, order, path: as
+            :class:`~metarobust.learners.MAML`.
+        normalize, chunk_size, fuse_first_block: as :class:`~metarobust.learners.MAML`.
     """
 
     def __init__(self, model: nn.Module, inner_lr: float = 0.4, inner_steps: int = 1,
