@@ -45,13 +45,13 @@ def test_certify_bad_arguments_are_named(runs, tmp_path, capsys):
 def test_robustness_certified_l2_rows_from_the_command_line(runs, tmp_path, capsys):
     run_a, _ = runs
     assert main(["robustness", str(run_a), "--families", "clean", "certified_l2",
-                 "--episodes", "3", "--certify-samples", "40", "--certify-episodes", "2",
-                 "--certify-sigma", "0.2", "--device", "cpu", "--no-progress",
+                 "--episodes", "3", "--certify-samples", "500", "--certify-episodes", "2",
+                 "--certify-sigma", "0.25", "--device", "cpu", "--no-progress",
                  "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "robustness.json").read_text())
     rows = [r for r in res["rows"] if r["family"] == "certified_l2"]
-    assert [r["strength"] for r in rows] == [0.0, 0.25, 0.5, 1.0]  # the default suite's
-    assert all(r["episodes"] == 2 for r in rows) and res["smoothing"]["sigma"] == 0.2
+    assert [r["strength"] for r in rows] == [0.0, 0.25, 0.5]  # the default suite's
+    assert all(r["episodes"] == 2 for r in rows) and res["smoothing"]["sigma"] == 0.25
     assert all(a["accuracy"] >= b["accuracy"] for a, b in zip(rows, rows[1:]))
     capsys.readouterr()
     assert main(["robustness", str(run_a), "--families", "certified_l2", "--certify-sigma",

@@ -1,9 +1,9 @@
-"""robust.certify: randomized-smoothing certificates. The Clopper-Pearson bound against
-scipy's beta quantiles; on a linear classifier, whose smoothed classifier is itself and whose
-exact certified radius is the distance to its boundary, the certified radius never exceeds
-that distance and comes close to it; on a trained ProtoNet, certified accuracy does not grow
-with the radius and PGD-L2 on the smoothed classifier within a certified radius does not
-change its class."""
+"""robust.certify: randomized-smoothing certificates. The Clopper-Pearson bound against the
+binomial tail summed from its definition; on a linear classifier, whose smoothed classifier
+is itself and whose exact certified radius is the distance to its boundary, the certified
+radius never exceeds that distance and comes close to it; on a trained ProtoNet, certified
+accuracy does not grow with the radius and PGD-L2 on the smoothed classifier within a
+certified radius does not change its class."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import stats as scipy_stats
 
 import metarobust as mr
 from metarobust.robust.certify import (
@@ -206,10 +207,13 @@ def test_the_suites_certified_rows_are_certify_on_the_same_episodes(runs):
 
     run_a, _ = runs
     smoothing = Smoothing(sigma=0.3, samples=60, n0=10, alpha=0.01, episodes=3)
-    res = tiny_suite(run_a, grid={"clean": [0], "certified_l2": [0.5, 0, 0.2]}, seed=11,
+    res = tiny_suite(run_a, grid={"clean": [0], "certified_l2": [0.4, 0, 0.2, 0.9]}, seed=11,
                      smoothing=smoothing)
+    # 60 samples certify at most 0.3 * Phi^-1(0.01 ** (1 / 60)) = 0.434: 0.9 is skipped
+    assert [s["family"] for s in res["skipped"]] == ["certified_l2"]
+    assert "certify at most 0.434" in res["skipped"][0]["reason"]
     rows = [r for r in res["rows"] if r["family"] == "certified_l2"]
-    assert [r["strength"] for r in rows] == [0.0, 0.2, 0.5]
+    assert [r["strength"] for r in rows] == [0.0, 0.2, 0.4]
     assert all(r["episodes"] == 3 and "sigma 0.3" in r["setting"] for r in rows)
     assert res["smoothing"]["samples"] == 60
     assert "(certified_l2: 3)" in format_table([res])
@@ -219,7 +223,7 @@ def test_the_suites_certified_rows_are_certify_on_the_same_episodes(runs):
                              shots=cfg.test_shots, queries=cfg.test_queries, seed=11,
                              dtype="float32")
     alone = certify(learner, sampler, episodes=3, sigma=0.3, samples=60, n0=10, alpha=0.01,
-                    radii=(0, 0.2, 0.5), seed=11)
+                    radii=(0, 0.2, 0.4), seed=11)
     for row, want in zip(rows, alone["radii"]):
         assert row["accuracy"] == pytest.approx(want["certified_accuracy"])
         assert row["ci95"] == pytest.approx(want["ci95"])
@@ -227,3 +231,18 @@ def test_the_suites_certified_rows_are_certify_on_the_same_episodes(runs):
         tiny_suite(run_a, grid={"certified_l2": [0]}, smoothing={"sigma": 0.3})
     with pytest.raises(ValueError, match="sigma"):
         Smoothing(sigma=-1)
+
+
+def test_the_largest_certifiable_radius_is_the_all_agree_bound(protonet):
+    from metarobust.robust.certify import max_certifiable_radius
+
+    for sigma, n, alpha in ((0.25, 500, 0.001), (0.5, 100000, 0.001), (0.1, 10, 0.05)):
+        want = sigma * scipy_stats.norm.ppf(alpha ** (1 / n))
+        assert max_certifiable_radius(sigma, n, alpha) == pytest.approx(want, rel=1e-9)
+    learner, sampler = protonet
+    res = certify(learner, sampler, episodes=1, sigma=0.25, samples=30, n0=5, alpha=0.01,
+                  radii=(0.1, 0.5), seed=0)
+    top = res["max_certifiable_radius"]
+    assert top == pytest.approx(0.25 * scipy_stats.norm.ppf(0.01 ** (1 / 30)))
+    assert [r["certifiable"] for r in res["radii"]] == [True, False]
+    assert all(q["radius"] is None or q["radius"] <= top + 1e-12 for q in res["queries"])

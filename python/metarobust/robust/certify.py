@@ -34,9 +34,10 @@ from ..evaluate import mean_ci95
 from ..learners.base import replace_fields
 
 __all__ = ["DEFAULT_RADII", "Smoothing", "certify", "certify_queries", "certify_episode",
-           "clopper_pearson_lower", "episode_classifier", "noisy_images", "smoothed_counts"]
+           "clopper_pearson_lower", "episode_classifier", "max_certifiable_radius", "noisy_images",
+           "smoothed_counts"]
 
-DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
+DEFAULT_RADII = (0.0, 0.125, 0.25, 0.375, 0.5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,15 @@ def clopper_pearson_lower(successes: int, trials: int, alpha: float) -> float:
     if successes == 0:
         return 0.0
     return float(beta.ppf(alpha, successes, trials - successes + 1))
+
+
+def max_certifiable_radius(sigma: float, samples: int, alpha: float) -> float:
+    """The largest radius ``samples`` noisy copies can certify, when every copy gives the
+    class: ``sigma * Phi^-1(alpha ** (1 / samples))``. Beyond it no query is certified,
+    whatever the classifier (0.55 at sigma 0.25, 500 samples, alpha 0.001)."""
+    bound = clopper_pearson_lower(samples, samples, alpha)
+    normal = torch.distributions.Normal(0.0, 1.0)
+    return sigma * float(normal.icdf(torch.tensor(bound, dtype=torch.float64)))
 
 
 def smoothed_counts(classify: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
@@ -135,7 +145,9 @@ def certify(learner: Any, sampler: Any, episodes: int = 100, sigma: float = 0.25
     (an EpisodeSampler). Returns ``{"sigma", "samples", "n0", "alpha", "episodes",
     "radii": [{"radius", "certified_accuracy", "ci95"}], "abstention", "abstention_ci95",
     "clean_accuracy", "clean_ci95", "queries": [{"episode", "label", "class", "radius"}]}``;
-    ``clean_accuracy`` is the base classifier's accuracy on the clean queries."""
+    ``clean_accuracy`` is the base classifier's accuracy on the clean queries. A radius at or
+    beyond ``max_certifiable_radius`` (what ``samples`` copies can certify at best) is
+    marked ``"certifiable": False``: its 0 says nothing about the classifier."""
     sigma, samples, n0, alpha, episodes, radii_list, batch = _check_args(
         sigma, samples, n0, alpha, episodes, radii, batch)
     check_bool(progress, "progress")
@@ -161,8 +173,10 @@ def certify(learner: Any, sampler: Any, episodes: int = 100, sigma: float = 0.25
     result: dict[str, Any] = {"sigma": sigma, "samples": samples, "n0": n0, "alpha": alpha,
                               "episodes": episodes, "ways": sampler.ways,
                               "shots": sampler.shots, "queries_per_class": sampler.queries}
-    result["radii"] = [dict(zip(("radius", "certified_accuracy", "ci95"),
-                                (radius, *mean_ci95(torch.tensor(v)))))
+    top = max_certifiable_radius(sigma, samples, alpha)
+    result["max_certifiable_radius"] = top
+    result["radii"] = [dict(zip(("radius", "certified_accuracy", "ci95", "certifiable"),
+                                (radius, *mean_ci95(torch.tensor(v)), radius < top)))
                        for radius, v in zip(radii_list, per_radius)]
     result["abstention"], result["abstention_ci95"] = mean_ci95(torch.tensor(abstain))
     result["clean_accuracy"], result["clean_ci95"] = mean_ci95(torch.tensor(clean))
