@@ -48,6 +48,9 @@ def plot_certified(result: dict[str, Any], path: str | os.PathLike[str]) -> Path
     ax.axhline(result["clean_accuracy"], color="0.3", ls=":", lw=1.2,
                label="base classifier, clean queries")
     ax.axhline(1.0 / result["ways"], color="0.55", ls="-.", lw=0.9, label="chance")
+    if "max_certifiable_radius" in result:
+        ax.axvline(result["max_certifiable_radius"], color="C3", ls="--", lw=1.0,
+                   label=f"largest radius {result['samples']} samples can certify")
     ax.set_xlabel("L2 radius (images in [0, 1])")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
@@ -55,7 +58,7 @@ def plot_certified(result: dict[str, Any], path: str | os.PathLike[str]) -> Path
                  f"{result['shots']}-shot, {result['episodes']} episodes\nn = "
                  f"{result['samples']}, alpha = {result['alpha']:g}, abstained "
                  f"{100 * result['abstention']:.1f}% of queries", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right", frameon=False)
+    ax.legend(fontsize=8, loc="center right", frameon=True, framealpha=0.9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
