@@ -336,13 +336,7 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | os.PathLike) -> TrainConfig:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config: no file at {path}")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"config: {path} is not valid TOML ({e})") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_toml(path, "config"), source=str(path))
 
 
 def _allowed_types(hint: Any) -> tuple[type, ...]:
@@ -426,3 +420,15 @@ def _default_image_size(cfg: TrainConfig) -> int:
     if shape is not None and shape[1] == shape[2]:
         return shape[1]
     return data.default_image_size(cfg.dataset) or 28
+
+
+def read_toml(path: Path, name: str) -> dict[str, Any]:
+    """The table of a TOML file; errors name ``name`` (what the file is for) and the path."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: no file at {path}")
+    try:
+        return dict(tomllib.loads(path.read_text()))
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{name}: {path} is not valid TOML ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{name}: {path} is not UTF-8 text ({e})") from None

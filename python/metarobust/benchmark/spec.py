@@ -47,19 +47,13 @@ import dataclasses
 import math
 import os
 import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import DATASETS, DEVICES, TrainConfig
+from ..config import DATASETS, DEVICES, TrainConfig, read_toml
 from ..corruption_info import CORRUPT_TARGETS
 from ..robust.grid import check_grid
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = ["BUDGETS", "Method", "Spec", "check_spec", "load_spec"]
 
@@ -259,14 +253,7 @@ def _path(value: Any, key: str, base: Path | None, source: str) -> Path:
 
 
 def _config_file(path: Path, key: str, source: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{key} in {source}: no file at {path}")
-    try:
-        return dict(tomllib.loads(path.read_text()))
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{key} in {source}: {path} is not valid TOML ({e})") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{key} in {source}: {path} is not UTF-8 text ({e})") from None
+    return read_toml(path, f"{key} in {source}")
 
 
 def _name(value: Any, key: str, source: str) -> str:
@@ -323,12 +310,4 @@ def load_spec(path: str | os.PathLike) -> Spec:
         raise TypeError(f"spec: expected the path of a TOML file (str or os.PathLike), got "
                         f"{path!r} ({type(path).__name__})")
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"spec: no file at {p}")
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"spec: {p} is not valid TOML ({e})") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"spec: {p} is not UTF-8 text ({e})") from None
-    return check_spec(data, base=p.parent, source=str(p))
+    return check_spec(read_toml(p, "spec"), base=p.parent, source=str(p))
