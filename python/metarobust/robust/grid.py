@@ -28,6 +28,11 @@ family                      strength
                             at radius >= r with the right class (abstentions count as wrong);
                             see :mod:`metarobust.robust.certify`. Its rows use the first
                             ``certify_episodes`` episodes (default 100)
+``open_set``                unknown fraction f in (0, 1): a fraction f of each episode's queries
+                            comes from classes outside the episode; the row's ``accuracy`` is
+                            the accuracy on the known queries, ``auroc`` (with ``auroc_ci95``)
+                            how well the score in ``setting`` tells known from unknown
+                            queries; see :mod:`metarobust.robust.open_set`
 ``domain_shift:<target>``   0: the learner on another dataset (``glyphs`` test split,
                             ``omniglot`` evaluation split, ``fashion_mnist`` t10k,
                             ``fashion_mnist_inverted``) at the run's test ways (at most the
@@ -50,10 +55,11 @@ import numpy as np
 
 from ..corruption_info import CORRUPT_TARGETS, CORRUPTIONS
 from .label_noise import LABEL_NOISE_KINDS, check_rate, corrupted_items
+from .open_set import SCORES as OPEN_SET_SCORES
 
 __all__ = [
     "ATTACK_FAMILIES", "CERTIFIED_FAMILY", "CORRUPT_TARGETS", "DOMAIN_TARGETS",
-    "LABEL_NOISE_FAMILIES", "SOURCES",
+    "LABEL_NOISE_FAMILIES", "OPEN_SET_FAMILY", "SOURCES",
     "SUITES", "SUITE_EPISODES", "Cell", "cells", "check_grid", "domain_targets", "suite_grid",
 ]
 
@@ -62,6 +68,7 @@ SUITE_EPISODES = {"quick": 200, "default": 600, "full": 1000}
 LABEL_NOISE_FAMILIES = tuple(f"label_noise_{k}" for k in LABEL_NOISE_KINDS)
 ATTACK_FAMILIES = ("fgsm", "pgd", "pgd_support")
 CERTIFIED_FAMILY = "certified_l2"
+OPEN_SET_FAMILY = "open_set"
 DOMAIN_TARGETS = ("glyphs", "omniglot", "fashion_mnist", "fashion_mnist_inverted")
 # The datasets a run can be trained on (TrainConfig.dataset, less sinusoid regression).
 SOURCES = ("glyphs", "omniglot", "idx", "folder", "cache")
@@ -113,6 +120,7 @@ def suite_grid(suite: str, dataset: str = "glyphs") -> dict[str, list[float]]:
             "pgd": _eps(2, 8, 16),  # each PGD cell costs about 40 clean cells
             "pgd_support": _eps(8),
             CERTIFIED_FAMILY: [0.0, 0.25, 0.5],
+            OPEN_SET_FAMILY: [0.5],
             **shift,
         }
     rates = [round(0.1 * i, 1) for i in range(11)]
@@ -126,13 +134,15 @@ def suite_grid(suite: str, dataset: str = "glyphs") -> dict[str, list[float]]:
         "pgd": eps,
         "pgd_support": eps,
         CERTIFIED_FAMILY: [0.0, 0.125, 0.25, 0.375, 0.5],
+        OPEN_SET_FAMILY: [0.25, 0.5],
         **shift,
     }
 
 
 def _known_families() -> str:
     return ", ".join(("clean", *LABEL_NOISE_FAMILIES, "gaussian_noise", "corruption:<name>",
-                      *ATTACK_FAMILIES, CERTIFIED_FAMILY, "domain_shift:<target>"))
+                      *ATTACK_FAMILIES, CERTIFIED_FAMILY, OPEN_SET_FAMILY,
+                      "domain_shift:<target>"))
 
 
 def _check_family(family: Any) -> None:
@@ -149,7 +159,7 @@ def _check_family(family: Any) -> None:
             raise ValueError(f"grid: unknown corruption {name!r} in {family!r}; allowed: "
                              f"{', '.join(CORRUPTIONS)}")
     elif family not in ("clean", *LABEL_NOISE_FAMILIES, "gaussian_noise", *ATTACK_FAMILIES,
-                        CERTIFIED_FAMILY):
+                        CERTIFIED_FAMILY, OPEN_SET_FAMILY):
         raise ValueError(f"grid: unknown family {family!r}; allowed: {_known_families()}")
 
 
@@ -159,7 +169,11 @@ def _check_strength(family: str, v: Any) -> float:
     v = float(v)
     if family in LABEL_NOISE_FAMILIES:
         return check_rate(v, f"grid[{family!r}] rate")
-    if family.startswith("corruption:"):
+    if family == OPEN_SET_FAMILY:
+        if not (math.isfinite(v) and 0 < v < 1):
+            raise ValueError(f"grid[{family!r}]: unknown fractions must lie in (0, 1), got "
+                             f"{v!r}")
+    elif family.startswith("corruption:"):
         if not (math.isfinite(v) and v == int(v)) or not 1 <= v <= 5:
             raise ValueError(f"grid[{family!r}]: severities must be whole numbers 1..5, got "
                              f"{v!r}")
@@ -171,9 +185,9 @@ def _check_strength(family: str, v: Any) -> float:
 def check_grid(grid: Any) -> dict[str, list[float]]:
     """A grid ``{family: strengths}`` checked: known families, strengths in range.
 
-    Label-noise rates lie in [0, 1]; severities are whole numbers 1..5; noise std and eps are
-    finite and >= 0; ``clean`` and ``domain_shift:*`` take ``[0]`` (or an empty list / None,
-    meaning the same).
+    Label-noise rates lie in [0, 1]; open-set unknown fractions in (0, 1); severities are
+    whole numbers 1..5; noise std and eps are finite and >= 0; ``clean`` and
+    ``domain_shift:*`` take ``[0]`` (or an empty list / None, meaning the same).
     """
     if not isinstance(grid, Mapping) or not grid:
         raise TypeError(f"grid: expected a non-empty mapping {{family: [strength, ...]}}, got "
@@ -269,6 +283,10 @@ def cells(grid: dict[str, list[float]], ways: int, shots: int,
         elif family == CERTIFIED_FAMILY:
             out += [Cell(family, r, setting(w, s, f"smoothed queries, sigma {certify_sigma:g}"),
                          "test", w, s, None, ("certified", r), r) for r in strengths]
+        elif family == OPEN_SET_FAMILY:
+            out += [Cell(family, f, setting(w, s, f"score {score}"), "test", w, s, None,
+                         ("open_set", f, score), f)
+                    for f in strengths for score in OPEN_SET_SCORES]
         else:
             out.append(Cell(family, 0.0, "", family.split(":", 1)[1], w, s, None, None))
     return out

@@ -2,8 +2,9 @@
 table for the terminal, from the results of :func:`metarobust.robust.suite.run_suite`.
 
 ``robustness.json`` is the result object (``{"run": ..., "rows": [...], ...}``);
-``robustness.csv`` holds the same rows (columns :data:`COLUMNS`, floats written in full so
-they read back equal); the PNG has one panel per family (the domain-shift targets share one
+``robustness.csv`` holds the same rows (columns :data:`COLUMNS`, and :data:`AUROC_COLUMNS`
+when some row has them (the ``open_set`` family), floats written in full so they read back
+equal); the PNG has one panel per family (the domain-shift targets share one
 panel) with accuracy and its 95% CI band against strength, the clean accuracy of each run as
 a horizontal dotted line and chance (``1 / ways``) in grey; several runs share each panel,
 one colour per run. Files are written to a temporary name and renamed.
@@ -22,10 +23,11 @@ from typing import Any
 
 from ..data.atomic import replace_file
 
-__all__ = ["COLUMNS", "format_table", "load_result", "plot_results", "read_csv",
-           "write_report"]
+__all__ = ["AUROC_COLUMNS", "COLUMNS", "format_table", "load_result", "plot_results",
+           "read_csv", "write_report"]
 
 COLUMNS = ("family", "setting", "strength", "effective", "accuracy", "ci95", "episodes")
+AUROC_COLUMNS = ("auroc", "auroc_ci95")  # open_set rows: AUROC of the score in `setting`
 FILES = ("robustness.json", "robustness.csv", "robustness.png")
 
 
@@ -50,7 +52,8 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [{"family": r["family"], "setting": r["setting"], "strength": float(r["strength"]),
              "effective": float(r.get("effective") or r["strength"]),
              "accuracy": float(r["accuracy"]), "ci95": float(r["ci95"]),
-             "episodes": int(r["episodes"])} for r in rows]
+             "episodes": int(r["episodes"]),
+             **{c: float(r[c]) for c in AUROC_COLUMNS if r.get(c)}} for r in rows]
 
 
 def effective(row: dict[str, Any]) -> float:
@@ -61,9 +64,11 @@ def effective(row: dict[str, Any]) -> float:
 def _csv_bytes(rows: Sequence[dict[str, Any]]) -> bytes:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
+    columns = COLUMNS + (AUROC_COLUMNS if any("auroc" in r for r in rows) else ())
+    w.writerow(columns)
     for r in rows:
-        w.writerow([repr(r[c]) if isinstance(r[c], float) else r[c] for c in COLUMNS])
+        w.writerow([repr(r[c]) if isinstance(r.get(c), float) else r.get(c, "")
+                    for c in columns])
     return buf.getvalue().encode()
 
 
@@ -110,6 +115,8 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
             if key not in vals and key not in keys:
                 keys.append(key)
             vals[key] = f"{100 * r['accuracy']:6.2f} ± {100 * r['ci95']:5.2f}"
+            if "auroc" in r:
+                vals[key] += f", AUROC {r['auroc']:.3f} ± {r['auroc_ci95']:.3f}"
         values.append(vals)
     wf = max([len("family")] + [len(k[0]) for k in keys])
     ws = max([len("setting")] + [len(k[1]) for k in keys])
@@ -125,6 +132,9 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     eps = {res.get("episodes") for res in results}
     fewer = sorted({f"{r['family']}: {r['episodes']}" for res in results for r in res["rows"]
                     if r.get("episodes", res.get("episodes")) != res.get("episodes")})
+    if any("auroc" in r for res in results for r in res["rows"]):
+        lines.append("open_set: accuracy on the known queries; AUROC of the setting's score "
+                     "(known vs unknown queries)")
     lines.append(f"accuracy in % ± 95% CI half-width over "
                  f"{'/'.join(str(e) for e in sorted(eps, key=str))} episodes per cell"
                  + (f" ({', '.join(fewer)})" if fewer else ""))
@@ -145,14 +155,16 @@ _XLABELS = {"label_noise": "noise rate (fraction of the support set corrupted)",
             "gaussian_noise": "noise std (pixels in [0, 1]; 0: clean)",
             "corruption": "severity (0: clean)",
             "attack": "eps (× 1/255, L-inf; 0: clean)",
-            "certified_l2": "L2 radius (certified accuracy at >= radius)"}
+            "certified_l2": "L2 radius (certified accuracy at >= radius)",
+            "open_set": "fraction of the queries from unknown classes"}
 _TITLES = {"clean": "clean", "label_noise_symmetric": "label noise: symmetric",
            "label_noise_paired": "label noise: paired (c → c+1)",
            "label_noise_outlier": "label noise: outlier images",
            "gaussian_noise": "Gaussian pixel noise", "fgsm": "FGSM (queries)",
            "pgd": "PGD (queries)", "pgd_support": "PGD (support set)",
            "certified_l2": "certified (randomized smoothing)",
-           "domain_shift": "domain shift"}
+           "domain_shift": "domain shift",
+           "open_set": "open set (accuracy on the known queries)"}
 
 
 def _xlabel(panel: str) -> str:

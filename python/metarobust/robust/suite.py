@@ -38,6 +38,7 @@ from .grid import (
     ATTACK_FAMILIES,
     CERTIFIED_FAMILY,
     CORRUPT_TARGETS,
+    OPEN_SET_FAMILY,
     SOURCES,
     SUITE_EPISODES,
     SUITES,
@@ -48,6 +49,7 @@ from .grid import (
     suite_grid,
 )
 from .label_noise import apply_label_noise
+from .open_set import evaluate_open_set, scores_of
 
 __all__ = ["run_suite"]
 
@@ -93,6 +95,26 @@ class _Suite:
     smoothing: Smoothing = Smoothing()
     _datasets: dict[str, Any] = dataclasses.field(default_factory=dict)
     _certificates: dict[tuple[int, int], list[Any]] = dataclasses.field(default_factory=dict)
+    _open_set: dict[tuple, Any] = dataclasses.field(default_factory=dict)
+
+    def open_set(self, cell: Cell, episodes: int) -> dict[str, Any] | None:
+        """An ``open_set`` cell: every score of a setting from one pass over the episodes;
+        None (with a warning) when the test set has too few classes for the unknowns."""
+        _, fraction, score = cell.perturb or ()
+        key = (cell.ways, cell.shots, fraction)
+        if key not in self._open_set:
+            try:
+                self._open_set[key] = evaluate_open_set(
+                    self.learner, self.test_set, ways=cell.ways, shots=cell.shots,
+                    queries=self.queries, unknown_fraction=fraction, episodes=episodes,
+                    seed=self.seed, batch_size=self.batch_size, device=self.device)
+            except ValueError as e:
+                self._open_set[key] = str(e)
+        found = self._open_set[key]
+        if isinstance(found, str):
+            self.warn(f"skipping open_set at {fraction:g}: {found}")
+            return None
+        return {"setting": cell.setting, **found[score]}
 
     def smoothing_record(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """``{"smoothing": settings}`` for a result with certified rows, else ``{}``."""
@@ -183,6 +205,8 @@ class _Suite:
     def evaluate(self, cell: Cell, episodes: int) -> dict[str, Any] | None:
         if cell.perturb is not None and cell.perturb[0] == "certified":
             return self.certified(cell, episodes)
+        if cell.family == OPEN_SET_FAMILY:
+            return self.open_set(cell, episodes)
         found = self.dataset(cell.target)
         if found is None:
             return None
@@ -307,8 +331,12 @@ def _evaluate_cells(s: _Suite, todo: list[Cell], episodes: int, progress: bool,
                          "strength": float(cell.strength),
                          "effective": float(cell.effective), "accuracy": res["accuracy"],
                          "ci95": res["ci95"], "episodes": res.get("episodes", episodes)})
+            if "auroc" in res:
+                rows[-1].update(auroc=res["auroc"], auroc_ci95=res["auroc_ci95"])
             if per_episode:
                 rows[-1]["per_episode"] = res["per_episode"]
+                if "auroc" in res:
+                    rows[-1]["auroc_per_episode"] = res["auroc_per_episode"]
     finally:
         bar.close()
     return rows, skipped
@@ -384,9 +412,10 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
     learner.to(s.device).eval()
     t0 = time.perf_counter()
     try:
-        rows, skipped = _evaluate_cells(
-            s, cells(grid, ways, shots, ln_shots, corrupt, pgd_steps, s.smoothing.sigma),
-            episodes, progress, warnings, per_episode)
+        todo = [c for c in cells(grid, ways, shots, ln_shots, corrupt, pgd_steps,
+                                 s.smoothing.sigma)
+                if c.family != OPEN_SET_FAMILY or (c.perturb or ())[2] in scores_of(learner)]
+        rows, skipped = _evaluate_cells(s, todo, episodes, progress, warnings, per_episode)
     finally:
         learner.train(was_training)
     return {"run": run, "suite": name, "seed": seed, "episodes": episodes, "ways": ways,
