@@ -342,6 +342,12 @@ def _evaluate_cells(s: _Suite, todo: list[Cell], episodes: int, progress: bool,
     return rows, skipped
 
 
+def _learner_cells(todo: list[Cell], learner: Any) -> list[Cell]:
+    """The cells less the open-set scores the learner has not (a MAML's distances)."""
+    return [c for c in todo
+            if c.family != OPEN_SET_FAMILY or (c.perturb or ())[2] in scores_of(learner)]
+
+
 def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int = 15,
               suite: str = "default", grid: Mapping[str, Any] | None = None,
               episodes: int | None = None, seed: int = 1234, device: str | torch.device = "cpu",
@@ -412,9 +418,8 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
     learner.to(s.device).eval()
     t0 = time.perf_counter()
     try:
-        todo = [c for c in cells(grid, ways, shots, ln_shots, corrupt, pgd_steps,
-                                 s.smoothing.sigma)
-                if c.family != OPEN_SET_FAMILY or (c.perturb or ())[2] in scores_of(learner)]
+        todo = _learner_cells(cells(grid, ways, shots, ln_shots, corrupt, pgd_steps,
+                                    s.smoothing.sigma), learner)
         rows, skipped = _evaluate_cells(s, todo, episodes, progress, warnings, per_episode)
     finally:
         learner.train(was_training)
