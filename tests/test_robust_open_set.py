@@ -74,9 +74,13 @@ def test_auroc_bad_inputs(known, unknown, match):
         auroc(known, unknown)
 
 
-def test_auroc_refuses_non_numbers():
-    with pytest.raises(TypeError, match="known: expected real scores"):
-        auroc(["a", "b"], [1.0])
+@pytest.mark.parametrize("bad, what", [
+    (["a", "b"], "dtype <U1"), ([[1.0, 2.0], [3.0]], "ragged"), (range(3), "range"),
+    (np.array([True, False]), "dtype bool"), (np.array([1j]), "dtype complex128"),
+])
+def test_auroc_refuses_non_numbers(bad, what):
+    with pytest.raises(TypeError, match=f"known: expected real scores .*{what}"):
+        auroc(bad, [1.0])
 
 
 @pytest.mark.parametrize("fraction, unknowns", [(0.5, 12), (0.25, 4), (0.6, 18)])

@@ -159,13 +159,19 @@ def auroc(known: Any, unknown: Any) -> torch.Tensor:
 
 
 def _score_array(x: Any, name: str) -> np.ndarray:
+    """Scores as a float64 array: a tensor, an array or a (nested) list of real numbers."""
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().double().numpy()
-    try:
-        a = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected real scores (a tensor or array), got "
-                        f"{type(x).__name__}") from None
+        x = x.detach().cpu().numpy()
+    elif isinstance(x, (list, tuple)):
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name}: expected real scores (a tensor, array or list), got a "
+                            f"ragged or mixed list") from None
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu":
+        what = f"dtype {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise TypeError(f"{name}: expected real scores (a tensor, array or list), got {what}")
+    a = x.astype(np.float64)
     if a.ndim not in (1, 2) or a.shape[-1] == 0:
         raise ValueError(f"{name}: expected scores (n,) or (episodes, n) with n >= 1, got "
                          f"shape {a.shape}")
