@@ -85,9 +85,10 @@ class OpenSetSampler:
         classes = int(np.unique(np.asarray(labels)).size)
         if self.ways + extra > classes:
             raise ValueError(
-                f"unknown_fraction: {self.unknown_fraction:g} needs {self.unknowns} unknown "
-                f"queries from {extra} classes outside each {self.ways}-way episode, but the "
-                f"dataset has {classes} classes (at most {classes - self.ways} outside)")
+                f"ways, queries, unknown_fraction: {self.ways}-way episodes with "
+                f"{self.unknowns} unknown queries (unknown_fraction "
+                f"{self.unknown_fraction:g}) from {extra} other classes of {self.queries} "
+                f"queries need {self.ways + extra} classes, but the dataset has {classes}")
         sampler_kw.setdefault("dtype", "float32")
         self._sampler = EpisodeSampler(dataset, ways=self.ways + extra, shots=shots,
                                        queries=self.queries, seed=seed, **sampler_kw)
