@@ -19,6 +19,7 @@ from metarobust.robust.open_set import (
     evaluate_open_set,
     open_set_scores,
     scores_of,
+    transformation_change,
 )
 from metarobust.robust.report import AUROC_COLUMNS, COLUMNS, format_table, read_csv, write_report
 
@@ -119,7 +120,7 @@ def test_open_set_sampler_bad_arguments(kw, error, match):
 
 def test_protonet_scores_match_a_numpy_reference():
     learner = ProtoNet(nn.Flatten(), scale=0.01).eval()
-    assert scores_of(learner) == ("msp", "neg_distance")
+    assert scores_of(learner) == ("msp", "neg_distance", "snatcher")
     b = OpenSetSampler(_dataset(), ways=4, shots=2, queries=3, unknown_fraction=0.5,
                        seed=3).sample_batch(0, 3)
     known, unknown, correct = open_set_scores(learner, b)
@@ -140,6 +141,56 @@ def test_protonet_scores_match_a_numpy_reference():
                                       d[:12].argmin(1) == ep.query_y[j].numpy())
 
 
+def _change_reference(protos: np.ndarray, q: np.ndarray, c: int) -> float:
+    """The transformation change by loops: attention rows over squared distances."""
+    w = len(protos)
+    d = ((protos[:, None] - protos[None]) ** 2).sum(-1)
+    tau = d.sum() / (w * (w - 1))
+
+    def t(p):
+        out = np.zeros_like(p)
+        for i in range(w):
+            logits = np.array([-((p[i] - p[j]) ** 2).sum() / tau for j in range(w)])
+            a = np.exp(logits - logits.max())
+            out[i] = (a / a.sum()) @ p
+        return out
+
+    swapped = protos.copy()
+    swapped[c] = q
+    return float(((t(swapped) - t(protos)) ** 2).sum())
+
+
+def test_transformation_change_matches_a_loop_reference():
+    rng = np.random.default_rng(4)
+    protos, queries = rng.normal(size=(2, 5, 3)), rng.normal(size=(2, 4, 3))
+    predicted = rng.integers(0, 5, size=(2, 4))
+    got = transformation_change(torch.from_numpy(protos), torch.from_numpy(queries),
+                                torch.from_numpy(predicted))
+    want = [[_change_reference(protos[b], queries[b, i], predicted[b, i]) for i in range(4)]
+            for b in range(2)]
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10)
+    # a query equal to its prototype changes nothing
+    same = transformation_change(torch.from_numpy(protos), torch.from_numpy(protos[:, :2]),
+                                 torch.tensor([[0, 1], [0, 1]]))
+    assert float(same.abs().max()) < 1e-12
+
+
+def test_snatcher_scores_follow_the_embeddings():
+    learner = ProtoNet(nn.Flatten()).eval()
+    b = OpenSetSampler(_dataset(), ways=4, shots=2, queries=3, unknown_fraction=0.5,
+                       seed=3).sample_batch(0, 2)
+    known, unknown, _ = open_set_scores(learner, b)
+    ep = b.episode
+    for j in range(2):
+        sx = ep.support_x[j].reshape(8, -1).double().numpy()
+        protos = np.stack([sx[ep.support_y[j].numpy() == c].mean(0) for c in range(4)])
+        q = torch.cat([ep.query_x[j], b.unknown_x[j]]).reshape(24, -1).double().numpy()
+        pred = ((q[:, None] - protos[None]) ** 2).sum(-1).argmin(1)
+        want = [-_change_reference(protos, q[i], pred[i]) for i in range(24)]
+        got = torch.cat([known["snatcher"][j], unknown["snatcher"][j]]).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_open_set_scores_refuses_an_episode():
     b = OpenSetSampler(_dataset(), ways=4, shots=1, queries=3, unknown_fraction=0.5
                        ).sample_batch(0, 1)
@@ -158,10 +209,10 @@ def test_suite_rows_and_report(tmp_path):
     res = run_suite(learner, _dataset(), ways=4, shots=1, queries=3, episodes=6,
                     grid={"clean": [0], "open_set": [0.5]}, progress=False, per_episode=True)
     rows = {r["setting"]: r for r in res["rows"] if r["family"] == "open_set"}
-    assert set(rows) == {"4-way 1-shot, score msp", "4-way 1-shot, score neg_distance"}
+    assert set(rows) == {f"4-way 1-shot, score {k}" for k in ("msp", "neg_distance", "snatcher")}
     direct = evaluate_open_set(learner, _dataset(), ways=4, shots=1, queries=3,
                                unknown_fraction=0.5, episodes=6, seed=1234)
-    for score in ("msp", "neg_distance"):
+    for score in ("msp", "neg_distance", "snatcher"):
         r = rows[f"4-way 1-shot, score {score}"]
         assert r["accuracy"] == direct[score]["accuracy"]
         assert r["auroc"] == direct[score]["auroc"] and 0.0 <= r["auroc"] <= 1.0

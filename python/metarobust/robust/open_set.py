@@ -12,7 +12,13 @@ Scores (higher: the learner is more sure the query is of a known class):
 
 * ``msp``: the maximum softmax probability over the episode's classes (every learner);
 * ``neg_distance``: minus the distance to the nearest prototype (ProtoNet; its largest
-  logit divided by its ``scale``).
+  logit divided by its ``scale``);
+* ``snatcher``: a training-free transformation-consistency score in the manner of SnaTCHer
+  (Jeong et al., 2021) for ProtoNet: the query replaces the prototype of its predicted
+  class, both prototype sets go through a parameter-free attention over the prototypes
+  (``T(P) = softmax(-d(P, P) / tau) P``, squared Euclidean ``d``, ``tau`` the mean squared
+  distance between the episode's prototypes), and the score is minus the squared change
+  ``||T(P') - T(P)||^2``: a query that fits the episode's set of classes changes it less.
 
 >>> sampler = OpenSetSampler(test_set, ways=5, shots=1, queries=15, unknown_fraction=0.5)
 >>> batch = sampler.sample_batch(0, 100)                                  # doctest: +SKIP
@@ -36,9 +42,9 @@ from ..evaluate import mean_ci95
 from ..learners.protonet import ProtoNet
 
 __all__ = ["SCORES", "OpenSetBatch", "OpenSetSampler", "auroc", "evaluate_open_set",
-           "open_set_scores", "scores_of"]
+           "open_set_scores", "scores_of", "transformation_change"]
 
-SCORES = ("msp", "neg_distance")
+SCORES = ("msp", "neg_distance", "snatcher")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +110,8 @@ class OpenSetSampler:
 
 
 def scores_of(learner: Any) -> tuple[str, ...]:
-    """The scores a learner has: ``msp``, and ``neg_distance`` for a ProtoNet."""
+    """The scores a learner has: ``msp``, and ``neg_distance`` and ``snatcher`` for a
+    ProtoNet."""
     return SCORES if isinstance(learner, ProtoNet) else ("msp",)
 
 
@@ -132,8 +139,45 @@ def open_set_scores(learner: Any, batch: OpenSetBatch
                                   batch.ways).detach().cpu()
     correct = logits[:, :nq].argmax(-1) == ep.query_y.cpu()
     scores = _scores(learner, logits)
+    if "snatcher" in scores_of(learner):
+        scores["snatcher"] = _snatcher(learner, ep.support_x, ep.support_y, qx, batch.ways,
+                                       logits.argmax(-1))
     return ({k: v[:, :nq] for k, v in scores.items()},
             {k: v[:, nq:] for k, v in scores.items()}, correct)
+
+
+def _attend(protos: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """``softmax(-d(P, P) / tau) P`` over the last two dimensions (P: ``(..., W, D)``)."""
+    d = torch.cdist(protos, protos) ** 2
+    return torch.softmax(-d / tau, -1) @ protos
+
+
+def transformation_change(protos: torch.Tensor, queries: torch.Tensor,
+                          predicted: torch.Tensor) -> torch.Tensor:
+    """``||T(P') - T(P)||^2`` per query, ``P'`` the prototypes ``(B, W, D)`` with the row
+    ``predicted`` ``(B, Q)`` replaced by the query ``(B, Q, D)``; ``T`` as in ``snatcher``."""
+    b, w, _ = protos.shape
+    d = torch.cdist(protos, protos) ** 2
+    tau = (d.sum((1, 2)) / max(w * (w - 1), 1)).clamp_min(1e-12)[:, None, None]
+    base = _attend(protos, tau)                                         # (B, W, D)
+    swapped = protos[:, None].expand(-1, queries.shape[1], -1, -1).clone()  # (B, Q, W, D)
+    idx = predicted[..., None, None].expand(-1, -1, 1, protos.shape[-1])
+    swapped.scatter_(2, idx, queries[:, :, None])
+    moved = _attend(swapped, tau[:, None])
+    return ((moved - base[:, None]) ** 2).sum((2, 3))
+
+
+def _snatcher(learner: Any, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, ways: int,
+              predicted: torch.Tensor) -> torch.Tensor:
+    """Minus the transformation change of each query, from the learner's embeddings and
+    mean prototypes (float64 on the CPU)."""
+    b, s = sx.shape[:2]
+    with torch.no_grad():
+        items = torch.cat([sx, qx], dim=1).reshape(b * (s + qx.shape[1]), *sx.shape[2:])
+        emb = learner.embed(items, tasks=b).reshape(b, s + qx.shape[1], -1).double().cpu()
+    onehot = torch.nn.functional.one_hot(sy.cpu(), ways).double()           # (B, S, W)
+    protos = onehot.transpose(1, 2) @ emb[:, :s] / onehot.sum(1)[..., None].clamp_min(1)
+    return -transformation_change(protos, emb[:, s:], predicted)
 
 
 def auroc(known: Any, unknown: Any) -> torch.Tensor:
