@@ -1,7 +1,7 @@
 """Robustness: perturbations (support-label noise, input noise and corruptions),
 adversarial attacks (FGSM, PGD), certification by randomized smoothing, robust training
-pieces, and the robustness suite with its report (see ``metarobust robustness`` and
-``metarobust certify``)."""
+pieces, test-time adaptation (``TTALearner``), and the robustness suite with its report
+(see ``metarobust robustness`` and ``metarobust certify``)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from .grid import SUITES, check_grid, suite_grid
 from .label_noise import LABEL_NOISE_KINDS, apply_label_noise
 from .report import format_table, load_result, plot_results, write_report
 from .suite import run_suite
+from .tta import TTA_MODES, TTALearner
 
 __all__ = [
-    "CORRUPTIONS", "LABEL_NOISE_KINDS", "SUITES", "Augment", "Smoothing", "adversarial_queries",
+    "CORRUPTIONS", "LABEL_NOISE_KINDS", "SUITES", "TTA_MODES", "Augment", "Smoothing",
+    "TTALearner", "adversarial_queries",
     "apply_label_noise", "certify", "check_grid", "clopper_pearson_lower", "corrupt", "fgsm",
     "format_table", "load_result", "pgd", "plot_results", "run_suite", "suite_grid",
     "write_report",
