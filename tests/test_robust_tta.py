@@ -178,3 +178,35 @@ def test_training_through_the_wrapper_is_refused():
     adapted = TTALearner(_net_learner(), "bn")
     with pytest.raises(RuntimeError, match="for evaluation; train the wrapped learner"):
         adapted.meta_backward(image_batch(b=1, side=SIDE), WAYS)
+
+
+def test_cli_eval_tta_on_a_trained_run(tmp_path, capsys):
+    import json
+
+    from _runs import train_glyph_run
+
+    from metarobust.cli import main
+    from metarobust.cli.eval import TTA_CHOICES
+    from metarobust.robust import TTA_MODES
+    from metarobust.train import load_run
+
+    assert TTA_CHOICES == TTA_MODES
+    run = train_glyph_run(tmp_path / "run", 0)
+    base = ["eval", str(run), "--episodes", "6", "--device", "cpu", "--seed", "5"]
+    res = {}
+    for mode in ("none", "bn", "tent"):
+        assert main(base + ["--tta", mode]) == 0
+        res[mode] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert res[mode]["tta"] == mode and res[mode]["episodes"] == 6
+    assert main(base) == 0  # the default is no adaptation
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == res["none"]
+    # the command's bn figure is TTALearner's on the same episodes
+    learner = load_run(run)
+    sampler = mr.EpisodeSampler(mr.train.load_dataset(learner.config, "test", "test"),
+                                ways=learner.config.test_ways, shots=learner.config.test_shots,
+                                queries=learner.config.test_queries, seed=5, dtype="uint8")
+    direct = evaluate(TTALearner(learner, "bn"), sampler, 6, progress=False)
+    assert math.isclose(res["bn"]["accuracy"], direct["accuracy"], rel_tol=1e-6)
+    with pytest.raises(SystemExit):
+        main(base + ["--tta", "tnet"])
+    assert "--tta: invalid choice: 'tnet'" in capsys.readouterr().err
