@@ -186,7 +186,7 @@ def test_cli_eval_tta_on_a_trained_run(tmp_path, capsys):
     from _runs import train_glyph_run
 
     from metarobust.cli import main
-    from metarobust.cli.eval import TTA_CHOICES
+    from metarobust.cli._common import TTA_CHOICES
     from metarobust.robust import TTA_MODES
     from metarobust.train import load_run
 
@@ -210,3 +210,55 @@ def test_cli_eval_tta_on_a_trained_run(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(base + ["--tta", "tnet"])
     assert "--tta: invalid choice: 'tnet'" in capsys.readouterr().err
+
+
+def test_suite_tta_rows_are_paired_with_the_plain_rows(tmp_path):
+    from _runs import tiny_suite, train_glyph_run
+
+    from metarobust.train import load_run
+
+    run = train_glyph_run(tmp_path / "run", 0)
+    grid = {"clean": [0], "corruption:gaussian_blur": [3], "gaussian_noise": [0.2],
+            "domain_shift:glyphs": [0]}
+    res = tiny_suite(run, grid, tta=("none", "bn", "tent"), per_episode=True)
+    rows = {(r["family"], r["setting"]): r for r in res["rows"]}
+    plain = [r for r in res["rows"] if "tta" not in r["setting"]]
+    assert len(plain) == 4 and len(res["rows"]) == 4 + 2 * 3  # no TTA rows for noise
+    alone = tiny_suite(run, grid, per_episode=True)
+    for mode in ("bn", "tent"):
+        # a suite run of the adapted learner: the same episodes, so the same figures
+        ref = run_suite_with(TTALearner(load_run(run), mode), grid)
+        for r in alone["rows"]:
+            if r["family"] == "gaussian_noise":
+                continue
+            tta_row = rows[(r["family"], f"{r['setting']}, tta {mode}")]
+            assert tta_row["per_episode"] == ref[r["family"]]["per_episode"]
+            assert rows[(r["family"], r["setting"])]["per_episode"] == r["per_episode"]
+
+
+def run_suite_with(learner, grid):
+    from _runs import EPISODES
+
+    from metarobust.robust import run_suite
+    from metarobust.train import load_dataset
+
+    cfg = learner.learner.config
+    ds = load_dataset(cfg, "test", "test")
+    res = run_suite(learner, ds, ways=cfg.test_ways, shots=cfg.test_shots,
+                    queries=cfg.test_queries, grid=grid, episodes=EPISODES, progress=False,
+                    source="glyphs", per_episode=True)
+    return {r["family"]: r for r in res["rows"]}
+
+
+@pytest.mark.parametrize("tta, error, words", [
+    ("bn", TypeError, "^tta: expected a tuple of modes"),
+    (("none", "tnet"), ValueError, "^tta: expected modes among none, bn, tent; got 'tnet'"),
+])
+def test_suite_bad_tta_is_named(tta, error, words):
+    from metarobust.robust import run_suite
+
+    ds = mr.data.glyphs(num_classes=10, per_class=6, image_size=16, seed=0)
+    learner = mr.learners.ProtoNet(mr.models.build_model("conv4_finn", 1, 16, filters=3))
+    with pytest.raises(error, match=words):
+        run_suite(learner, ds, ways=3, shots=1, grid={"clean": [0]}, episodes=2, tta=tta,
+                  progress=False)

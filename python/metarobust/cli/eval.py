@@ -7,18 +7,14 @@ import argparse
 import json
 from typing import Any
 
+from ._common import TTA_CHOICES, TTA_HELP
 from ._test_run import add_test_run_args, given, load_test_run, test_sampler
-
-TTA_CHOICES = ("none", "bn", "tent")  # metarobust.robust.TTA_MODES, without importing torch
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a run: mean accuracy with a 95%% CI")
     add_test_run_args(e, episodes=600)
-    e.add_argument("--tta", choices=TTA_CHOICES, default="none",
-                   help="test-time adaptation per episode: none; bn (BatchNorm statistics of "
-                        "the episode's own images); tent (bn, then one Adam step on the "
-                        "BatchNorm affine parameters minimising the query entropy)")
+    e.add_argument("--tta", choices=TTA_CHOICES, default="none", help=TTA_HELP)
     e.set_defaults(func=run)
     return e
 
