@@ -144,13 +144,13 @@ def test_maml_bn_is_its_plain_evaluation_and_tent_is_refused():
     batch = image_batch(b=2, side=SIDE)
     torch.testing.assert_close(TTALearner(maml, "bn").query_logits(batch, WAYS),
                                maml.query_logits(batch, WAYS), rtol=0, atol=0)
-    with pytest.raises(ValueError, match="^tta: 'tent' is not available for MAML"):
+    with pytest.raises(ValueError, match="^mode: 'tent' is not available for MAML"):
         TTALearner(maml, "tent")
 
 
 @pytest.mark.parametrize("args, kwargs, error, words", [
     ((None, "bn"), {}, TypeError, "^learner: expected a metarobust Learner, got NoneType"),
-    (("L", "tnet"), {}, ValueError, "^tta: expected one of none, bn, tent; got 'tnet'"),
+    (("L", "tnet"), {}, ValueError, "^mode: expected one of none, bn, tent; got 'tnet'"),
     (("L", "tent"), {"lr": 0.0}, ValueError, "^lr: must be finite and > 0, got 0.0"),
     (("L", "tent"), {"lr": float("nan")}, ValueError, "^lr: must be finite and > 0"),
     (("L", "tent"), {"steps": 0}, ValueError, "^steps: must be >= 1, got 0"),
@@ -166,11 +166,11 @@ def test_a_model_without_batch_norm_is_refused():
     learner = ProtoNet(nn.Sequential(nn.Flatten(), nn.Linear(SIDE * SIDE, 4)))
     assert TTALearner(learner, "none").mode == "none"
     for mode in ("bn", "tent"):
-        with pytest.raises(ValueError, match=f"^tta: '{mode}' adapts BatchNorm layers"):
+        with pytest.raises(ValueError, match=f"^mode: '{mode}' adapts BatchNorm layers"):
             TTALearner(learner, mode)
     frozen = ProtoNet(nn.Sequential(nn.Flatten(), nn.Linear(SIDE * SIDE, 4),
                                     nn.BatchNorm1d(4, affine=False)))
-    with pytest.raises(ValueError, match="^tta: 'tent' adapts BatchNorm affine parameters"):
+    with pytest.raises(ValueError, match="^mode: 'tent' adapts BatchNorm affine parameters"):
         TTALearner(frozen, "tent")
 
 

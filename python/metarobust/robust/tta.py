@@ -112,22 +112,22 @@ class TTALearner(Learner):
         if learner.task != "classification":
             raise ValueError(f"learner: test-time adaptation needs a classifier, got a "
                              f"{learner.task} {type(learner).__name__}")
-        self.mode = check_choice(mode, "tta", TTA_MODES)
+        self.mode = check_choice(mode, "mode", TTA_MODES)
         self.lr = check_real(lr, "lr", 0.0, low_open=True)
         self.steps = check_int(steps, "steps", 1)
         self.maml_family = hasattr(learner, "test_inner_steps")
         if self.mode == "tent" and self.maml_family:
-            raise ValueError(f"tta: 'tent' is not available for {type(learner).__name__}: "
+            raise ValueError(f"mode: 'tent' is not available for {type(learner).__name__}: "
                              "the MAML family adapts to each task in its inner loop and "
                              "already uses per-task BatchNorm statistics ('bn' is its plain "
                              "evaluation); use 'none' or 'bn'")
         if self.mode != "none" and not self.maml_family:
             bns = _batch_norms(learner)
             if not bns:
-                raise ValueError(f"tta: {mode!r} adapts BatchNorm layers; this "
+                raise ValueError(f"mode: {mode!r} adapts BatchNorm layers; this "
                                  f"{type(learner).__name__}'s model has none (use 'none')")
             if self.mode == "tent" and not any(m.affine for m in bns):
-                raise ValueError("tta: 'tent' adapts BatchNorm affine parameters; this "
+                raise ValueError("mode: 'tent' adapts BatchNorm affine parameters; this "
                                  "model's BatchNorm layers have none (affine=False)")
         self.learner = learner
         self.task = learner.task
