@@ -11,6 +11,10 @@ PROTOTYPE_HELP = ("ProtoNet runs: evaluate with these prototypes instead of the 
                   + " | ".join(METHODS) + ")")
 # The split a run is tested on when --split is not given (other datasets: their reader's)
 TEST_SPLITS = {"glyphs": "test", "omniglot": "evaluation"}
+TTA_CHOICES = ("none", "bn", "tent")  # metarobust.robust.TTA_MODES
+TTA_HELP = ("test-time adaptation per episode: none; bn (BatchNorm statistics of the "
+            "episode's own images); tent (bn, then one Adam step on the BatchNorm affine "
+            "parameters minimising the query entropy)")
 
 
 def eval_split(dataset: str, given: str | None, data_root: str | None = None) -> str | None:

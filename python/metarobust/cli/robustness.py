@@ -14,7 +14,14 @@ from ..config import DATASETS
 from ..corruption_info import CORRUPT_TARGETS
 from ..data.shift import FASHION_MNIST_DIR
 from ..robust.grid import SUITES, check_grid, suite_grid
-from ._common import PROTOTYPE_HELP, eval_split, holds_caches, set_test_prototype
+from ._common import (
+    PROTOTYPE_HELP,
+    TTA_CHOICES,
+    TTA_HELP,
+    eval_split,
+    holds_caches,
+    set_test_prototype,
+)
 
 HELP = """\
 Evaluate a trained run over a grid of perturbations and write robustness.json, .csv and
@@ -77,6 +84,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="auto: cuda when torch sees a GPU, else cpu")
     r.add_argument("--seed", type=int, default=1234,
                    help="seed of the test episodes and perturbations (default: 1234)")
+    r.add_argument("--tta", nargs="+", choices=TTA_CHOICES, default=["none"], metavar="MODE",
+                   help=TTA_HELP + "; each mode but none adds rows for the clean, corruption "
+                        "and domain-shift families on the same episodes, e.g. --tta bn tent")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=run)
     return r
@@ -143,8 +153,8 @@ def _evaluate_run(args: argparse.Namespace, run_dir: str, device: Any) -> dict[s
                     pgd_steps=args.pgd_steps, progress=not args.no_progress,
                     smoothing=Smoothing(sigma=args.certify_sigma, samples=args.certify_samples,
                                         episodes=args.certify_episodes),
-                    run=str(run_dir))
-    res.update(suite=args.suite, families=args.families, learner=cfg.learner,
+                    run=str(run_dir), tta=tuple(args.tta))
+    res.update(tta=args.tta, suite=args.suite, families=args.families, learner=cfg.learner,
                dataset=cfg.dataset, split=split, device=str(device),
                prototype=getattr(learner, "prototype", None))
     return res

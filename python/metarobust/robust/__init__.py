@@ -1,8 +1,8 @@
 """Robustness: perturbations (support-label noise, input noise and corruptions),
 adversarial attacks (FGSM, PGD), certification by randomized smoothing, open-set queries
-(unknown classes among the queries, AUROC of a score), robust training
-pieces, and the robustness suite with its report (see ``metarobust robustness`` and
-``metarobust certify``)."""
+(unknown classes among the queries, AUROC of a score), test-time adaptation
+(``TTALearner``), robust training pieces, and the robustness suite with its report (see
+``metarobust robustness`` and ``metarobust certify``)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from .label_noise import LABEL_NOISE_KINDS, apply_label_noise
 from .open_set import OpenSetSampler, auroc, evaluate_open_set
 from .report import format_table, load_result, plot_results, write_report
 from .suite import run_suite
+from .tta import TTA_MODES, TTALearner
 
 __all__ = [
-    "CORRUPTIONS", "LABEL_NOISE_KINDS", "SUITES", "Augment", "OpenSetSampler", "Smoothing",
-    "adversarial_queries", "apply_label_noise", "auroc", "certify", "check_grid",
-    "clopper_pearson_lower", "corrupt", "evaluate_open_set", "fgsm", "format_table",
-    "load_result", "pgd", "plot_results", "run_suite", "suite_grid", "write_report",
+    "CORRUPTIONS", "LABEL_NOISE_KINDS", "SUITES", "TTA_MODES", "Augment", "OpenSetSampler",
+    "Smoothing", "TTALearner", "adversarial_queries", "apply_label_noise", "auroc", "certify",
+    "check_grid", "clopper_pearson_lower", "corrupt", "evaluate_open_set", "fgsm",
+    "format_table", "load_result", "pgd", "plot_results", "run_suite", "suite_grid",
+    "write_report",
 ]

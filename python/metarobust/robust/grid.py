@@ -46,6 +46,7 @@ and ``full`` (every family and severity, 1000 episodes).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -224,11 +225,12 @@ class Cell:
     perturb: tuple | None      # python-side perturbation, None when the identity
     effective: float = 0.0     # the strength applied (label noise: the fraction corrupted)
     skip: str | None = None    # why the cell is not evaluated (it would change nothing)
+    tta: str = "none"          # test-time adaptation (metarobust.robust.tta)
 
     @property
     def key(self) -> tuple:
         """Cells with the same key have the same result (e.g. rate 0 and clean)."""
-        return (self.target, self.ways, self.shots, self.corruption, self.perturb)
+        return (self.target, self.ways, self.shots, self.corruption, self.perturb, self.tta)
 
 
 def setting(ways: int, shots: int, *extra: str) -> str:
@@ -289,4 +291,17 @@ def cells(grid: dict[str, list[float]], ways: int, shots: int,
                     for f in strengths for score in OPEN_SET_SCORES]
         else:
             out.append(Cell(family, 0.0, "", family.split(":", 1)[1], w, s, None, None))
+    return out
+
+
+def with_tta(grid_cells: list[Cell], modes: tuple[str, ...]) -> list[Cell]:
+    """The cells, then for each test-time adaptation mode but "none" a copy of the clean,
+    corruption and domain-shift cells evaluated with it (``, tta MODE`` in the setting)."""
+    out = list(grid_cells)
+    for mode in modes:
+        if mode == "none":
+            continue
+        out += [dataclasses.replace(c, tta=mode, setting=c.setting and f"{c.setting}, tta {mode}")
+                for c in grid_cells
+                if c.family == "clean" or c.family.startswith(("corruption:", "domain_shift:"))]
     return out

@@ -47,9 +47,11 @@ from .grid import (
     check_grid,
     setting,
     suite_grid,
+    with_tta,
 )
 from .label_noise import apply_label_noise
 from .open_set import evaluate_open_set, scores_of
+from .tta import TTA_MODES, TTALearner
 
 __all__ = ["run_suite"]
 
@@ -93,6 +95,7 @@ class _Suite:
     attack_batch_size: int
     warn: Callable[[str], None]
     smoothing: Smoothing = Smoothing()
+    adapted: dict[str, Any] = dataclasses.field(default_factory=dict)  # TTA mode: learner
     _datasets: dict[str, Any] = dataclasses.field(default_factory=dict)
     _certificates: dict[tuple[int, int], list[Any]] = dataclasses.field(default_factory=dict)
     _open_set: dict[tuple, Any] = dataclasses.field(default_factory=dict)
@@ -228,11 +231,13 @@ class _Suite:
             batch = sampler.sample_batch(start, min(bs, episodes - start)).to(self.device)
             if transform is not None:
                 batch = transform(batch, start)
-            acc = self.learner.evaluate_batch(batch, ways)
+            acc = self.adapted.get(cell.tta, self.learner).evaluate_batch(batch, ways)
             accs.append(acc.detach().double().cpu())
         per_episode = torch.cat(accs)
         mean, ci = mean_ci95(per_episode)
-        return {"setting": cell.setting or setting(ways, cell.shots, desc), "accuracy": mean,
+        tta = (f"tta {cell.tta}",) if cell.tta != "none" else ()
+        return {"setting": cell.setting or setting(ways, cell.shots, desc, *tta),
+                "accuracy": mean,
                 "ci95": ci, "per_episode": per_episode.tolist()}
 
 
@@ -286,6 +291,18 @@ def _smoothing(smoothing: Any) -> Smoothing:
         raise TypeError(f"smoothing: expected a metarobust.robust.certify.Smoothing, got "
                         f"{smoothing!r}")
     return smoothing
+
+
+def _tta(tta: Any, learner: Any) -> dict[str, Any]:
+    """``{mode: TTALearner}`` for the modes of ``tta`` other than "none" (named errors)."""
+    if isinstance(tta, str) or not isinstance(tta, Iterable):
+        raise TypeError(f"tta: expected a tuple of modes ({', '.join(TTA_MODES)}), got "
+                        f"{tta!r}")
+    modes = tuple(dict.fromkeys(tta))
+    for mode in modes:
+        if not isinstance(mode, str) or mode not in TTA_MODES:
+            raise ValueError(f"tta: expected modes among {', '.join(TTA_MODES)}; got {mode!r}")
+    return {m: TTALearner(learner, m) for m in modes if m != "none"}
 
 
 def _device(device: Any) -> torch.device:
@@ -358,7 +375,8 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
               pgd_steps: int = 20, ink: str | None = None, batch_size: int = 50,
               attack_batch_size: int = 10, smoothing: Smoothing | None = None,
               progress: bool = True, warn: Callable[[str], None] | None = None,
-              run: str | None = None, per_episode: bool = False) -> dict[str, Any]:
+              run: str | None = None, per_episode: bool = False,
+              tta: Iterable[str] = ("none",)) -> dict[str, Any]:
     """Evaluate ``learner`` over a robustness grid on ``dataset``.
 
     Args:
@@ -371,8 +389,7 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
         grid: a custom grid ``{family: [strength, ...]}`` (see
             :func:`~metarobust.robust.grid.check_grid`).
         episodes: per cell (default: 200 / 600 / 1000 for the suite level, 600 for a grid).
-        seed: the episode seed and the seed of every perturbation.
-        device: where the learner runs.
+        seed: the seed of the episodes and of every perturbation; device: the learner's.
         source: the dataset the run was trained on ("glyphs", "omniglot", "idx", "folder"):
             picks the domain-shift targets of a suite level and the ink polarity.
         image_size: the learner's image side (default: the dataset's).
@@ -390,12 +407,13 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
         progress: a tqdm bar over the cells.
         warn: called with each warning line (default: printed to stderr).
         run: a name for the run; per_episode: rows hold every episode's accuracy too.
+        tta: test-time adaptation modes (:mod:`~.tta`): each but "none" adds the clean,
+            corruption and domain-shift rows on the same episodes, setting ", tta MODE".
 
     Returns:
         ``{"run", "suite", "seed", "episodes", "ways", "shots", "queries", "source",
         "rows": [{"family", "setting", "strength", "effective", "accuracy", "ci95",
-        "episodes"}, ...],
-        "skipped": [{"family", "reason"}], "seconds"}``.
+        "episodes"}, ...], "skipped": [{"family", "reason"}], "seconds"}``.
     """
     name, grid = _grid(suite, grid, source)
     episodes = check_int(SUITE_EPISODES.get(name, 600) if episodes is None else episodes,
@@ -413,18 +431,17 @@ def run_suite(learner: Any, dataset: Any, *, ways: int, shots: int, queries: int
                fashion_mnist_root=fashion_mnist_root, label_noise_shots=ln_shots,
                corrupt=corrupt, pgd_steps=pgd_steps, ink=ink, batch_size=batch_size,
                attack_batch_size=attack_batch_size, warn=_recorder(warnings, warn),
-               smoothing=_smoothing(smoothing))
+               smoothing=_smoothing(smoothing), adapted=_tta(tta, learner))
     was_training = learner.training
     learner.to(s.device).eval()
+    todo = with_tta(_learner_cells(cells(grid, ways, shots, ln_shots, corrupt, pgd_steps,
+                                         s.smoothing.sigma), learner), tuple(s.adapted))
     t0 = time.perf_counter()
     try:
-        todo = _learner_cells(cells(grid, ways, shots, ln_shots, corrupt, pgd_steps,
-                                    s.smoothing.sigma), learner)
         rows, skipped = _evaluate_cells(s, todo, episodes, progress, warnings, per_episode)
     finally:
         learner.train(was_training)
     return {"run": run, "suite": name, "seed": seed, "episodes": episodes, "ways": ways,
             "shots": shots, "queries": queries, "source": source, "corrupt": corrupt,
-            "pgd_steps": pgd_steps, "rows": rows, "skipped": skipped,
-            **s.smoothing_record(rows),
+            "pgd_steps": pgd_steps, "rows": rows, "skipped": skipped, **s.smoothing_record(rows),
             "seconds": round(time.perf_counter() - t0, 2)}
