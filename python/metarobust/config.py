@@ -25,9 +25,14 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 LEARNERS = ("protonet", "matching", "relation", "r2d2", "metaoptnet", "maml", "fomaml",
-            "metasgd", "anil", "protomaml", "reptile")
+            "metasgd", "anil", "protomaml", "reptile", "simpleshot", "baseline_pp",
+            "meta_baseline", "tim")
+# transfer baselines: a backbone pre-trained as a classifier over the base classes (the
+# trainer's pre-training stage), used as pre-trained; meta_baseline adds an episodic stage
+TRANSFER_LEARNERS = ("simpleshot", "baseline_pp", "meta_baseline", "tim")
 # learners that classify from one embedding of the task (no inner loop)
-EMBEDDING_LEARNERS = ("protonet", "matching", "relation", "r2d2", "metaoptnet")
+EMBEDDING_LEARNERS = ("protonet", "matching", "relation", "r2d2", "metaoptnet",
+                      *TRANSFER_LEARNERS)
 # learners with a regression mode (sinusoid)
 REGRESSION_LEARNERS = ("maml", "fomaml", "metasgd", "anil")
 DATASETS = ("glyphs", "omniglot", "folder", "idx", "cache", "sinusoid")
@@ -60,6 +65,10 @@ class TrainConfig:
     test_shots: int | None = None
     test_queries: int | None = None
     meta_batch: int | None = None     # tasks per step: 1 (ProtoNet) / 32 (MAML)
+    pretrain_share: float | None = None  # share of the budget spent pre-training the backbone
+                                      # as a classifier of the base classes: 1 (simpleshot,
+                                      # baseline_pp, tim), 0.5 (meta_baseline), else 0
+    batch_size: int = 128             # images per pre-training step
     inner_steps: int = 1
     inner_lr: float = 0.4
     test_inner_steps: int | None = None
@@ -103,6 +112,7 @@ class TrainConfig:
         self._check_rates()
         self._check_attack_and_compile()
         self._check_learner_options()
+        self._check_pretraining()
         self._check_unused_options()
         self._check_augment()
         self._check_dataset()
@@ -257,6 +267,16 @@ class TrainConfig:
                              f"{self.learner!r} runs NCHW (leave channels_last unset or "
                              "false)")
 
+    def _check_pretraining(self) -> None:
+        """The pre-training stage: a share in [0, 1] for the learners that embed a task,
+        the whole budget for the transfer baselines without an episodic stage."""
+        from .config_defaults import check_pretraining
+
+        check_pretraining(self, EMBEDDING_LEARNERS)
+        if not self.resolved().pretrain_share:
+            self._refuse_if_set(("batch_size",), "configures classifier pre-training, which "
+                                "is off (set pretrain_share)")
+
     def _check_unused_options(self) -> None:
         """Options whose switch is off, or that the dataset has no use for, are refused
         when set: a run must not quietly differ from what its config.toml says."""
@@ -310,9 +330,11 @@ class TrainConfig:
         default_model = ("mlp_sinusoid" if sinusoid else "conv4_finn" if maml
                          else "conv4_snell_ceil" if proto_omniglot
                          else "conv4_sung" if self.learner == "relation" else "conv4_snell")
+        from .config_defaults import resolved_fields
+
         return ResolvedConfig(**{
             **self.to_dict(),
-            **_resolved_fields(self, maml, sinusoid, proto_omniglot, default_model)})
+            **resolved_fields(self, maml, sinusoid, proto_omniglot, default_model)})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -368,58 +390,7 @@ class ResolvedConfig(TrainConfig):
     lr: float = 1e-3
     schedule: str = "cosine"
     channels_last: bool = True
-
-
-def _resolved_fields(cfg: TrainConfig, maml: bool, sinusoid: bool, proto_omniglot: bool,
-                     default_model: str) -> dict[str, Any]:
-    reptile = cfg.learner == "reptile"
-    return dict(
-        model=cfg.model or default_model,
-        image_size=cfg.image_size or _default_image_size(cfg),
-        # Reptile: the interpolation step decays linearly to 0 (Nichol et al.'s code)
-        schedule=cfg.schedule or ("linear" if proto_omniglot or reptile else "cosine"),
-        meta_batch=cfg.meta_batch or (25 if sinusoid else 5 if reptile else 32 if maml else 1),
-        test_ways=cfg.test_ways or cfg.ways,
-        test_shots=cfg.test_shots or cfg.shots,
-        test_queries=cfg.test_queries if cfg.test_queries is not None
-        else cfg.queries if sinusoid else 15,
-        test_inner_steps=cfg.test_inner_steps or cfg.inner_steps,
-        # Tiny networks gain nothing from intra-op threads, and on a busy machine their
-        # barriers cost far more than the arithmetic.
-        threads=cfg.threads or (1 if sinusoid else None),
-        # Rotations quadruple the training classes (a short 20-way run otherwise sees each
-        # background character a few dozen times and overfits). Split files name their own.
-        rotations=cfg.rotations if cfg.rotations is not None
-        else cfg.dataset == "omniglot" and (cfg.split or "background") in (
-            "background", "evaluation") and _training_cache(cfg) is None,
-        # Learning rates from short-budget runs (experiments/figures.md).
-        # Reptile's lr is its interpolation step (plain SGD on theta - phi)
-        lr=cfg.lr or (3e-3 if sinusoid else 6e-3 if proto_omniglot else 1.0 if reptile
-                      else 1e-3),
-        channels_last=(cfg.channels_last if cfg.channels_last is not None
-                       else cfg.learner == "protonet"),
-    )
-
-
-def _training_cache(cfg: TrainConfig) -> Any:
-    """The cache directory the training split is read from, if the data root holds one."""
-    from . import data
-
-    if cfg.dataset in ("glyphs", "sinusoid"):
-        return None
-    return data.find_cache(data.resolve_data_root(cfg.data_root), cfg.split, "train")
-
-
-def _default_image_size(cfg: TrainConfig) -> int:
-    """The image side of ``cfg``'s training data when not set: a cache's own (the data
-    root holds one for the training split), else the dataset kind's default."""
-    from . import data
-
-    found = _training_cache(cfg)
-    shape = data.cache_dir.cache_image_shape(found) if found is not None else None
-    if shape is not None and shape[1] == shape[2]:
-        return shape[1]
-    return data.default_image_size(cfg.dataset) or 28
+    pretrain_share: float = 0.0
 
 
 def read_toml(path: Path, name: str) -> dict[str, Any]:

@@ -135,15 +135,17 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def local_batch(meta_batch: int, world: int) -> int:
-    """Tasks per rank of a global ``meta_batch`` split over ``world`` ranks."""
+def local_batch(meta_batch: int, world: int, name: str = "meta_batch") -> int:
+    """Tasks (or, for ``name`` batch_size, pre-training images) per rank of a global
+    ``meta_batch`` split over ``world`` ranks."""
     if world < 1:
         raise ValueError(f"world size: must be >= 1, got {world}")
     if meta_batch % world:
         hint = (" (ProtoNet's default meta_batch is 1; pass --meta-batch)"
-                if meta_batch < world else "")
+                if meta_batch < world and name == "meta_batch" else "")
+        what = "tasks" if name == "meta_batch" else "images"
         raise ValueError(
-            f"meta_batch: {meta_batch} tasks per step cannot be split evenly over world size "
+            f"{name}: {meta_batch} {what} per step cannot be split evenly over world size "
             f"{world} (torchrun processes); use a multiple of {world}, e.g. "
             f"{world * max(1, round(meta_batch / world))}{hint}")
     return meta_batch // world
@@ -319,15 +321,20 @@ class Distributed:
         self._bn_before: list[tuple[torch.Tensor, torch.Tensor, int]] = []
 
     @classmethod
-    def from_env(cls, device: torch.device, meta_batch: int,
-                 timeout: float | None = None) -> Distributed | None:
+    def from_env(cls, device: torch.device, meta_batch: int | None,
+                 timeout: float | None = None, *,
+                 batch_size: int | None = None) -> Distributed | None:
         """The job's :class:`Distributed` when torchrun started several processes (checking
-        first that ``meta_batch`` splits evenly, before anything waits on other ranks);
-        ``None`` in a single process."""
+        first that ``meta_batch`` (episodic steps; None: none) and ``batch_size``
+        (pre-training steps; None: none) split evenly, before anything waits on other
+        ranks); ``None`` in a single process."""
         world = world_size()
         if world <= 1:
             return None
-        local_batch(meta_batch, world)
+        if meta_batch is not None:
+            local_batch(meta_batch, world)
+        if batch_size is not None:
+            local_batch(batch_size, world, "batch_size")
         return cls(device, timeout)
 
     @contextlib.contextmanager
@@ -392,10 +399,17 @@ class Distributed:
                       ) -> dict[str, float]:
         """``learner.meta_backward`` on this rank's tasks, then gradients, BatchNorm running
         statistics and metrics synchronised over the ranks (see the module docstring)."""
+        return self.synchronised_backward(learner, lambda: learner.meta_backward(batch, ways))
+
+    def synchronised_backward(self, learner: nn.Module, backward: Callable[[], dict[str, Any]],
+                              extra: Iterable[nn.Parameter] = ()) -> dict[str, float]:
+        """``backward()`` (this rank's share of a step: it back-propagates and returns its
+        metrics), then the gradients of ``learner`` and ``extra`` (e.g. a pre-training
+        head), BatchNorm running statistics and metrics synchronised over the ranks."""
         bns = _tracked_batch_norms(learner)
         before = [(mean.clone(), var.clone(), int(count))
                   for mean, var, count in map(_running, bns)]
-        stats = learner.meta_backward(batch, ways)
+        stats = backward()
         keys = list(stats)
         # metrics, then each rank's BatchNorm update count per layer in its own slots
         mine = [int(_running(m)[2]) - n0 for m, (_, _, n0) in zip(bns, before)]
@@ -410,7 +424,7 @@ class Distributed:
         counts = [[int(values[len(keys) + q * len(bns) + i]) for q in range(self.world)]
                   for i in range(len(bns))]
         with self._collective("averaging gradients"):
-            average_gradients(learner.parameters())
+            average_gradients([*learner.parameters(), *extra])
         if bns:
             with self._collective("merging BatchNorm statistics"):
                 self._merge_batch_norms(bns, before, counts)

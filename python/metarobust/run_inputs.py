@@ -7,10 +7,12 @@ and the learner around it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from . import data
 from .config import ResolvedConfig, TrainConfig
 from .data import ImageDataset
 from .learners import (
@@ -27,7 +29,7 @@ from .learners import (
 from .models import build_model
 from .models.user import OBJECT_PREFIX, build_user_model, is_factory_name
 
-__all__ = ["MAML_VARIANTS", "backbone", "datasets", "learner", "object_record"]
+__all__ = ["MAML_VARIANTS", "backbone", "datasets", "learner", "load_dataset", "object_record"]
 
 MAML_VARIANTS = {"maml": ("second", "maml"), "fomaml": ("first", "maml"),
                  "metasgd": ("second", "metasgd"), "anil": ("second", "anil")}
@@ -136,3 +138,41 @@ def datasets(cfg: ResolvedConfig, dataset: Any, val_dataset: Any,
         return train, None
     val_split = cfg.val_split or ("val" if cfg.dataset == "glyphs" else None)
     return train, None if val_split is None else load(cfg, val_split, "val")
+
+
+def load_dataset(cfg: TrainConfig, split: str | None, role: str = "train"):
+    """The dataset of ``cfg`` for ``split`` (``role`` picks the split by default). The data
+    root is ``cfg.data_root``, else ``$METAROBUST_DATA``; a root that holds a cache for the
+    split (:mod:`metarobust.data.cache_dir`) is read from the cache, memory-mapped."""
+    if cfg.dataset == "glyphs":
+        n = cfg.glyph_classes if role == "train" else 200
+        size = cfg.image_size or data.IMAGE_SIZES["glyphs"]
+        return data.glyphs(num_classes=n, per_class=20, image_size=size, seed=cfg.seed,
+                             split=split or role)
+    root = data.resolve_data_root(cfg.data_root)
+    if not root or not Path(root).exists():
+        raise FileNotFoundError(f"data_root: {root!r} does not exist (pass --data-root or "
+                                f"set {data.DATA_ENV})")
+    if cfg.dataset == "cache" or data.find_cache(root, split, role) is not None:
+        if cfg.rotations and role == "train":
+            raise ValueError("rotations: a cache holds its classes as prepared; prepare it "
+                             "with `metarobust data prepare omniglot --rotations`")
+        return data.load_split(root, split, role, cfg.image_size)
+    if cfg.dataset in data.IMAGE_SIZES:
+        size = cfg.image_size or data.IMAGE_SIZES[cfg.dataset]
+    if cfg.dataset == "omniglot":
+        return data.omniglot(root, split=split or ("background" if role == "train"
+                                                      else "evaluation"),
+                               image_size=size,
+                               rotations=bool(cfg.rotations) and role == "train")
+    if cfg.dataset == "folder":
+        return data.image_folder(root, image_size=size, split_csv=split)
+    # idx: data_root holds <split>-images-idx3-ubyte[.gz] and <split>-labels-idx1-ubyte[.gz]
+    prefix = split or ("train" if role == "train" else "t10k")
+    found = {}
+    for kind in ("images", "labels"):
+        hits = sorted(Path(root).glob(f"{prefix}-{kind}-idx*"))
+        if not hits:
+            raise FileNotFoundError(f"data_root: no {prefix}-{kind}-idx* file in {root}")
+        found[kind] = hits[0]
+    return data.idx(found["images"], found["labels"])

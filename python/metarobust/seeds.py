@@ -23,6 +23,7 @@ suite Gaussian noise     ``derive(seed, GAUSSIAN_NOISE, part, episode)``  torch 
 suite PGD random starts   ``derive(seed, PGD_START, first episode)``      torch (PGD start)
 certification noise      ``(seed, CERTIFY, episode)``                    torch CPU
 noise training           ``derive(seed, NOISE_TRAINING, step)``          torch (its device)
+pre-training batches     ``(seed, PRETRAIN, epoch)`` (a permutation)     NumPy PCG64
 =======================  ==============================================  =====================
 
 Evaluations (``metarobust eval --seed``, the robustness suite's ``seed``) use their seed as
@@ -42,7 +43,8 @@ import numpy as np
 
 __all__ = [
     "ADVERSARIAL_TRAINING", "AUGMENT", "CERTIFY", "GAUSSIAN_NOISE", "LABEL_NOISE", "MAX_SEED",
-    "NOISE_TRAINING", "PGD_START", "VALIDATION", "derive", "numpy_rng", "torch_generator",
+    "NOISE_TRAINING", "PGD_START", "PRETRAIN", "VALIDATION", "derive", "numpy_rng",
+    "torch_generator",
 ]
 
 MAX_SEED = 2**64 - 1
@@ -56,6 +58,7 @@ GAUSSIAN_NOISE = 0x474E        # "GN"
 PGD_START = 0x5047             # "PG"
 CERTIFY = 0x4352               # "CR"
 NOISE_TRAINING = 0x4E54        # "NT"
+PRETRAIN = 0x5054              # "PT"
 
 
 def _entropy(seed: int, stream: int, parts: tuple[int, ...]) -> list[int]:

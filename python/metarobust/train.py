@@ -34,11 +34,15 @@ from .distributed import Distributed
 from .episodes import EpisodeSampler
 from .evaluate import evaluate, evaluate_regression
 from .learners import Learner, ProtoNet
+from .pretrain import Pretraining
 from .robust.attacks import adversarial_queries
 from .robust.certify import noisy_images
 from .robust.corruptions import Augment
+from .task_batches import TaskBatches
 
 MAML_VARIANTS = run_inputs.MAML_VARIANTS
+# the dataset of a config for a split (re-exported: the commands and tests read it here)
+load_dataset = run_inputs.load_dataset
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,85 +53,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_dataset(cfg: TrainConfig, split: str | None, role: str = "train"):
-    """The dataset of ``cfg`` for ``split`` (``role`` picks the split by default). The data
-    root is ``cfg.data_root``, else ``$METAROBUST_DATA``; a root that holds a cache for the
-    split (:mod:`metarobust.data.cache_dir`) is read from the cache, memory-mapped."""
-    if cfg.dataset == "glyphs":
-        n = cfg.glyph_classes if role == "train" else 200
-        size = cfg.image_size or mrdata.IMAGE_SIZES["glyphs"]
-        return mrdata.glyphs(num_classes=n, per_class=20, image_size=size, seed=cfg.seed,
-                             split=split or role)
-    root = mrdata.resolve_data_root(cfg.data_root)
-    if not root or not Path(root).exists():
-        raise FileNotFoundError(f"data_root: {root!r} does not exist (pass --data-root or "
-                                f"set {mrdata.DATA_ENV})")
-    if cfg.dataset == "cache" or mrdata.find_cache(root, split, role) is not None:
-        if cfg.rotations and role == "train":
-            raise ValueError("rotations: a cache holds its classes as prepared; prepare it "
-                             "with `metarobust data prepare omniglot --rotations`")
-        return mrdata.load_split(root, split, role, cfg.image_size)
-    if cfg.dataset in mrdata.IMAGE_SIZES:
-        size = cfg.image_size or mrdata.IMAGE_SIZES[cfg.dataset]
-    if cfg.dataset == "omniglot":
-        return mrdata.omniglot(root, split=split or ("background" if role == "train"
-                                                      else "evaluation"),
-                               image_size=size,
-                               rotations=bool(cfg.rotations) and role == "train")
-    if cfg.dataset == "folder":
-        return mrdata.image_folder(root, image_size=size, split_csv=split)
-    # idx: data_root holds <split>-images-idx3-ubyte[.gz] and <split>-labels-idx1-ubyte[.gz]
-    prefix = split or ("train" if role == "train" else "t10k")
-    found = {}
-    for kind in ("images", "labels"):
-        hits = sorted(Path(root).glob(f"{prefix}-{kind}-idx*"))
-        if not hits:
-            raise FileNotFoundError(f"data_root: no {prefix}-{kind}-idx* file in {root}")
-        found[kind] = hits[0]
-    return mrdata.idx(found["images"], found["labels"])
-
-
 def build_learner(cfg: ResolvedConfig, in_channels: int, model: Any = None) -> Learner:
     """The learner of a resolved config, around the backbone object ``model`` if given (else
     the one ``cfg.model`` names: see :func:`metarobust.run_inputs.backbone`)."""
     return run_inputs.learner(cfg, in_channels, model)
 
 
-def build_optimizer(learner: Learner, lr: float, device: torch.device) -> torch.optim.Optimizer:
-    """Adam, or plain SGD for a learner whose meta-update is an interpolation written into
-    ``.grad`` (Reptile: its ``outer_optimizer``)."""
+def build_optimizer(learner: Learner, lr: float, device: torch.device,
+                    extra: Sequence[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
+    """Adam over the learner's parameters and ``extra`` ones (a pre-training head), or plain
+    SGD for a learner whose meta-update is an interpolation written into ``.grad``
+    (Reptile: its ``outer_optimizer``)."""
     if getattr(learner, "outer_optimizer", "adam") == "sgd":
         return torch.optim.SGD(learner.parameters(), lr=lr)
     # fused: one kernel over all parameters instead of one per tensor
-    return torch.optim.Adam(learner.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
-
-
-class TaskBatches:
-    """Consecutive batches of a task family without a Rust sampler (sinusoid regression),
-    with the interface of :meth:`EpisodeSampler.batches` that the trainer uses."""
-
-    def __init__(self, tasks: Any, batch_size: int, start: int = 0,
-                 stride: int | None = None, **_: Any) -> None:
-        self.tasks, self.batch_size, self.position = tasks, batch_size, start
-        self.stride = stride or batch_size
-
-    def __next__(self) -> Any:
-        batch = self.tasks.sample_batch(self.position, self.batch_size)
-        self.position += self.stride
-        return _Movable(batch)
-
-    def close(self) -> None:
-        pass
-
-
-class _Movable:
-    """A NamedTuple batch with the ``.to(device)`` of :class:`Episode`."""
-
-    def __init__(self, batch: Any) -> None:
-        self.batch = batch
-
-    def to(self, device: torch.device, non_blocking: bool = False) -> Any:
-        return type(self.batch)(*(t.to(device, non_blocking=non_blocking) for t in self.batch))
+    return torch.optim.Adam([*learner.parameters(), *extra], lr=lr,
+                            fused=device.type in ("cpu", "cuda"))
 
 
 def _lr_factor(schedule: str, progress: float) -> float:
@@ -171,7 +112,9 @@ class Trainer:
         self.progress = progress
         self.device = resolve_device(self.cfg.device)
         # several torchrun processes: a process group on cuda:LOCAL_RANK or gloo (else None)
-        self.dist = Distributed.from_env(self.device, self.cfg.meta_batch)
+        share = self.cfg.pretrain_share
+        self.dist = Distributed.from_env(self.device, self.cfg.meta_batch if share < 1 else None,
+                                         batch_size=self.cfg.batch_size if share else None)
         self.is_main = self.dist is None or self.dist.is_main
         if self.dist is not None:
             self.device = self.dist.device
@@ -186,8 +129,14 @@ class Trainer:
         if self.cfg.compile and isinstance(self.learner, ProtoNet):  # the config's check
             # in place: state_dict keys stay those of the plain module
             self.learner.backbone.compile(mode=self.cfg.compile_mode)
-        self.optimizer = build_optimizer(self.learner, self.cfg.lr, self.device)
-        self.step, self.elapsed = 0, 0.0
+        # the classifier pre-training stage (pretrain.py), None without one
+        self.pretraining = None if not share or self.train_set is None else Pretraining(
+            self.learner, self.train_set.images, self.train_set.labels,
+            self.train_set.num_classes, self.cfg.batch_size, self.cfg.seed, self.device)
+        head = [] if self.pretraining is None else list(self.pretraining.head.parameters())
+        self.optimizer = build_optimizer(self.learner, self.cfg.lr, self.device, head)
+        self.step, self.elapsed, self.pretrain_steps = 0, 0.0, 0
+        self._episodes: Any = None
         self.best: float | None = None
         self.total_steps = self.cfg.steps or (math.ceil(self.cfg.episodes / self.cfg.meta_batch)
                                               if self.cfg.episodes else None)
@@ -232,7 +181,9 @@ class Trainer:
         return {"model": self.learner.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "step": self.step, "elapsed": self.elapsed, "best": self.best,
                 "torch_rng": torch.get_rng_state(), "config": self.cfg.to_dict(),
-                "finished": self.finished}
+                "finished": self.finished, "pretrain_steps": self.pretrain_steps,
+                **({} if self.pretraining is None
+                   else {"pretrain_head": self.pretraining.head.state_dict()})}
 
     def _resume(self) -> None:
         last = self.out / "last.pt"
@@ -254,6 +205,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.elapsed, self.best = state["step"], state["elapsed"], state["best"]
         self.finished = bool(state.get("finished", False))
+        self.pretrain_steps = int(state.get("pretrain_steps", 0))
+        if self.pretraining is not None:
+            self.pretraining.head.load_state_dict(state["pretrain_head"])
         torch.set_rng_state(state["torch_rng"].cpu())
 
     def _save(self, name: str) -> None:
@@ -328,15 +282,70 @@ class Trainer:
                                     pin_memory=self.device.type == "cuda",
                                     transform=self._augment())
 
-    def _train_step(self, batches: Any) -> tuple[dict[str, Any], float]:
+    def _pretraining_now(self) -> bool:
+        """Whether the next step is a pre-training one (the first ``pretrain_share`` of the
+        budget: of the steps, or of the minutes)."""
+        share = self.cfg.pretrain_share
+        if self.pretraining is None or share >= 1:
+            return self.pretraining is not None
+        if self.total_steps:
+            return self.step < math.ceil(share * self.total_steps)
+        return self._progress_fraction() < share
+
+    def _phase_progress(self, pretraining: bool) -> float:
+        """Progress within the current stage (each stage runs its own lr schedule)."""
+        p, share = self._progress_fraction(), self.cfg.pretrain_share
+        if not share:
+            return p
+        return p / share if pretraining else (p - share) / (1 - share)
+
+    def _pretrain_step(self) -> dict[str, Any]:
+        """One pre-training step's backward (this rank's slice of the global batch)."""
+        cfg, pre = self.cfg, self.pretraining
+        assert pre is not None
+        start, count = 0, cfg.batch_size
+        if self.dist is not None:
+            count = self.dist.local_batch(cfg.batch_size)
+            start = self.dist.rank * count
+        x, y = pre.batch(self.pretrain_steps, start, count)
+        noise = None if cfg.noise_train is None else (
+            cfg.noise_train, seeds.derive(cfg.seed, seeds.NOISE_TRAINING, self.step))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            if self.dist is None:
+                return pre.backward(x, y, noise)
+            return self.dist.synchronised_backward(
+                self.learner, lambda: pre.backward(x, y, noise), pre.head.parameters())
+
+    def _train_step(self) -> tuple[dict[str, Any], float]:
         """One optimiser step; returns the step's statistics (on the device) and its lr."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        batch = next(batches).to(self.device, non_blocking=True)
-        lr = cfg.lr * _lr_factor(cfg.schedule, self._progress_fraction())
+        pretraining = self._pretraining_now()
+        lr = cfg.lr * _lr_factor(cfg.schedule, self._phase_progress(pretraining))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
+        if pretraining:
+            stats = self._pretrain_step()
+            self.pretrain_steps += 1
+        else:
+            stats = self._meta_step()
+        self.optimizer.step()
+        self.step += 1
+        dt = time.perf_counter() - t0
+        if self.dist is not None and cfg.minutes is not None:
+            dt = self.dist.agree(dt)  # rank 0's clock: all ranks stop at one step
+        self.elapsed += dt
+        return stats, lr
+
+    def _meta_step(self) -> dict[str, Any]:
+        """One episodic step's backward. The episode stream starts at the first episodic
+        step of this process (after the pre-training stage: a resumed run reads the same
+        episodes as an uninterrupted one whatever the stage's length)."""
+        cfg = self.cfg
+        if self._episodes is None:
+            self._episodes = self._batches()
+        batch = next(self._episodes).to(self.device, non_blocking=True)
         ways = None if self.regression else cfg.ways
         if cfg.adversarial:
             seed = seeds.derive(cfg.seed, seeds.ADVERSARIAL_TRAINING, self.step)
@@ -348,24 +357,20 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             # sync=False: no host read inside the step (the sampler's labels are in range),
             # so a GPU step queues while the previous one still runs
-            stats = (self.learner.meta_backward(batch, ways, sync=False) if self.dist is None
-                     else self.dist.meta_backward(self.learner, batch, ways))
-        self.optimizer.step()
-        self.step += 1
-        dt = time.perf_counter() - t0
-        if self.dist is not None and cfg.minutes is not None:
-            dt = self.dist.agree(dt)  # rank 0's clock: all ranks stop at one step
-        self.elapsed += dt
-        return stats, lr
+            return (self.learner.meta_backward(batch, ways, sync=False) if self.dist is None
+                    else self.dist.meta_backward(self.learner, batch, ways))
 
     def _log_step(self, stats: dict[str, Any], lr: float, window: tuple[int, float],
                   bar: Any) -> tuple[dict[str, float], tuple[int, float]]:
-        """Reads the step's statistics on the host and logs them with the episodes/s since
-        the last log (``window``: its step and time)."""
+        """Reads the step's statistics on the host and logs them with the episodes/s (the
+        pre-training stage: images/s) since the last log (``window``: its step and time)."""
         self._drain()
         host = {k: float(v) for k, v in stats.items()}
-        rate = self.cfg.meta_batch * (self.step - window[0]) / (self.elapsed - window[1])
-        self._emit("on_step", {"step": self.step, "lr": lr, "episodes_per_s": rate, **host})
+        pretraining = self.pretrain_steps == self.step and self.pretraining is not None
+        per_step, unit = ((self.cfg.batch_size, "images_per_s") if pretraining
+                          else (self.cfg.meta_batch, "episodes_per_s"))
+        rate = per_step * (self.step - window[0]) / (self.elapsed - window[1])
+        self._emit("on_step", {"step": self.step, "lr": lr, unit: rate, **host})
         bar.set_postfix(loss=f"{host['loss']:.3f}", eps=f"{rate:.0f}/s")
         return host, (self.step, self.elapsed)
 
@@ -390,16 +395,17 @@ class Trainer:
             self.dist.broadcast_module(self.learner)
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.cfg.learner}",
                    unit="step", disable=None if self.progress and self.is_main else True)
-        batches = self._batches()
+        self._episodes = None  # the episodic batches, opened at the first episodic step
         try:
             try:
-                last = self._loop(batches, bar, stop_at)
+                last = self._loop(bar, stop_at)
             except KeyboardInterrupt:
                 self._save("last.pt")
                 raise
             finally:
                 bar.close()
-                batches.close()
+                if self._episodes is not None:
+                    self._episodes.close()
             result = self._finish(last)
         except BaseException:
             self._emit("on_end", None)
@@ -407,13 +413,13 @@ class Trainer:
         self._emit("on_end", result)
         return result
 
-    def _loop(self, batches: Any, bar: Any, stop_at: int | None) -> dict[str, Any]:
+    def _loop(self, bar: Any, stop_at: int | None) -> dict[str, Any]:
         """The training steps, validations and checkpoints; the last logged statistics."""
         cfg = self.cfg
         last: dict[str, Any] = {}
         window = (self.step, self.elapsed)  # episodes/s over the steps since the last log
         while not self._done() and (stop_at is None or self.step < stop_at):
-            last, lr = self._train_step(batches)
+            last, lr = self._train_step()
             if self.step % cfg.log_every == 0 or self.step == 1:  # the host reads the step
                 last, window = self._log_step(last, lr, window, bar)
             bar.update(1)
@@ -444,7 +450,9 @@ class Trainer:
             self.best, self.elapsed = self.dist.run_on_main(lambda: (self.best, self.elapsed))
         best = {"best_val_mse": -self.best if self.best is not None else None} \
             if self.regression else {"best_val_accuracy": self.best}
-        return {"steps": self.step, "episodes": self.step * self.cfg.meta_batch,
+        stage = {} if self.pretraining is None else {"pretrain_steps": self.pretrain_steps}
+        return {"steps": self.step,
+                "episodes": (self.step - self.pretrain_steps) * self.cfg.meta_batch, **stage,
                 "seconds": self.elapsed, **best, **{k: float(v) for k, v in last.items()}}
 
 

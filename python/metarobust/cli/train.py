@@ -17,7 +17,10 @@ FLAGS = {
     "learner": (str, f"one of {', '.join(LEARNERS)} (matching: Matching Networks; "
                      "relation: Relation Networks; r2d2: ridge-regression head; metaoptnet: "
                      "SVM head; protomaml: MAML with a prototype-initialised head, first "
-                     "order; reptile: Reptile, give it --inner-steps, 5 in its paper)"),
+                     "order; reptile: Reptile, give it --inner-steps, 5 in its paper; "
+                     "simpleshot, baseline_pp (Baseline++), tim (TIM-GD): a backbone "
+                     "pre-trained as a classifier; meta_baseline: that, then a cosine "
+                     "prototype meta stage)"),
     "dataset": (str, f"one of {', '.join(DATASETS)}"),
     "data_root": (str, "dataset folder (omniglot: the folder holding omniglot-py/ or it; a "
                        "cache from `metarobust data prepare`, or a folder of caches named by "
@@ -41,6 +44,11 @@ FLAGS = {
     "meta_batch": (int, "tasks per step (default: 1 for ProtoNet and the other learners "
                         "without an inner loop, 32 for MAML, 5 for reptile, 25 for "
                         "sinusoid)"),
+    "pretrain_share": (float, "share of the budget spent pre-training the backbone as a "
+                              "classifier of all training classes, before episodic "
+                              "training (default: 1 for simpleshot, baseline_pp, tim; 0.5 "
+                              "for meta_baseline; else 0; learners without an inner loop)"),
+    "batch_size": (int, "images per pre-training step"),
     "inner_steps": (int, "inner steps (MAML family, protomaml, reptile)"),
     "inner_lr": (float, "inner learning rate (MAML family, protomaml, reptile: SGD)"),
     "test_inner_steps": (int, "MAML inner steps at evaluation (default: --inner-steps)"),
