@@ -50,6 +50,8 @@ class SimpleShot(TransferLearner):
 
     pretrain_head = "linear"
     episodic = False
+    base_mean: torch.Tensor
+    base_count: torch.Tensor
 
     def __init__(self, backbone: nn.Module, *, centering: str = "base",
                  base_momentum: float | None = 0.1,

@@ -74,10 +74,10 @@ def _score_gradients(p: torch.Tensor, onehot: torch.Tensor, s: int,
     q = pq.shape[1]
     g_support = (ps - onehot).mul_(ce_w / s)  # the mean cross-entropy
     # for a query, cond_w H(Y|X) - marg_w H(Y) has the gradient p * (b - sum_k p b),
-    # b = (cond_w log(p + eps) + marg_w log(m)) / q, m the mean prediction: constants
+    # b = (marg_w log(m) - cond_w log(p + eps)) / q, m the mean prediction: constants
     # added to b across classes cancel (the derivatives of the logarithms add some; the
     # sum of the predictions stands for their mean). An absent class has m = p = 0.
-    b = torch.log(pq + LOG_EPS).mul_(cond_w / q)
+    b = torch.log(pq + LOG_EPS).mul_(-cond_w / q)
     b += torch.log(pq.sum(1, keepdim=True).clamp_min_(1e-30)).mul_(marg_w / q)
     g_query = pq * b.sub_((pq * b).sum(-1, keepdim=True))
     return torch.cat([g_support, g_query], dim=1)
