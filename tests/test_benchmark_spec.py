@@ -160,4 +160,8 @@ def test_shipped_specs_load_and_cover_every_learner():
     assert all(m.config.minutes == 2.5 and m.config.steps is None for m in cpu.methods)
     # the GPU spec trains the published recipes with their own budgets
     assert gpu.budget == {} and {m.config.episodes for m in gpu.methods} == \
-        {200000, 1920000, 60000, 100000}
+        {200000, 1920000, 60000, 100000, None}
+    # the transfer baselines' budgets are pre-training (and meta-stage) steps
+    assert {m.config.learner: m.config.steps for m in gpu.methods
+            if m.config.episodes is None} == {"simpleshot": 20000, "baseline_pp": 20000,
+                                              "meta_baseline": 40000, "tim": 20000}

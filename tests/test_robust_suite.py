@@ -103,11 +103,14 @@ def test_maml_runs_through_the_suite(tmp_path):
 
 
 @pytest.mark.parametrize("learner", ["matching", "relation", "r2d2", "metaoptnet", "protomaml",
-                                     "reptile"])
+                                     "reptile", "simpleshot", "baseline_pp", "meta_baseline",
+                                     "tim"])
 def test_each_learner_runs_through_every_family(tmp_path, learner):
     extra = {"inner_steps": 2} if learner in ("protomaml", "reptile") else {}
+    if learner in ("simpleshot", "baseline_pp", "meta_baseline", "tim"):
+        extra = {"batch_size": 16}  # two steps: pre-training (and a meta step)
     cfg = TrainConfig(learner=learner, dataset="glyphs", image_size=16, glyph_classes=30,
-                      ways=5, shots=1, queries=3, test_queries=3, meta_batch=2, episodes=2,
+                      ways=5, shots=1, queries=3, test_queries=3, meta_batch=2, steps=2,
                       val_every=10**6, val_episodes=2, device="cpu", seed=0, **extra)
     Trainer(cfg, tmp_path / learner, progress=False).fit()
     grid = {**GRID, "corruption:gaussian_blur": [3]}

@@ -18,19 +18,26 @@ from .data import ImageDataset
 from .learners import (
     MAML,
     R2D2,
+    TIM,
+    BaselinePP,
     Learner,
     MatchingNet,
+    MetaBaseline,
     MetaOptNet,
     ProtoMAML,
     ProtoNet,
     RelationNet,
     Reptile,
+    SimpleShot,
 )
 from .models import build_model
 from .models.user import OBJECT_PREFIX, build_user_model, is_factory_name
 
 __all__ = ["MAML_VARIANTS", "backbone", "datasets", "learner", "load_dataset", "object_record"]
 
+# the transfer baselines, at their papers' test-time settings
+TRANSFER = {"simpleshot": SimpleShot, "baseline_pp": BaselinePP, "meta_baseline": MetaBaseline,
+            "tim": TIM}
 MAML_VARIANTS = {"maml": ("second", "maml"), "fomaml": ("first", "maml"),
                  "metasgd": ("second", "metasgd"), "anil": ("second", "anil")}
 
@@ -75,6 +82,8 @@ def learner(cfg: ResolvedConfig, in_channels: int, model: nn.Module | None = Non
     if cfg.learner == "protonet":
         return ProtoNet(net, metric=cfg.metric, prototype=cfg.prototype, chunk_size=chunk,
                         channels_last=bool(cfg.channels_last))
+    if cfg.learner in TRANSFER:
+        return TRANSFER[cfg.learner](net, chunk_size=chunk)
     if cfg.learner in ("matching", "relation", "r2d2", "metaoptnet"):
         if cfg.learner == "matching":
             return MatchingNet(net, chunk_size=chunk)
