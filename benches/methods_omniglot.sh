@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Omniglot 5-way and 20-way 1-shot of every episodic learner after the same short CPU
-# budget: `--minutes M` of 5-way 1-shot training (15 queries) on the background alphabets
+# Omniglot 5-way and 20-way 1-shot of every learner after the same short CPU budget:
+# `--minutes M` of 5-way 1-shot training (15 queries; the transfer baselines: classifier
+# pre-training, batches of 128 images, Meta-Baseline half of it) on the background alphabets
 # (rotated classes added, the default) on one torch thread, then 1,000 episodes of the
 # evaluation alphabets 5-way (15 queries) and 20-way (5 queries). Reptile's classifier has
 # a fixed number of outputs, so its 20-way column comes from a 20-way run of the same budget.
-# Usage: METAROBUST_DATA=/path/to/data M=3 bash benches/methods_omniglot.sh [OUT_DIR]
+# Usage: METAROBUST_DATA=/path/to/data M=3 bash benches/methods_omniglot.sh [OUT_DIR] [LEARNER...]
 # The last line of each eval log is JSON; benches/results/methods_omniglot.md holds a run.
 set -euo pipefail
 : "${METAROBUST_DATA:?set METAROBUST_DATA to the folder holding omniglot-py/}"
 OUT=${1:-runs/methods-omniglot}
+shift || true
+LEARNERS=("$@")
+[ ${#LEARNERS[@]} -gt 0 ] || LEARNERS=(protonet matching relation r2d2 metaoptnet protomaml
+                                       reptile simpleshot baseline_pp meta_baseline tim)
 M=${M:-3}
 mkdir -p "$OUT"
 train() {  # name learner ways queries extra...
@@ -22,7 +27,7 @@ evaluate() {  # name ways queries
   metarobust eval "$OUT/$1" --ways "$2" --shots 1 --queries "$3" --episodes 1000 \
     > "$OUT/eval_$1_$2.log" 2>&1
 }
-for learner in protonet matching relation r2d2 metaoptnet protomaml reptile; do
+for learner in "${LEARNERS[@]}"; do
   extra=()
   case $learner in
     protomaml) extra=(--meta-batch 4 --test-inner-steps 3) ;;

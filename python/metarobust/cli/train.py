@@ -31,8 +31,8 @@ FLAGS = {
     "model": (str, "backbone: conv4_snell | conv4_snell_ceil | conv4_finn | conv4_mini | "
                    "conv4_sung | resnet12 (default: conv4_snell_ceil for ProtoNet on "
                    "Omniglot, conv4_snell for other ProtoNets and for matching, r2d2, "
-                   "metaoptnet and the transfer baselines; conv4_sung for relation; conv4_finn for MAML, protomaml, "
-                   "reptile), or your own as "
+                   "metaoptnet and the transfer baselines; conv4_sung for relation; "
+                   "conv4_finn for MAML, protomaml, reptile), or your own as "
                    "module.path:factory, called with in_channels and image_size if it "
                    "takes them and returning an nn.Module"),
     "ways": (int, "classes per training episode"),
