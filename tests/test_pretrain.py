@@ -188,3 +188,28 @@ def test_bad_pretraining_options_are_named(fields, message):
 def test_pretrain_share_type_is_checked():
     with pytest.raises(TypeError, match="pretrain_share: expected float or None"):
         TrainConfig(**GLYPHS, steps=5, pretrain_share="half").check()
+
+
+def test_a_run_saved_before_the_pretraining_options_resumes(tmp_path):
+    """A run directory whose saved config lacks the options added with pre-training (an
+    earlier version wrote it) resumes as the same config, and a finished one is left."""
+    cfg = TrainConfig(**GLYPHS, steps=4, val_every=100)
+    first = Trainer(cfg, tmp_path, progress=False)
+    first.fit(stop_at=2)
+    state = load_checkpoint(tmp_path / "last.pt")
+    for name in ("pretrain_share", "batch_size"):
+        del state["config"][name]
+    torch.save(state, tmp_path / "last.pt")
+    assert TrainConfig.completed(state["config"], resolved=True) == cfg.resolved().to_dict()
+    assert Trainer(cfg, tmp_path, progress=False).fit()["steps"] == 4
+    # a different config is still refused
+    with pytest.raises(ValueError, match=r"different config \(seed\)"):
+        Trainer(TrainConfig(**{**GLYPHS, "seed": 1}, steps=4, val_every=100), tmp_path,
+                progress=False).fit()
+
+
+def test_completed_leaves_a_current_dict_alone():
+    data = TrainConfig(**GLYPHS, steps=3).to_dict()
+    assert TrainConfig.completed(data) is data
+    old = {k: v for k, v in data.items() if k != "batch_size"}
+    assert TrainConfig.completed(old) == data

@@ -356,6 +356,19 @@ class TrainConfig:
         return cls(**data).check_types(source)
 
     @classmethod
+    def completed(cls, data: dict[str, Any], resolved: bool = False) -> dict[str, Any]:
+        """A saved config's dict (``to_dict``, of a resolved config if ``resolved``) with the
+        fields it lacks (options added since it was saved) at their defaults, so that runs
+        saved by an earlier version compare equal to the same config today."""
+        names = {f.name for f in fields(cls)}
+        missing = names - set(data)
+        if not missing:
+            return data
+        known = {k: v for k, v in data.items() if k in names}
+        base = cls(**known).resolved().to_dict() if resolved else cls(**known).to_dict()
+        return {**{k: base[k] for k in missing}, **data}
+
+    @classmethod
     def load(cls, path: str | os.PathLike) -> TrainConfig:
         path = Path(path)
         return cls.from_dict(read_toml(path, "config"), source=str(path))

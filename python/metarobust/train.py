@@ -195,7 +195,8 @@ class Trainer:
         if state is None:
             return
         free = ("steps", "episodes", "minutes", "log_every", "tensorboard")  # may change
-        saved = {k: v for k, v in state["config"].items() if k not in free}
+        saved = {k: v for k, v in TrainConfig.completed(state["config"], resolved=True).items()
+                 if k not in free}
         mine = {k: v for k, v in self.cfg.to_dict().items() if k not in free}
         if saved != mine:
             diff = sorted(k for k in mine if saved.get(k) != mine[k])

@@ -97,7 +97,7 @@ def _train(method: Method, out: Path, progress: bool, log: Callable[[str], None]
     run = out / "runs" / method.name
     path = out / "cells" / method.name / "train.json"
     stored = _read_json(path)
-    if (isinstance(stored, dict) and stored.get("config") == cfg.to_dict()
+    if (isinstance(stored, dict) and _same_config(stored.get("config"), cfg)
             and (run / "best.pt").is_file()):
         return dict(stored["record"])
     log(f"training {method.name} ({cfg.learner}) into {run}")
@@ -109,6 +109,17 @@ def _train(method: Method, out: Path, progress: bool, log: Callable[[str], None]
               "train_seconds": result["seconds"], "steps": result["steps"]}
     _write_json(path, {"config": cfg.to_dict(), "record": record})
     return record
+
+
+def _same_config(stored: Any, cfg: TrainConfig) -> bool:
+    """Whether a stored ``train.json`` config is ``cfg`` (options added since it was
+    written at their defaults); an unreadable one is not."""
+    if not isinstance(stored, dict):
+        return False
+    try:
+        return TrainConfig.completed(stored) == cfg.to_dict()
+    except (TypeError, ValueError):
+        return False
 
 
 def load_test_set(spec: Spec) -> Any:
