@@ -63,6 +63,16 @@ OTHER_LEARNERS = {
     "reptile": lambda draw, ways: (f"mr.learners.Reptile(net, inner_lr=0.1, "
                                    f"test_inner_steps={draw(st.integers(0, 2))}, ways={ways}, "
                                    "path='loop')"),
+    "simpleshot": lambda draw, ways: (
+        f"mr.learners.SimpleShot(net, "
+        f"centering={draw(st.sampled_from(['base', 'support', 'none']))!r})"),
+    "baseline_pp": lambda draw, ways: (f"mr.learners.BaselinePP(net, "
+                                       f"finetune_epochs={draw(st.integers(0, 3))}, "
+                                       f"batch_size={draw(st.sampled_from([None, 1, 4]))})"),
+    "meta_baseline": lambda draw, ways: (
+        f"mr.learners.MetaBaseline(net, temperature={draw(st.sampled_from([1.0, 10.0]))})"),
+    "tim": lambda draw, ways: (f"mr.learners.TIM(net, iterations={draw(st.integers(0, 5))}, "
+                               f"lr={draw(st.sampled_from([1e-4, 0.1]))})"),
 }
 
 
