@@ -37,6 +37,7 @@ from .learners import Learner, ProtoNet
 from .robust.attacks import adversarial_queries
 from .robust.certify import noisy_images
 from .robust.corruptions import Augment
+from .robust.meta_objectives import check_objective, meta_objective
 
 MAML_VARIANTS = run_inputs.MAML_VARIANTS
 
@@ -183,6 +184,11 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)
         channels = 1 if self.regression else self.train_set.images.shape[1]
         self.learner: Learner = build_learner(self.cfg, channels, model).to(self.device)
+        if self.cfg.adversarial and self.cfg.adv_method != "aq":
+            check_objective(self.learner, self.cfg.adv_method, self.cfg.adv_inner)
+            if self.dist is not None:
+                raise ValueError(f"adv_method: {self.cfg.adv_method!r} trains in one process; "
+                                 "under torchrun use 'aq'")
         if self.cfg.compile and isinstance(self.learner, ProtoNet):  # the config's check
             # in place: state_dict keys stay those of the plain module
             self.learner.backbone.compile(mode=self.cfg.compile_mode)
@@ -338,18 +344,26 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         ways = None if self.regression else cfg.ways
+        objective = None  # TRADES / ADML: the step's backward (robust.meta_objectives)
         if cfg.adversarial:
             seed = seeds.derive(cfg.seed, seeds.ADVERSARIAL_TRAINING, self.step)
-            batch = adversarial_queries(self.learner, batch, cfg.ways, cfg.adv_eps, cfg.adv_steps,
-                                        cfg.adv_step_size, cfg.adv_norm, seed=seed)
+            if cfg.adv_method == "aq":
+                batch = adversarial_queries(self.learner, batch, cfg.ways, cfg.adv_eps,
+                                            cfg.adv_steps, cfg.adv_step_size, cfg.adv_norm,
+                                            seed=seed)
+            else:
+                objective = meta_objective(cfg.adv_method, cfg.adv_eps, cfg.adv_steps,
+                                           cfg.adv_step_size, cfg.adv_norm,
+                                           beta=cfg.trades_beta, inner=cfg.adv_inner, seed=seed)
         if cfg.noise_train is not None:
             batch = noisy_images(batch, cfg.noise_train,
                                   seeds.derive(cfg.seed, seeds.NOISE_TRAINING, self.step))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             # sync=False: no host read inside the step (the sampler's labels are in range),
             # so a GPU step queues while the previous one still runs
-            stats = (self.learner.meta_backward(batch, ways, sync=False) if self.dist is None
-                     else self.dist.meta_backward(self.learner, batch, ways))
+            stats = (objective(self.learner, batch, cfg.ways) if objective is not None
+                     else self.learner.meta_backward(batch, ways, sync=False)
+                     if self.dist is None else self.dist.meta_backward(self.learner, batch, ways))
         self.optimizer.step()
         self.step += 1
         dt = time.perf_counter() - t0
