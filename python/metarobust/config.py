@@ -94,6 +94,9 @@ class TrainConfig:
     adv_steps: int = 7
     adv_step_size: float = 2 / 255
     adv_norm: str = "linf"            # linf | l2
+    adv_method: str = "aq"            # the robust objective: aq | trades | adml
+    trades_beta: float = 6.0          # trades: weight of the KL term
+    adv_inner: bool = False           # trades, MAML family: the TRADES term in the inner loop
     augment: str | None = None        # corruption augmentation: names, comma-separated, or all
     augment_severity: int = 3         # its severities: 1..augment_severity, drawn uniformly
     augment_prob: float = 0.5         # the share of training episodes it corrupts
@@ -111,6 +114,7 @@ class TrainConfig:
         self._check_counts()
         self._check_rates()
         self._check_attack_and_compile()
+        self._check_objective()
         self._check_learner_options()
         self._check_pretraining()
         self._check_unused_options()
@@ -204,6 +208,25 @@ class TrainConfig:
                              f"{self.learner!r} differentiates through its inner loop "
                              "(functional calls, double backward), which compiled graphs do "
                              "not support")
+
+    def _check_objective(self) -> None:
+        """The robust objective's options (robust.meta_objectives)."""
+        self._choice("adv_method", ("aq", "trades", "adml"))
+        if not math.isfinite(self.trades_beta) or self.trades_beta < 0:
+            raise ValueError(f"trades_beta: must be finite and >= 0, got {self.trades_beta}")
+        if not self.adversarial:
+            self._refuse_if_set(("adv_method", "trades_beta", "adv_inner"),
+                                "configures adversarial training, which is off (set adversarial)")
+        if self.adv_method != "trades":
+            self._refuse_if_set(("trades_beta", "adv_inner"),
+                                f"a TRADES option; adv_method is {self.adv_method!r}")
+        if self.adv_method != "aq" and self.learner == "reptile":
+            raise ValueError(f"adv_method: {self.adv_method!r} differentiates a query loss; "
+                             "Reptile's update is theta - phi (use 'aq' or another learner)")
+        if self.adv_inner and self.learner not in ("maml", "fomaml", "metasgd", "anil"):
+            raise ValueError(f"adv_inner: the TRADES term in the inner loop needs an inner loop "
+                             f"of the MAML family (maml, fomaml, metasgd, anil), got learner "
+                             f"{self.learner!r}")
 
     def _check_augment(self) -> None:
         if self.augment is None:

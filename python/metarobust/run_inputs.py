@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from . import data
@@ -33,7 +34,8 @@ from .learners import (
 from .models import build_model
 from .models.user import OBJECT_PREFIX, build_user_model, is_factory_name
 
-__all__ = ["MAML_VARIANTS", "backbone", "datasets", "learner", "load_dataset", "object_record"]
+__all__ = ["MAML_VARIANTS", "backbone", "datasets", "learner", "load_dataset", "object_record",
+           "resolve_device"]
 
 # the transfer baselines, at their papers' test-time settings
 TRANSFER = {"simpleshot": SimpleShot, "baseline_pp": BaselinePP, "meta_baseline": MetaBaseline,
@@ -185,3 +187,11 @@ def load_dataset(cfg: TrainConfig, split: str | None, role: str = "train"):
             raise FileNotFoundError(f"data_root: no {prefix}-{kind}-idx* file in {root}")
         found[kind] = hits[0]
     return data.idx(found["images"], found["labels"])
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for but torch sees no CUDA device")
+    return torch.device(name)

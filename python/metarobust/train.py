@@ -14,6 +14,7 @@ again does nothing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -38,19 +39,13 @@ from .pretrain import Pretraining
 from .robust.attacks import adversarial_queries
 from .robust.certify import noisy_images
 from .robust.corruptions import Augment
+from .robust.meta_objectives import check_objective, meta_objective
 from .task_batches import TaskBatches
 
 MAML_VARIANTS = run_inputs.MAML_VARIANTS
 # the dataset of a config for a split (re-exported: the commands and tests read it here)
 load_dataset = run_inputs.load_dataset
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' was asked for but torch sees no CUDA device")
-    return torch.device(name)
+resolve_device = run_inputs.resolve_device
 
 
 def build_learner(cfg: ResolvedConfig, in_channels: int, model: Any = None) -> Learner:
@@ -126,6 +121,11 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)
         channels = 1 if self.regression else self.train_set.images.shape[1]
         self.learner: Learner = build_learner(self.cfg, channels, model).to(self.device)
+        if self.cfg.adversarial and self.cfg.adv_method != "aq":
+            check_objective(self.learner, self.cfg.adv_method, self.cfg.adv_inner)
+            if self.dist is not None:
+                raise ValueError(f"adv_method: {self.cfg.adv_method!r} trains in one process; "
+                                 "under torchrun use 'aq'")
         if self.cfg.compile and isinstance(self.learner, ProtoNet):  # the config's check
             # in place: state_dict keys stay those of the plain module
             self.learner.backbone.compile(mode=self.cfg.compile_mode)
@@ -348,16 +348,27 @@ class Trainer:
             self._episodes = self._batches()
         batch = next(self._episodes).to(self.device, non_blocking=True)
         ways = None if self.regression else cfg.ways
+        objective = None  # TRADES / ADML: the step's backward (robust.meta_objectives)
         if cfg.adversarial:
             seed = seeds.derive(cfg.seed, seeds.ADVERSARIAL_TRAINING, self.step)
-            batch = adversarial_queries(self.learner, batch, cfg.ways, cfg.adv_eps, cfg.adv_steps,
-                                        cfg.adv_step_size, cfg.adv_norm, seed=seed)
+            if cfg.adv_method == "aq":
+                batch = adversarial_queries(self.learner, batch, cfg.ways, cfg.adv_eps,
+                                            cfg.adv_steps, cfg.adv_step_size, cfg.adv_norm,
+                                            seed=seed)
+            else:
+                objective = meta_objective(cfg.adv_method, cfg.adv_eps, cfg.adv_steps,
+                                           cfg.adv_step_size, cfg.adv_norm,
+                                           beta=cfg.trades_beta, inner=cfg.adv_inner, seed=seed)
         if cfg.noise_train is not None:
             batch = noisy_images(batch, cfg.noise_train,
                                   seeds.derive(cfg.seed, seeds.NOISE_TRAINING, self.step))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             # sync=False: no host read inside the step (the sampler's labels are in range),
             # so a GPU step queues while the previous one still runs
+            if objective is not None:
+                run = functools.partial(objective, self.learner, batch, cfg.ways)
+                return run() if self.dist is None else \
+                    self.dist.synchronised_backward(self.learner, run)
             return (self.learner.meta_backward(batch, ways, sync=False) if self.dist is None
                     else self.dist.meta_backward(self.learner, batch, ways))
 

@@ -84,6 +84,10 @@ FLAGS = {
     "adv_steps": (int, "adversarial querying: PGD steps"),
     "adv_step_size": (float, "adversarial querying: PGD step size"),
     "adv_norm": (str, "adversarial querying: linf | l2"),
+    "adv_method": (str, "with --adversarial, the robust objective: aq (adversarial querying) | "
+                        "trades (clean loss + beta * KL to PGD queries; R-MAML) | adml "
+                        "(adversarial queries and adversarial support; twice aq's cost)"),
+    "trades_beta": (float, "with --adv-method trades: weight of the KL term"),
     "augment": (str, "corruption augmentation: corruption names, comma-separated, or 'all' "
                      "(see metarobust.robust.corruptions)"),
     "augment_severity": (int, "augmentation severities 1..this"),
@@ -95,7 +99,7 @@ FLAGS = {
 DEFAULT_TEXT = {"adv_eps": "8/255", "adv_step_size": "2/255"}
 # store_true / --x/--no-x flags: (config field, value when absent)
 SWITCHES = {"rotations": None, "channels_last": None, "bf16": False, "compile": False,
-            "adversarial": False, "tensorboard": False}
+            "adversarial": False, "adv_inner": False, "tensorboard": False}
 BUDGETS = ("steps", "episodes", "minutes")
 # validation options that follow a training option when not set
 FOLLOWS = {"test_ways": "ways", "test_shots": "shots", "test_inner_steps": "inner_steps"}
@@ -130,6 +134,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         "pay the compilation)")
     t.add_argument("--adversarial", action="store_true",
                    help="adversarial querying (Goldblum et al. 2020): train on PGD queries")
+    t.add_argument("--adv-inner", action="store_true",
+                   help="with --adv-method trades, MAML family: the TRADES term on PGD "
+                        "support copies in the inner loop too (default: the outer loop only)")
     t.add_argument("--tensorboard", action="store_true",
                    help="also write the metrics as TensorBoard event files in "
                         "RUN_DIR/tensorboard (needs the tensorboard package: pip install "

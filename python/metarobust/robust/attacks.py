@@ -212,13 +212,16 @@ def _prepare(learner: Any, batch: Any, ways: Any, target: Any, norm: Any,
 
 def _pgd(learner: Learner, batch: Any, ways: int, eps: float, steps: int, step_size: float,
          norm: str, random_start: bool, target: str, seed: int,
-         inner_steps: int | None) -> Any:
+         inner_steps: int | None, objective: Any = None) -> Any:
+    """PGD on ``target``'s images; ``objective`` (anything with ``grad(images)``, e.g.
+    TRADES' KL in :mod:`.meta_objectives`) replaces the query cross-entropy."""
     field = _FIELD[target]
     x = getattr(batch, field)
     if eps == 0:
         return batch
     adv = _random_start(x, eps, norm, seed) if random_start else x
-    objective = _Objective(learner, batch, ways, target, inner_steps)
+    if objective is None:
+        objective = _Objective(learner, batch, ways, target, inner_steps)
     for _ in range(steps):
         g = objective.grad(adv)
         if norm == "linf":
