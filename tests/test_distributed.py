@@ -45,6 +45,9 @@ PROTO = dict(BASE, learner="protonet", queries=3, meta_batch=2, episodes=8, val_
 # classifier pre-training (each rank 4 of the 8 images of a step)
 PRETRAIN = dict(BASE, learner="protonet", queries=3, meta_batch=2, steps=4, val_every=2,
                 pretrain_share=1.0, batch_size=8)
+# a robust objective (TRADES): its own backward, synchronised over the ranks
+TRADES = dict(BASE, learner="protonet", queries=3, meta_batch=2, steps=3, val_every=100,
+              adversarial=True, adv_method="trades", adv_steps=2)
 MAML = dict(BASE, learner="maml", queries=2, meta_batch=4, episodes=12, inner_steps=1,
             val_every=100, chunk_size=2)
 
@@ -144,7 +147,7 @@ def two_rank_runs(tmp_path_factory):
     """ProtoNet and second-order MAML trained by 2 gloo ranks in one torchrun job."""
     tmp = tmp_path_factory.mktemp("dist")
     jobs = [[PROTO, str(tmp / "proto"), None], [MAML, str(tmp / "maml"), None],
-            [PRETRAIN, str(tmp / "pretrain"), None]]
+            [PRETRAIN, str(tmp / "pretrain"), None], [TRADES, str(tmp / "trades"), None]]
     proc = run_worker(tmp, jobs, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return tmp
@@ -194,6 +197,22 @@ def test_two_ranks_match_one_process(two_rank_runs, tmp_path, one_thread, name, 
                 assert got[key] == pytest.approx(exp[key], abs=tol), key
     assert ranks[0]["result"]["best_val_accuracy"] == pytest.approx(
         ref.best, abs=val_tol if name == "pretrain" else 1e-6)
+
+
+def test_a_robust_objective_keeps_the_ranks_in_step(two_rank_runs):
+    """TRADES' backward is averaged over the ranks like meta_backward: both ranks end with
+    the same model (each rank attacks its own tasks, so no one-process reference), and the
+    model moved."""
+    ranks = [torch.load(two_rank_runs / "trades" / f"rank{r}.pt", weights_only=True)
+             for r in (0, 1)]
+    for key, value in ranks[0]["model"].items():
+        assert torch.equal(value, ranks[1]["model"][key]), key
+    torch.manual_seed(TRADES["seed"])
+    start = Trainer(TrainConfig(**TRADES), two_rank_runs / "trades_start", progress=False)
+    moved = [not torch.equal(v, ranks[0]["model"][k])
+             for k, v in start.learner.state_dict().items() if v.is_floating_point()]
+    assert any(moved)
+    assert ranks[0]["result"]["steps"] == 3
 
 
 def test_teardown_ends_the_process_group_threads(two_rank_runs):

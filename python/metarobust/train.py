@@ -123,9 +123,6 @@ class Trainer:
         self.learner: Learner = build_learner(self.cfg, channels, model).to(self.device)
         if self.cfg.adversarial and self.cfg.adv_method != "aq":
             check_objective(self.learner, self.cfg.adv_method, self.cfg.adv_inner)
-            if self.dist is not None:
-                raise ValueError(f"adv_method: {self.cfg.adv_method!r} trains in one process; "
-                                 "under torchrun use 'aq'")
         if self.cfg.compile and isinstance(self.learner, ProtoNet):  # the config's check
             # in place: state_dict keys stay those of the plain module
             self.learner.backbone.compile(mode=self.cfg.compile_mode)
