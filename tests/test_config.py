@@ -60,6 +60,8 @@ def test_default_models(learner, dataset, model):
     (dict(compile=True, compile_mode="fast"), "compile_mode: expected one of default, "),
     # set, but switched off or of no use to the dataset: refused, not ignored
     (dict(adv_eps=0.1), "adv_eps: configures adversarial querying, which is off"),
+    (dict(adv_method="trades"), "adv_method: configures adversarial training, which is off"),
+    (dict(adversarial=True, adv_method="fgsm"), "adv_method: expected one of aq, trades, adml"),
     (dict(augment_prob=1.0), "augment_prob: configures corruption augmentation, which is off"),
     (dict(compile_mode="reduce-overhead"), "compile_mode: configures torch.compile, which is"),
     (dict(rotations=True), "rotations: rotated classes are added to Omniglot only"),

@@ -52,10 +52,10 @@ back-propagated. The paper attacks MAML's unadapted network with FGSM; the attac
 through the learner's whole forward so that one definition covers every learner. ADML's
 step costs two attacks and two meta-backwards (about twice AQ's).
 
-How to choose: ``aq`` is the cheapest and the strongest robust accuracy per step in
-Goldblum et al.; ``trades`` keeps a clean term and so more clean accuracy, with ``beta``
-as the dial; ``adml`` also trains for a perturbed support set. ``docs/robustness.md``
-has the measured comparison.
+How to choose: ``aq`` is the cheapest step and gave the best robust and clean accuracy
+for a CPU budget on Omniglot (``docs/robustness.md``); ``trades`` keeps a clean term, with
+``beta`` as the dial (a ProtoNet's large logits make the KL large: start around 1);
+``adml`` also trains for a perturbed support set, at twice aq's cost per step.
 
 >>> learner.train(); opt.zero_grad()                                    # doctest: +SKIP
 >>> trades_backward(learner, batch, 5, eps=8 / 255, beta=6.0, seed=step)  # doctest: +SKIP
