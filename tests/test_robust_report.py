@@ -60,3 +60,14 @@ def test_label_noise_rows_show_the_fraction_they_corrupted(tmp_path):
     # a report written before rows carried `effective` reads with the strength in its place
     old = [{k: v for k, v in r.items() if k != "effective"} for r in rows]
     assert "0.1→" not in format_table([{**result, "rows": old}])
+
+
+def test_run_colours_stay_distinct_beyond_ten_runs():
+    from matplotlib.colors import to_rgb
+
+    from metarobust.robust.report import run_colours
+
+    assert run_colours(3) == ["C0", "C1", "C2"]
+    many = [to_rgb(c) for c in run_colours(15)]
+    assert len(set(many)) == 15
+    assert len({to_rgb(c) for c in run_colours(25)}) == 20  # tab20 repeats after 20

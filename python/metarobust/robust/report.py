@@ -280,13 +280,26 @@ def _plot_panel(ax: Any, panel: str, results: Sequence[dict[str, Any]],
     ax.tick_params(labelsize=8)
 
 
+def run_colours(n: int) -> list[Any]:
+    """One colour per run: matplotlib's ten default colours, or the twenty of ``tab20``
+    (repeating after 20) when there are more than ten runs, so no two runs share one."""
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    from matplotlib import colormaps
+
+    # dark shades first, then the light ones: the first ten stay the most distinct
+    palette = [colormaps["tab20"](i) for i in range(20)]
+    ordered = list(palette[0::2]) + list(palette[1::2])
+    return [ordered[i % 20] for i in range(n)]
+
+
 def plot_results(results: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Write the PNG of one or more results (one colour per run)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    colours = [f"C{i % 10}" for i in range(len(results))]
+    colours = run_colours(len(results))
     panels = _panels(results)
     ncols = min(4, len(panels))
     nrows = math.ceil(len(panels) / ncols)
