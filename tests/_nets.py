@@ -17,3 +17,9 @@ class TanhNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.fc(x))
+
+
+def linear_backbone(d: int = 6, side: int = 8) -> nn.Module:
+    """A float64 linear body of ``side x side`` one-channel images, seeded."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(side * side, d)).double()

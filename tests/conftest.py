@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from _runs import train_glyph_run
 
 
@@ -39,3 +40,12 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
     robustness command writes its report into a run directory unless told otherwise."""
     base = tmp_path_factory.mktemp("runs")
     return train_glyph_run(base / "run_a", 0), train_glyph_run(base / "run_b", 1)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (restored after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

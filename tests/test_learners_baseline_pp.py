@@ -10,23 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _learners import WAYS, image_batch
+from _nets import linear_backbone
 from torch import nn
 
 from metarobust.learners import BaselinePP
 from metarobust.learners.baseline_pp import fit_cosine_head, reference_scale
 
+# the head fits run many tiny operations: threads only add contention
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the head fits run many tiny operations: threads only add contention
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-def linear_backbone(d: int = 6, side: int = 8) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(side * side, d)).double()
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:

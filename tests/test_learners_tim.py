@@ -11,23 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _learners import WAYS, image_batch
-from torch import nn
+from _nets import linear_backbone
 
 from metarobust.learners import TIM
 from metarobust.learners.tim import tim_fit, tim_loss_terms
 
+# the head fits run many tiny operations: threads only add contention
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the head fits run many tiny operations: threads only add contention
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-def linear_backbone(d: int = 6, side: int = 8) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(side * side, d)).double()
 
 
 def features(c: int = 3, shots: int = 2, queries: int = 4, d: int = 5, seed: int = 0):

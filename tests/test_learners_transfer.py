@@ -18,13 +18,8 @@ SIDE = 8
 KINDS = ["simpleshot", "baseline_pp", "meta_baseline", "tim"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the head fits run many tiny operations: threads only add contention
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# the head fits run many tiny operations: threads only add contention
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def bn_net(seed: int = 0) -> nn.Module:
