@@ -2,7 +2,7 @@
 through torch's block, side by side in one process (the target setting of the 10-minute
 CPU run: Omniglot background, 20-way 1-shot 5-query, channels-last, Adam 6e-3).
 
-    METAROBUST_DATA=../shared/data python experiments/scripts/protonet_fused_block.py [--steps 250]
+    METAROBUST_DATA=/path/to/data python experiments/scripts/protonet_fused_block.py [--steps 250]
         [--rounds 2]
 
 Prints ms per step of each (best of ``--rounds`` alternating runs of ``--steps`` steps, the
