@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -283,17 +283,32 @@ class Learner(nn.Module):
         if is_variable(batch):
             return variable_meta_backward(self, batch, ways, sync)
         ways = self._check_batch(batch, ways, labels=sync)
+
+        def chunk_losses(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+            chunk = slice_batch(batch, start, stop)
+            return self._task_losses(self._chunk_outputs(chunk, ways, meta=True),
+                                     chunk.query_y)
+
+        key = "mse" if self.task == "regression" else "accuracy"
+        return self.backward_chunks(batch, chunk_losses, key, sync)
+
+    def backward_chunks(self, batch: Any,
+                        chunk_losses: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
+                        key: str = "accuracy", sync: bool = True) -> dict[str, Any]:
+        """Back-propagates the mean over ``batch``'s tasks of the per-task losses that
+        ``chunk_losses(start, stop)`` returns for tasks ``start:stop`` (with a per-task
+        metric), chunk by chunk
+        (``chunk_size``); returns ``{"loss", key}`` averaged over the tasks, floats if
+        ``sync`` else 0-d tensors. The loop of :meth:`meta_backward`, for objectives of
+        one's own (e.g. :func:`metarobust.robust.trades_backward`)."""
         b = batch.support_x.shape[0]
         total_loss: Any = 0.0
         total_metric: Any = 0.0
         for start, stop in self._chunks(b, batch.support_x):
-            chunk = slice_batch(batch, start, stop)
-            out = self._chunk_outputs(chunk, ways, meta=True)
-            loss, metric = self._task_losses(out, chunk.query_y)
+            loss, metric = chunk_losses(start, stop)
             (loss.sum() / b).backward()
             total_loss = total_loss + loss.detach().sum()
             total_metric = total_metric + metric.sum()
-        key = "mse" if self.task == "regression" else "accuracy"
         means = {"loss": total_loss / b, key: total_metric / b}
         return {k: float(v) for k, v in means.items()} if sync else means
 

@@ -185,21 +185,16 @@ def _inner_trades_loss(learner: MAML, beta: float) -> Iterator[None]:
 def _trades_terms(learner: Learner, batch: Any, adv: Any, ways: int, beta: float,
                   sync: bool) -> dict[str, Any]:
     """Back-propagates TRADES' loss chunk by chunk; the mean loss and clean accuracy."""
-    b = batch.support_x.shape[0]
-    total_loss: Any = 0.0
-    total_acc: Any = 0.0
-    for start, stop in learner._chunks(b, batch.support_x):
+    def chunk_losses(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         chunk = slice_batch(batch, start, stop)
         clean = learner._chunk_outputs(chunk, ways, meta=True)
         loss, acc = learner._task_losses(clean, chunk.query_y)
         if beta:
             out = learner._chunk_outputs(slice_batch(adv, start, stop), ways, meta=True)
             loss = loss + beta * trades_kl(clean, out)
-        (loss.sum() / b).backward()
-        total_loss = total_loss + loss.detach().sum()
-        total_acc = total_acc + acc.sum()
-    means = {"loss": total_loss / b, "accuracy": total_acc / b}
-    return {k: float(v) for k, v in means.items()} if sync else means
+        return loss, acc
+
+    return learner.backward_chunks(batch, chunk_losses, "accuracy", sync)
 
 
 def trades_backward(learner: Learner, batch: Any, ways: int, eps: float = 8 / 255,
